@@ -1,0 +1,136 @@
+"""The exceptions wanbatch raises, and what each means for a run.
+
+    WanbatchError
+    ├── SpecError            bad spec or options: exit 2, nothing requested
+    ├── DatasetError         output unreadable/unwritable, disk full: the run stops (exit 3)
+    └── GatewayError         anything a gateway answered or failed to answer; ``kind`` names it
+        ├── TransientError   retry with backoff (429, 408, 5xx, network errors)
+        ├── AmbiguousError   a sync call timed out or got 524: the image may be billed; retried
+        │                    only within ``limits.ambiguous_retries``
+        ├── RefusedError     this job is refused (moderation, bad value, failed task, bad image):
+        │                    a failed row, no retry
+        └── FatalError       the whole run stops at once (401, 403, 404, malformed-request bugs)
+
+Providers translate every httpx error and every gateway answer into exactly one of these at their
+boundary, so the runner's retry policy keys off the class alone. Messages never hold API keys.
+"""
+
+from __future__ import annotations
+
+
+class WanbatchError(Exception):
+    """Base of every error wanbatch raises on purpose."""
+
+
+class SpecError(WanbatchError):
+    """A mistake in a spec, located in its file.
+
+    ``str()`` gives ``file:line:col: field: message`` followed by ``hint`` on its own line.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        field: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.column = column
+        self.field = field
+        self.hint = hint
+        super().__init__(self.render())
+
+    @property
+    def location(self) -> str:
+        parts = [p for p in (self.file, self.line, self.column) if p is not None]
+        return ":".join(str(p) for p in parts)
+
+    def render(self) -> str:
+        head = self.location
+        body = f"{self.field}: {self.message}" if self.field else self.message
+        text = f"{head}: {body}" if head else body
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+
+class SpecErrors(SpecError):
+    """Several spec mistakes at once (validation reports all it finds, in file order)."""
+
+    def __init__(self, errors: list[SpecError]) -> None:
+        self.errors = errors
+        first = errors[0]
+        super().__init__(
+            first.message, file=first.file, line=first.line, column=first.column, field=first.field,
+            hint=first.hint,
+        )
+
+    def render(self) -> str:
+        return "\n".join(e.render() for e in self.errors)
+
+
+class DatasetError(WanbatchError):
+    """The dataset cannot be read or written (permissions, disk full, corrupt index)."""
+
+
+class GatewayError(WanbatchError):
+    """A failure talking to a gateway. ``kind`` is the ``error_kind`` recorded in the index."""
+
+    kind: str = "gateway_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if kind is not None:
+            self.kind = kind
+        self.status = status
+        self.retry_after = retry_after
+        self.request_id = request_id
+
+
+class TransientError(GatewayError):
+    kind = "transient"
+
+
+class AmbiguousError(GatewayError):
+    kind = "ambiguous"
+
+
+class RefusedError(GatewayError):
+    kind = "refused"
+
+
+class FatalError(GatewayError):
+    kind = "fatal"
+
+
+class BudgetExceeded(WanbatchError):
+    """Raised inside the runner when a cap (max_images, max_cost) forbids a new submission."""
+
+
+__all__ = [
+    "AmbiguousError",
+    "BudgetExceeded",
+    "DatasetError",
+    "FatalError",
+    "GatewayError",
+    "RefusedError",
+    "SpecError",
+    "SpecErrors",
+    "TransientError",
+    "WanbatchError",
+]

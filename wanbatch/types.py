@@ -1,0 +1,86 @@
+"""Plain data types shared by every stage: spec → plan → runner → provider → dataset.
+
+Nothing here does I/O. Every other module may import this one; this one imports nothing of wanbatch
+but :mod:`wanbatch.errors`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Status = Literal["ok", "failed"]
+
+#: Size tiers the Wan 2.7 models accept, and the square pixel size each stands for.
+TIER_PIXELS: dict[str, tuple[int, int]] = {"1K": (1024, 1024), "2K": (2048, 2048), "4K": (4096, 4096)}
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One request to a gateway: ``n`` images of one rendered prompt at one seed and size.
+
+    ``size`` is normalised: a tier (``"1K"``, ``"2K"``, ``"4K"``) or pixels as ``"W*H"``.
+    ``params`` holds only the request parameters that are set (``None`` values dropped), with
+    canonical keys: ``watermark``, ``thinking_mode``, ``color_palette``, ``enable_sequential``.
+    ``job_id`` is a digest of (model, prompt, size, seed, n, params) — see :mod:`wanbatch.plan`.
+    ``template`` and ``vars`` describe where the prompt came from; they are not part of the identity.
+    """
+
+    job_id: str
+    model: str
+    prompt: str
+    size: str
+    seed: int
+    n: int
+    params: dict[str, Any]
+    template: str = ""
+    vars: dict[str, str] = field(default_factory=dict)
+    pipeline: str = ""
+
+    def image_ids(self) -> list[str]:
+        return [f"{self.job_id}-{k}" for k in range(self.n)]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveredImage:
+    """One image slot as a gateway answered it, before download: a URL or inline base64."""
+
+    index: int
+    url: str | None = None
+    b64_json: str | None = None
+    revised_prompt: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """A gateway's successful answer to one job (sync answer, or a finished async task).
+
+    ``images`` may hold fewer than ``job.n`` items: the missing slots are failures
+    (``error_kind="missing_image"``), never successes.
+    """
+
+    images: list[DeliveredImage]
+    task_id: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskState:
+    """One poll of an async task: still running (``generation is None``) or done."""
+
+    task_id: str
+    status: str
+    progress: int | None = None
+    generation: Generation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    """An image that is on disk, verified and in place (``path`` is relative to the dataset root)."""
+
+    path: str
+    format: str
+    width: int
+    height: int
+    bytes: int
+    sha256: str
