@@ -1,1 +1,3 @@
-"""wanbatch."""
+"""wanbatch (public API is bound at the end of the core work)."""
+
+__version__ = "0.1.0"

@@ -83,6 +83,7 @@ class GatewayError(WanbatchError):
     """A failure talking to a gateway. ``kind`` is the ``error_kind`` recorded in the index."""
 
     kind: str = "gateway_error"
+    attempts: int = 1  # set by the retry policy when it gives up
 
     def __init__(
         self,

@@ -1,0 +1,311 @@
+"""The `wanbatch` command line. Turns every WanbatchError into a readable message and an exit code:
+0 done, 1 some jobs failed, 2 bad input, 3 aborted."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import DatasetError, SpecError, WanbatchError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ABORTED = 0, 1, 2, 3
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class LazyGroup(click.Group):
+    """Commands are imported when used, so `wanbatch --help` and `plan` start fast."""
+
+    lazy: dict[str, str] = {"mock-server": "wanbatch.mock.cli:mock_server"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attr = self.lazy[name].split(":")
+            command = getattr(importlib.import_module(module), attr)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, name)
+
+
+def fail(message: str, code: int, hint: str | None = None) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    if hint:
+        err.print(f"[dim]hint:[/] {hint}")
+    sys.exit(code)
+
+
+@contextmanager
+def user_errors(json_output: bool = False) -> Iterator[None]:
+    """Map wanbatch's errors to messages and exit codes; only a real bug shows a traceback (with
+    WANBATCH_DEBUG=1)."""
+    try:
+        yield
+    except SpecError as exc:
+        if json_output:
+            errors = getattr(exc, "errors", [exc])
+            print(json.dumps({"ok": False, "errors": [_spec_error_dict(e) for e in errors]}, indent=2))
+            sys.exit(EXIT_BAD_INPUT)
+        err.print(f"[bold red]error[/] in spec:\n{exc.render()}", markup=True, soft_wrap=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except DatasetError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    except WanbatchError as exc:
+        fail(str(exc), EXIT_ABORTED)
+    except KeyboardInterrupt:
+        fail("interrupted", EXIT_ABORTED)
+    except (OSError, ValueError) as exc:
+        if os.environ.get("WANBATCH_DEBUG"):
+            raise
+        fail(f"{type(exc).__name__}: {exc}", EXIT_BAD_INPUT, "set WANBATCH_DEBUG=1 to see the traceback")
+
+
+def _spec_error_dict(e: SpecError) -> dict[str, Any]:
+    return {"file": e.file, "line": e.line, "column": e.column, "field": e.field, "message": e.message,
+            "hint": e.hint}
+
+
+def parse_shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        i, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise click.BadParameter("expected i/N, e.g. 0/4 (shards are numbered from 0)") from None
+    if n < 1 or not 0 <= i < n:
+        raise click.BadParameter(f"shard {i}/{n}: need 0 <= i < N")
+    return i, n
+
+
+shard_option = click.option("--shard", metavar="i/N", help="Run only shard i of N (0-based, deterministic).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="wanbatch")
+def main() -> None:
+    """Reproducible, resumable batches of Wan 2.7 image generations, as a Parquet-indexed dataset."""
+
+
+# ----------------------------------------------------------------------------------- validate / plan
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@json_option
+def validate(specs: tuple[str, ...], as_json: bool) -> None:
+    """Check specs without sending anything."""
+    from .plan import plan as make_plan
+    from .spec import load_spec
+
+    results = []
+    for path in specs:
+        with user_errors(as_json):
+            spec = load_spec(path)
+            p = make_plan(spec)
+            results.append({"spec": path, "ok": True, "jobs": p.job_count, "images": p.image_count})
+            if not as_json:
+                out.print(f"[green]✓[/] {path}: {p.job_count} jobs, {p.image_count} images")
+    if as_json:
+        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+
+
+@main.command("plan")
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@shard_option
+@click.option("--output", help="Dataset folder (default: the spec's `output`).")
+@click.option("--samples", default=5, show_default=True, help="How many rendered prompts to show.")
+@json_option
+def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int, as_json: bool) -> None:
+    """Expand a spec into jobs and show counts, sizes, sample prompts, cost and what is left to do."""
+    from .planreport import plan_report
+
+    with user_errors(as_json):
+        report = plan_report(spec_path, shard=parse_shard(shard), output=output, samples=samples)
+    if as_json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"plan: {report['name']}  ({report['model']} via {report['provider']})",
+                  title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("jobs", f"{report['jobs']:,}")
+    table.add_row("images", f"{report['images']:,}  (n={report['n']} per job)")
+    for size, count in report["by_size"].items():
+        table.add_row(f"  {size}", f"{count:,}")
+    if report["estimated_cost"] is not None:
+        table.add_row("estimated cost", f"{report['estimated_cost']:,.2f}  ({report['price_per_image']} / image)")
+    if report["existing"] is not None:
+        table.add_row("already in output", f"{report['existing']['done']:,} images")
+        if report["existing"]["failed_skipped"]:
+            table.add_row("refused earlier", f"{report['existing']['failed_skipped']:,} (rerun with --retry-failed)")
+        table.add_row("a run would request", f"{report['todo_images']:,} images ({report['todo_jobs']:,} jobs)")
+        if report["todo_cost"] is not None:
+            table.add_row("  costing", f"{report['todo_cost']:,.2f}")
+    table.add_row("output", report["output"])
+    out.print(table)
+    if report["samples"]:
+        out.print("[bold]sample prompts[/]")
+        for prompt in report["samples"]:
+            out.print(f"  • {prompt}", soft_wrap=True)
+
+
+# ----------------------------------------------------------------------------------- run
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@shard_option
+@click.option("--output", help="Dataset folder (default: the spec's `output`).")
+@click.option("--retry-failed", is_flag=True, help="Also request jobs that were refused in earlier runs.")
+@click.option("--grace", default=30.0, show_default=True, help="Seconds in-flight work may take after Ctrl-C.")
+@click.option("--progress/--no-progress", default=None, help="Live display (default: when on a terminal).")
+@json_option
+def run(spec_path: str, shard: str | None, output: str | None, retry_failed: bool, grace: float,
+        progress: bool | None, as_json: bool) -> None:
+    """Generate what the output dataset still lacks (rerun to resume)."""
+    from .progress import LiveProgress, summary_table
+    from .runner import RunOptions, run as run_spec
+    from .spec import load_spec
+
+    with user_errors(as_json):
+        spec = load_spec(spec_path)
+    show = (sys.stderr.isatty() if progress is None else progress) and not as_json
+    display = LiveProgress(err, f"{spec.name}") if show else None
+    options = RunOptions(
+        retry_failed=retry_failed, shard=parse_shard(shard), output=output, handle_signals=True,
+        grace_period=grace, on_start=display.attach if display else None,
+    )
+    with user_errors(as_json):
+        try:
+            result = run_spec(spec, options)
+        finally:
+            if display:
+                display.close()
+    if as_json:
+        print(json.dumps(result.summary, indent=2, ensure_ascii=False))
+    else:
+        for note in result.notes:
+            err.print(f"[dim]note:[/] {note}")
+        out.print(summary_table(result.summary))
+        if result.error is not None:
+            err.print(f"[bold red]stopped:[/] {result.error}", soft_wrap=True)
+        if result.exit_code == EXIT_ABORTED and result.error is None:
+            err.print(f"[yellow]stopped early ({result.stats.stop_reason}).[/] "
+                      f"Resume with: wanbatch run {spec_path}")
+        elif result.exit_code == EXIT_FAILED:
+            err.print(f"[yellow]{result.stats.failed_images} image(s) failed[/] — see "
+                      f"`wanbatch status {result.root}`")
+    sys.exit(result.exit_code)
+
+
+# ----------------------------------------------------------------------------------- dataset tools
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(file_okay=False))
+@json_option
+def status(dataset: str, as_json: bool) -> None:
+    """Counts by status and error kind, pending async tasks, runs."""
+    from .dataset import status as dataset_status
+
+    with user_errors(as_json):
+        _require_dataset(dataset)
+        report = dataset_status(dataset)
+    data = report.to_dict()
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+        return
+    table = Table(title=f"dataset {dataset}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key, value in data.items():
+        if isinstance(value, dict):
+            table.add_row(key, "" if value else "–")
+            for k, v in value.items():
+                table.add_row(f"  {k}", str(v))
+        elif isinstance(value, list):
+            table.add_row(key, str(len(value)))
+        else:
+            table.add_row(key, str(value))
+    out.print(table)
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(file_okay=False))
+@json_option
+def compact(dataset: str, as_json: bool) -> None:
+    """Merge the index parts into few large ones (one row per image)."""
+    from .dataset import compact as compact_dataset
+
+    with user_errors(as_json):
+        _require_dataset(dataset)
+        report = compact_dataset(dataset)
+    data = report.to_dict() if hasattr(report, "to_dict") else vars(report)
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        out.print(f"[green]✓[/] compacted {dataset}: " + ", ".join(f"{k} {v}" for k, v in data.items()))
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(file_okay=False))
+@click.option("--to", "to", required=True, type=click.Path(), help="The HTML file to write.")
+@click.option("--rows", help="Grid rows: prompt, seed, size, model or a var name.")
+@click.option("--cols", help="Grid columns: seed (default for sweeps), size, prompt, model or a var name.")
+@click.option("--limit", type=int, help="Show at most this many images.")
+def gallery(dataset: str, to: str, rows: str | None, cols: str | None, limit: int | None) -> None:
+    """Write a static HTML gallery (works from file://, no server)."""
+    from .gallery import build_gallery
+
+    with user_errors():
+        _require_dataset(dataset)
+        page = build_gallery(dataset, Path(to), rows=rows, cols=cols, limit=limit)
+    out.print(f"[green]✓[/] gallery: {page}  (open file://{Path(page).resolve()})")
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", required=True, type=click.Choice(["hf", "webdataset", "imagefolder"]))
+@click.option("--to", "to", required=True, type=click.Path(), help="Destination folder.")
+@click.option("--include-failed", is_flag=True, help="Also export failed slots (hf only makes sense).")
+@click.option("--overwrite", is_flag=True, help="Write into a non-empty destination.")
+@json_option
+def export(dataset: str, fmt: str, to: str, include_failed: bool, overwrite: bool, as_json: bool) -> None:
+    """Export for Hugging Face datasets, WebDataset, or an image folder with metadata.jsonl."""
+    from .export import export_dataset
+
+    with user_errors(as_json):
+        _require_dataset(dataset)
+        report = export_dataset(dataset, fmt, Path(to), include_failed=include_failed,  # type: ignore[arg-type]
+                                overwrite=overwrite)
+    data = report.to_dict() if hasattr(report, "to_dict") else vars(report)
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        out.print(f"[green]✓[/] exported {dataset} as {fmt} to {to}: "
+                  + ", ".join(f"{k} {v}" for k, v in data.items() if not isinstance(v, list)))
+
+
+def _require_dataset(path: str) -> None:
+    root = Path(path)
+    if not (root / "wanbatch.json").exists() and not (root / "index").is_dir():
+        raise DatasetError(f"{path}: not a wanbatch dataset (no wanbatch.json or index/ inside)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""`wanbatch plan`: what a spec expands to and what a run of it would still request. Read-only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .plan import plan as make_plan
+from .resume import triage
+from .spec import load_spec
+
+
+def plan_report(
+    spec_path: str, *, shard: tuple[int, int] | None = None, output: str | None = None,
+    samples: int = 5, retry_failed: bool = False,
+) -> dict[str, Any]:
+    spec = load_spec(spec_path)
+    the_plan = make_plan(spec, shard=shard)
+    root = Path(output or spec.output)
+    price = spec.price_per_image
+    report: dict[str, Any] = {
+        "spec": spec_path,
+        "name": spec.name,
+        "model": spec.model,
+        "provider": spec.provider.name,
+        "n": spec.n,
+        "jobs": the_plan.job_count,
+        "images": the_plan.image_count,
+        "by_size": the_plan.by_size(),
+        "samples": the_plan.sample_prompts(samples),
+        "price_per_image": price,
+        "estimated_cost": the_plan.estimated_cost,
+        "output": str(root),
+        "shard": list(shard) if shard else None,
+        "existing": None,
+        "todo_jobs": the_plan.job_count,
+        "todo_images": the_plan.image_count,
+        "todo_cost": the_plan.estimated_cost,
+    }
+    if not (root / "index").is_dir():
+        return report
+    from .dataset import Dataset
+
+    dataset = Dataset.open(root, create=False)
+    done, failed = dataset.done_image_ids(), dataset.failed_image_ids()
+    todo_jobs = todo_images = n_done = n_refused = 0
+    for job in the_plan.jobs():
+        slots = triage(job, done, failed, retry_failed=retry_failed)
+        n_done += slots.done
+        n_refused += slots.refused
+        if slots.need:
+            todo_jobs += 1
+            todo_images += job.n  # a job is requested whole, even for one missing slot
+    report.update(
+        existing={"done": n_done, "failed_skipped": n_refused},
+        todo_jobs=todo_jobs,
+        todo_images=todo_images,
+        todo_cost=None if price is None else round(todo_images * price, 6),
+    )
+    return report

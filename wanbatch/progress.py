@@ -1,0 +1,120 @@
+"""What a person sees during and after a run: a live panel, then a summary table (rich)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from .stats import RunStats
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _money(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.2f}"
+
+
+def render_live(stats: RunStats, title: str) -> RenderableType:
+    total = max(stats.todo_images, 1)
+    finished = stats.finished_images
+    bar = ProgressBar(total=total, completed=finished, width=48)
+    head = Text.assemble(
+        (f"{title}  ", "bold"),
+        (f"{finished}/{stats.todo_images} images", "bold cyan"),
+        f"  {100 * finished / total:3.0f}%  ",
+        ("elapsed ", "dim"), _duration(stats.elapsed), ("  eta ", "dim"), _duration(stats.eta_seconds),
+    )
+    grid = Table.grid(padding=(0, 2))
+    for _ in range(6):
+        grid.add_column()
+    grid.add_row(
+        Text(f"done {stats.done_images}", "green"),
+        Text(f"failed {stats.failed_images}", "red" if stats.failed_images else "dim"),
+        Text(f"skipped {stats.skipped_images + stats.skipped_failed}", "dim"),
+        Text(f"in flight {stats.in_flight}/{stats.concurrency}", "yellow"),
+        Text(f"{stats.images_per_second:.1f} img/s"),
+        Text(f"spent {_money(stats.spent)}" if stats.spent is not None else "", "magenta"),
+    )
+    extra = []
+    if stats.retries or stats.ambiguous or stats.resumed_tasks:
+        extra.append(
+            Text(
+                f"retries {stats.retries}  throttled {stats.throttled}  ambiguous {stats.ambiguous}"
+                f"  resumed tasks {stats.resumed_tasks}",
+                "dim",
+            )
+        )
+    if stats.stop_reason:
+        extra.append(Text(f"stopping: {stats.stop_reason}", "bold yellow"))
+    return Group(head, bar, grid, *extra)
+
+
+class LiveProgress:
+    """A rich Live panel refreshed from its own thread; the runner only bumps counters."""
+
+    def __init__(self, console: Console, title: str) -> None:
+        self.console = console
+        self.title = title
+        self.stats: RunStats | None = None
+        self._live: Live | None = None
+
+    def attach(self, stats: RunStats) -> None:
+        self.stats = stats
+        self._live = Live(
+            get_renderable=lambda: render_live(stats, self.title),
+            console=self.console,
+            refresh_per_second=4,
+            transient=False,
+        )
+        self._live.start()
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.refresh()
+            self._live.stop()
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    table = Table(title=f"run {summary['run_id']}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+
+    def row(label: str, value: Any, style: str = "") -> None:
+        table.add_row(label, Text(str(value), style=style))
+
+    row("planned", f"{summary['planned_jobs']} jobs, {summary['planned_images']} images")
+    row("already in dataset", summary["skipped_images"], "dim")
+    if summary.get("skipped_failed"):
+        row("refused earlier (use --retry-failed)", summary["skipped_failed"], "dim")
+    if summary.get("adopted_images"):
+        row("re-indexed from disk", summary["adopted_images"])
+    row("done", summary["done_images"], "green")
+    row("failed", summary["failed_images"], "red" if summary["failed_images"] else "")
+    for kind, count in summary.get("errors_by_kind", {}).items():
+        row(f"  {kind}", count, "red")
+    row("retries", f"{summary['retries']} ({summary['throttled']} throttled)")
+    if summary.get("ambiguous"):
+        row("ambiguous (may be billed)", summary["ambiguous"], "yellow")
+    if summary.get("resumed_tasks"):
+        row("async tasks resumed", summary["resumed_tasks"])
+    if summary.get("pending_tasks"):
+        row("async tasks still running", summary["pending_tasks"], "yellow")
+    if summary.get("cost") is not None:
+        row("estimated cost", _money(summary["cost"]), "magenta")
+    row("elapsed", f"{summary['elapsed_seconds']:.1f} s ({summary['images_per_second']:.1f} img/s)")
+    if summary.get("stop_reason"):
+        row("stopped", summary["stop_reason"], "yellow")
+    row("output", summary["output"])
+    return table

@@ -1,0 +1,93 @@
+"""Retry policy: which failures are retried, and how long to wait (tenacity).
+
+Transient errors retry with exponential backoff and full jitter, never sooner than a gateway's
+``Retry-After``. Ambiguous errors (the image may already be billed) retry only while the run's
+``ambiguous_retries`` allowance for that call lasts. Refused and fatal errors never retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import anyio
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
+
+from .errors import AmbiguousError, GatewayError, TransientError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    retries: int = 6
+    ambiguous_retries: int = 0
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+
+
+class _WaitRetryAfter:
+    """Exponential backoff with jitter, raised to the gateway's Retry-After when it names one."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._backoff = wait_exponential_jitter(
+            initial=policy.backoff_initial, max=policy.backoff_max, jitter=policy.backoff_initial
+        )
+        self._max = policy.backoff_max
+
+    def __call__(self, state: RetryCallState) -> float:
+        wait = float(self._backoff(state))
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, GatewayError) and exc.retry_after is not None:
+            wait = max(wait, min(exc.retry_after, self._max))
+        return wait
+
+
+async def call_with_retries(
+    fn: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    on_retry: Callable[[GatewayError], None] | None = None,
+    allow_ambiguous: bool = True,
+) -> tuple[T, int]:
+    """Await ``fn()`` under ``policy``; return its result and the number of attempts made.
+
+    ``on_retry`` sees each error that is about to be retried (for counters and adaptive limits).
+    """
+    ambiguous_left = policy.ambiguous_retries if allow_ambiguous else 0
+
+    def should_retry(state: RetryCallState) -> bool:
+        nonlocal ambiguous_left
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientError):
+            return True
+        if isinstance(exc, AmbiguousError) and ambiguous_left > 0:
+            ambiguous_left -= 1
+            return True
+        return False
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        if on_retry is not None and isinstance(exc, GatewayError):
+            on_retry(exc)
+
+    retrying = AsyncRetrying(
+        retry=should_retry,
+        stop=stop_after_attempt(policy.retries + 1),
+        wait=_WaitRetryAfter(policy),
+        sleep=anyio.sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    attempts = 0
+    try:
+        async for attempt in retrying:
+            with attempt:
+                attempts = attempt.retry_state.attempt_number
+                result = await fn()
+    except GatewayError as exc:
+        exc.attempts = attempts
+        raise
+    return result, attempts

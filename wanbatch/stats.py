@@ -1,0 +1,88 @@
+"""Live counters of a run, shared by the runner (writes) and the progress display (reads)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RunStats:
+    run_id: str
+    planned_jobs: int = 0
+    planned_images: int = 0
+    todo_jobs: int = 0
+    todo_images: int = 0
+    skipped_images: int = 0  # already in the dataset before this run
+    skipped_failed: int = 0  # refused earlier; retried only with --retry-failed
+    adopted_images: int = 0  # on disk without a row (a crash between rename and journal): re-indexed
+    done_images: int = 0
+    failed_images: int = 0
+    in_flight: int = 0
+    submitted_images: int = 0  # images asked of the gateway by this run (what can be billed)
+    retries: int = 0
+    throttled: int = 0
+    ambiguous: int = 0
+    resumed_tasks: int = 0
+    pending_tasks: int = 0  # async tasks still running at the end (a rerun polls them)
+    concurrency: int = 0
+    price_per_image: float | None = None
+    errors: Counter[str] = field(default_factory=Counter)
+    started: float = field(default_factory=time.monotonic)
+    started_at: float = field(default_factory=time.time)
+    finished: float | None = None
+    stop_reason: str | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def finished_images(self) -> int:
+        return self.done_images + self.failed_images
+
+    @property
+    def images_per_second(self) -> float:
+        return self.done_images / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        rate = self.finished_images / self.elapsed if self.elapsed > 0 else 0.0
+        left = self.todo_images - self.finished_images
+        return left / rate if rate > 0 and left >= 0 else None
+
+    @property
+    def spent(self) -> float | None:
+        """Estimated spend of this run: images asked of the gateway × price."""
+        if self.price_per_image is None:
+            return None
+        return round(self.submitted_images * self.price_per_image, 6)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "planned_jobs": self.planned_jobs,
+            "planned_images": self.planned_images,
+            "todo_jobs": self.todo_jobs,
+            "todo_images": self.todo_images,
+            "skipped_images": self.skipped_images,
+            "skipped_failed": self.skipped_failed,
+            "adopted_images": self.adopted_images,
+            "done_images": self.done_images,
+            "failed_images": self.failed_images,
+            "submitted_images": self.submitted_images,
+            "retries": self.retries,
+            "throttled": self.throttled,
+            "ambiguous": self.ambiguous,
+            "resumed_tasks": self.resumed_tasks,
+            "pending_tasks": self.pending_tasks,
+            "errors_by_kind": dict(sorted(self.errors.items())),
+            "cost": self.spent,
+            "price_per_image": self.price_per_image,
+            "elapsed_seconds": round(self.elapsed, 3),
+            "images_per_second": round(self.images_per_second, 3),
+            "started_at": self.started_at,
+            "stop_reason": self.stop_reason,
+        }
