@@ -26,6 +26,7 @@ class RetryPolicy:
     ambiguous_retries: int = 0
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
+    retry_after_max: float = 300.0  # a gateway's Retry-After is obeyed up to this many seconds
 
 
 class _WaitRetryAfter:
@@ -33,9 +34,9 @@ class _WaitRetryAfter:
 
     def __init__(self, policy: RetryPolicy) -> None:
         self._backoff = wait_exponential_jitter(
-            initial=policy.backoff_initial, max=policy.backoff_max, jitter=policy.backoff_initial
+            multiplier=policy.backoff_initial, max=policy.backoff_max, jitter=policy.backoff_initial
         )
-        self._max = policy.backoff_max
+        self._max = policy.retry_after_max
 
     def __call__(self, state: RetryCallState) -> float:
         wait = float(self._backoff(state))
