@@ -1,0 +1,148 @@
+"""``load_spec``: a YAML file → a validated, normalised :class:`Spec`, or every mistake at once.
+
+Two passes. Pydantic checks shapes (types, ranges, unknown keys); when they are right, the rules
+that tie fields together run (sizes per model and dialect, params per dialect, templates against
+vars, files). Every mistake becomes a :class:`SpecError` at the line and column that caused it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path as FsPath
+from typing import Any
+
+from pydantic import ValidationError
+
+from wanbatch.errors import SpecError, SpecErrors
+from wanbatch.spec.issues import Issues, describe
+from wanbatch.spec.model import KEYS, ParamsIn, Spec, SpecIn
+from wanbatch.spec.provider import resolve_provider, strip_secrets
+from wanbatch.spec.seeds import SEED_KEYS, SeedSpec, range_problem
+from wanbatch.spec.sizes import size_problem
+from wanbatch.spec.templates import resolve_prompts
+from wanbatch.spec.yaml_nodes import Document, Path, compose
+
+_NAME = re.compile(r"^[a-z0-9_-]+$")
+#: Values the gateways assume when a param is absent: sending them changes nothing, so they are
+#: dropped from the canonical params (and from job identity).
+PARAM_DEFAULTS: dict[str, Any] = {"watermark": False, "thinking_mode": True, "enable_sequential": False}
+_FLAT_PARAMS = {"watermark"}
+
+
+def load_spec(path: str | os.PathLike[str], *, text: str | None = None) -> Spec:
+    """Read, validate and normalise a spec; raise :class:`SpecErrors` listing every mistake."""
+    source = os.fspath(path)
+    if text is None:
+        text = _read(source)
+    doc = compose(text, source)
+    if doc.data is None:
+        raise SpecErrors([SpecError("the spec is empty", file=source,
+                                    hint="start with prompt: and vars: (see the example in the docs)")])
+    if not isinstance(doc.data, dict):
+        m = doc.mark(())
+        raise SpecErrors([SpecError(f"a spec must be a mapping of keys, got {describe(doc.data)}",
+                                    file=source, line=m.line, column=m.column,
+                                    hint="write key: value pairs at the top level")])
+    issues = Issues(doc)
+    data = dict(doc.data)
+    if isinstance(data.get("provider"), dict):
+        data["provider"] = strip_secrets(data["provider"], ("provider",), issues)
+    try:
+        raw = SpecIn.model_validate(data)
+    except ValidationError as exc:
+        issues.add_validation_error(exc, data, _allowed_keys)
+        issues.raise_if_any()
+        raise AssertionError("unreachable") from None
+    issues.raise_if_any()
+    return _build(raw, doc, issues, FsPath(source).parent)
+
+
+def _read(source: str) -> str:
+    try:
+        return FsPath(source).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise SpecErrors([SpecError("spec file not found", file=source, hint="check the path")]) from None
+    except IsADirectoryError:
+        raise SpecErrors([SpecError("is a directory, not a spec file", file=source)]) from None
+    except UnicodeDecodeError:
+        raise SpecErrors([SpecError("the spec is not UTF-8 text", file=source, hint="save it as UTF-8")]) from None
+    except OSError as exc:
+        raise SpecErrors([SpecError(f"cannot read the spec: {exc.strerror}", file=source)]) from None
+
+
+def _allowed_keys(path: Path, data: Any) -> list[str]:
+    if path == ():
+        return KEYS["spec"]
+    if path == ("seeds",):
+        return SEED_KEYS["random" if isinstance(data, dict) and "random" in data else "range"]
+    if len(path) >= 2 and path[-2] == "vars":
+        return KEYS["var"]
+    if path[0] == "prompts" and len(path) == 2:
+        return KEYS["prompt"]
+    return KEYS.get(str(path[0]), [])
+
+
+def _build(raw: SpecIn, doc: Document, issues: Issues, spec_dir: FsPath) -> Spec:
+    name = raw.name if raw.name is not None else default_name(doc.file)
+    if not _NAME.match(name):
+        issues.add(("name",), f"must use only a-z, 0-9, _ and -; got {name!r}",
+                   f"write e.g. name: {default_name(name)}")
+    provider = resolve_provider(raw.provider, ("provider",), issues, spec_dir)
+    dialect = provider.dialect if provider else "flat"
+    sizes = _sizes(raw, doc, issues, dialect)
+    params = _params(raw.params, issues, dialect)
+    max_n = 12 if raw.params.enable_sequential else 4
+    if raw.n > max_n:
+        why = "with enable_sequential" if max_n == 12 else "(1–12 only with params.enable_sequential)"
+        issues.add(("n",), f"must be within 1–{max_n} {why}; got {raw.n}",
+                   f"ask for at most {max_n} images per request; use more seeds for more images")
+    if raw.limits.max_cost is not None and raw.price_per_image is None:
+        issues.add(("limits", "max_cost"), "max_cost needs price_per_image to know what an image costs",
+                   "add price_per_image: <price of one image>", at_key=True)
+    if problem := range_problem(raw.seeds):
+        issues.add(("seeds",), problem, "lower start or count")
+    prompts = resolve_prompts(raw, issues, spec_dir)
+    issues.raise_if_any()
+    assert provider is not None
+    return Spec(
+        name=name, description=raw.description, model=raw.model, provider=provider, prompts=prompts,
+        seeds=SeedSpec.from_input(raw.seeds), sizes=sizes, n=raw.n, params=params, limits=raw.limits,
+        price_per_image=raw.price_per_image,
+        output=(raw.output if raw.output is not None else "datasets/{name}").replace("{name}", name),
+        source=doc.file,
+    )
+
+
+def default_name(file: str) -> str:
+    """The file stem, lower-cased, anything outside ``[a-z0-9_-]`` turned into ``-``."""
+    stem = FsPath(file).stem.lower()
+    return re.sub(r"[^a-z0-9_-]", "-", stem) or "spec"
+
+
+def _sizes(raw: SpecIn, doc: Document, issues: Issues, dialect: str) -> list[str]:
+    written_as_list = isinstance(doc.data.get("sizes"), list)
+    for i, size in enumerate(raw.sizes):
+        if problem := size_problem(size, raw.model, dialect):
+            issues.add(("sizes", i) if written_as_list else ("sizes",), *problem)
+    return list(dict.fromkeys(raw.sizes))
+
+
+def _params(p: ParamsIn, issues: Issues, dialect: str) -> dict[str, Any]:
+    for key in sorted(p.model_fields_set):
+        value = getattr(p, key)
+        if value is None:
+            continue
+        if dialect == "flat" and key not in _FLAT_PARAMS:
+            issues.add(("params", key), f"{key} cannot be sent by the flat dialect (it accepts only watermark)",
+                       "use a provider with dialect: parameters or dashscope, or remove it", at_key=True)
+        elif key == "enable_sequential" and dialect != "parameters":
+            issues.add(("params", key), f"enable_sequential needs the parameters dialect, not {dialect}",
+                       "use a provider with dialect: parameters, or remove it", at_key=True)
+    return canonical_params(p.model_dump())
+
+
+def canonical_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Params as they identify a job: ``None`` and documented defaults dropped, keys sorted."""
+    return {k: v for k, v in sorted(params.items())
+            if v is not None and not (k in PARAM_DEFAULTS and v == PARAM_DEFAULTS[k])}

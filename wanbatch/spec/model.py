@@ -1,0 +1,236 @@
+"""Pydantic models of a spec: what a YAML file may say (``*In``) and the normalised :class:`Spec`.
+
+Input models forbid unknown keys and are strict (``"8"`` is not an integer, ``1`` is not ``true``),
+so a typo never passes silently. Cross-field rules (sizes per model and dialect, params per dialect,
+templates against vars) live in :mod:`wanbatch.spec.loader`, where each error can be pinned to the
+line that caused it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
+
+from wanbatch.spec.durations import parse_duration
+from wanbatch.spec.issues import describe, fail
+from wanbatch.spec.seeds import SeedSpec, SeedsIn
+from wanbatch.spec.sizes import normalize_size
+
+Model = Literal["wan2.7-image-pro", "wan2.7-image"]
+Dialect = Literal["flat", "parameters", "dashscope"]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+def _none_is_empty(value: Any) -> Any:
+    """``limits:`` with every entry commented out means the defaults, not an error."""
+    return {} if value is None else value
+
+
+def _one_or_many(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    fail(f"must be a text value (a string or a number), got {describe(value)}",
+         "write one value per list item")
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+VarScalar = Annotated[str, BeforeValidator(_scalar_text)]
+
+
+class VarFile(_In):
+    """Values read from a file beside the spec: ``.txt`` lines, a ``.csv`` column, ``.jsonl`` key."""
+
+    file: str
+    column: str | None = None
+
+
+def _var_tag(value: Any) -> str:
+    return "list" if isinstance(value, list) else "file" if isinstance(value, dict) else "scalar"
+
+
+VarIn = Annotated[
+    Annotated[list[VarScalar], Tag("list"), Field(min_length=1)]
+    | Annotated[VarFile, Tag("file")]
+    | Annotated[VarScalar, Tag("scalar")],
+    Discriminator(_var_tag),
+]
+
+
+def _zip_groups(value: Any) -> Any:
+    if value is None:
+        return []
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return [value]
+    if isinstance(value, list) and any(isinstance(v, str) for v in value):
+        fail("must be a list of var names (one group) or a list of such lists, not a mix",
+             "write zip: [a, b] or zip: [[a, b], [c, d]]")
+    return value
+
+
+ZipIn = Annotated[list[Annotated[list[str], Field(min_length=1)]], BeforeValidator(_zip_groups)]
+
+
+class PromptIn(_In):
+    template: str
+    vars: Annotated[dict[str, VarIn], BeforeValidator(_none_is_empty)] = {}
+    zip: ZipIn = []
+
+
+def _template_shorthand(value: Any) -> Any:
+    return {"template": value} if isinstance(value, str) else value
+
+
+class ProviderIn(_In):
+    type: Literal["mock", "gateway"] | None = None
+    name: str | None = None
+    base_url: str | None = None
+    api_key_env: str = "WAN_API_KEY"
+    dialect: Dialect = "flat"
+    use_async: bool = Field(False, alias="async")
+    response_format: Literal["url", "b64_json"] = "url"
+    poll_interval: Annotated[Seconds, Field(gt=0)] | None = None
+    latency: Seconds | None = None
+    scale: Annotated[float, Field(gt=0, le=1)] | None = None
+    faults: dict[str, Annotated[float, Field(ge=0, le=1)]] = {}
+
+
+def _provider_tag(value: Any) -> str:
+    return "mapping" if isinstance(value, dict) else "named"
+
+
+ProviderRef = Annotated[
+    Annotated[ProviderIn, Tag("mapping")] | Annotated[str, Tag("named")],
+    Discriminator(_provider_tag),
+]
+
+
+class ParamsIn(_In):
+    watermark: bool | None = None
+    thinking_mode: bool | None = None
+    color_palette: str | None = None
+    enable_sequential: bool | None = None
+
+
+class Limits(_In):
+    """Run limits; durations are float seconds."""
+
+    concurrency: Annotated[int, Field(ge=1)] = 8
+    rpm: Annotated[float, Field(gt=0)] | None = None
+    retries: Annotated[int, Field(ge=0)] = 6
+    request_timeout: Annotated[Seconds, Field(gt=0)] = 300.0
+    download_timeout: Annotated[Seconds, Field(gt=0)] = 120.0
+    max_images: Annotated[int, Field(ge=1)] | None = None
+    max_cost: Annotated[float, Field(ge=0)] | None = None
+    ambiguous_retries: Annotated[int, Field(ge=0)] = 0
+
+
+class SpecIn(_In):
+    """A spec file exactly as written (validated shapes, no cross-field rules yet)."""
+
+    name: str | None = None
+    description: str | None = None
+    model: Model = "wan2.7-image-pro"
+    provider: Annotated[ProviderRef | None, BeforeValidator(lambda v: "mock" if v is None else v)] = "mock"
+    prompt: str | None = None
+    prompts: Annotated[
+        list[Annotated[PromptIn, BeforeValidator(_template_shorthand)]], Field(min_length=1)
+    ] | None = None
+    vars: Annotated[dict[str, VarIn], BeforeValidator(_none_is_empty)] = {}
+    zip: ZipIn = []
+    seeds: SeedsIn | None = None
+    sizes: Annotated[list[Annotated[str, BeforeValidator(normalize_size)]],
+                     BeforeValidator(_one_or_many), Field(min_length=1)] = ["2K"]
+    n: Annotated[int, Field(ge=1)] = 1
+    params: Annotated[ParamsIn, BeforeValidator(_none_is_empty)] = ParamsIn()
+    limits: Annotated[Limits, BeforeValidator(_none_is_empty)] = Limits()
+    price_per_image: Annotated[float, Field(ge=0)] | None = None
+    output: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# The normalised spec
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderConfig(_Out):
+    """Where and how requests go. Holds the *name* of the key's env var, never the key."""
+
+    kind: Literal["mock", "gateway"]
+    name: str
+    base_url: str | None
+    api_key_env: str
+    dialect: Dialect
+    use_async: bool
+    response_format: Literal["url", "b64_json"]
+    poll_interval: float
+    latency: float
+    scale: float | None
+    faults: dict[str, float]
+
+
+class PromptSpec(_Out):
+    """One template with the resolved values of the vars it uses; ``zip`` groups advance together."""
+
+    template: str
+    vars: dict[str, list[str]]
+    zip: list[list[str]]
+
+
+class Spec(_Out):
+    """A validated, normalised spec: everything :func:`wanbatch.plan.plan` and the runner need."""
+
+    name: str
+    description: str | None = None
+    model: Model
+    provider: ProviderConfig
+    prompts: list[PromptSpec]
+    seeds: SeedSpec
+    sizes: list[str]
+    n: int
+    params: dict[str, Any]
+    limits: Limits
+    price_per_image: float | None
+    output: str
+    source: str
+
+    def resolved(self) -> dict[str, Any]:
+        """JSON-able form for the dataset manifest (no secrets: the key stays in the environment)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "model": self.model,
+            "provider": self.provider.model_dump(),
+            "prompts": [p.model_dump() for p in self.prompts],
+            "seeds": self.seeds.describe(),
+            "sizes": list(self.sizes),
+            "n": self.n,
+            "params": dict(self.params),
+            "limits": self.limits.model_dump(),
+            "price_per_image": self.price_per_image,
+            "output": self.output,
+            "source": self.source,
+        }
+
+
+#: Keys each kind of mapping accepts, for "unknown key … did you mean" messages.
+KEYS: dict[str, list[str]] = {
+    "spec": [f.alias or n for n, f in SpecIn.model_fields.items()],
+    "provider": [f.alias or n for n, f in ProviderIn.model_fields.items()],
+    "params": list(ParamsIn.model_fields),
+    "limits": list(Limits.model_fields),
+    "prompt": list(PromptIn.model_fields),
+    "var": list(VarFile.model_fields),
+}

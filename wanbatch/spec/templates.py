@@ -1,0 +1,156 @@
+"""Prompt templates against their vars: which fields each template uses, which values feed them,
+and which vars advance together (zip).
+
+Rules (DESIGN §1): every field needs values; every var must be used by some template; a zip group
+needs equal lengths. Top-level vars and zip apply to every template; an entry's own add/override.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from pathlib import Path as FsPath
+
+from wanbatch.spec.issues import Issues, did_you_mean
+from wanbatch.spec.model import PromptIn, PromptSpec, SpecIn
+from wanbatch.spec.values import resolve_var
+from wanbatch.spec.yaml_nodes import Path
+
+_FORMATTER = string.Formatter()
+
+
+def template_fields(template: str) -> list[str]:
+    """Names of the ``{fields}`` in a template, in order; raises ValueError when malformed."""
+    names: list[str] = []
+    for _, name, _, _ in _FORMATTER.parse(template):
+        if name is None:
+            continue
+        if not name.isidentifier():
+            raise ValueError(f"field {{{name}}} is not a var name")
+        if name not in names:
+            names.append(name)
+    return names
+
+
+@dataclass(slots=True)
+class _Entry:
+    template: str
+    path: Path  # where the template is written
+    base: Path  # where the entry's own vars/zip are written
+    own: PromptIn | None
+
+
+def resolve_prompts(spec: SpecIn, issues: Issues, spec_dir: FsPath) -> list[PromptSpec]:
+    entries = _entries(spec, issues)
+    top = _resolve_vars(spec.vars, ("vars",), issues, spec_dir)
+    known = set(spec.vars).union(*(e.own.vars for e in entries if e.own))
+    top_groups = _known_names(_groups(spec.zip, ("zip",), issues), known, issues)
+    used_anywhere: set[str] = set()
+    out: list[PromptSpec] = []
+    for entry in entries:
+        try:
+            fields = template_fields(entry.template)
+        except ValueError as exc:
+            issues.add(entry.path, f"malformed template: {exc}",
+                       "fields are {name}; write {{ and }} for literal braces")
+            continue
+        own = _resolve_vars(entry.own.vars, (*entry.base, "vars"), issues, spec_dir) if entry.own else {}
+        merged = {**top, **own}
+        declared = set(spec.vars) | (set(entry.own.vars) if entry.own else set())
+        own_groups = _groups(entry.own.zip, (*entry.base, "zip"), issues) if entry.own else []
+        own_groups = _known_names(own_groups, declared, issues)
+        for name in fields:
+            if name not in declared:
+                guess = did_you_mean(name, declared)
+                issues.add(entry.path, f"template uses {{{name}}} but no values are given for {name!r}",
+                           f"did you mean {{{guess}}}?" if guess else f"add {name}: [...] under vars")
+        used_anywhere.update(fields)
+        for name in set(entry.own.vars if entry.own else ()) - set(fields):
+            issues.add((*entry.base, "vars", name), f"var {name!r} is not used by this template",
+                       f"use {{{name}}} in the template or remove it", at_key=True)
+        groups = _equal_lengths(top_groups + own_groups, merged, issues)
+        used = [v for v in merged if v in fields]
+        zipped = [[v for v in g if v in fields] for g, _ in groups]
+        out.append(PromptSpec(template=entry.template, vars={v: merged[v] for v in used if merged[v]},
+                              zip=[g for g in zipped if len(g) >= 2]))
+    for name in spec.vars:
+        if name not in used_anywhere:
+            issues.add(("vars", name), f"var {name!r} is not used by any template",
+                       f"use {{{name}}} in a template or remove it", at_key=True)
+    return out
+
+
+def _entries(spec: SpecIn, issues: Issues) -> list[_Entry]:
+    if spec.prompt is not None and spec.prompts is not None:
+        issues.add(("prompts",), "give either prompt or prompts, not both",
+                   "move the single prompt into the prompts list", at_key=True)
+    if spec.prompt is not None:
+        return [_Entry(spec.prompt, ("prompt",), ("prompt",), None)]
+    if spec.prompts is None:
+        issues.add((), "a spec needs prompt (one template) or prompts (a list of templates)",
+                   'add e.g. prompt: "a {subject} in {style} style"')
+        return []
+    raw = issues.doc.data.get("prompts") if isinstance(issues.doc.data, dict) else None
+    entries = []
+    for i, item in enumerate(spec.prompts):
+        written_as_text = isinstance(raw, list) and i < len(raw) and isinstance(raw[i], str)
+        path = ("prompts", i) if written_as_text else ("prompts", i, "template")
+        entries.append(_Entry(item.template, path, ("prompts", i), item))
+    return entries
+
+
+def _resolve_vars(values: dict, base: Path, issues: Issues, spec_dir: FsPath) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in values.items():
+        if not name.isidentifier():
+            issues.add((*base, name), f"var name {name!r} must be a Python identifier (letters, digits, _)",
+                       "rename it, e.g. " + "".join(c if c.isalnum() else "_" for c in name), at_key=True)
+        resolved = resolve_var(name, value, (*base, name), issues, spec_dir)
+        out[name] = resolved or []
+    return out
+
+
+def _groups(groups: list[list[str]], path: Path, issues: Issues) -> list[tuple[list[str], Path]]:
+    data = issues.doc.data
+    for part in path:
+        data = data.get(part) if isinstance(data, dict) else None
+    nested = isinstance(data, list) and bool(data) and isinstance(data[0], list)
+    return [(g, (*path, i) if nested else path) for i, g in enumerate(groups)]
+
+
+def _known_names(groups: list[tuple[list[str], Path]], known: set[str],
+                 issues: Issues) -> list[tuple[list[str], Path]]:
+    """Groups whose members are all declared vars (an issue for each unknown name)."""
+    good = []
+    for group, path in groups:
+        unknown = [name for name in group if name not in known]
+        for name in unknown:
+            guess = did_you_mean(name, known)
+            issues.add(path, f"zip names {name!r}, which is not a var",
+                       f"did you mean {guess!r}?" if guess else "zip lists names of vars")
+        if not unknown:
+            good.append((group, path))
+    return good
+
+
+def _equal_lengths(groups: list[tuple[list[str], Path]], merged: dict[str, list[str]],
+                   issues: Issues) -> list[tuple[list[str], Path]]:
+    """Groups whose vars can advance together here: disjoint and of equal lengths."""
+    seen: set[str] = set()
+    good = []
+    for group, path in groups:
+        ok = True
+        for name in group:
+            if name in seen:
+                issues.add(path, f"var {name!r} is in more than one zip group", "keep it in one group")
+                ok = False
+            seen.add(name)
+        lengths = {name: len(merged[name]) for name in group if merged.get(name)}
+        if ok and len(set(lengths.values())) > 1:
+            detail = ", ".join(f"{k}={v}" for k, v in lengths.items())
+            issues.add(path, f"zipped vars must have equal lengths; got {detail}",
+                       "give each zipped var the same number of values, or drop zip for the cartesian product")
+            ok = False
+        if ok:
+            good.append((group, path))
+    return good
