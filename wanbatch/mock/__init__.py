@@ -1,0 +1,26 @@
+"""The mock gateway: every dialect of PROTOCOL.md on loopback or in-process, with faults and billing.
+
+    from wanbatch.mock import MockConfig, create_app, run_in_thread
+    app = create_app(MockConfig(faults={"429": 0.1}))            # httpx.ASGITransport(app=app)
+    with run_in_thread(MockConfig()) as base:                    # "http://127.0.0.1:PORT"
+        ...                                                      # base + "/v1", base + "/api/v1/..."
+
+Routes, billing and the mock-only ``/_mock/stats`` and ``/_mock/reset`` are described in
+:mod:`wanbatch.mock.app`; images in :mod:`wanbatch.mock.images`.
+"""
+
+from wanbatch.mock.app import create_app
+from wanbatch.mock.config import FAULTS, Latency, MockConfig
+from wanbatch.mock.dialects import PARAMETERS_SIZES, billing_key
+from wanbatch.mock.server import run_in_thread, serve
+
+__all__ = [
+    "FAULTS",
+    "PARAMETERS_SIZES",
+    "Latency",
+    "MockConfig",
+    "billing_key",
+    "create_app",
+    "run_in_thread",
+    "serve",
+]

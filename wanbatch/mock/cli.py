@@ -1,0 +1,102 @@
+"""``wanbatch mock-server``: the mock gateway on loopback, for users' own tests and benchmarks.
+
+The accepted API key is read from an environment variable named by ``--api-key-env`` (never from
+argv, where it would show in ``ps``). Bad options and a busy port exit with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from wanbatch.mock.config import FAULTS, MockConfig
+from wanbatch.mock.server import serve
+
+
+def _pairs(values: tuple[str, ...], option: str, convert: type[float] | type[int]) -> dict[str, float | int]:
+    result: dict[str, float | int] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or name not in FAULTS:
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE with NAME one of {', '.join(FAULTS)}",
+                                     param_hint=option)
+        try:
+            result[name] = convert(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: {value!r} is not a number", param_hint=option) from None
+    return result
+
+
+@click.command("mock-server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="0 = any free port.")
+@click.option("--dialect", type=click.Choice(["flat", "parameters"]), default="flat", show_default=True,
+              help="Dialect of /v1 (both are also served under /flat/v1 and /parameters/v1).")
+@click.option("--latency", default="0", show_default=True,
+              help="Seconds per generation, or 'uniform:a,b' or 'lognormal:median,sigma'.")
+@click.option("--fault", "faults", multiple=True, metavar="NAME=RATE", help=f"Inject a fault: {', '.join(FAULTS)}.")
+@click.option("--fail-first", "fail_first", multiple=True, metavar="NAME=K",
+              help="The first K requests of each job get this fault.")
+@click.option("--api-key-env", metavar="VAR", help="Accept only the key held by this environment variable.")
+@click.option("--moderation-word", "moderation_words", multiple=True,
+              help="Prompts containing it are refused (default: forbidden-word).")
+@click.option("--url-ttl", type=float, default=86400.0, show_default=True, help="Seconds image URLs stay valid.")
+@click.option("--scale", type=float, default=1.0, show_default=True, help="Shrink delivered images (0-1].")
+@click.option("--image-kb", type=float, default=None, help="Approximate PNG size in KB (default: ~25000 at 4K).")
+@click.option("--hang", type=float, default=600.0, show_default=True, help="Seconds a 'timeout' fault hangs.")
+@click.option("--task-duration", type=float, default=None, help="Seconds an async task takes (default: latency).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault and latency RNG.")
+def mock_server(
+    host: str,
+    port: int,
+    dialect: str,
+    latency: str,
+    faults: tuple[str, ...],
+    fail_first: tuple[str, ...],
+    api_key_env: str | None,
+    moderation_words: tuple[str, ...],
+    url_ttl: float,
+    scale: float,
+    image_kb: float | None,
+    hang: float,
+    task_duration: float | None,
+    seed: int,
+) -> None:
+    """Serve the built-in mock gateway (all dialects of PROTOCOL.md) until interrupted."""
+    api_key = None
+    if api_key_env is not None:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise click.BadParameter(f"environment variable {api_key_env} is not set or empty",
+                                     param_hint="--api-key-env")
+    first = _pairs(fail_first, "--fail-first", int)
+    try:
+        config = MockConfig(
+            dialect=dialect,  # type: ignore[arg-type]  # click.Choice guarantees the literal
+            latency=latency,
+            faults={k: float(v) for k, v in _pairs(faults, "--fault", float).items()},
+            fail_first={k: int(v) for k, v in first.items()},
+            fault_seed=seed,
+            api_key=api_key,
+            moderation_words=list(moderation_words) or ["forbidden-word"],
+            url_ttl=url_ttl,
+            scale=scale,
+            image_kb=image_kb,
+            hang=hang,
+            task_duration=task_duration,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    def ready(base: str) -> None:
+        click.echo(f"wanbatch mock gateway: {base}/v1 (flat, parameters; default {dialect}) · "
+                   f"{base} (dashscope) · Ctrl-C to stop", err=False)
+
+    try:
+        serve(config, host=host, port=port, on_ready=ready)
+    except OSError as exc:
+        click.echo(f"Error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        pass

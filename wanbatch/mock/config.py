@@ -1,0 +1,149 @@
+"""How a mock gateway behaves: dialect, latency, injected faults, auth, moderation, images.
+
+A plain dataclass that validates itself in ``__post_init__`` (a bad value raises ``ValueError`` with a
+message meant for a person), so the app, the server and the CLI can trust it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Literal
+
+Dialect = Literal["flat", "parameters"]
+
+#: Every fault the mock can inject, in the order rates are laid out on [0, 1) when one is drawn.
+FAULTS: tuple[str, ...] = (
+    "429",
+    "429_retry_after",
+    "500",
+    "502",
+    "503",
+    "timeout",
+    "524",
+    "200_error",
+    "short_data",
+    "html_500",
+    "empty_502",
+    "task_fail",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """A latency distribution in seconds: ``fixed``, ``uniform`` (a, b) or ``lognormal`` (median, sigma)."""
+
+    kind: Literal["fixed", "uniform", "lognormal"]
+    a: float
+    b: float = 0.0
+
+    @classmethod
+    def parse(cls, value: float | int | str) -> Latency:
+        """Read ``0.5``, ``"0.5"``, ``"uniform:a,b"`` or ``"lognormal:median,sigma"``."""
+        if isinstance(value, bool):
+            raise ValueError(f"latency must be seconds or a distribution, not {value!r}")
+        if isinstance(value, (int, float)):
+            return cls._fixed(float(value))
+        text = value.strip()
+        name, sep, args = text.partition(":")
+        if not sep:
+            try:
+                return cls._fixed(float(text))
+            except ValueError:
+                raise ValueError(_LATENCY_HELP.format(value=value)) from None
+        try:
+            a_text, b_text = args.split(",")
+            a, b = float(a_text), float(b_text)
+        except ValueError:
+            raise ValueError(_LATENCY_HELP.format(value=value)) from None
+        if not (math.isfinite(a) and math.isfinite(b)):
+            raise ValueError(_LATENCY_HELP.format(value=value))
+        if name == "uniform":
+            if not 0 <= a <= b:
+                raise ValueError(f"latency {value!r}: uniform needs 0 <= a <= b")
+            return cls("uniform", a, b)
+        if name == "lognormal":
+            if a <= 0 or b < 0:
+                raise ValueError(f"latency {value!r}: lognormal needs median > 0 and sigma >= 0")
+            return cls("lognormal", a, b)
+        raise ValueError(_LATENCY_HELP.format(value=value))
+
+    @classmethod
+    def _fixed(cls, seconds: float) -> Latency:
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ValueError(f"latency must be >= 0 seconds, not {seconds!r}")
+        return cls("fixed", seconds)
+
+    def sample(self, rng: random.Random) -> float:
+        if self.kind == "fixed":
+            return self.a
+        if self.kind == "uniform":
+            return rng.uniform(self.a, self.b)
+        return rng.lognormvariate(math.log(self.a), self.b)
+
+
+_LATENCY_HELP = (
+    "latency {value!r} not understood: give seconds (0.5), 'uniform:a,b' or 'lognormal:median,sigma'"
+)
+
+
+@dataclass
+class MockConfig:
+    """Behaviour of one mock gateway. See ``wanbatch.mock`` for the routes.
+
+    ``faults`` maps a fault name (see :data:`FAULTS`) to a rate in [0, 1]; rates add up to at most 1
+    and are drawn from an RNG seeded with ``fault_seed``. ``fail_first`` maps a fault name to K: the
+    first K requests of each distinct job key get that fault (several entries stack, in order).
+    ``image_kb`` is the approximate PNG size; ``None`` scales with pixels (about 25000 KB at 4096²).
+    ``task_duration`` ``None`` means one latency sample per task.
+    """
+
+    dialect: Dialect = "flat"
+    latency: float | str = 0.0
+    faults: dict[str, float] = field(default_factory=dict)
+    fail_first: dict[str, int] = field(default_factory=dict)
+    fault_seed: int = 0
+    api_key: str | None = None
+    forbidden_keys: list[str] = field(default_factory=list)
+    moderation_words: list[str] = field(default_factory=lambda: ["forbidden-word"])
+    url_ttl: float = 86400.0
+    scale: float = 1.0
+    image_kb: float | None = None
+    hang: float = 600.0
+    task_duration: float | None = None
+    new_api_status: int = 500
+
+    def __post_init__(self) -> None:
+        if self.dialect not in ("flat", "parameters"):
+            raise ValueError(f"dialect must be 'flat' or 'parameters', not {self.dialect!r}")
+        self.latency_dist: Latency = Latency.parse(self.latency)
+        for name, rate in self.faults.items():
+            _check_fault_name(name)
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+                raise ValueError(f"fault {name}: rate must be a number in [0, 1], not {rate!r}")
+        if sum(self.faults.values()) > 1 + 1e-9:
+            raise ValueError("fault rates add up to more than 1")
+        for name, k in self.fail_first.items():
+            _check_fault_name(name)
+            if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+                raise ValueError(f"fail_first {name}: K must be an integer >= 0, not {k!r}")
+        if not 0 < self.scale <= 1:
+            raise ValueError(f"scale must be in (0, 1], not {self.scale!r}")
+        if self.image_kb is not None and not self.image_kb > 0:
+            raise ValueError(f"image_kb must be > 0, not {self.image_kb!r}")
+        for name in ("url_ttl", "hang"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be >= 0 seconds, not {value!r}")
+        if self.task_duration is not None and not self.task_duration >= 0:
+            raise ValueError(f"task_duration must be >= 0 seconds, not {self.task_duration!r}")
+        if self.new_api_status not in (400, 500):
+            raise ValueError(f"new_api_status must be 400 or 500, not {self.new_api_status!r}")
+        if any(not w for w in self.moderation_words):
+            raise ValueError("moderation words must not be empty")
+
+
+def _check_fault_name(name: str) -> None:
+    if name not in FAULTS:
+        raise ValueError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
