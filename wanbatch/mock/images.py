@@ -119,6 +119,9 @@ class PngRenderer:
         parts = [head, *base.chunks, tail]
         return parts, len(head) + base.size + len(tail)
 
+    def has_base(self, ref: ImageRef) -> bool:
+        return (ref.width, ref.height, ref.kb) in self._bases
+
     def render(self, ref: ImageRef) -> bytes:
         return b"".join(self.parts(ref)[0])
 
