@@ -1,0 +1,149 @@
+"""Build small, realistic wanbatch datasets on disk without running a gateway.
+
+Exports and the gallery read only what is on disk (``images/`` and ``index/``), so tests build that
+directly: real PNG files made with Pillow and one Parquet index part that follows
+:data:`wanbatch.dataset.schema.INDEX_SCHEMA` exactly, including failed rows.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, ImageDraw
+
+from wanbatch.dataset.schema import INDEX_SCHEMA
+
+MODEL = "wan2.7-image-pro"
+TEMPLATE = "{subject}, {style}"
+SUBJECTS = ["a flower shop with a wooden door", "a bakery at dawn", "a lighthouse in fog", "a quiet harbour"]
+STYLES = ["watercolor", "photorealistic", "ink sketch", "pastel"]
+PARAMS = json.dumps({"thinking_mode": True, "watermark": False}, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class SyntheticDataset:
+    """What was written, so tests can assert against it."""
+
+    root: Path
+    rows: list[dict[str, Any]]
+    prompts: list[str]
+    seeds: list[int]
+    size: tuple[int, int]
+
+    @property
+    def ok(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] == "ok"]
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] == "failed"]
+
+
+def _job_id(prompt: str, size: str, seed: int) -> str:
+    canonical = json.dumps([MODEL, prompt, size, seed, 1, PARAMS], separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def draw_image(prompt: str, seed: int, width: int, height: int) -> Image.Image:
+    """A deterministic picture for (prompt, seed): a gradient sky, hills and a sun, cheap to draw."""
+    rng = random.Random(f"{prompt}|{seed}")
+    hue = (int(hashlib.md5(prompt.encode()).hexdigest()[:4], 16) % 360) / 360.0
+    img = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(img)
+    top = colorsys.hsv_to_rgb(hue, 0.35, 0.98)
+    bottom = colorsys.hsv_to_rgb((hue + 0.08) % 1.0, 0.6, 0.75)
+    for y in range(height):
+        t = y / max(1, height - 1)
+        rgb = tuple(int(255 * (a + (b - a) * t)) for a, b in zip(top, bottom, strict=True))
+        draw.line([(0, y), (width, y)], fill=rgb)
+    sun_r = int(min(width, height) * rng.uniform(0.08, 0.16))
+    sx, sy = int(width * rng.uniform(0.15, 0.85)), int(height * rng.uniform(0.12, 0.4))
+    draw.ellipse([sx - sun_r, sy - sun_r, sx + sun_r, sy + sun_r], fill=(255, 236, 170))
+    for layer in range(3):
+        shade = colorsys.hsv_to_rgb((hue + 0.3 + 0.05 * layer) % 1.0, 0.45, 0.55 - 0.12 * layer)
+        base = height * (0.55 + 0.13 * layer)
+        points = [(0, height)]
+        for i in range(9):
+            x = width * i / 8
+            points.append((x, base - rng.uniform(0, height * 0.18)))
+        points.append((width, height))
+        draw.polygon(points, fill=tuple(int(255 * c) for c in shade))
+    return img
+
+
+def _row(**overrides: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {name: None for name in INDEX_SCHEMA.names}
+    row.update(overrides)
+    return row
+
+
+def make_dataset(
+    root: Path,
+    *,
+    prompts: int = 3,
+    seeds: int = 4,
+    size: tuple[int, int] = (96, 64),
+    failed: int = 2,
+    name: str = "flower-shops",
+) -> SyntheticDataset:
+    """Write a seed sweep of ``prompts`` × ``seeds`` images; the last ``failed`` slots are failures.
+
+    With ``seeds=1`` and many prompts it is a plain (non-sweep) dataset. Failures alternate between a
+    moderation refusal and a missing image, as a gateway would produce them.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    width, height = size
+    size_str = f"{width}*{height}"
+    seed_values = [7 + 11 * k for k in range(seeds)]
+    start = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    rows: list[dict[str, Any]] = []
+    prompt_texts: list[str] = []
+    slots = [(p, s) for p in range(prompts) for s in seed_values]
+    fail_from = len(slots) - failed
+    for i, (p, seed) in enumerate(slots):
+        variables = {"subject": SUBJECTS[p % len(SUBJECTS)], "style": STYLES[(p // len(SUBJECTS)) % 4]}
+        if p >= len(SUBJECTS) * len(STYLES):
+            variables["subject"] += f" #{p}"
+        prompt = TEMPLATE.format(**variables)
+        if prompt not in prompt_texts:
+            prompt_texts.append(prompt)
+        job_id = _job_id(prompt, size_str, seed)
+        image_id = f"{job_id}-0"
+        common = dict(
+            image_id=image_id, job_id=job_id, pipeline="text2image", model=MODEL, provider="mock",
+            prompt=prompt, template=TEMPLATE, vars=list(variables.items()), seed=seed, size=size_str,
+            n=1, slot=0, params=PARAMS, attempts=1, latency_ms=900 + 37 * i,
+            created_at=start + timedelta(seconds=i), run_id="run-0001",
+        )
+        if i >= fail_from:
+            moderated = (i - fail_from) % 2 == 0
+            rows.append(_row(
+                **common, status="failed",
+                error_kind="moderation" if moderated else "missing_image",
+                error_message=("The prompt was rejected by content moderation."
+                               if moderated else "The gateway returned 0 of 1 images."),
+            ))
+            continue
+        rel = f"images/{image_id[:2]}/{image_id}.png"
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draw_image(prompt, seed, width, height).save(path, format="PNG")
+        data = path.read_bytes()
+        rows.append(_row(
+            **common, status="ok", width=width, height=height, revised_prompt=prompt + ", detailed",
+            path=rel, format="png", bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
+        ))
+    (root / "index").mkdir(exist_ok=True)
+    table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
+    pq.write_table(table, root / "index" / "part-00000.parquet")
+    (root / "wanbatch.json").write_text(json.dumps({"name": name, "model": MODEL}, indent=2))
+    return SyntheticDataset(root=root, rows=rows, prompts=prompt_texts, seeds=seed_values, size=size)

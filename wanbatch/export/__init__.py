@@ -1,0 +1,138 @@
+"""Export a wanbatch dataset to the formats people train and browse with.
+
+- ``hf``: Hugging Face ``datasets`` Parquet shards with an ``Image`` column (:mod:`.hf`)
+- ``webdataset``: tar shards of ``<key>.png`` + ``<key>.json`` (:mod:`.webdataset`)
+- ``imagefolder``: image files plus ``metadata.jsonl`` (:mod:`.imagefolder`)
+
+Rows are ordered by (prompt, seed, size, image_id), so an export does not depend on the order in
+which a run happened to write its index parts.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal, get_args
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pds
+
+from wanbatch.dataset.schema import INDEX_SCHEMA
+from wanbatch.errors import DatasetError, WanbatchError
+from wanbatch.export import hf, imagefolder, webdataset
+from wanbatch.export._common import ExportReport, Output, check_destination, commit, staging_dir
+
+try:  # the dataset package's reader, once it exists; the fallback below reads the same files
+    from wanbatch.dataset import read_index as _read_index  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - depends on the state of wanbatch.dataset
+    _read_index = None
+
+Format = Literal["hf", "webdataset", "imagefolder"]
+FORMATS: tuple[str, ...] = get_args(Format)
+
+_Writer = Callable[[Path, pa.Table, Output, int | None], None]
+_WRITERS: dict[str, _Writer] = {"hf": hf.write, "webdataset": webdataset.write, "imagefolder": imagefolder.write}
+
+_ORDER = [("prompt", "ascending"), ("seed", "ascending"), ("size", "ascending"), ("image_id", "ascending")]
+
+
+def export_dataset(
+    root: str | Path,
+    fmt: Format,
+    to: str | Path,
+    *,
+    include_failed: bool = False,
+    shard_rows: int | None = None,
+    overwrite: bool = False,
+) -> ExportReport:
+    """Export the dataset at ``root`` as ``fmt`` into the folder ``to``.
+
+    Only ``ok`` rows unless ``include_failed`` (hf: ``image`` is null; webdataset: a ``.json`` without
+    an image). ``shard_rows`` caps rows per shard (default: about 500 MB of images per shard).
+    ``to`` must be empty or missing; ``overwrite`` replaces a previous wanbatch export there.
+    """
+    root, to = Path(root), Path(to)
+    if fmt not in _WRITERS:
+        raise WanbatchError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if shard_rows is not None and shard_rows < 1:
+        raise WanbatchError(f"shard_rows must be a positive number of rows, got {shard_rows}")
+    if fmt == "imagefolder" and shard_rows is not None:
+        raise WanbatchError("imagefolder exports are not sharded; drop shard_rows or use hf/webdataset")
+    if fmt == "imagefolder" and include_failed:
+        raise WanbatchError(
+            "an image folder holds images only, so failed rows cannot be exported to it; "
+            "use the hf or webdataset format to keep failures"
+        )
+    check_destination(to, overwrite=overwrite)
+    table = _select(_load_rows(root), include_failed=include_failed)
+    staging = staging_dir(to)
+    out = Output(staging)
+    try:
+        _WRITERS[fmt](root, table, out, shard_rows)
+        if out.rows == 0:
+            raise DatasetError(
+                f"nothing exported from {root}: none of the {table.num_rows} selected rows has its image file"
+            )
+        commit(staging, to, {"format": fmt, "rows": out.rows, "source": str(root.resolve())})
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    files = tuple(to / rel for rel in out.files)
+    return ExportReport(
+        fmt=fmt, to=to, files=files, rows=out.rows, bytes=sum(f.stat().st_size for f in files),
+        missing=tuple(out.missing),
+    )
+
+
+def _select(table: pa.Table, *, include_failed: bool) -> pa.Table:
+    if not include_failed:
+        ok = table.filter(pc.equal(table.column("status"), "ok"))
+        if ok.num_rows == 0:
+            failed = table.num_rows
+            raise DatasetError(
+                f"nothing to export: the dataset has no ok images ({failed} failed rows; "
+                "pass include_failed=True / --include-failed to export them)"
+            )
+        table = ok
+    return table.sort_by(_ORDER)
+
+
+def _load_rows(root: Path) -> pa.Table:
+    """The index, one row per image_id, with the columns of ``INDEX_SCHEMA``."""
+    index = root / "index"
+    if not root.is_dir():
+        raise DatasetError(f"no dataset at {root}: the folder does not exist")
+    if not index.is_dir() or not any(index.glob("*.parquet")):
+        raise DatasetError(f"no dataset at {root}: there is no index/*.parquet (has a run written it?)")
+    if _read_index is not None:
+        table: pa.Table = _read_index(root)
+    else:
+        table = _read_parts(index)
+    if table.num_rows == 0:
+        raise DatasetError(f"nothing to export: the index of {root} has no rows")
+    return table
+
+
+def _read_parts(index: Path) -> pa.Table:
+    """Read the index parts and keep one row per image_id: its ``ok`` row, else its latest row."""
+    try:
+        table = pds.dataset(index, format="parquet", schema=INDEX_SCHEMA).to_table()
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DatasetError(f"cannot read the index in {index}: {exc}") from None
+    ids = table.column("image_id").to_pylist()
+    if len(set(ids)) == len(ids):
+        return table
+    status = table.column("status").to_pylist()
+    created = table.column("created_at").to_pylist()
+    best: dict[str, int] = {}
+    for i, image_id in enumerate(ids):
+        j = best.get(image_id)
+        key = (status[i] == "ok", created[i] is not None, created[i] or 0)
+        if j is None or key >= (status[j] == "ok", created[j] is not None, created[j] or 0):
+            best[image_id] = i
+    return table.take(sorted(best.values()))
+
+
+__all__ = ["FORMATS", "ExportReport", "Format", "export_dataset"]

@@ -1,0 +1,175 @@
+"""What every export format shares: the report, a staged destination, shard plans, row batches.
+
+Exports read the index (small) in full but image bytes one batch at a time, so memory stays bounded
+by a batch however large the dataset is. Output is written into a hidden staging directory next to
+the destination and renamed into place at the end: a failed export leaves no half-written dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from wanbatch.errors import DatasetError, WanbatchError
+
+#: Written into every export so ``overwrite=True`` only ever deletes a previous wanbatch export.
+MARKER = ".wanbatch-export.json"
+#: Default shard size: large enough for few files, small enough to upload and stream comfortably.
+TARGET_SHARD_BYTES = 500 * 1024 * 1024
+#: Rows read (with their image bytes) at once; a Parquet row group in the hf export.
+BATCH_ROWS = 64
+BATCH_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What an export wrote. ``missing`` lists ``ok`` rows skipped because their image file is gone."""
+
+    fmt: str
+    to: Path
+    files: tuple[Path, ...]
+    rows: int
+    bytes: int
+    missing: tuple[str, ...] = field(default=())
+
+
+@dataclass
+class Output:
+    """Collects the files a writer produces, relative to the (staged) destination."""
+
+    dir: Path
+    files: list[str] = field(default_factory=list)
+    rows: int = 0
+    missing: list[str] = field(default_factory=list)
+
+    def path(self, rel: str) -> Path:
+        target = self.dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.files.append(rel)
+        return target
+
+
+def check_destination(to: Path, *, overwrite: bool) -> None:
+    """Refuse a destination we must not write into, before any work is done."""
+    if to.exists() and not to.is_dir():
+        raise WanbatchError(f"export destination {to} exists and is not a directory")
+    if not to.is_dir() or not any(to.iterdir()):
+        return
+    if not overwrite:
+        raise WanbatchError(
+            f"export destination {to} is not empty; choose an empty folder or pass overwrite=True "
+            "(--overwrite) to replace a previous export"
+        )
+    if not (to / MARKER).is_file():
+        raise WanbatchError(
+            f"export destination {to} is not empty and does not hold a wanbatch export; "
+            "refusing to delete it — choose another folder or empty it yourself"
+        )
+
+
+def staging_dir(to: Path) -> Path:
+    to.parent.mkdir(parents=True, exist_ok=True)
+    staging = to.parent / f".{to.name}.partial-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    return staging
+
+
+def commit(staging: Path, to: Path, marker: dict[str, Any]) -> None:
+    """Move a finished export into place, replacing a previous export (already checked)."""
+    (staging / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True), encoding="utf-8")
+    if to.is_dir():
+        if any(to.iterdir()):
+            shutil.rmtree(to)
+        else:
+            to.rmdir()
+    staging.rename(to)
+
+
+def plan_shards(sizes: list[int], *, shard_rows: int | None, target_bytes: int) -> list[range]:
+    """Split rows into contiguous shards by row count, or by cumulative image bytes.
+
+    Planned up front (the index knows every image's size) so shard names can carry the total count.
+    """
+    if not sizes:
+        return []
+    if shard_rows is not None:
+        return [range(i, min(i + shard_rows, len(sizes))) for i in range(0, len(sizes), shard_rows)]
+    shards: list[range] = []
+    start, acc = 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and acc + size > target_bytes:
+            shards.append(range(start, i))
+            start, acc = i, 0
+        acc += size
+    shards.append(range(start, len(sizes)))
+    return shards
+
+
+def iter_batches(table: pa.Table, rows: range) -> Iterator[list[dict[str, Any]]]:
+    """Yield the rows of ``rows`` as dicts, in batches bounded by row count and image bytes."""
+    batch: list[dict[str, Any]] = []
+    acc = 0
+    for chunk_start in range(rows.start, rows.stop, BATCH_ROWS):
+        chunk = table.slice(chunk_start, min(BATCH_ROWS, rows.stop - chunk_start)).to_pylist()
+        for row in chunk:
+            size = row.get("bytes") or 0
+            if batch and (len(batch) >= BATCH_ROWS or acc + size > BATCH_BYTES):
+                yield batch
+                batch, acc = [], 0
+            batch.append(row)
+            acc += size
+    if batch:
+        yield batch
+
+
+def image_file(root: Path, row: dict[str, Any]) -> Path | None:
+    """The image file of an ``ok`` row, or None when the row has no image or the file is gone."""
+    rel = row.get("path")
+    if row.get("status") != "ok" or not rel:
+        return None
+    path = root / rel
+    return path if path.is_file() else None
+
+
+def read_image(root: Path, row: dict[str, Any]) -> bytes | None:
+    path = image_file(root, row)
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"cannot read image {path}: {exc.strerror or exc}") from None
+
+
+def vars_json(value: Any) -> str:
+    """The ``vars`` map as canonical JSON: the Hugging Face ``datasets`` library has no map type."""
+    items = value.items() if isinstance(value, dict) else (value or [])
+    return json.dumps(dict(items), ensure_ascii=False, sort_keys=True)
+
+
+def json_record(row: dict[str, Any], *, vars_as_object: bool) -> dict[str, Any]:
+    """A row as plain JSON values: timestamps in ISO 8601, ``vars`` as an object or a JSON string."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if key == "vars":
+            out[key] = json.loads(vars_json(value)) if vars_as_object else vars_json(value)
+        elif isinstance(value, datetime):
+            out[key] = value.isoformat()
+        else:
+            out[key] = value
+    return out
+
+
+def sample_key(image_id: str) -> str:
+    """A WebDataset key: no dots (they separate key from extension) and no path separators."""
+    return image_id.replace(".", "_").replace("/", "_")

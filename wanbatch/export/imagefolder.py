@@ -1,0 +1,37 @@
+"""An image folder: ``images/xx/<image_id>.png`` plus ``metadata.jsonl`` (``file_name`` + columns).
+
+The layout ``datasets.load_dataset("imagefolder", data_dir=...)`` reads, and that any tool can
+browse. It holds images only, so failed rows cannot be part of it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+
+from wanbatch.errors import DatasetError
+from wanbatch.export._common import Output, image_file, iter_batches, json_record
+
+
+def write(root: Path, table: pa.Table, out: Output, shard_rows: int | None) -> None:
+    metadata = out.path("metadata.jsonl")
+    with metadata.open("w", encoding="utf-8") as meta:
+        for batch in iter_batches(table, range(table.num_rows)):
+            for row in batch:
+                image = image_file(root, row)
+                if image is None:
+                    out.missing.append(row["image_id"])
+                    continue
+                rel = f"images/{row['image_id'][:2]}/{row['image_id']}{image.suffix.lower()}"
+                try:
+                    shutil.copyfile(image, out.path(rel))
+                except OSError as exc:
+                    raise DatasetError(f"cannot copy image {image}: {exc.strerror or exc}") from None
+                # Nulls are left out: on an all-ok folder they would only become untyped columns.
+                fields = json_record(row, vars_as_object=False)
+                record = {"file_name": rel, **{k: v for k, v in fields.items() if v is not None}}
+                meta.write(json.dumps(record, ensure_ascii=False) + "\n")
+                out.rows += 1

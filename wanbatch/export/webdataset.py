@@ -1,0 +1,56 @@
+"""WebDataset tar shards: ``shard-000000.tar`` holding ``<key>.png`` + ``<key>.json`` per image.
+
+Image files are streamed into the tar from disk (never loaded whole); tar members carry the row's
+``created_at`` as mtime and no owner, so the same dataset always gives byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+
+from wanbatch.export._common import (
+    TARGET_SHARD_BYTES,
+    Output,
+    image_file,
+    iter_batches,
+    json_record,
+    plan_shards,
+    sample_key,
+)
+
+
+def _member(name: str, size: int, mtime: float) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = int(mtime)
+    info.mode = 0o644
+    return info
+
+
+def write(root: Path, table: pa.Table, out: Output, shard_rows: int | None) -> None:
+    sizes = [b or 0 for b in table.column("bytes").to_pylist()]
+    shards = plan_shards(sizes, shard_rows=shard_rows, target_bytes=TARGET_SHARD_BYTES)
+    for i, rows in enumerate(shards):
+        target = out.path(f"shard-{i:06d}.tar")
+        with tarfile.open(target, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for batch in iter_batches(table, rows):
+                for row in batch:
+                    image = image_file(root, row)
+                    if row["status"] == "ok" and image is None:
+                        out.missing.append(row["image_id"])
+                        continue
+                    key = sample_key(row["image_id"])
+                    mtime = row["created_at"].timestamp() if row.get("created_at") else 0
+                    if image is not None:
+                        ext = image.suffix.lstrip(".").lower() or "png"
+                        with image.open("rb") as fh:
+                            tar.addfile(_member(f"{key}.{ext}", image.stat().st_size, mtime), fh)
+                    sidecar = json.dumps(json_record(row, vars_as_object=True), ensure_ascii=False)
+                    data = sidecar.encode("utf-8")
+                    tar.addfile(_member(f"{key}.json", len(data), mtime), io.BytesIO(data))
+                    out.rows += 1
