@@ -1,0 +1,372 @@
+"""A static HTML gallery of a dataset: one self-contained page that opens from ``file://``.
+
+Thumbnails are made once with Pillow next to the page (``<stem>_thumbs/``), named after the image's
+sha256 so a replaced image gets a new thumbnail; full images are linked relatively, so the page, its
+thumbnails and the dataset can be moved together. A seed sweep is laid out as a grid (rows: prompts,
+columns: seeds, or any two axes the user names); anything else as a wall of cards. Failed slots stay
+visible as red cells: a gallery that hides failures misleads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from PIL import Image, UnidentifiedImageError
+
+from wanbatch.errors import WanbatchError
+from wanbatch.export import _load_rows
+from wanbatch.types import TIER_PIXELS
+
+#: Slots shown when no ``limit`` is given: the page stays light enough for any browser.
+DEFAULT_LIMIT = 2000
+BUILTIN_AXES = ("prompt", "seed", "size", "model")
+_COLUMNS = [
+    "image_id", "status", "error_kind", "error_message", "prompt", "vars", "seed", "size", "model",
+    "width", "height", "path", "sha256",
+]
+_ORDER = [("prompt", "ascending"), ("seed", "ascending"), ("size", "ascending"), ("image_id", "ascending")]
+
+
+@dataclass
+class _Slot:
+    row: dict[str, Any]
+    vars: dict[str, str]
+    image: Path | None = None  # full image, when the row is ok and the file exists
+    thumb: Path | None = None
+    thumb_size: tuple[int, int] | None = None
+
+
+def build_gallery(
+    root: str | Path,
+    to: str | Path,
+    *,
+    rows: str | None = None,
+    cols: str | None = None,
+    thumb: int = 256,
+    limit: int | None = None,
+) -> Path:
+    """Write the gallery page for the dataset at ``root`` to ``to`` and return the page's path.
+
+    ``rows``/``cols`` name the grid axes (``prompt``, ``seed``, ``size``, ``model`` or a var name);
+    naming either forces the grid layout. ``limit`` bounds the slots shown (default
+    :data:`DEFAULT_LIMIT`); the page says when it shows fewer than the dataset holds.
+    """
+    root, page = Path(root), Path(to)
+    if page.is_dir():
+        page = page / "gallery.html"
+    if not 32 <= thumb <= 1024:
+        raise WanbatchError(f"thumb must be between 32 and 1024 pixels, got {thumb}")
+    if limit is not None and limit < 1:
+        raise WanbatchError(f"limit must be a positive number of images, got {limit}")
+    table = _load_rows(root).select(_COLUMNS).sort_by(_ORDER)
+    cap = limit if limit is not None else DEFAULT_LIMIT
+    totals = _totals(table.to_pydict())
+    slots = [_Slot(row=r, vars=dict(r["vars"] or [])) for r in table.slice(0, cap).to_pylist()]
+    axes = _axes(slots, rows, cols)
+
+    thumbs_dir = page.parent / f"{page.stem}_thumbs"
+    try:
+        thumbs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WanbatchError(f"cannot write the gallery next to {page}: {exc.strerror or exc}") from None
+    _make_thumbs(root, slots, thumbs_dir, thumb)
+
+    body = _grid(slots, *axes, page.parent) if axes else _wall(slots, page.parent)
+    title = _dataset_name(root)
+    html = _PAGE.format(
+        title=escape(title), css=_CSS.replace("THUMB", str(thumb)),
+        header=_header(title, root, totals, len(slots), table.num_rows, axes),
+        body=body,
+    )
+    tmp = page.with_name(page.name + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(page)
+    return page
+
+
+# -- layout ------------------------------------------------------------------------------------------
+
+def _axes(slots: list[_Slot], rows: str | None, cols: str | None) -> tuple[str, str] | None:
+    """The grid axes, or None for a wall. Default grid: a seed sweep (several seeds for a prompt)."""
+    var_names = sorted({k for s in slots for k in s.vars})
+    for name in (rows, cols):
+        if name is not None and name not in BUILTIN_AXES and name not in var_names:
+            allowed = ", ".join([*BUILTIN_AXES, *var_names])
+            raise WanbatchError(f"unknown gallery axis {name!r}; choose one of: {allowed}")
+    if rows is None and cols is None:
+        seeds: dict[str, set[Any]] = {}
+        for s in slots:
+            seeds.setdefault(s.row["prompt"], set()).add(s.row["seed"])
+        if not any(len(v) > 1 for v in seeds.values()):
+            return None
+    r = rows or ("prompt" if cols != "prompt" else "seed")
+    c = cols or ("seed" if r != "seed" else "prompt")
+    if r == c:
+        raise WanbatchError(f"gallery rows and columns must be different axes, both are {r!r}")
+    return r, c
+
+
+def _value(slot: _Slot, axis: str) -> str | None:
+    if axis in BUILTIN_AXES:
+        v = slot.row.get(axis)
+        return None if v is None else str(v)
+    return slot.vars.get(axis)
+
+
+def _sort_key(axis: str) -> Callable[[str | None], tuple[Any, ...]]:
+    def key(v: str | None) -> tuple[Any, ...]:
+        if v is None:
+            return (1, 0, "")
+        if axis == "seed":
+            return (0, int(v), "")
+        if axis == "size" and "*" in v:
+            w, _, h = v.partition("*")
+            return (0, int(w) * int(h) if w.isdigit() and h.isdigit() else 0, v)
+        return (0, 0, v.casefold())
+
+    return key
+
+
+def _grid(slots: list[_Slot], rows: str, cols: str, base: Path) -> str:
+    cells: dict[tuple[str | None, str | None], list[_Slot]] = {}
+    for s in slots:
+        cells.setdefault((_value(s, rows), _value(s, cols)), []).append(s)
+    row_keys = sorted({k[0] for k in cells}, key=_sort_key(rows))
+    col_keys = sorted({k[1] for k in cells}, key=_sort_key(cols))
+    head = "".join(f'<th scope="col" data-col>{_axis_label(cols, c)}</th>' for c in col_keys)
+    out = [
+        f'<table class="grid" data-rows="{len(row_keys)}" data-cols="{len(col_keys)}">',
+        f'<thead><tr><th class="corner">{escape(rows)} <span>╲</span> {escape(cols)}</th>{head}</tr></thead><tbody>',
+    ]
+    for r in row_keys:
+        out.append(f'<tr data-row><th scope="row" class="rowhead">{_axis_label(rows, r)}</th>')
+        for c in col_keys:
+            found = cells.get((r, c), [])
+            inner = "".join(_card(s, base, with_prompt=False) for s in found) or '<div class="empty">—</div>'
+            out.append(f"<td>{inner}</td>")
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _axis_label(axis: str, value: str | None) -> str:
+    if value is None:
+        return '<span class="muted">(none)</span>'
+    if axis == "seed":
+        return f'<span class="muted">seed</span> {escape(value)}'
+    if axis == "size":
+        return escape(value.replace("*", "×"))
+    return escape(value)
+
+
+def _wall(slots: list[_Slot], base: Path) -> str:
+    return '<div class="wall">' + "".join(_card(s, base, with_prompt=True) for s in slots) + "</div>"
+
+
+def _card(slot: _Slot, base: Path, *, with_prompt: bool) -> str:
+    r = slot.row
+    size = (r["size"] or "").replace("*", "×")
+    facts = [f"seed {r['seed']}" if r["seed"] is not None else "", size, r["image_id"]]
+    title = escape("\n".join([r["prompt"] or "", " · ".join(f for f in facts if f)]), quote=True)
+    caption = (
+        f'<span class="facts">seed {escape(str(r["seed"]))} · {escape(size)}</span>'
+        f'<code>{escape(r["image_id"])}</code>'
+    )
+    if with_prompt:
+        caption = f'<span class="prompt">{escape(r["prompt"] or "")}</span>' + caption
+    if r["status"] != "ok":
+        kind = escape(r["error_kind"] or "failed")
+        message = escape(r["error_message"] or "no message recorded")
+        visual = f'<div class="fail"{_ratio(r)}><strong>✕ {kind}</strong><span>{message}</span></div>'
+        return f'<figure class="card failed" title="{title}">{visual}<figcaption>{caption}</figcaption></figure>'
+    if slot.image is None or slot.thumb is None or slot.thumb_size is None:
+        why = "image file missing" if slot.image is None else "image unreadable"
+        visual = f'<div class="fail missing"{_ratio(r)}><strong>{why}</strong><span>{escape(r["path"] or "")}</span></div>'
+        return f'<figure class="card missing" title="{title}">{visual}<figcaption>{caption}</figcaption></figure>'
+    w, h = slot.thumb_size
+    visual = (
+        f'<a href="{_href(slot.image, base)}"><img src="{_href(slot.thumb, base)}" width="{w}" height="{h}" '
+        f'loading="lazy" alt="{escape(r["prompt"] or "", quote=True)}"></a>'
+    )
+    return f'<figure class="card" title="{title}">{visual}<figcaption>{caption}</figcaption></figure>'
+
+
+def _ratio(row: dict[str, Any]) -> str:
+    """An aspect-ratio style for a slot without a picture, so it lines up with its neighbours."""
+    w, _, h = (row.get("size") or "").partition("*")
+    if w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0:
+        return f' style="aspect-ratio: {int(w)} / {int(h)}"'
+    return ' style="aspect-ratio: 1 / 1"' if row.get("size") in TIER_PIXELS else ""
+
+
+def _href(path: Path, base: Path) -> str:
+    rel = os.path.relpath(path.resolve(), base.resolve())
+    return quote(Path(rel).as_posix())
+
+
+# -- thumbnails --------------------------------------------------------------------------------------
+
+def _make_thumbs(root: Path, slots: Iterable[_Slot], thumbs_dir: Path, size: int) -> None:
+    todo: list[_Slot] = []
+    for s in slots:
+        if s.row["status"] != "ok" or not s.row["path"]:
+            continue
+        image = root / s.row["path"]
+        if not image.is_file():
+            continue
+        s.image = image
+        tag = (s.row["sha256"] or "nohash")[:10]
+        s.thumb = thumbs_dir / f"{s.row['image_id']}-{tag}-{size}.webp"
+        todo.append(s)
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for s, dims in zip(todo, pool.map(lambda s: _thumbnail(s.image, s.thumb, size), todo), strict=True):
+            s.thumb_size = dims
+            if dims is None:
+                s.thumb = None
+
+
+def _thumbnail(src: Path | None, dst: Path | None, size: int) -> tuple[int, int] | None:
+    """Make ``dst`` from ``src`` unless it exists; return its pixel size, None if unreadable."""
+    assert src is not None and dst is not None
+    try:
+        if dst.is_file():
+            with Image.open(dst) as done:
+                return done.size
+        with Image.open(src) as im:
+            im.draft("RGB", (size, size))  # JPEG sources decode at reduced scale: much faster
+            im.thumbnail((size, size), Image.Resampling.LANCZOS)
+            rgb = im.convert("RGB")
+        tmp = dst.with_name(dst.name + ".tmp")
+        rgb.save(tmp, format="WEBP", quality=82, method=4)
+        tmp.replace(dst)
+        return rgb.size
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+
+
+# -- page --------------------------------------------------------------------------------------------
+
+def _totals(columns: dict[str, list[Any]]) -> dict[str, int]:
+    status = columns["status"]
+    return {
+        "slots": len(status),
+        "ok": sum(1 for s in status if s == "ok"),
+        "failed": sum(1 for s in status if s != "ok"),
+        "prompts": len(set(columns["prompt"])),
+        "seeds": len(set(columns["seed"])),
+        "sizes": len(set(columns["size"])),
+    }
+
+
+def _dataset_name(root: Path) -> str:
+    try:
+        manifest = json.loads((root / "wanbatch.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = {}
+    name = manifest.get("name") if isinstance(manifest, dict) else None
+    if not name and isinstance(manifest, dict) and isinstance(manifest.get("spec"), dict):
+        name = manifest["spec"].get("name")
+    return str(name or root.resolve().name)
+
+
+def _header(
+    title: str, root: Path, totals: dict[str, int], shown: int, total: int, axes: tuple[str, str] | None
+) -> str:
+    def stat(n: int, label: str, cls: str = "") -> str:
+        return f'<div class="stat {cls}"><b>{n:,}</b><span>{label}</span></div>'
+
+    stats = "".join([
+        stat(totals["ok"], "images", "ok"),
+        stat(totals["failed"], "failed", "bad" if totals["failed"] else ""),
+        stat(totals["prompts"], "prompts"),
+        stat(totals["seeds"], "seeds"),
+        stat(totals["sizes"], "sizes"),
+    ])
+    layout = f"grid: rows = {escape(axes[0])}, columns = {escape(axes[1])}" if axes else "wall of cards"
+    note = ""
+    if shown < total:
+        note = (
+            f'<p class="note">Showing the first {shown:,} of {total:,} slots (ordered by prompt and seed) to '
+            f"keep this page light. Rebuild with a larger <code>limit</code> to see more.</p>"
+        )
+    return (
+        f'<header><div><h1>{escape(title)}</h1><p class="sub">{escape(str(root))} · {layout} · '
+        f"hover a card for its full caption, click for the full image</p></div>"
+        f'<div class="stats">{stats}</div></header>{note}'
+    )
+
+
+_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="wanbatch">
+<title>{title} · wanbatch gallery</title>
+<style>{css}</style>
+</head>
+<body>
+{header}
+<main>{body}</main>
+</body>
+</html>
+"""
+
+_CSS = """
+:root { --thumb: THUMBpx; --bg: #f6f7f9; --panel: #fff; --ink: #1d2433; --muted: #6b7385;
+  --line: #e3e6ec; --bad: #c62828; --bad-bg: #fdecec; --accent: #2f6fed; color-scheme: light dark; }
+@media (prefers-color-scheme: dark) { :root { --bg: #14171c; --panel: #1d2128; --ink: #e8ebf0;
+  --muted: #98a1b3; --line: #2c313a; --bad: #ff6b6b; --bad-bg: #3a1f22; } }
+* { box-sizing: border-box; }
+body { margin: 0; background: var(--bg); color: var(--ink);
+  font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", sans-serif; }
+header { display: flex; flex-wrap: wrap; gap: 16px 32px; align-items: center; justify-content: space-between;
+  padding: 20px 28px; background: var(--panel); border-bottom: 1px solid var(--line); }
+h1 { margin: 0; font-size: 22px; letter-spacing: -0.01em; }
+.sub { margin: 4px 0 0; color: var(--muted); font-size: 13px; }
+.stats { display: flex; gap: 10px; flex-wrap: wrap; }
+.stat { min-width: 78px; padding: 8px 12px; border: 1px solid var(--line); border-radius: 10px; text-align: center; }
+.stat b { display: block; font-size: 18px; font-variant-numeric: tabular-nums; }
+.stat span { color: var(--muted); font-size: 12px; }
+.stat.ok b { color: #1b873f; } .stat.bad b { color: var(--bad); }
+.note { margin: 0; padding: 10px 28px; background: #fff8e1; color: #6d5200; border-bottom: 1px solid #f3e3a6; }
+main { padding: 24px 28px 40px; }
+code { font: 11px/1.3 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; color: var(--muted); }
+table.grid { border-collapse: separate; border-spacing: 10px 12px; margin: -12px -10px; }
+.grid th { font-weight: 600; text-align: left; vertical-align: bottom; padding: 0 4px 2px; }
+.grid thead th { position: sticky; top: 0; background: var(--bg); z-index: 1; white-space: nowrap; }
+.grid .corner { color: var(--muted); font-weight: 500; font-size: 12px; }
+.grid .corner span { opacity: .6; }
+.grid .rowhead { vertical-align: middle; width: 230px; min-width: 180px; max-width: 260px; font-weight: 500;
+  position: sticky; left: 0; background: var(--bg); z-index: 1; }
+.grid td { vertical-align: top; padding: 0; }
+.grid td > .card + .card { margin-top: 10px; }
+.muted { color: var(--muted); font-weight: 400; }
+.wall { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(var(--thumb), 100%), 1fr)); gap: 16px; }
+.card { margin: 0; width: var(--thumb); max-width: 100%; background: var(--panel); border: 1px solid var(--line);
+  border-radius: 10px; overflow: hidden; box-shadow: 0 1px 2px rgba(16, 24, 40, .05); }
+.wall .card { width: auto; }
+.card a { display: block; background: repeating-conic-gradient(#0000000a 0 25%, transparent 0 50%) 0 0 / 16px 16px; }
+.card img { display: block; width: 100%; height: auto; aspect-ratio: attr(width) / attr(height); }
+.card a:hover img { opacity: .92; }
+figcaption { display: flex; flex-wrap: wrap; justify-content: space-between; gap: 2px 8px; padding: 7px 10px 8px;
+  font-size: 12px; color: var(--muted); }
+figcaption .prompt { flex-basis: 100%; color: var(--ink); font-size: 13px; display: -webkit-box;
+  -webkit-line-clamp: 2; -webkit-box-orient: vertical; overflow: hidden; }
+.fail { display: flex; flex-direction: column; justify-content: center; gap: 6px; aspect-ratio: 3 / 2;
+  padding: 14px 16px; background: var(--bad-bg); color: var(--bad); border-bottom: 1px solid var(--line); }
+.fail strong { font-size: 13px; letter-spacing: .02em; }
+.fail span { font-size: 12px; color: var(--ink); opacity: .8; overflow: hidden; }
+.card.failed { border-color: color-mix(in srgb, var(--bad) 45%, var(--line)); }
+.fail.missing { background: var(--bg); color: var(--muted); }
+.empty { width: var(--thumb); aspect-ratio: 3 / 2; display: grid; place-items: center; color: var(--muted);
+  border: 1px dashed var(--line); border-radius: 10px; }
+"""
