@@ -140,7 +140,7 @@ def build_config(p: ProviderIn, path: Path, issues: Issues, doc: Document | None
     host = urlsplit(base_url).hostname if base_url else None
     return ProviderConfig(
         kind=kind,
-        name=p.name or default_name or host or "gateway",
+        name=p.name or default_name or host or "mock",
         base_url=base_url,
         api_key_env=p.api_key_env,
         dialect=p.dialect,

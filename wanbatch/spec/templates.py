@@ -22,14 +22,24 @@ _FORMATTER = string.Formatter()
 def template_fields(template: str) -> list[str]:
     """Names of the ``{fields}`` in a template, in order; raises ValueError when malformed."""
     names: list[str] = []
-    for _, name, _, _ in _FORMATTER.parse(template):
+    for _, name, spec, _ in _FORMATTER.parse(template):
         if name is None:
             continue
         if not name.isidentifier():
             raise ValueError(f"field {{{name}}} is not a var name")
         if name not in names:
             names.append(name)
+        names.extend(n for n in template_fields(spec or "") if n not in names)
     return names
+
+
+def _render_problem(template: str, values: dict[str, list[str]]) -> str | None:
+    """Render once with the first values, so a bad format spec fails now, not mid-run."""
+    try:
+        template.format_map({k: v[0] for k, v in values.items() if v})
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        return str(exc)
+    return None
 
 
 @dataclass(slots=True)
@@ -46,6 +56,7 @@ def resolve_prompts(spec: SpecIn, issues: Issues, spec_dir: FsPath) -> list[Prom
     known = set(spec.vars).union(*(e.own.vars for e in entries if e.own))
     top_groups = _known_names(_groups(spec.zip, ("zip",), issues), known, issues)
     used_anywhere: set[str] = set()
+    unreadable = False
     out: list[PromptSpec] = []
     for entry in entries:
         try:
@@ -53,6 +64,7 @@ def resolve_prompts(spec: SpecIn, issues: Issues, spec_dir: FsPath) -> list[Prom
         except ValueError as exc:
             issues.add(entry.path, f"malformed template: {exc}",
                        "fields are {name}; write {{ and }} for literal braces")
+            unreadable = True
             continue
         own = _resolve_vars(entry.own.vars, (*entry.base, "vars"), issues, spec_dir) if entry.own else {}
         merged = {**top, **own}
@@ -70,11 +82,14 @@ def resolve_prompts(spec: SpecIn, issues: Issues, spec_dir: FsPath) -> list[Prom
                        f"use {{{name}}} in the template or remove it", at_key=True)
         groups = _equal_lengths(top_groups + own_groups, merged, issues)
         used = [v for v in merged if v in fields]
+        if all(merged.get(f) for f in fields) and (problem := _render_problem(entry.template, merged)):
+            issues.add(entry.path, f"cannot render the template: {problem}",
+                       "fields are {name} or {name:format}; write {{ and }} for literal braces")
         zipped = [[v for v in g if v in fields] for g, _ in groups]
         out.append(PromptSpec(template=entry.template, vars={v: merged[v] for v in used if merged[v]},
                               zip=[g for g in zipped if len(g) >= 2]))
     for name in spec.vars:
-        if name not in used_anywhere:
+        if name not in used_anywhere and not unreadable:
             issues.add(("vars", name), f"var {name!r} is not used by any template",
                        f"use {{{name}}} in a template or remove it", at_key=True)
     return out
