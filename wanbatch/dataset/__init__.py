@@ -1,0 +1,34 @@
+"""Everything on disk: images, the journal, the Parquet index, recovery, compaction, manifest.
+
+    ROOT/wanbatch.json            manifest: format version, name, tool version, spec, runs
+    ROOT/images/3f/3fa9….png      images, renamed into place once verified
+    ROOT/index/part-*.parquet     the index (INDEX_SCHEMA), readable by pyarrow/pandas/polars/DuckDB
+    ROOT/runs/<run_id>.json       per-run summaries
+    ROOT/journal/<writer>/        each writer's durable rows and async task ids (see .journal)
+    ROOT/.tmp/<writer>/           downloads in progress (same file system: atomic rename)
+"""
+
+from __future__ import annotations
+
+from .compaction import CompactReport, compact
+from .reader import open_index, read_index
+from .recovery import RecoveryReport
+from .rows import failed_row, ok_row
+from .schema import COLUMNS, INDEX_SCHEMA
+from .status import StatusReport, status
+from .store import Dataset
+
+__all__ = [
+    "COLUMNS",
+    "INDEX_SCHEMA",
+    "CompactReport",
+    "Dataset",
+    "RecoveryReport",
+    "StatusReport",
+    "compact",
+    "failed_row",
+    "ok_row",
+    "open_index",
+    "read_index",
+    "status",
+]

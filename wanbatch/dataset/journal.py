@@ -1,0 +1,246 @@
+"""The durable progress record of one writer: row segments and async task ids.
+
+Each open :class:`~wanbatch.dataset.Dataset` is a *writer* with its own folder
+``journal/<writer>/`` holding
+
+- ``lock``: ``flock``-ed while the writer lives, so a recovering process can tell a crashed writer
+  from a running one (several processes may write one dataset, e.g. shards);
+- ``rows-<seq>.jsonl``: every appended row, one JSON line each, written with a single ``O_APPEND``
+  ``write`` before :meth:`Dataset.append` returns. That survives SIGKILL (the kernel has the bytes);
+  power loss is covered by the fsync of the Parquet part at each flush. A flush rotates to a new
+  segment, writes the buffered rows as a part whose metadata says which segments it covers, and only
+  then deletes those segments;
+- ``tasks.jsonl``: ``task`` and ``done`` lines for async gateway tasks, so a resumed run polls an
+  already paid task instead of submitting it again.
+
+A SIGKILL can tear the last line of a file; readers skip a line that does not parse.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import DatasetError
+from .fsutil import disk_errors, explain
+
+_SEGMENT = re.compile(r"^rows-(\d{8})\.jsonl$")
+TASKS = "tasks.jsonl"
+LOCK = "lock"
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return int(value.timestamp() * 1000)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+_encoder = json.JSONEncoder(default=_default, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_lines(items: list[dict[str, Any]]) -> bytes:
+    try:
+        return "".join([_encoder.encode(i) + "\n" for i in items]).encode()
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"a row cannot be stored: {exc}") from exc
+
+
+def decode_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Undo the JSON encoding: epoch-ms ``created_at`` back to a datetime, ``vars`` pairs to a dict."""
+    created = row.get("created_at")
+    if isinstance(created, (int, float)):
+        row["created_at"] = datetime.fromtimestamp(created / 1000, tz=UTC)
+    elif isinstance(created, str):
+        row["created_at"] = datetime.fromisoformat(created)
+    vars_ = row.get("vars")
+    if isinstance(vars_, list):
+        row["vars"] = {str(k): v for k, v in vars_}
+    return row
+
+
+def read_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects of ``path`` and how many lines were unreadable (a torn tail)."""
+    out: list[dict[str, Any]] = []
+    bad = 0
+    with disk_errors(f"read the journal {path.name}"):
+        data = path.read_bytes()
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(item, dict):
+            out.append(item)
+        else:
+            bad += 1
+    return out, bad
+
+
+def segments(folder: Path) -> list[tuple[int, Path]]:
+    """``(seq, path)`` of the row segments in a writer folder, oldest first."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    found = [(int(m.group(1)), folder / n) for n in names if (m := _SEGMENT.match(n))]
+    return sorted(found)
+
+
+def read_tasks(path: Path) -> dict[str, tuple[str, str]]:
+    """job_id → (provider, task_id) of tasks journaled in ``path`` and not marked done."""
+    tasks: dict[str, tuple[str, str]] = {}
+    if not path.exists():
+        return tasks
+    items, _ = read_lines(path)
+    for item in items:
+        job = item.get("job")
+        if not isinstance(job, str):
+            continue
+        if item.get("op") == "task":
+            tasks[job] = (str(item.get("provider", "")), str(item.get("task", "")))
+        elif item.get("op") == "done":
+            tasks.pop(job, None)
+    return tasks
+
+
+def try_lock(path: Path) -> int | None:
+    """An fd holding an exclusive ``flock`` on ``path``, or None if another process holds it.
+
+    Guards against the file being removed between open and lock (a recovering peer deleting it).
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    try:
+        same = os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        same = False
+    if not same:
+        os.close(fd)
+        return None
+    return fd
+
+
+class AppendFile:
+    """One ``O_APPEND`` file where each call is a single ``write``; a failed write is rolled back."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with disk_errors(f"open the journal {path.name}"):
+            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def write(self, data: bytes) -> None:
+        size = -1
+        try:
+            size = os.fstat(self.fd).st_size
+            done = os.write(self.fd, data)
+            while done < len(data):  # short only near ENOSPC or for huge writes
+                done += os.write(self.fd, data[done:])
+        except OSError as exc:
+            self._rollback(size)
+            raise explain(exc, "write the journal") from exc
+
+    def _rollback(self, size: int) -> None:
+        """Cut a half-written record so the next write does not follow a torn line."""
+        if size < 0:
+            return
+        try:
+            os.ftruncate(self.fd, size)
+        except OSError:
+            pass
+
+    def sync(self) -> None:
+        with disk_errors("sync the journal"):
+            os.fsync(self.fd)
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+class WriterJournal:
+    """The journal folder of the live writer (see the module docstring)."""
+
+    def __init__(self, folder: Path, lock_fd: int) -> None:
+        self.folder = folder
+        self.lock_fd = lock_fd
+        self._rows_lock = threading.Lock()
+        self._tasks_lock = threading.Lock()
+        existing = segments(folder)
+        self.seq = existing[-1][0] + 1 if existing else 1
+        self._rows = AppendFile(self._segment(self.seq))
+        self._tasks = AppendFile(folder / TASKS)
+        self.task_lines = 0
+
+    def _segment(self, seq: int) -> Path:
+        return self.folder / f"rows-{seq:08d}.jsonl"
+
+    def append_rows(self, data: bytes) -> None:
+        with self._rows_lock:
+            self._rows.write(data)
+
+    def rotate(self) -> int:
+        """Start a new segment; returns the sequence number of the last closed one."""
+        with self._rows_lock:
+            closed = self.seq
+            new = AppendFile(self._segment(closed + 1))
+            self._rows.close()
+            self._rows, self.seq = new, closed + 1
+            return closed
+
+    def drop_upto(self, seq: int) -> None:
+        """Delete the segments already covered by a durable index part."""
+        for s, path in segments(self.folder):
+            if s <= seq and s != self.seq:
+                path.unlink(missing_ok=True)
+
+    def write_task(self, item: dict[str, Any]) -> None:
+        data = encode_lines([item])
+        with self._tasks_lock:
+            self._tasks.write(data)
+            self.task_lines += 1
+
+    def rewrite_tasks(self, pending: dict[str, tuple[str, str]]) -> None:
+        """Replace ``tasks.jsonl`` by the pending tasks only (keeps the file small)."""
+        lines = [{"op": "task", "job": j, "provider": p, "task": t} for j, (p, t) in pending.items()]
+        target = self.folder / TASKS
+        tmp = self.folder / f".{TASKS}.tmp"
+        with self._tasks_lock, disk_errors("rewrite the task journal"):
+            tmp.write_bytes(encode_lines(lines))
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+            self._tasks.close()
+            self._tasks = AppendFile(target)
+            self.task_lines = len(lines)
+
+    def sync(self) -> None:
+        with self._tasks_lock:
+            self._tasks.sync()
+
+    def close(self) -> None:
+        with self._rows_lock:
+            self._rows.close()
+        with self._tasks_lock:
+            self._tasks.close()

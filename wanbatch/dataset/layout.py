@@ -1,0 +1,114 @@
+"""Where everything lives inside a dataset root. The one place that knows paths and names.
+
+Only local folders for now; object storage (``s3://…`` through ``pyarrow.fs``) will come behind this
+module without changing its callers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DatasetError
+
+MANIFEST = "wanbatch.json"
+FORMAT_VERSION = 1
+
+_IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_EXT = re.compile(r"^[A-Za-z0-9]{1,8}$")
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_PART = re.compile(r"^part-.*\.parquet$")
+
+
+def check_image_id(image_id: str) -> None:
+    if not isinstance(image_id, str) or not _IMAGE_ID.match(image_id) or len(image_id) < 3:
+        raise DatasetError(f"invalid image id {image_id!r}: expected something like '3fa9c2e1d04b7a55-0'")
+
+
+def check_ext(ext: str) -> None:
+    if not isinstance(ext, str) or not _EXT.match(ext):
+        raise DatasetError(f"invalid image extension {ext!r}: expected letters/digits such as 'png'")
+
+
+def check_run_id(run_id: str) -> None:
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        raise DatasetError(f"invalid run id {run_id!r}: use letters, digits, '_', '-', '.', ':'")
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Paths of one local dataset root."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, root: str | Path) -> Layout:
+        text = str(root)
+        if "://" in text:
+            raise DatasetError(
+                f"{text}: object storage outputs are not supported yet; use a local folder"
+            )
+        return cls(Path(root))
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def index(self) -> Path:
+        return self.root / "index"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def journal(self) -> Path:
+        return self.root / "journal"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / ".tmp"
+
+    @property
+    def lock(self) -> Path:
+        """Serialises read-modify-write of the manifest and compactions between processes."""
+        return self.root / ".lock"
+
+    def image_rel(self, image_id: str, ext: str) -> str:
+        return f"images/{image_id[:2]}/{image_id}.{ext}"
+
+    def image_path(self, image_id: str, ext: str) -> Path:
+        return self.root / self.image_rel(image_id, ext)
+
+    def run_summary(self, run_id: str) -> Path:
+        return self.runs / f"{run_id}.json"
+
+    def writer_journal(self, writer: str) -> Path:
+        return self.journal / writer
+
+    def writer_tmp(self, writer: str) -> Path:
+        return self.tmp / writer
+
+    def parts(self) -> list[Path]:
+        """The visible index parts (what ``index/*.parquet`` matches), sorted by name."""
+        try:
+            names = [e.name for e in _scandir(self.index) if _PART.match(e.name)]
+        except FileNotFoundError:
+            return []
+        return [self.index / n for n in sorted(names)]
+
+    def is_dataset(self) -> bool:
+        return self.manifest.is_file() or self.index.is_dir()
+
+
+def _scandir(path: Path) -> list[os.DirEntry[str]]:
+    with os.scandir(path) as it:
+        return list(it)
+
