@@ -522,3 +522,26 @@ def test_name_defaults_to_the_file_stem(tmp_path: Path) -> None:
     assert spec.output == "datasets/my-spec-v2"
     err = one(tmp_path, "name: Flower Shops\nprompt: x\n")
     at(err, 1, 7, "name", "a-z, 0-9, _ and -", "flower-shops")
+
+
+def test_unknown_key_in_a_vars_file_reference(tmp_path: Path) -> None:
+    err = one(tmp_path, """
+        prompt: "{a}"
+        vars:
+          a: {file: a.csv, colum: name}
+    """)
+    at(err, 3, 20, "vars.a.colum", "unknown key 'colum'", "file, column", "did you mean 'column'?")
+
+
+def test_misspelt_template_key_in_prompts(tmp_path: Path) -> None:
+    err = one(tmp_path, """
+        prompts:
+          - templat: a cat
+    """)
+    at(err, 2, 5, "prompts[0].templat", "template, vars, zip", "did you mean 'template'?")
+
+
+def test_yaml_merge_keys_are_honoured() -> None:
+    text = "prompt: x\nlimits:\n  <<: {concurrency: 2, rpm: 3}\n  rpm: 5\n"
+    limits = load_spec("s.yaml", text=text).limits
+    assert (limits.concurrency, limits.rpm) == (2, 5)

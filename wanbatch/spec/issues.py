@@ -18,8 +18,8 @@ from pydantic_core import PydanticCustomError
 from wanbatch.errors import SpecError, SpecErrors
 from wanbatch.spec.yaml_nodes import Document, Path, render_path
 
-#: Tags of our discriminated unions: they appear in pydantic's ``loc`` but not in the data.
-UNION_TAGS = frozenset({"list", "file", "scalar", "range", "random", "text", "int", "named", "mapping"})
+#: Our discriminated unions tag their members "@…": such steps of pydantic's ``loc`` are not in the data.
+TAG_PREFIX = "@"
 
 _TYPE_NAMES = {
     "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
@@ -123,7 +123,7 @@ class Issues:
                     suggested.add((*full[:-1], guess))
                 pending.append((full, True, message, hint))
             elif kind == "missing":
-                pending.append((full, False, "is required", None))
+                pending.append((full, False, "is required", f"add {full[-1]}: …"))
             else:
                 message, hint = _message(err)
                 pending.append((full, False, message, hint))
@@ -159,14 +159,16 @@ def data_path(data: Any, loc: tuple[str | int, ...]) -> tuple[Path, bool]:
     exists = True
     for part in loc:
         if not exists:
-            if isinstance(part, str) and part not in UNION_TAGS:
+            if isinstance(part, str) and not part.startswith(TAG_PREFIX):
                 path.append(part)
+            continue
+        if isinstance(part, str) and part.startswith(TAG_PREFIX):
             continue
         if isinstance(cur, Mapping) and isinstance(part, str):
             if part in cur:
                 path.append(part)
                 cur = cur[part]
-            elif part not in UNION_TAGS:
+            else:
                 path.append(part)
                 exists = False
         elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):

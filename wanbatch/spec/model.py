@@ -55,13 +55,13 @@ class VarFile(_In):
 
 
 def _var_tag(value: Any) -> str:
-    return "list" if isinstance(value, list) else "file" if isinstance(value, dict) else "scalar"
+    return "@list" if isinstance(value, list) else "@file" if isinstance(value, dict) else "@scalar"
 
 
 VarIn = Annotated[
-    Annotated[list[VarScalar], Tag("list"), Field(min_length=1)]
-    | Annotated[VarFile, Tag("file")]
-    | Annotated[VarScalar, Tag("scalar")],
+    Annotated[list[VarScalar], Tag("@list"), Field(min_length=1)]
+    | Annotated[VarFile, Tag("@file")]
+    | Annotated[VarScalar, Tag("@scalar")],
     Discriminator(_var_tag),
 ]
 
@@ -105,11 +105,11 @@ class ProviderIn(_In):
 
 
 def _provider_tag(value: Any) -> str:
-    return "mapping" if isinstance(value, dict) else "named"
+    return "@mapping" if isinstance(value, dict) else "@named"
 
 
 ProviderRef = Annotated[
-    Annotated[ProviderIn, Tag("mapping")] | Annotated[str, Tag("named")],
+    Annotated[ProviderIn, Tag("@mapping")] | Annotated[str, Tag("@named")],
     Discriminator(_provider_tag),
 ]
 

@@ -52,20 +52,20 @@ def _parse_text(text: str) -> range:
 
 def _seed_tag(value: Any) -> str:
     if isinstance(value, dict):
-        return "random" if "random" in value else "range"
+        return "@random" if "random" in value else "@range"
     if isinstance(value, list):
-        return "list"
+        return "@list"
     if isinstance(value, str):
-        return "text"
-    return "int"
+        return "@text"
+    return "@int"
 
 
 SeedsIn = Annotated[
-    Annotated[SeedRangeIn, Tag("range")]
-    | Annotated[SeedRandomIn, Tag("random")]
-    | Annotated[list[Seed], Tag("list"), Field(min_length=1)]
-    | Annotated[Annotated[str, AfterValidator(_parse_text)], Tag("text")]
-    | Annotated[Seed, Tag("int")],
+    Annotated[SeedRangeIn, Tag("@range")]
+    | Annotated[SeedRandomIn, Tag("@random")]
+    | Annotated[list[Seed], Tag("@list"), Field(min_length=1)]
+    | Annotated[Annotated[str, AfterValidator(_parse_text)], Tag("@text")]
+    | Annotated[Seed, Tag("@int")],
     Discriminator(_seed_tag),
 ]
 """What ``seeds:`` accepts, validated; the text form arrives as a ``range``."""
