@@ -1,0 +1,153 @@
+"""Images from a gateway's answer to a file: stream a URL (or decode base64), hash, verify.
+
+Downloads go to object-store links that expire (about 24 h) and must never carry the gateway key:
+the shared client has no credentials and requests here add none. Files are written in chunks while
+hashing, so memory stays bounded whatever the image size; a failed download leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from pathlib import Path
+from typing import BinaryIO
+
+import anyio
+import httpx
+from PIL import Image, UnidentifiedImageError
+
+from wanbatch.errors import DatasetError, GatewayError, RefusedError, TransientError
+from wanbatch.types import DeliveredImage
+
+CHUNK = 1 << 20
+try:  # httpx_aiohttp lets some aiohttp errors through unmapped
+    import aiohttp as _aiohttp
+
+    _NETWORK_ERRORS: tuple[type[BaseException], ...] = (httpx.HTTPError, OSError, _aiohttp.ClientError)
+except ImportError:  # pragma: no cover - aiohttp comes with httpx-aiohttp
+    _NETWORK_ERRORS = (httpx.HTTPError, OSError)
+_EXPIRED = frozenset({401, 403, 404, 410})
+_RETRYABLE = frozenset({408, 425, 429})
+_EXTENSIONS = {"png": "png", "jpeg": "jpg", "jpg": "jpg", "webp": "webp", "gif": "gif", "bmp": "bmp",
+               "tiff": "tif", "avif": "avif"}
+# Formats whose verify() checks every chunk's CRC through the end; others are decoded in full.
+_VERIFY_ENOUGH = frozenset({"PNG"})
+
+
+async def fetch_image(
+    client: httpx.AsyncClient, image: DeliveredImage, dest: Path, *, timeout: float
+) -> tuple[int, str]:
+    """Write the image to ``dest`` and return (bytes, sha256 hex); the whole download gets ``timeout`` s."""
+    try:
+        if image.url:
+            return await _download(client, image.url, dest, timeout)
+        if image.b64_json:
+            return await anyio.to_thread.run_sync(_decode_to, image.b64_json, dest)
+        raise RefusedError("the gateway delivered neither a URL nor base64 data", kind="bad_image")
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+
+
+async def _download(client: httpx.AsyncClient, url: str, dest: Path, timeout: float) -> tuple[int, str]:
+    where = _where(url)
+    http_timeout = httpx.Timeout(timeout, connect=min(timeout, 30.0))
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        fh = dest.open("wb")
+    except OSError as exc:
+        raise DatasetError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    with fh:
+        try:
+            with anyio.fail_after(timeout):
+                async with client.stream("GET", url, timeout=http_timeout) as response:
+                    _check_status(response.status_code, where)
+                    async for chunk in response.aiter_bytes(CHUNK):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        await anyio.to_thread.run_sync(_write, fh, chunk, dest)
+        except (GatewayError, DatasetError):
+            raise
+        except TimeoutError:
+            raise TransientError(f"download from {where} did not finish within {timeout:g} s",
+                                 kind="download") from None
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL):
+            raise RefusedError(f"the gateway delivered an unusable image link ({where})",
+                               kind="bad_image") from None
+        except _NETWORK_ERRORS as exc:
+            raise TransientError(f"download from {where} failed: {type(exc).__name__}: {exc}",
+                                 kind="download") from None
+    if size == 0:
+        raise RefusedError(f"the image at {where} is empty", kind="bad_image")
+    return size, digest.hexdigest()
+
+
+def _check_status(status: int, where: str) -> None:
+    if status == 200:
+        return
+    if status in _EXPIRED:
+        raise RefusedError(f"the image link expired or is gone ({status} from {where})", kind="url_expired",
+                           status=status)
+    if status >= 500 or status in _RETRYABLE:
+        raise TransientError(f"{status} from {where} while downloading", kind="download", status=status)
+    raise RefusedError(f"{status} from {where} while downloading", kind="url_expired", status=status)
+
+
+def _decode_to(data: str, dest: Path) -> tuple[int, str]:
+    try:
+        raw = base64.b64decode(data, validate=False)
+    except (binascii.Error, ValueError):
+        raise RefusedError("the gateway's b64_json is not valid base64", kind="bad_image") from None
+    if not raw:
+        raise RefusedError("the gateway's b64_json decodes to nothing", kind="bad_image")
+    try:
+        fh = dest.open("wb")
+    except OSError as exc:
+        raise DatasetError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    with fh:
+        _write(fh, raw, dest)
+    return len(raw), hashlib.sha256(raw).hexdigest()
+
+
+def _write(fh: BinaryIO, data: bytes, dest: Path) -> None:
+    """Write; a local failure (disk full) is the dataset's problem, not the gateway's."""
+    try:
+        fh.write(data)
+    except OSError as exc:
+        raise DatasetError(f"cannot write {dest}: {exc.strerror or exc}") from None
+
+
+def verify_image(path: Path) -> tuple[str, int, int]:
+    """(format lower-case, width, height) of a complete, decodable image; else RefusedError(bad_image).
+
+    Blocking: call it in a worker thread.
+    """
+    try:
+        with Image.open(path) as img:
+            fmt, (width, height) = img.format or "", img.size
+            img.verify()
+        if fmt not in _VERIFY_ENOUGH:
+            with Image.open(path) as img:
+                img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise RefusedError(f"the delivered file is not a complete image: {type(exc).__name__}: {exc}",
+                           kind="bad_image") from None
+    if not fmt or width <= 0 or height <= 0:
+        raise RefusedError("the delivered file is not a usable image", kind="bad_image")
+    return fmt.lower(), width, height
+
+
+def ext_for(format: str) -> str:
+    """File extension (no dot) for a Pillow format name: ``JPEG`` → ``jpg``."""
+    fmt = format.lower().strip(".")
+    return _EXTENSIONS.get(fmt, fmt or "bin")
+
+
+def _where(url: str) -> str:
+    """The host of a link, for messages: signed query strings stay out of logs and the index."""
+    try:
+        return httpx.URL(url).host or "?"
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "?"

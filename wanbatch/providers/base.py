@@ -1,0 +1,471 @@
+"""The Provider ABC and the one translation of gateway answers into wanbatch errors.
+
+Each dialect module only builds requests (:class:`Call`) and parses successful answers. Everything
+that can go wrong between sending a request and holding a JSON object — httpx exceptions, statuses,
+HTML or empty bodies, a 200 that holds an error — is classified here, once, following the error table
+of PROTOCOL.md, so the runner's retry policy keys off the exception class alone.
+
+The API key lives in a private attribute, goes into the ``Authorization`` header of gateway requests
+only (never client-wide: image downloads from object stores must not carry it), and is scrubbed from
+every message built from a gateway's answer.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
+
+import anyio
+import httpx
+
+from wanbatch.errors import AmbiguousError, FatalError, GatewayError, RefusedError, TransientError
+from wanbatch.types import DeliveredImage, Generation, Job, TaskState
+
+Phase = Literal["generate", "submit", "poll"]
+
+#: Substrings of an error code/type (lower-case) that mean content moderation refused the prompt.
+_MODERATION = ("datainspection", "data_inspection", "moderation", "content_policy", "content_filter",
+               "sensitive", "ipinfringement", "safety")
+_THROTTLING = ("throttling", "rate_limit", "ratelimit", "too_many_requests", "toomanyrequests")
+_QUOTA = ("insufficient_quota", "arrearage", "quota_exceeded", "insufficient_balance")
+_REQUEST_ID_IN_MESSAGE = re.compile(r"\(request id: ([^)\s]+)\)")
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]+>")
+_MAX_MESSAGE = 300
+
+try:  # httpx_aiohttp lets some aiohttp errors through unmapped; they must not escape as tracebacks
+    import aiohttp as _aiohttp
+
+    _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httpx.HTTPError, OSError, _aiohttp.ClientError)
+except ImportError:  # pragma: no cover - aiohttp is a dependency of httpx-aiohttp
+    _TRANSPORT_ERRORS = (httpx.HTTPError, OSError)
+
+#: aiohttp errors raised before a request left the machine. httpx_aiohttp maps every
+#: ``aiohttp.ClientConnectionError`` — a server disconnect after the request was sent included — to
+#: ``httpx.ConnectTimeout``, so the original cause decides whether a retry could pay twice.
+_AIOHTTP_NOTHING_SENT = frozenset({
+    "ClientConnectorError", "ClientConnectorCertificateError", "ClientConnectorSSLError",
+    "ClientConnectorDNSError", "ClientProxyConnectionError", "ConnectionTimeoutError",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One HTTP request a dialect wants sent: method, absolute URL, JSON body, extra headers."""
+
+    method: str
+    url: str
+    json: dict[str, Any] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A successful (2xx, JSON object) answer and the request id the gateway gave it, if any."""
+
+    body: dict[str, Any]
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorContext:
+    """What error messages may say about where a request went; never the key itself."""
+
+    base_url: str
+    key_env: str | None = None
+    secret: str | None = field(default=None, repr=False)
+
+    def redact(self, text: str) -> str:
+        if self.secret and len(self.secret) >= 4:
+            text = text.replace(self.secret, "***")
+        return text
+
+
+class Provider(ABC):
+    """One gateway in one dialect. Subclasses build :class:`Call` s and parse answers; nothing else.
+
+    The injected client is shared with image downloads, so it must carry no credentials.
+    """
+
+    dialect: str = ""
+    supports_async: bool = False
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str | None,
+        client: httpx.AsyncClient,
+        name: str,
+        use_async: bool = False,
+        response_format: str = "url",
+        poll_interval: float = 5.0,
+        request_timeout: float = 300.0,
+        key_env: str | None = None,
+    ) -> None:
+        if use_async and not self.supports_async:
+            raise FatalError(
+                f"the {self.dialect} dialect is synchronous only; set async: false or use the "
+                "parameters or dashscope dialect", kind="unsupported",
+            )
+        if response_format not in ("url", "b64_json"):
+            raise FatalError(f"response_format must be 'url' or 'b64_json', not {response_format!r}",
+                             kind="unsupported")
+        if not (request_timeout > 0 and math.isfinite(request_timeout)):
+            raise FatalError(f"request_timeout must be a positive number of seconds, not {request_timeout!r}",
+                             kind="unsupported")
+        self.name = name
+        self.use_async = use_async
+        self.response_format = response_format
+        self.poll_interval = poll_interval
+        self.request_timeout = request_timeout
+        self.base_url = base_url.rstrip("/")
+        self._client = client
+        self.__api_key = api_key or None
+        self._context = ErrorContext(base_url=_public_url(self.base_url), key_env=key_env, secret=self.__api_key)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, base_url={self._context.base_url!r}, "
+                f"dialect={self.dialect!r}, use_async={self.use_async!r})")
+
+    __str__ = __repr__
+
+    # ------------------------------------------------------------------ what the runner calls
+
+    async def generate(self, job: Job) -> Generation:
+        """One synchronous call: the answer comes when the images are done."""
+        answer = await self._send(self.generate_call(job), "generate")
+        return self.parse_generation(answer)
+
+    async def submit(self, job: Job) -> str:
+        """Start an async task; the caller must journal the returned id before polling it."""
+        if not self.supports_async:
+            raise FatalError(f"the {self.dialect} dialect has no async submission; set async: false",
+                             kind="unsupported")
+        answer = await self._send(self.submit_call(job), "submit")
+        return self.parse_submit(answer)
+
+    async def poll(self, task_id: str) -> TaskState:
+        """One look at a task. Errors here are transient (polling costs nothing) unless they are final."""
+        if not self.supports_async:
+            raise FatalError(f"the {self.dialect} dialect has no tasks to poll", kind="unsupported")
+        answer = await self._send(self.poll_call(task_id), "poll", inspect_error=False)
+        return self.parse_poll(task_id, answer)
+
+    # ------------------------------------------------------------------ what a dialect provides
+
+    @abstractmethod
+    def generate_call(self, job: Job) -> Call: ...
+
+    @abstractmethod
+    def parse_generation(self, answer: Answer) -> Generation: ...
+
+    def submit_call(self, job: Job) -> Call:  # pragma: no cover - only async dialects override
+        raise NotImplementedError
+
+    def parse_submit(self, answer: Answer) -> str:  # pragma: no cover
+        raise NotImplementedError
+
+    def poll_call(self, task_id: str) -> Call:  # pragma: no cover
+        raise NotImplementedError
+
+    def parse_poll(self, task_id: str, answer: Answer) -> TaskState:  # pragma: no cover
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the wire
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    @staticmethod
+    def quote_id(task_id: str) -> str:
+        return quote(task_id, safe="")
+
+    async def _send(self, call: Call, phase: Phase, *, inspect_error: bool = True) -> Answer:
+        headers = {"Accept": "application/json", **call.headers}
+        if self.__api_key:
+            headers["Authorization"] = f"Bearer {self.__api_key}"
+        timeout = httpx.Timeout(self.request_timeout, connect=min(self.request_timeout, 30.0))
+        try:
+            with anyio.fail_after(self.request_timeout):
+                response = await self._client.request(
+                    call.method, call.url, json=call.json, headers=headers, timeout=timeout
+                )
+        except TimeoutError:
+            raise _lost(phase, f"no complete answer within {self.request_timeout:g} s", self._context) from None
+        except _TRANSPORT_ERRORS as exc:
+            raise translate_exception(exc, phase, self._context) from None
+        return check_answer(response, phase, self._context, inspect_error=inspect_error)
+
+    def error_in_body(self, answer: Answer) -> GatewayError | None:
+        """The error a 2xx body holds (for dialects that look at task status first), or None."""
+        return body_error(answer.body, answer.request_id, self._context)
+
+
+# ---------------------------------------------------------------------- classification
+
+
+def translate_exception(exc: BaseException, phase: Phase, context: ErrorContext) -> GatewayError:
+    """An httpx (or raw transport) exception as the one GatewayError it stands for."""
+    detail = context.redact(_short(str(exc)) or type(exc).__name__)
+    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
+        return FatalError(f"cannot send to {context.base_url}: {detail}; base_url must be an http(s) URL",
+                          kind="not_found")
+    if _nothing_sent(exc):
+        return TransientError(f"could not reach {context.base_url}: {detail}", kind="network")
+    return _lost(phase, detail, context)
+
+
+def _lost(phase: Phase, detail: str, context: ErrorContext) -> GatewayError:
+    """The request went out but its answer did not come back."""
+    if phase == "poll":
+        return TransientError(f"polling {context.base_url} failed: {detail}", kind="network")
+    return AmbiguousError(
+        f"the request was sent but no answer came back ({detail}); the image may have been made and billed",
+        kind="timeout",
+    )
+
+
+def _nothing_sent(exc: BaseException) -> bool:
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)):
+        cause = exc.__cause__
+        if cause is not None and type(cause).__module__.startswith("aiohttp"):
+            return type(cause).__name__ in _AIOHTTP_NOTHING_SENT
+        return True
+    if type(exc).__module__.startswith("aiohttp"):
+        return type(exc).__name__ in _AIOHTTP_NOTHING_SENT
+    return isinstance(exc, ConnectionRefusedError)
+
+
+def check_answer(
+    response: httpx.Response, phase: Phase, context: ErrorContext, *, inspect_error: bool = True
+) -> Answer:
+    """The JSON object of a successful answer, or raise the one GatewayError the answer stands for."""
+    body = parse_json(response.content)
+    request_id = _request_id(response.headers, body)
+    status = response.status_code
+    if 200 <= status < 300:
+        if not isinstance(body, dict):
+            raise TransientError(
+                f"{status} from {context.base_url} but the body is not a JSON object: "
+                f"{context.redact(_snippet(response.content))}",
+                kind="bad_response", status=status, request_id=request_id,
+            )
+        if inspect_error and (error := body_error(body, request_id, context, status=status)) is not None:
+            raise error
+        return Answer(body, request_id)
+    raise status_error(status, response.headers, response.content, body, phase, context, request_id)
+
+
+def status_error(
+    status: int,
+    headers: Mapping[str, str],
+    content: bytes,
+    body: Any,
+    phase: Phase,
+    context: ErrorContext,
+    request_id: str | None = None,
+) -> GatewayError:
+    """The PROTOCOL.md error table, for any non-2xx status."""
+    code, etype, gateway_message = _error_fields(body)
+    said = context.redact(gateway_message or _snippet(content) or "(empty body)")
+    tags = f"{code} {etype}".lower()
+    where = f"{status} from {context.base_url}"
+    if request_id and request_id not in said:
+        said += f" (request id: {request_id})"
+    kwargs: dict[str, Any] = {"status": status, "retry_after": parse_retry_after(headers),
+                              "request_id": request_id}
+    new_api = etype == "new_api_error" or code == "invalid_request" or said.startswith("invalid request body")
+    if status == 400:
+        if any(m in tags for m in _MODERATION):
+            return RefusedError(f"refused by content moderation: {said}", kind="moderation", **kwargs)
+        if code.lower().startswith("invalidparameter") or "invalid_parameter" in tags:
+            return RefusedError(f"invalid parameter: {said}", kind="invalid_parameter", **kwargs)
+        return RefusedError(f"malformed request ({where}): {said}", kind="invalid_request", **kwargs)
+    if status == 401:
+        env = f"${context.key_env}" if context.key_env else "the API key's environment variable"
+        return FatalError(f"{where}: the API key was refused ({said}); check the key in {env} and that "
+                          "base_url is in the key's region", kind="auth", **kwargs)
+    if status in (402, 403) or (status == 429 and any(q in tags for q in _QUOTA)):
+        return FatalError(f"{where}: access denied ({said}); check the account's balance, quota and "
+                          "permissions for this model", kind="forbidden", **kwargs)
+    if status == 404 and phase == "poll":
+        return RefusedError(f"the gateway does not know this task ({said})", kind="task_unknown", **kwargs)
+    if status in (404, 405):
+        return FatalError(f"{where}: no such route ({said}); check base_url and dialect", kind="not_found",
+                          **kwargs)
+    if status == 429:
+        return TransientError(f"rate limited: {said}", kind="rate_limited", **kwargs)
+    if status == 524:
+        if phase == "poll":
+            return TransientError(f"{where}: proxy timeout while polling", kind="server_error", **kwargs)
+        return AmbiguousError(f"{where}: the proxy cut the request; the image may have been made and billed",
+                              kind="ambiguous", **kwargs)
+    if status == 500 and new_api:
+        return RefusedError(f"malformed request ({where}): {said}", kind="invalid_request", **kwargs)
+    if status == 408 or status >= 500:
+        return TransientError(f"{where}: {said}", kind="server_error", **kwargs)
+    if 300 <= status < 400:
+        target = context.redact(headers.get("location", "?"))
+        return FatalError(f"{where}: redirected to {target}; set base_url to the final address",
+                          kind="not_found", **kwargs)
+    return RefusedError(f"{where}: {said}", kind="invalid_request", **kwargs)
+
+
+def body_error(
+    body: dict[str, Any], request_id: str | None, context: ErrorContext, *, status: int = 200
+) -> GatewayError | None:
+    """A 2xx body that holds an error: refused, unless its code says throttling."""
+    if not _has_error(body):
+        return None
+    code, etype, message = _error_fields(body)
+    tags = f"{code} {etype}".lower()
+    said = context.redact(message or code or "unspecified error")
+    if request_id and request_id not in said:
+        said += f" (request id: {request_id})"
+    kwargs: dict[str, Any] = {"status": status, "request_id": request_id}
+    if any(t in tags for t in _THROTTLING) or code == "429":
+        return TransientError(f"rate limited (in a {status} answer): {said}", kind="rate_limited", **kwargs)
+    if any(m in tags for m in _MODERATION):
+        return RefusedError(f"refused by content moderation: {said}", kind="moderation", **kwargs)
+    return RefusedError(f"the gateway answered {status} with an error: {said}", kind="upstream_error", **kwargs)
+
+
+def _has_error(body: dict[str, Any]) -> bool:
+    if body.get("error"):
+        return True
+    # DashScope puts {code, message} at the top level of a failed call.
+    return bool(body.get("code")) and "output" not in body and "data" not in body
+
+
+def _error_fields(body: Any) -> tuple[str, str, str]:
+    """(code, type, message) of an OpenAI-style ``{"error": {...}}`` or DashScope ``{code, message}``."""
+    if not isinstance(body, dict):
+        return "", "", ""
+    error = body.get("error")
+    if isinstance(error, dict):
+        return (_text(error.get("code")), _text(error.get("type")), _short(_text(error.get("message"))))
+    if isinstance(error, str) and error:
+        return "", "", _short(error)
+    output = body.get("output")
+    source = body if body.get("code") or not isinstance(output, dict) else output
+    return _text(source.get("code")), "", _short(_text(source.get("message")))
+
+
+def parse_json(content: bytes) -> Any:
+    """The decoded JSON of a body, or None when it is empty, HTML or otherwise not JSON."""
+    if not content.strip():
+        return None
+    try:
+        return json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            value = float(millis) / 1000
+            if math.isfinite(value) and value >= 0:
+                return value
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        value = float(raw)
+        return value if math.isfinite(value) and value >= 0 else None
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _request_id(headers: Mapping[str, str], body: Any) -> str | None:
+    for name in ("x-request-id", "x-dashscope-request-id", "x-oneapi-request-id"):
+        if value := headers.get(name):
+            return value
+    if isinstance(body, dict):
+        if isinstance(body.get("request_id"), str) and body["request_id"]:
+            return str(body["request_id"])
+        _, _, message = _error_fields(body)
+        if match := _REQUEST_ID_IN_MESSAGE.search(message):
+            return match.group(1)
+    return None
+
+
+def _snippet(content: bytes) -> str:
+    text = content.decode("utf-8", errors="replace").strip()
+    if not text:
+        return ""
+    if text.startswith("<"):
+        title = _TITLE.search(text)
+        text = title.group(1) if title else _TAG.sub(" ", text)
+        return "HTML page: " + _short(" ".join(text.split()))
+    return _short(" ".join(text.split()))
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _public_url(url: str) -> str:
+    """The base URL without credentials or query, for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}" if parts.scheme else url.split("?")[0]
+
+
+# ---------------------------------------------------------------------- successful answers
+
+
+def openai_images(body: dict[str, Any]) -> list[DeliveredImage]:
+    """``data`` items of the OpenAI Images shape; items with neither url nor b64 are left out.
+
+    ``index`` is the item's position, so a skipped item leaves its slot missing rather than shifting
+    the next image into it.
+    """
+    data = body.get("data")
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise TransientError("the answer's 'data' is not a list", kind="bad_response")
+    images: list[DeliveredImage] = []
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            continue
+        url = item.get("url") or None
+        b64 = item.get("b64_json") or None
+        if not isinstance(url, str):
+            url = None
+        if not isinstance(b64, str):
+            b64 = None
+        if url is None and b64 is None:
+            continue
+        revised = item.get("revised_prompt")
+        images.append(DeliveredImage(index=index, url=url, b64_json=b64,
+                                     revised_prompt=revised if isinstance(revised, str) else ""))
+    return images

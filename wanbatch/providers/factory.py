@@ -1,0 +1,86 @@
+"""Build the provider and the HTTP client a run uses, from a spec's provider config.
+
+The client carries no credentials (the key goes per request to the gateway only) and is shared by
+gateway calls and image downloads, with connections sized to the run's concurrency.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Protocol
+
+import httpx
+
+from wanbatch.errors import FatalError
+from wanbatch.providers.base import Provider
+from wanbatch.providers.dashscope import DashScopeProvider
+from wanbatch.providers.flat import FlatProvider
+from wanbatch.providers.mock import mock_provider, open_mock_client
+from wanbatch.providers.parameters import ParametersProvider
+
+#: One class per dialect: adding a dialect is adding a module and a line here.
+DIALECTS: dict[str, type[Provider]] = {
+    "flat": FlatProvider,
+    "parameters": ParametersProvider,
+    "dashscope": DashScopeProvider,
+}
+
+
+class ProviderSettings(Protocol):
+    """The fields of ``wanbatch.spec.ProviderConfig`` this module reads."""
+
+    kind: str
+    name: str
+    base_url: str | None
+    api_key_env: str
+    dialect: str
+    use_async: bool
+    response_format: str
+    poll_interval: float
+
+
+def make_provider(
+    config: ProviderSettings,
+    client: httpx.AsyncClient,
+    *,
+    request_timeout: float,
+    env: Mapping[str, str] = os.environ,
+) -> Provider:
+    """The provider for ``config``; a missing key or unknown dialect is a FatalError before any request."""
+    if config.kind == "mock":
+        return mock_provider(client, request_timeout=request_timeout, poll_interval=config.poll_interval)
+    cls = DIALECTS.get(config.dialect)
+    if cls is None:
+        raise FatalError(f"unknown dialect {config.dialect!r}; use one of {', '.join(DIALECTS)}",
+                         kind="unsupported")
+    if not config.base_url:
+        raise FatalError(f"provider {config.name!r} has no base_url", kind="not_found")
+    key = env.get(config.api_key_env, "").strip()
+    if not key:
+        raise FatalError(
+            f"no API key: set the environment variable {config.api_key_env} to the key for "
+            f"{config.name!r}", kind="auth",
+        )
+    return cls(
+        base_url=config.base_url, api_key=key, client=client, name=config.name, use_async=config.use_async,
+        response_format=config.response_format, poll_interval=config.poll_interval,
+        request_timeout=request_timeout, key_env=config.api_key_env,
+    )
+
+
+def open_client(config: ProviderSettings, *, concurrency: int, timeout: float) -> httpx.AsyncClient:
+    """The run's client: the in-process mock, or aiohttp-backed httpx for a real gateway.
+
+    Connections: one per worker for gateway calls plus as many for downloads running beside them.
+    """
+    if config.kind == "mock":
+        return open_mock_client(config, timeout=timeout)
+    limits = httpx.Limits(max_connections=max(2, 2 * concurrency),
+                          max_keepalive_connections=max(1, concurrency))
+    http_timeout = httpx.Timeout(timeout, connect=min(timeout, 30.0))
+    try:
+        from httpx_aiohttp import AiohttpTransport
+    except ImportError:  # pragma: no cover - httpx-aiohttp is a dependency; keep working without it
+        return httpx.AsyncClient(limits=limits, timeout=http_timeout)
+    return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), timeout=http_timeout)

@@ -1,0 +1,45 @@
+"""The "flat" dialect (new-api style gateways): ``POST {base_url}/images/generations``, sync only.
+
+The body is exactly ``{model, prompt, size, n, seed, watermark?}``. ``response_format`` is never sent:
+these gateways decode it as an object and refuse the string (PROTOCOL.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wanbatch.errors import FatalError
+from wanbatch.providers.base import Answer, Call, Provider, openai_images
+from wanbatch.types import Generation, Job
+
+#: The only request parameter the flat body can carry besides model, prompt, size, n and seed.
+FLAT_PARAMS = frozenset({"watermark"})
+#: Values the gateway applies anyway when a parameter is absent: asking for them needs no field.
+DEFAULTS: dict[str, Any] = {"thinking_mode": True, "enable_sequential": False, "color_palette": None}
+
+
+class FlatProvider(Provider):
+    dialect = "flat"
+    supports_async = False
+
+    def generate_call(self, job: Job) -> Call:
+        return Call("POST", self.url("images/generations"), json=flat_body(job))
+
+    def parse_generation(self, answer: Answer) -> Generation:
+        return Generation(images=openai_images(answer.body), request_id=answer.request_id)
+
+
+def flat_body(job: Job) -> dict[str, Any]:
+    """The request body; a parameter the dialect cannot express stops the run rather than being dropped."""
+    extra = sorted(k for k, v in job.params.items()
+                   if k not in FLAT_PARAMS and not (k in DEFAULTS and v == DEFAULTS[k]))
+    if extra:
+        raise FatalError(
+            f"the flat dialect cannot send {', '.join(extra)}; use the parameters or dashscope dialect, "
+            "or remove them from params", kind="unsupported",
+        )
+    body: dict[str, Any] = {"model": job.model, "prompt": job.prompt, "size": job.size, "n": job.n,
+                            "seed": job.seed}
+    if "watermark" in job.params:
+        body["watermark"] = job.params["watermark"]
+    return body

@@ -1,0 +1,112 @@
+"""The "parameters" dialect: OpenAI Images endpoint with a nested ``parameters`` object and async tasks.
+
+Sizes must be ``WxH`` from the gateway's fixed list (tiers map to their square). With ``"async": true``
+the gateway answers a task id and ``GET {base_url}/tasks/{id}`` answers the synchronous body once done.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from wanbatch.errors import RefusedError, TransientError
+from wanbatch.providers.base import Answer, Call, Provider, openai_images
+from wanbatch.types import TIER_PIXELS, Generation, Job, TaskState
+
+PRO = "wan2.7-image-pro"
+_PRO_ONLY = ("4096x4096", "4096x2304", "2304x4096", "4096x3072", "3072x4096")
+_BOTH = ("2048x2048", "2688x1536", "1536x2688", "2368x1728", "1728x2368", "1024x1024", "1696x960",
+         "960x1696", "1472x1104", "1104x1472", "1248x832", "832x1248")
+#: The only sizes these gateways accept, per model (PROTOCOL.md, "Models").
+SIZES: dict[str, tuple[str, ...]] = {PRO: _PRO_ONLY + _BOTH, "wan2.7-image": _BOTH}
+PARAM_KEYS = ("seed", "watermark", "thinking_mode", "color_palette", "enable_sequential")
+_RUNNING = {"queued", "pending", "processing", "running", "in_progress", "submitted"}
+_SUCCEEDED = {"succeeded", "success", "completed", "done"}
+_FAILED = {"failed", "failure", "error", "cancelled", "canceled", "expired"}
+#: Prefix of the ids of answers that came back whole from an async submission (see ``parse_submit``).
+INLINE_PREFIX = "inline-"
+
+
+def to_wxh(size: str) -> str:
+    """``2K`` → ``2048x2048``, ``1696*960`` → ``1696x960``."""
+    if size in TIER_PIXELS:
+        width, height = TIER_PIXELS[size]
+        return f"{width}x{height}"
+    return size.replace("*", "x")
+
+
+class ParametersProvider(Provider):
+    dialect = "parameters"
+    supports_async = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._inline: dict[str, Generation] = {}
+
+    def body(self, job: Job, *, use_async: bool) -> dict[str, Any]:
+        size = to_wxh(job.size)
+        allowed = SIZES.get(job.model, _BOTH)
+        if size not in allowed:
+            raise RefusedError(
+                f"size {job.size} is not served by {job.model} over the parameters dialect; "
+                f"use one of {', '.join(allowed)}", kind="invalid_parameter",
+            )
+        inner: dict[str, Any] = {"seed": job.seed}
+        inner.update({k: job.params[k] for k in PARAM_KEYS if k in job.params and k != "seed"})
+        body: dict[str, Any] = {"model": job.model, "prompt": job.prompt, "size": size, "n": job.n,
+                                "response_format": self.response_format}
+        if use_async:
+            body["async"] = True
+        body["parameters"] = inner
+        return body
+
+    def generate_call(self, job: Job) -> Call:
+        return Call("POST", self.url("images/generations"), json=self.body(job, use_async=False))
+
+    def parse_generation(self, answer: Answer) -> Generation:
+        return Generation(images=openai_images(answer.body), request_id=answer.request_id)
+
+    def submit_call(self, job: Job) -> Call:
+        return Call("POST", self.url("images/generations"), json=self.body(job, use_async=True))
+
+    def parse_submit(self, answer: Answer) -> str:
+        body = answer.body
+        task_id = body.get("id") or body.get("task_id")
+        if isinstance(task_id, str) and task_id:
+            return task_id
+        if "data" in body:
+            # The gateway ignored "async" and answered in full: keep the paid-for answer for the poll.
+            key = f"{INLINE_PREFIX}{uuid.uuid4().hex}"
+            self._inline[key] = self.parse_generation(answer)
+            return key
+        raise TransientError("the async submission was answered without a task id", kind="bad_response",
+                             request_id=answer.request_id)
+
+    def poll_call(self, task_id: str) -> Call:
+        return Call("GET", self.url(f"tasks/{self.quote_id(task_id)}"))
+
+    async def poll(self, task_id: str) -> TaskState:
+        if task_id.startswith(INLINE_PREFIX):
+            generation = self._inline.pop(task_id, None)
+            if generation is None:
+                raise RefusedError(f"task {task_id} was answered in an earlier process and is gone",
+                                   kind="task_unknown")
+            return TaskState(task_id, "succeeded", 100, generation)
+        return await super().poll(task_id)
+
+    def parse_poll(self, task_id: str, answer: Answer) -> TaskState:
+        body = answer.body
+        status = str(body.get("status") or "").lower()
+        progress = body.get("progress")
+        progress = progress if isinstance(progress, int) and not isinstance(progress, bool) else None
+        if status in _FAILED:
+            error = self.error_in_body(answer)
+            detail = error.message if error is not None else f"status {status}"
+            raise RefusedError(f"task {task_id} failed: {detail}", kind="task_failed",
+                               request_id=answer.request_id)
+        if (error := self.error_in_body(answer)) is not None:
+            raise error
+        if "data" in body or status in _SUCCEEDED:
+            generation = Generation(images=openai_images(body), task_id=task_id, request_id=answer.request_id)
+            return TaskState(task_id, status or "succeeded", 100, generation)
+        return TaskState(task_id, status or "unknown", progress)
