@@ -117,11 +117,11 @@ class Issues:
             if kind == "extra_forbidden":
                 key = str(path[-1])
                 allowed = allowed_keys(full[:-1], _parent(data, path))
-                message, hint = unknown_key(key, allowed)
+                message, key_hint = unknown_key(key, allowed)
                 guess = did_you_mean(key, allowed)
                 if guess:
                     suggested.add((*full[:-1], guess))
-                pending.append((full, True, message, hint))
+                pending.append((full, True, message, key_hint))
             elif kind == "missing":
                 pending.append((full, False, "is required", f"add {full[-1]}: …"))
             else:

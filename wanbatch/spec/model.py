@@ -140,7 +140,7 @@ class SpecIn(_In):
     name: str | None = None
     description: str | None = None
     model: Model = "wan2.7-image-pro"
-    provider: Annotated[ProviderRef | None, BeforeValidator(lambda v: "mock" if v is None else v)] = "mock"
+    provider: Annotated[ProviderRef, BeforeValidator(lambda v: "mock" if v is None else v)] = "mock"
     prompt: str | None = None
     prompts: Annotated[
         list[Annotated[PromptIn, BeforeValidator(_template_shorthand)]], Field(min_length=1)

@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path as FsPath
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
@@ -53,7 +53,7 @@ def resolve_provider(ref: ProviderIn | str, path: Path, issues: Issues, spec_dir
     if isinstance(ref, ProviderIn):
         return build_config(ref, path, issues, None, env, default_name=None)
     if ref == "mock":
-        return build_config(ProviderIn(type="mock"), path, issues, None, env, default_name="mock")
+        return build_config(ProviderIn.model_validate({"type": "mock"}), path, issues, None, env, default_name="mock")
     return _named(ref, path, issues, spec_dir, env)
 
 
@@ -114,7 +114,7 @@ def build_config(p: ProviderIn, path: Path, issues: Issues, doc: Document | None
 
     if p.type == "mock" and p.base_url is not None:
         bad("base_url", "base_url is for gateways, but type is mock", "remove type: mock or base_url")
-    kind = "mock" if p.type == "mock" or (p.type is None and p.base_url is None and default_name == "mock") \
+    kind: Literal["mock", "gateway"] = "mock" if p.type == "mock" or (p.type is None and p.base_url is None and default_name == "mock") \
         else "gateway"
     base_url = None
     if kind == "gateway":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 from pathlib import Path as FsPath
+from typing import Any
 
 from wanbatch.spec.issues import Issues, did_you_mean
 from wanbatch.spec.model import PromptIn, PromptSpec, SpecIn
@@ -114,7 +115,7 @@ def _entries(spec: SpecIn, issues: Issues) -> list[_Entry]:
     return entries
 
 
-def _resolve_vars(values: dict, base: Path, issues: Issues, spec_dir: FsPath) -> dict[str, list[str]]:
+def _resolve_vars(values: dict[str, Any], base: Path, issues: Issues, spec_dir: FsPath) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for name, value in values.items():
         if not name.isidentifier():
