@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
+from wanbatch.dataset.layout import FORMAT_VERSION
 from wanbatch.dataset.schema import INDEX_SCHEMA
 
 MODEL = "wan2.7-image-pro"
@@ -145,5 +146,5 @@ def make_dataset(
     (root / "index").mkdir(exist_ok=True)
     table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
     pq.write_table(table, root / "index" / "part-00000.parquet")
-    (root / "wanbatch.json").write_text(json.dumps({"name": name, "model": MODEL}, indent=2))
+    (root / "wanbatch.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "name": name, "spec": None, "runs": []}, indent=2))
     return SyntheticDataset(root=root, rows=rows, prompts=prompt_texts, seeds=seed_values, size=size)

@@ -17,17 +17,11 @@ from typing import Literal, get_args
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pds
 
-from wanbatch.dataset.schema import INDEX_SCHEMA
+from wanbatch.dataset import read_index
 from wanbatch.errors import DatasetError, WanbatchError
 from wanbatch.export import hf, imagefolder, webdataset
 from wanbatch.export._common import ExportReport, Output, check_destination, commit, staging_dir
-
-try:  # the dataset package's reader, once it exists; the fallback below reads the same files
-    from wanbatch.dataset import read_index as _read_index  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the state of wanbatch.dataset
-    _read_index = None
 
 Format = Literal["hf", "webdataset", "imagefolder"]
 FORMATS: tuple[str, ...] = get_args(Format)
@@ -100,39 +94,11 @@ def _select(table: pa.Table, *, include_failed: bool) -> pa.Table:
 
 
 def _load_rows(root: Path) -> pa.Table:
-    """The index, one row per image_id, with the columns of ``INDEX_SCHEMA``."""
-    index = root / "index"
-    if not root.is_dir():
-        raise DatasetError(f"no dataset at {root}: the folder does not exist")
-    if not index.is_dir() or not any(index.glob("*.parquet")):
-        raise DatasetError(f"no dataset at {root}: there is no index/*.parquet (has a run written it?)")
-    if _read_index is not None:
-        table: pa.Table = _read_index(root)
-    else:
-        table = _read_parts(index)
+    """The index, one row per image_id (an ok row beats a failed one), with every index column."""
+    table = read_index(root)
     if table.num_rows == 0:
-        raise DatasetError(f"nothing to export: the index of {root} has no rows")
+        raise DatasetError(f"{root}: the dataset's index has no rows yet (has a run written it?)")
     return table
-
-
-def _read_parts(index: Path) -> pa.Table:
-    """Read the index parts and keep one row per image_id: its ``ok`` row, else its latest row."""
-    try:
-        table = pds.dataset(index, format="parquet", schema=INDEX_SCHEMA).to_table()
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise DatasetError(f"cannot read the index in {index}: {exc}") from None
-    ids = table.column("image_id").to_pylist()
-    if len(set(ids)) == len(ids):
-        return table
-    status = table.column("status").to_pylist()
-    created = table.column("created_at").to_pylist()
-    best: dict[str, int] = {}
-    for i, image_id in enumerate(ids):
-        j = best.get(image_id)
-        key = (status[i] == "ok", created[i] is not None, created[i] or 0)
-        if j is None or key >= (status[j] == "ok", created[j] is not None, created[j] or 0):
-            best[image_id] = i
-    return table.take(sorted(best.values()))
 
 
 __all__ = ["FORMATS", "ExportReport", "Format", "export_dataset"]

@@ -40,6 +40,13 @@ class ExportReport:
     bytes: int
     missing: tuple[str, ...] = field(default=())
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (``--json`` output): paths as strings, lists for the file and missing ids."""
+        return {
+            "format": self.fmt, "to": str(self.to), "rows": self.rows, "bytes": self.bytes,
+            "files": [str(f) for f in self.files], "missing": list(self.missing),
+        }
+
 
 @dataclass
 class Output:
