@@ -545,3 +545,10 @@ def test_yaml_merge_keys_are_honoured() -> None:
     text = "prompt: x\nlimits:\n  <<: {concurrency: 2, rpm: 3}\n  rpm: 5\n"
     limits = load_spec("s.yaml", text=text).limits
     assert (limits.concurrency, limits.rpm) == (2, 5)
+
+
+@pytest.mark.parametrize("url", ["https://user:sk-hidden@gw.example/v1", "https://gw.example/v1?key=sk-hidden"])
+def test_base_url_never_carries_a_key(tmp_path: Path, url: str) -> None:
+    err = one(tmp_path, f"prompt: x\nprovider: {{base_url: '{url}'}}\n")
+    at(err, 2, 22, "provider.base_url", "must not carry credentials", "api_key_env")
+    assert "sk-hidden" not in str(err)

@@ -174,8 +174,8 @@ def _expand(url: str, path: Path, issues: Issues, doc: Document | None, env: Map
         issues.add(path, "must be an http(s) URL such as https://gateway.example/v1",
                    "include the scheme and host", doc=doc)
         return None
-    if parts.username or parts.password:
-        issues.add(path, "base_url must not carry credentials", "name the key's variable in api_key_env",
-                   doc=doc)
+    if parts.username or parts.password or parts.query:
+        issues.add(path, "base_url must not carry credentials or a query string (it is recorded in the "
+                   "dataset manifest)", "keep the key in the environment and name it in api_key_env", doc=doc)
         return None
     return expanded.rstrip("/")
