@@ -447,11 +447,11 @@ def test_env_in_base_url_and_gateway_defaults(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_mock_provider_options() -> None:
-    text = ("prompt: x\nprovider: {type: mock, latency: 250ms, scale: 0.25, faults: {rate_limit: 0.1},"
+    text = ("prompt: x\nprovider: {type: mock, latency: 250ms, scale: 0.25, faults: {'429': 0.1},"
             " dialect: parameters, async: true}\n")
     provider = load_spec("s.yaml", text=text).provider
     assert (provider.kind, provider.name, provider.latency, provider.scale) == ("mock", "mock", 0.25, 0.25)
-    assert provider.faults == {"rate_limit": 0.1} and provider.poll_interval == 0.05
+    assert provider.faults == {"429": 0.1} and provider.poll_interval == 0.05
     assert load_spec("s.yaml", text="prompt: x\n").provider.kind == "mock"
 
 
@@ -552,3 +552,14 @@ def test_base_url_never_carries_a_key(tmp_path: Path, url: str) -> None:
     err = one(tmp_path, f"prompt: x\nprovider: {{base_url: '{url}'}}\n")
     at(err, 2, 22, "provider.base_url", "must not carry credentials", "api_key_env")
     assert "sk-hidden" not in str(err)
+
+
+def test_mock_faults_are_checked(tmp_path: Path) -> None:
+    found = errors(tmp_path, """
+        prompt: x
+        provider:
+          type: mock
+          faults: {"429": 0.7, "5O3": 0.5}
+    """)
+    at(found[0], 4, 11, "provider.faults", "add up to 1.2")
+    at(found[1], 4, 24, "provider.faults.5O3", "unknown fault '5O3'", "429_retry_after", "did you mean '503'?")

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from wanbatch.errors import SpecError
-from wanbatch.spec.issues import Issues
+from wanbatch.mock.config import FAULTS
+from wanbatch.spec.issues import Issues, did_you_mean
 from wanbatch.spec.model import KEYS, ProviderConfig, ProviderIn
 from wanbatch.spec.yaml_nodes import Document, Path, compose
 
@@ -126,6 +127,8 @@ def build_config(p: ProviderIn, path: Path, issues: Issues, doc: Document | None
         for key in _MOCK_ONLY:
             if key in given:
                 bad(key, f"{key} applies only to the mock provider", f"remove {key}")
+    if kind == "mock":
+        _check_mock(p, path, issues, doc)
     if p.use_async and p.dialect == "flat":
         bad("async", "the flat dialect is synchronous only; async is not available",
             "remove async, or use dialect: parameters or dashscope if the gateway speaks it")
@@ -151,6 +154,21 @@ def build_config(p: ProviderIn, path: Path, issues: Issues, doc: Document | None
         scale=p.scale,
         faults=dict(p.faults),
     )
+
+
+def _check_mock(p: ProviderIn, path: Path, issues: Issues, doc: Document | None) -> None:
+    if p.dialect == "dashscope":
+        issues.add((*path, "dialect"), "the mock gateway speaks flat or parameters, not dashscope",
+                   "use dialect: flat or parameters with the mock", doc=doc)
+    for name in p.faults:
+        if name not in FAULTS:
+            guess = did_you_mean(name, FAULTS)
+            issues.add((*path, "faults", name), f"unknown fault {name!r}; known: {', '.join(FAULTS)}",
+                       f"did you mean {guess!r}?" if guess else "use one of the known faults", at_key=True,
+                       doc=doc)
+    if sum(p.faults.values()) > 1 + 1e-9:
+        issues.add((*path, "faults"), f"fault rates add up to {sum(p.faults.values()):g}; at most 1 is possible",
+                   "lower the rates", doc=doc)
 
 
 def _expand(url: str, path: Path, issues: Issues, doc: Document | None, env: Mapping[str, str]) -> str | None:
