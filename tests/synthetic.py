@@ -72,7 +72,7 @@ def draw_image(prompt: str, seed: int, width: int, height: int) -> Image.Image:
     for layer in range(3):
         shade = colorsys.hsv_to_rgb((hue + 0.3 + 0.05 * layer) % 1.0, 0.45, 0.55 - 0.12 * layer)
         base = height * (0.55 + 0.13 * layer)
-        points = [(0, height)]
+        points: list[tuple[float, float]] = [(0, height)]
         for i in range(9):
             x = width * i / 8
             points.append((x, base - rng.uniform(0, height * 0.18)))
@@ -146,5 +146,6 @@ def make_dataset(
     (root / "index").mkdir(exist_ok=True)
     table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
     pq.write_table(table, root / "index" / "part-00000.parquet")
-    (root / "wanbatch.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "name": name, "spec": None, "runs": []}, indent=2))
+    manifest = {"format_version": FORMAT_VERSION, "name": name, "spec": None, "runs": []}
+    (root / "wanbatch.json").write_text(json.dumps(manifest, indent=2))
     return SyntheticDataset(root=root, rows=rows, prompts=prompt_texts, seeds=seed_values, size=size)

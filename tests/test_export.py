@@ -40,7 +40,8 @@ def test_hf_export_loads_with_image_feature(ds: SyntheticDataset, tmp_path: Path
     assert report.bytes == sum(f.stat().st_size for f in report.files) > 0
     assert json.loads(json.dumps(report.to_dict()))["rows"] == 10
 
-    data = _load("parquet", tmp_path / "cache", data_files=sorted(map(str, (tmp_path / "hf" / "data").iterdir())))
+    files = sorted(str(p) for p in (tmp_path / "hf" / "data").iterdir())
+    data = _load("parquet", tmp_path / "cache", data_files=files)
     assert isinstance(data.features["image"], datasets.Image)
     assert len(data) == 10 and set(data["status"]) == {"ok"}
     first = data[0]
@@ -157,7 +158,8 @@ def test_duplicate_index_rows_keep_the_ok_one(tmp_path: Path) -> None:
     ds = make_dataset(tmp_path / "ds", prompts=1, seeds=2, failed=0)
     retried = {**ds.ok[0], "status": "failed", "error_kind": "transient", "path": None}
     retried["created_at"] = ds.ok[0]["created_at"].replace(year=2025)
-    pq.write_table(pa.Table.from_pylist([retried], schema=INDEX_SCHEMA), ds.root / "index" / "part-00001.parquet")
+    later = pa.Table.from_pylist([retried], schema=INDEX_SCHEMA)
+    pq.write_table(later, ds.root / "index" / "part-00001.parquet")
     report = export_dataset(ds.root, "hf", tmp_path / "hf", include_failed=True)
     table = pq.read_table(report.files[0])
     assert report.rows == 2 and set(table.column("status").to_pylist()) == {"ok"}

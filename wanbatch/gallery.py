@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from PIL import Image, UnidentifiedImageError
 
 from wanbatch.errors import WanbatchError
@@ -66,9 +68,9 @@ def build_gallery(
         raise WanbatchError(f"thumb must be between 32 and 1024 pixels, got {thumb}")
     if limit is not None and limit < 1:
         raise WanbatchError(f"limit must be a positive number of images, got {limit}")
-    table = _load_rows(root).select(_COLUMNS).sort_by(_ORDER)
+    table = _load_rows(root, _COLUMNS).sort_by(_ORDER)
     cap = limit if limit is not None else DEFAULT_LIMIT
-    totals = _totals(table.to_pydict())
+    totals = _totals(table)
     slots = [_Slot(row=r, vars=dict(r["vars"] or [])) for r in table.slice(0, cap).to_pylist()]
     axes = _axes(slots, rows, cols)
 
@@ -144,7 +146,8 @@ def _grid(slots: list[_Slot], rows: str, cols: str, base: Path) -> str:
     head = "".join(f'<th scope="col" data-col>{_axis_label(cols, c)}</th>' for c in col_keys)
     out = [
         f'<table class="grid" data-rows="{len(row_keys)}" data-cols="{len(col_keys)}">',
-        f'<thead><tr><th class="corner">{escape(rows)} <span>╲</span> {escape(cols)}</th>{head}</tr></thead><tbody>',
+        f'<thead><tr><th class="corner">{escape(rows)} <span>╲</span> {escape(cols)}</th>{head}</tr>',
+        "</thead><tbody>",
     ]
     for r in row_keys:
         out.append(f'<tr data-row><th scope="row" class="rowhead">{_axis_label(rows, r)}</th>')
@@ -186,17 +189,22 @@ def _card(slot: _Slot, base: Path, *, with_prompt: bool) -> str:
         kind = escape(r["error_kind"] or "failed")
         message = escape(r["error_message"] or "no message recorded")
         visual = f'<div class="fail"{_ratio(r)}><strong>✕ {kind}</strong><span>{message}</span></div>'
-        return f'<figure class="card failed" title="{title}">{visual}<figcaption>{caption}</figcaption></figure>'
+        return _figure("card failed", title, visual, caption)
     if slot.image is None or slot.thumb is None or slot.thumb_size is None:
         why = "image file missing" if slot.image is None else "image unreadable"
-        visual = f'<div class="fail missing"{_ratio(r)}><strong>{why}</strong><span>{escape(r["path"] or "")}</span></div>'
-        return f'<figure class="card missing" title="{title}">{visual}<figcaption>{caption}</figcaption></figure>'
+        where = escape(r["path"] or "")
+        visual = f'<div class="fail missing"{_ratio(r)}><strong>{why}</strong><span>{where}</span></div>'
+        return _figure("card missing", title, visual, caption)
     w, h = slot.thumb_size
     visual = (
         f'<a href="{_href(slot.image, base)}"><img src="{_href(slot.thumb, base)}" width="{w}" height="{h}" '
         f'loading="lazy" alt="{escape(r["prompt"] or "", quote=True)}"></a>'
     )
-    return f'<figure class="card" title="{title}">{visual}<figcaption>{caption}</figcaption></figure>'
+    return _figure("card", title, visual, caption)
+
+
+def _figure(cls: str, title: str, visual: str, caption: str) -> str:
+    return f'<figure class="{cls}" title="{title}">{visual}<figcaption>{caption}</figcaption></figure>'
 
 
 def _ratio(row: dict[str, Any]) -> str:
@@ -254,15 +262,15 @@ def _thumbnail(src: Path | None, dst: Path | None, size: int) -> tuple[int, int]
 
 # -- page --------------------------------------------------------------------------------------------
 
-def _totals(columns: dict[str, list[Any]]) -> dict[str, int]:
-    status = columns["status"]
+def _totals(table: pa.Table) -> dict[str, int]:
+    """Counts over the whole dataset, not just the slots shown (computed in Arrow: cheap at any size)."""
+    ok = pc.sum(pc.equal(table["status"], "ok")).as_py() or 0
     return {
-        "slots": len(status),
-        "ok": sum(1 for s in status if s == "ok"),
-        "failed": sum(1 for s in status if s != "ok"),
-        "prompts": len(set(columns["prompt"])),
-        "seeds": len(set(columns["seed"])),
-        "sizes": len(set(columns["size"])),
+        "slots": table.num_rows,
+        "ok": ok,
+        "failed": table.num_rows - ok,
+        **{key: pc.count_distinct(table[col]).as_py() for key, col in
+           (("prompts", "prompt"), ("seeds", "seed"), ("sizes", "size"))},
     }
 
 
@@ -333,11 +341,13 @@ header { display: flex; flex-wrap: wrap; gap: 16px 32px; align-items: center; ju
 h1 { margin: 0; font-size: 22px; letter-spacing: -0.01em; }
 .sub { margin: 4px 0 0; color: var(--muted); font-size: 13px; }
 .stats { display: flex; gap: 10px; flex-wrap: wrap; }
-.stat { min-width: 78px; padding: 8px 12px; border: 1px solid var(--line); border-radius: 10px; text-align: center; }
+.stat { min-width: 78px; padding: 8px 12px; border: 1px solid var(--line); border-radius: 10px;
+  text-align: center; }
 .stat b { display: block; font-size: 18px; font-variant-numeric: tabular-nums; }
 .stat span { color: var(--muted); font-size: 12px; }
 .stat.ok b { color: #1b873f; } .stat.bad b { color: var(--bad); }
-.note { margin: 0; padding: 10px 28px; background: #fff8e1; color: #6d5200; border-bottom: 1px solid #f3e3a6; }
+.note { margin: 0; padding: 10px 28px; background: #fff8e1; color: #6d5200;
+  border-bottom: 1px solid #f3e3a6; }
 main { padding: 24px 28px 40px; }
 code { font: 11px/1.3 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; color: var(--muted); }
 table.grid { border-collapse: separate; border-spacing: 10px 12px; margin: -12px -10px; }
@@ -350,15 +360,18 @@ table.grid { border-collapse: separate; border-spacing: 10px 12px; margin: -12px
 .grid td { vertical-align: top; padding: 0; }
 .grid td > .card + .card { margin-top: 10px; }
 .muted { color: var(--muted); font-weight: 400; }
-.wall { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(var(--thumb), 100%), 1fr)); gap: 16px; }
-.card { margin: 0; width: var(--thumb); max-width: 100%; background: var(--panel); border: 1px solid var(--line);
-  border-radius: 10px; overflow: hidden; box-shadow: 0 1px 2px rgba(16, 24, 40, .05); }
+.wall { display: grid; gap: 16px;
+  grid-template-columns: repeat(auto-fill, minmax(min(var(--thumb), 100%), 1fr)); }
+.card { margin: 0; width: var(--thumb); max-width: 100%; background: var(--panel);
+  border: 1px solid var(--line); border-radius: 10px; overflow: hidden;
+  box-shadow: 0 1px 2px rgba(16, 24, 40, .05); }
 .wall .card { width: auto; }
-.card a { display: block; background: repeating-conic-gradient(#0000000a 0 25%, transparent 0 50%) 0 0 / 16px 16px; }
+.card a { display: block;
+  background: repeating-conic-gradient(#0000000a 0 25%, transparent 0 50%) 0 0 / 16px 16px; }
 .card img { display: block; width: 100%; height: auto; aspect-ratio: attr(width) / attr(height); }
 .card a:hover img { opacity: .92; }
-figcaption { display: flex; flex-wrap: wrap; justify-content: space-between; gap: 2px 8px; padding: 7px 10px 8px;
-  font-size: 12px; color: var(--muted); }
+figcaption { display: flex; flex-wrap: wrap; justify-content: space-between; gap: 2px 8px;
+  padding: 7px 10px 8px; font-size: 12px; color: var(--muted); }
 figcaption .prompt { flex-basis: 100%; color: var(--ink); font-size: 13px; display: -webkit-box;
   -webkit-line-clamp: 2; -webkit-box-orient: vertical; overflow: hidden; }
 .fail { display: flex; flex-direction: column; justify-content: center; gap: 6px; aspect-ratio: 3 / 2;

@@ -27,7 +27,9 @@ Format = Literal["hf", "webdataset", "imagefolder"]
 FORMATS: tuple[str, ...] = get_args(Format)
 
 _Writer = Callable[[Path, pa.Table, Output, int | None], None]
-_WRITERS: dict[str, _Writer] = {"hf": hf.write, "webdataset": webdataset.write, "imagefolder": imagefolder.write}
+_WRITERS: dict[str, _Writer] = {
+    "hf": hf.write, "webdataset": webdataset.write, "imagefolder": imagefolder.write,
+}
 
 _ORDER = [("prompt", "ascending"), ("seed", "ascending"), ("size", "ascending"), ("image_id", "ascending")]
 
@@ -93,9 +95,9 @@ def _select(table: pa.Table, *, include_failed: bool) -> pa.Table:
     return table.sort_by(_ORDER)
 
 
-def _load_rows(root: Path) -> pa.Table:
-    """The index, one row per image_id (an ok row beats a failed one), with every index column."""
-    table = read_index(root)
+def _load_rows(root: Path, columns: list[str] | None = None) -> pa.Table:
+    """The index, one row per image_id (an ok row beats a failed one); all columns by default."""
+    table = read_index(root, columns)
     if table.num_rows == 0:
         raise DatasetError(f"{root}: the dataset's index has no rows yet (has a run written it?)")
     return table
