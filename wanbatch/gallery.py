@@ -176,7 +176,7 @@ def _wall(slots: list[_Slot], base: Path) -> str:
 
 def _card(slot: _Slot, base: Path, *, with_prompt: bool) -> str:
     r = slot.row
-    size = (r["size"] or "").replace("*", "×")
+    size = _size_label(r)
     facts = [f"seed {r['seed']}" if r["seed"] is not None else "", size, r["image_id"]]
     title = escape("\n".join([r["prompt"] or "", " · ".join(f for f in facts if f)]), quote=True)
     caption = (
@@ -205,6 +205,15 @@ def _card(slot: _Slot, base: Path, *, with_prompt: bool) -> str:
 
 def _figure(cls: str, title: str, visual: str, caption: str) -> str:
     return f'<figure class="{cls}" title="{title}">{visual}<figcaption>{caption}</figcaption></figure>'
+
+
+def _size_label(row: dict[str, Any]) -> str:
+    """``512×384``; a tier request shows the pixels it got too (``1K · 1024×1024``)."""
+    size = (row.get("size") or "").replace("*", "×")
+    w, h = row.get("width"), row.get("height")
+    if size in TIER_PIXELS and w and h:
+        return f"{size} · {w}×{h}"
+    return size
 
 
 def _ratio(row: dict[str, Any]) -> str:
