@@ -437,6 +437,11 @@ class _Run:
             if self.error is None:
                 self.error = exc
             self.notes.append(f"could not finish writing the dataset: {exc}")
+        finally:
+            try:
+                dataset.close()
+            except DatasetError as exc:
+                self.notes.append(f"could not close the dataset cleanly: {exc}")
 
     def _run_entry(self) -> dict[str, Any]:
         return {
