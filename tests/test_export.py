@@ -163,3 +163,14 @@ def test_duplicate_index_rows_keep_the_ok_one(tmp_path: Path) -> None:
     report = export_dataset(ds.root, "hf", tmp_path / "hf", include_failed=True)
     table = pq.read_table(report.files[0])
     assert report.rows == 2 and set(table.column("status").to_pylist()) == {"ok"}
+
+
+def test_hf_export_streams_in_bounded_row_groups(tmp_path: Path) -> None:
+    """Images are read and written a batch at a time: the Parquet shows it as bounded row groups."""
+    from wanbatch.export._common import BATCH_ROWS
+
+    ds = make_dataset(tmp_path / "ds", prompts=18, seeds=4, size=(24, 16), failed=0)
+    report = export_dataset(ds.root, "hf", tmp_path / "hf")
+    meta = pq.ParquetFile(report.files[0]).metadata
+    groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert sum(groups) == 72 and len(groups) >= 2 and max(groups) <= BATCH_ROWS

@@ -98,6 +98,7 @@ def test_axes_can_be_chosen_by_name(tmp_path: Path) -> None:
     ds = make_dataset(tmp_path / "ds", prompts=6, seeds=2, failed=0)  # subjects × 2 styles
     parsed = _parse(build_gallery(ds.root, tmp_path / "g.html", rows="subject", cols="style", thumb=48))
     assert (parsed.rows, parsed.cols) == (4, 2)  # 4 subjects; styles watercolor, photorealistic
+    assert set(ds.prompts) <= set(parsed.text)  # no axis names the prompt: the cards show it
     parsed = _parse(build_gallery(ds.root, tmp_path / "g.html", rows="seed", cols="prompt", thumb=48))
     assert (parsed.rows, parsed.cols) == (2, 6)
     with pytest.raises(WanbatchError, match="unknown gallery axis 'mood'.*subject"):

@@ -141,6 +141,7 @@ def _grid(slots: list[_Slot], rows: str, cols: str, base: Path) -> str:
     cells: dict[tuple[str | None, str | None], list[_Slot]] = {}
     for s in slots:
         cells.setdefault((_value(s, rows), _value(s, cols)), []).append(s)
+    with_prompt = "prompt" not in (rows, cols)  # otherwise a header already says it
     row_keys = sorted({k[0] for k in cells}, key=_sort_key(rows))
     col_keys = sorted({k[1] for k in cells}, key=_sort_key(cols))
     head = "".join(f'<th scope="col" data-col>{_axis_label(cols, c)}</th>' for c in col_keys)
@@ -153,11 +154,14 @@ def _grid(slots: list[_Slot], rows: str, cols: str, base: Path) -> str:
         out.append(f'<tr data-row><th scope="row" class="rowhead">{_axis_label(rows, r)}</th>')
         for c in col_keys:
             found = cells.get((r, c), [])
-            inner = "".join(_card(s, base, with_prompt=False) for s in found) or '<div class="empty">—</div>'
+            inner = "".join(_card(s, base, with_prompt=with_prompt) for s in found) or _EMPTY
             out.append(f"<td>{inner}</td>")
         out.append("</tr>")
     out.append("</tbody></table>")
     return "".join(out)
+
+
+_EMPTY = '<div class="empty">—</div>'
 
 
 def _axis_label(axis: str, value: str | None) -> str:
