@@ -25,6 +25,7 @@ _ADVICE: dict[int, str] = {
     errno.ENAMETOOLONG: "the path is too long: choose a shorter output folder",
     errno.ENOTDIR: "a path component is a file, not a folder: choose another output folder",
     errno.EIO: "an I/O error occurred: check the disk",
+    errno.ENOENT: "the path does not exist and cannot be created here: choose another output folder",
 }
 
 

@@ -158,8 +158,8 @@ class Dataset:
                 (self.layout.images / prefix).mkdir(parents=True, exist_ok=True)
                 self._made_dirs.add(prefix)
             os.replace(tmp, self.root / rel)
-        if self._unplaced is not None:
-            self._unplaced.pop(image_id, None)
+        if self._unplaced is not None:  # on disk without a row until append() brings it
+            self._unplaced[image_id] = rel.rsplit("/", 1)[1]
         return rel
 
     def existing_image(self, image_id: str) -> Path | None:
@@ -214,6 +214,9 @@ class Dataset:
         checked = [self._check(row) for row in rows]
         self.journal.append_rows(encode_lines(checked))
         self._buffer.extend(checked)
+        if self._unplaced:
+            for row in checked:
+                self._unplaced.pop(row["image_id"], None)
         if self._known_failed and not self._superseded:
             self._superseded = any(r["image_id"] in self._known_failed for r in checked)
 
