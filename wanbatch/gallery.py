@@ -236,7 +236,7 @@ def _href(path: Path, base: Path) -> str:
 # -- thumbnails --------------------------------------------------------------------------------------
 
 def _make_thumbs(root: Path, slots: Iterable[_Slot], thumbs_dir: Path, size: int) -> None:
-    todo: list[_Slot] = []
+    todo: list[tuple[_Slot, Path, Path]] = []
     for s in slots:
         if s.row["status"] != "ok" or not s.row["path"]:
             continue
@@ -245,18 +245,16 @@ def _make_thumbs(root: Path, slots: Iterable[_Slot], thumbs_dir: Path, size: int
             continue
         s.image = image
         tag = (s.row["sha256"] or "nohash")[:10]
-        s.thumb = thumbs_dir / f"{s.row['image_id']}-{tag}-{size}.webp"
-        todo.append(s)
+        todo.append((s, image, thumbs_dir / f"{s.row['image_id']}-{tag}-{size}.webp"))
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        for s, dims in zip(todo, pool.map(lambda s: _thumbnail(s.image, s.thumb, size), todo), strict=True):
-            s.thumb_size = dims
-            if dims is None:
-                s.thumb = None
+        made = pool.map(lambda job: _thumbnail(job[1], job[2], size), todo)
+        for (s, _, thumb), dims in zip(todo, made, strict=True):
+            if dims is not None:
+                s.thumb, s.thumb_size = thumb, dims
 
 
-def _thumbnail(src: Path | None, dst: Path | None, size: int) -> tuple[int, int] | None:
+def _thumbnail(src: Path, dst: Path, size: int) -> tuple[int, int] | None:
     """Make ``dst`` from ``src`` unless it exists; return its pixel size, None if unreadable."""
-    assert src is not None and dst is not None
     try:
         if dst.is_file():
             with Image.open(dst) as done:
