@@ -463,3 +463,11 @@ async def test_a_base_url_without_scheme_is_a_clear_fatal_error() -> None:
         with pytest.raises(FatalError) as info:
             await provider.generate(job())
     assert info.value.kind == "not_found" and "http" in info.value.message
+
+
+async def test_an_error_body_while_polling_is_retried_unless_the_task_failed() -> None:
+    error = {"message": "upstream hiccup", "type": "ali_error", "code": "InternalError"}
+    provider, _ = make(ParametersProvider, lambda r: httpx.Response(200, json={"error": error}), use_async=True)
+    with pytest.raises(TransientError) as info:
+        await provider.poll("task_1")
+    assert info.value.kind == "upstream_error"

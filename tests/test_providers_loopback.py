@@ -231,3 +231,20 @@ async def test_end_to_end_against_the_mock_server_over_loopback(tmp_path: Path) 
     assert stats["bodies"][0]["body"] == {"model": "wan2.7-image-pro", "prompt": "a harbour", "size": "1024x1024",
                                           "n": 2, "response_format": "url", "async": True,
                                           "parameters": {"seed": 5}}
+
+
+async def test_the_aiohttp_client_honours_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx honours HTTP(S)_PROXY; the run's aiohttp client must too (gateways are often behind one)."""
+    seen: list[bytes] = []
+
+    def proxy(conn: socket.socket, head: bytes, stop: threading.Event) -> None:
+        seen.append(head.split(b"\r\n", 1)[0])
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+
+    with raw_server(proxy) as base:
+        monkeypatch.setenv("HTTP_PROXY", base)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with open_client(Gateway(), concurrency=1, timeout=5) as client:
+            response = await client.get("http://gateway.invalid/v1/tasks/x")
+    assert response.json() == {} and seen == [b"GET http://gateway.invalid/v1/tasks/x HTTP/1.1"]

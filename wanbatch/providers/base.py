@@ -206,8 +206,15 @@ class Provider(ABC):
         return check_answer(response, phase, self._context, inspect_error=inspect_error)
 
     def error_in_body(self, answer: Answer) -> GatewayError | None:
-        """The error a 2xx body holds (for dialects that look at task status first), or None."""
-        return body_error(answer.body, answer.request_id, self._context)
+        """The error a 2xx poll body holds besides a task status, or None.
+
+        The task may still be running behind a gateway hiccup and polling costs nothing, so only
+        moderation is final here; the rest is retried.
+        """
+        error = body_error(answer.body, answer.request_id, self._context)
+        if isinstance(error, RefusedError) and error.kind != "moderation":
+            return TransientError(error.message, kind=error.kind, status=error.status, request_id=error.request_id)
+        return error
 
 
 # ---------------------------------------------------------------------- classification

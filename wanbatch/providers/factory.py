@@ -80,7 +80,17 @@ def open_client(config: ProviderSettings, *, concurrency: int, timeout: float) -
                           max_keepalive_connections=max(1, concurrency))
     http_timeout = httpx.Timeout(timeout, connect=min(timeout, 30.0))
     try:
+        import aiohttp
         from httpx_aiohttp import AiohttpTransport
     except ImportError:  # pragma: no cover - httpx-aiohttp is a dependency; keep working without it
         return httpx.AsyncClient(limits=limits, timeout=http_timeout)
-    return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), timeout=http_timeout)
+    transport = AiohttpTransport(limits=limits)
+
+    def session() -> aiohttp.ClientSession:
+        # httpx_aiohttp's own session ignores HTTP(S)_PROXY/NO_PROXY; httpx honours them, so do we.
+        connector = aiohttp.TCPConnector(limit=limits.max_connections or 0,
+                                         keepalive_timeout=limits.keepalive_expiry, ssl=transport.ssl_context)
+        return aiohttp.ClientSession(connector=connector, trust_env=True)
+
+    transport.client = session
+    return httpx.AsyncClient(transport=transport, timeout=http_timeout)
