@@ -77,12 +77,14 @@ async def test_fifty_megabytes_stream_with_bounded_memory(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(("status", "cls", "kind"), [
-    (403, RefusedError, "url_expired"), (404, RefusedError, "url_expired"), (410, RefusedError, "url_expired"),
+    (403, RefusedError, "url_expired"), (404, RefusedError, "url_expired"),
+    (410, RefusedError, "url_expired"),
     (500, TransientError, "download"), (502, TransientError, "download"), (503, TransientError, "download"),
     (429, TransientError, "download"),
 ])
 async def test_object_store_statuses(tmp_path: Path, status: int, cls: type[GatewayError], kind: str) -> None:
-    expired = b"<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>Request has expired.</Message></Error>"
+    expired = (b"<?xml version='1.0'?><Error><Code>AccessDenied</Code>"
+               b"<Message>Request has expired.</Message></Error>")
     dest = tmp_path / "x.part"
     async with client_for(lambda r: httpx.Response(status, content=expired)) as client:
         with pytest.raises(GatewayError) as info:
@@ -127,7 +129,8 @@ async def test_b64_is_decoded_hashed_and_verifies(tmp_path: Path) -> None:
         assert (nbytes, sha) == (len(data), hashlib.sha256(data).hexdigest())
         assert verify_image(dest) == ("png", 40, 30)
         with pytest.raises(RefusedError) as info:
-            await fetch_image(client, DeliveredImage(1, b64_json="!!!not base64!!!"), tmp_path / "c.part", timeout=5)
+            bad = DeliveredImage(1, b64_json="!!!not base64!!!")
+            await fetch_image(client, bad, tmp_path / "c.part", timeout=5)
         assert info.value.kind == "bad_image" and not (tmp_path / "c.part").exists()
         with pytest.raises(RefusedError):
             await fetch_image(client, DeliveredImage(2), tmp_path / "d.part", timeout=5)
@@ -156,4 +159,5 @@ def test_verify_reads_real_size_and_format_of_jpeg_and_rejects_a_truncated_one(t
 
 
 def test_ext_for() -> None:
-    assert [ext_for(f) for f in ("png", "PNG", "jpeg", "webp", "TIFF")] == ["png", "png", "jpg", "webp", "tif"]
+    formats = ("png", "PNG", "jpeg", "webp", "TIFF")
+    assert [ext_for(f) for f in formats] == ["png", "png", "jpg", "webp", "tif"]

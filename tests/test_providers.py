@@ -56,7 +56,8 @@ def images_answer(*items: dict[str, str], request_id: str = "req-1") -> httpx.Re
 
 
 def ok_url(request: httpx.Request) -> httpx.Response:
-    return images_answer({"url": "https://oss.example/img/0.png?sig=abc", "b64_json": "", "revised_prompt": ""})
+    return images_answer({"url": "https://oss.example/img/0.png?sig=abc", "b64_json": "",
+                          "revised_prompt": ""})
 
 
 def make(cls: type[Provider], respond: Handler, **kwargs: Any) -> tuple[Provider, Gateway]:
@@ -157,7 +158,8 @@ async def test_parameters_async_submit_and_poll_to_a_generation() -> None:
     provider, gw = make(ParametersProvider, respond, use_async=True, response_format="b64_json")
     task_id = await provider.submit(job())
     assert task_id == "task_1"
-    assert gw.bodies()[0] == {"model": "wan2.7-image-pro", "prompt": "a red door", "size": "2048x2048", "n": 1,
+    assert gw.bodies()[0] == {"model": "wan2.7-image-pro", "prompt": "a red door", "size": "2048x2048",
+                              "n": 1,
                               "response_format": "b64_json", "async": True, "parameters": {"seed": 7}}
     first = await provider.poll(task_id)
     second = await provider.poll(task_id)
@@ -173,8 +175,9 @@ async def test_parameters_async_submit_and_poll_to_a_generation() -> None:
 async def test_parameters_failed_task_and_unknown_task() -> None:
     def respond(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/gone"):
-            return httpx.Response(404, json={"error": {"message": "task gone not found", "type": "invalid_request_error",
-                                                       "code": "task_not_found"}})
+            gone = {"message": "task gone not found", "type": "invalid_request_error",
+                    "code": "task_not_found"}
+            return httpx.Response(404, json={"error": gone})
         error = {"message": "Inner error (request id: R9)", "type": "ali_error", "code": "InternalError.Algo"}
         return httpx.Response(200, json={"id": "bad", "status": "failed", "error": error})
 
@@ -230,7 +233,8 @@ async def test_dashscope_async_submit_and_every_task_status() -> None:
 
     def respond(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
-            return httpx.Response(200, json={"request_id": "r", "output": {"task_id": "t-ok", "task_status": "PENDING"}})
+            output = {"task_id": "t-ok", "task_status": "PENDING"}
+            return httpx.Response(200, json={"request_id": "r", "output": output})
         task_id = request.url.path.rsplit("/", 1)[1]
         output: dict[str, Any] = {"task_id": task_id, "task_status": statuses[task_id]}
         if task_id == "t-ok":
@@ -249,7 +253,8 @@ async def test_dashscope_async_submit_and_every_task_status() -> None:
     done = await provider.poll("t-ok")
     assert done.generation is not None and done.generation.images[0].url == "https://oss.example/x.png"
     assert str(gw.requests[-1].url) == f"{DS_BASE}/api/v1/tasks/t-ok"
-    for task_id, kind in (("t-fail", "task_failed"), ("t-cancel", "task_canceled"), ("t-unknown", "task_unknown")):
+    finals = (("t-fail", "task_failed"), ("t-cancel", "task_canceled"), ("t-unknown", "task_unknown"))
+    for task_id, kind in finals:
         with pytest.raises(RefusedError) as info:
             await provider.poll(task_id)
         assert info.value.kind == kind
@@ -277,7 +282,8 @@ ERROR_TABLE: list[tuple[str, Handler, type[GatewayError], str]] = [
      FatalError, "forbidden"),
     ("404 route", raw(404, b"404 page not found", "text/plain"), FatalError, "not_found"),
     ("408", openai_error(408, "request timeout"), TransientError, "server_error"),
-    ("500", openai_error(500, "internal error", "ali_error", "InternalError"), TransientError, "server_error"),
+    ("500", openai_error(500, "internal error", "ali_error", "InternalError"), TransientError,
+     "server_error"),
     ("502", openai_error(502, "bad gateway"), TransientError, "server_error"),
     ("503 no channel", openai_error(503, "no available channel for model", "new_api_error",
                                     "model_not_found"), TransientError, "server_error"),
@@ -334,7 +340,8 @@ async def test_524_and_html_while_polling_are_transient() -> None:
 
 
 async def test_errors_name_the_key_variable_and_the_request_id_but_never_the_key() -> None:
-    echo = openai_error(401, f"Invalid API-key provided: {KEY} (request id: 2024ABC)", "invalid_request_error",
+    echo = openai_error(401, f"Invalid API-key provided: {KEY} (request id: 2024ABC)",
+                        "invalid_request_error",
                         "InvalidApiKey")
     provider, _ = make(FlatProvider, echo)
     with pytest.raises(FatalError) as info:
@@ -467,7 +474,8 @@ async def test_a_base_url_without_scheme_is_a_clear_fatal_error() -> None:
 
 async def test_an_error_body_while_polling_is_retried_unless_the_task_failed() -> None:
     error = {"message": "upstream hiccup", "type": "ali_error", "code": "InternalError"}
-    provider, _ = make(ParametersProvider, lambda r: httpx.Response(200, json={"error": error}), use_async=True)
+    provider, _ = make(ParametersProvider, lambda r: httpx.Response(200, json={"error": error}),
+                       use_async=True)
     with pytest.raises(TransientError) as info:
         await provider.poll("task_1")
     assert info.value.kind == "upstream_error"

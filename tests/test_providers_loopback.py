@@ -46,7 +46,8 @@ class Gateway:
 
 
 def job(n: int = 1) -> Job:
-    return Job(job_id="00ff00ff00ff00ff", model="wan2.7-image-pro", prompt="a harbour", size="1K", seed=5, n=n,
+    return Job(job_id="00ff00ff00ff00ff", model="wan2.7-image-pro", prompt="a harbour", size="1K", seed=5,
+               n=n,
                params={})
 
 
@@ -114,7 +115,8 @@ def hang(conn: socket.socket, head: bytes, stop: threading.Event) -> None:
 
 
 def provider_for(client: httpx.AsyncClient, base: str, *, timeout: float = 5.0,
-                 cls: type[FlatProvider] | type[ParametersProvider] = FlatProvider, **kwargs: object) -> FlatProvider:
+                 cls: type[FlatProvider] | type[ParametersProvider] = FlatProvider,
+                 **kwargs: object) -> FlatProvider:
     return cls(base_url=f"{base}/v1", api_key=KEY, client=client, name="loop",  # type: ignore[return-value]
                request_timeout=timeout, **kwargs)
 
@@ -190,7 +192,8 @@ async def test_aiohttp_streams_a_large_download_with_bounded_memory(tmp_path: Pa
             dest = tmp_path / "big.part"
             tracemalloc.start()
             try:
-                nbytes, sha = await fetch_image(client, DeliveredImage(0, url=f"{base}/big.png"), dest, timeout=20)
+                image = DeliveredImage(0, url=f"{base}/big.png")
+                nbytes, sha = await fetch_image(client, image, dest, timeout=20)
                 peak = tracemalloc.get_traced_memory()[1]
             finally:
                 tracemalloc.stop()
@@ -228,7 +231,8 @@ async def test_end_to_end_against_the_mock_server_over_loopback(tmp_path: Path) 
                 assert verify_image(dest) == ("png", 102, 102)
         stats = httpx.get(f"{base}/_mock/stats").json()
     assert stats["download_auth_headers"] == 0 and stats["billed"] == 2
-    assert stats["bodies"][0]["body"] == {"model": "wan2.7-image-pro", "prompt": "a harbour", "size": "1024x1024",
+    assert stats["bodies"][0]["body"] == {"model": "wan2.7-image-pro", "prompt": "a harbour",
+                                          "size": "1024x1024",
                                           "n": 2, "response_format": "url", "async": True,
                                           "parameters": {"seed": 5}}
 

@@ -64,7 +64,8 @@ async def test_builtin_mock_provider_generates_and_downloads(tmp_path: Path) -> 
             nbytes, _ = await fetch_image(client, image, dest, timeout=10)
             assert verify_image(dest) == ("png", 256, 256) and nbytes == dest.stat().st_size
         stats = (await client.get("/_mock/stats")).json()
-    assert stats["bodies"][0]["body"] == {"model": "wan2.7-image-pro", "prompt": "a bakery at dawn", "size": "1K",
+    assert stats["bodies"][0]["body"] == {"model": "wan2.7-image-pro", "prompt": "a bakery at dawn",
+                                          "size": "1K",
                                           "n": 2, "seed": 3, "watermark": False}
     assert stats["download_auth_headers"] == 0 and stats["billed"] == 2
 
@@ -85,7 +86,8 @@ async def test_parameters_sync_b64_and_async_against_the_mock(tmp_path: Path) ->
             state = await provider.poll(task_id)
         assert len(state.generation.images) == 2 and state.generation.task_id == task_id
         bodies = [b["body"] for b in (await client.get("/_mock/stats")).json()["bodies"]]
-    assert bodies[0] == {"model": "wan2.7-image-pro", "prompt": "a bakery at dawn", "size": "1696x960", "n": 1,
+    assert bodies[0] == {"model": "wan2.7-image-pro", "prompt": "a bakery at dawn", "size": "1696x960",
+                         "n": 1,
                          "response_format": "b64_json", "parameters": {"seed": 3, "thinking_mode": False}}
     assert bodies[1]["async"] is True and bodies[1]["size"] == "1024x1024"
 
@@ -170,7 +172,8 @@ async def test_auth_forbidden_moderation_and_wrong_route_against_the_mock(
     if kind == "forbidden":
         config["api_key"] = None  # the mock then takes any key but the forbidden ones
     async with gateway_client(**config) as client:
-        provider = FlatProvider(base_url=HOST + path, api_key=key, client=client, name="gw", key_env="WAN_API_KEY")
+        provider = FlatProvider(base_url=HOST + path, api_key=key, client=client, name="gw",
+                                key_env="WAN_API_KEY")
         with pytest.raises(GatewayError) as info:
             await provider.generate(job(prompt=prompt))
     assert (type(info.value), info.value.kind) == (cls, kind), info.value.message
@@ -183,7 +186,8 @@ async def test_flat_response_format_mistake_is_what_the_gateway_refuses() -> Non
     """The reason flat never sends response_format: the gateway's answer classifies as a malformed request."""
     async with gateway_client() as client:
         answer = await client.post("/v1/images/generations", headers={"Authorization": f"Bearer {KEY}"},
-                                   json={"model": "wan2.7-image-pro", "prompt": "x", "response_format": "url"})
+                                   json={"model": "wan2.7-image-pro", "prompt": "x",
+                                         "response_format": "url"})
     from wanbatch.providers.base import ErrorContext, check_answer
 
     with pytest.raises(RefusedError) as info:
@@ -201,11 +205,13 @@ def test_factory_needs_the_key_variable_and_a_known_dialect() -> None:
     provider = make_provider(gateway, client, request_timeout=5, env={"MY_WAN_KEY": KEY})
     assert isinstance(provider, ParametersProvider) and KEY not in repr(provider)
     with pytest.raises(FatalError) as bad:
-        make_provider(Settings(kind="gateway", base_url="https://x/v1", dialect="soap"), client, request_timeout=5,
+        make_provider(Settings(kind="gateway", base_url="https://x/v1", dialect="soap"), client,
+                      request_timeout=5,
                       env={"WAN_API_KEY": KEY})
     assert "soap" in bad.value.message
     with pytest.raises(FatalError):
-        make_provider(Settings(kind="gateway", base_url="https://x/v1", dialect="flat", use_async=True), client,
+        make_provider(Settings(kind="gateway", base_url="https://x/v1", dialect="flat", use_async=True),
+                      client,
                       request_timeout=5, env={"WAN_API_KEY": KEY})
 
 

@@ -131,7 +131,8 @@ def verify_image(path: Path) -> tuple[str, int, int]:
         if fmt not in _VERIFY_ENOUGH:
             with Image.open(path) as img:
                 img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
+            Image.DecompressionBombError) as exc:
         raise RefusedError(f"the delivered file is not a complete image: {type(exc).__name__}: {exc}",
                            kind="bad_image") from None
     if not fmt or width <= 0 or height <= 0:

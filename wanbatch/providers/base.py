@@ -130,7 +130,8 @@ class Provider(ABC):
         self.base_url = base_url.rstrip("/")
         self._client = client
         self.__api_key = api_key or None
-        self._context = ErrorContext(base_url=_public_url(self.base_url), key_env=key_env, secret=self.__api_key)
+        self._context = ErrorContext(base_url=_public_url(self.base_url), key_env=key_env,
+                                     secret=self.__api_key)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, base_url={self._context.base_url!r}, "
@@ -200,7 +201,8 @@ class Provider(ABC):
                     call.method, call.url, json=call.json, headers=headers, timeout=timeout
                 )
         except TimeoutError:
-            raise _lost(phase, f"no complete answer within {self.request_timeout:g} s", self._context) from None
+            detail = f"no complete answer within {self.request_timeout:g} s"
+            raise _lost(phase, detail, self._context) from None
         except _TRANSPORT_ERRORS as exc:
             raise translate_exception(exc, phase, self._context) from None
         return check_answer(response, phase, self._context, inspect_error=inspect_error)
@@ -213,7 +215,8 @@ class Provider(ABC):
         """
         error = body_error(answer.body, answer.request_id, self._context)
         if isinstance(error, RefusedError) and error.kind != "moderation":
-            return TransientError(error.message, kind=error.kind, status=error.status, request_id=error.request_id)
+            return TransientError(error.message, kind=error.kind, status=error.status,
+                                  request_id=error.request_id)
         return error
 
 
@@ -343,7 +346,8 @@ def body_error(
         return TransientError(f"rate limited (in a {status} answer): {said}", kind="rate_limited", **kwargs)
     if any(m in tags for m in _MODERATION):
         return RefusedError(f"refused by content moderation: {said}", kind="moderation", **kwargs)
-    return RefusedError(f"the gateway answered {status} with an error: {said}", kind="upstream_error", **kwargs)
+    return RefusedError(f"the gateway answered {status} with an error: {said}", kind="upstream_error",
+                        **kwargs)
 
 
 def _has_error(body: dict[str, Any]) -> bool:

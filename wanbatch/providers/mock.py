@@ -34,7 +34,9 @@ def open_mock_client(config: Any, *, timeout: float) -> httpx.AsyncClient:
                              timeout=timeout)
 
 
-def mock_provider(client: httpx.AsyncClient, *, request_timeout: float, poll_interval: float = 5.0) -> FlatProvider:
+def mock_provider(
+    client: httpx.AsyncClient, *, request_timeout: float, poll_interval: float = 5.0
+) -> FlatProvider:
     """The flat provider named "mock" that talks to :func:`open_mock_client`'s app."""
     return FlatProvider(base_url=f"{MOCK_BASE_URL}/v1", api_key=MOCK_KEY, client=client, name=MOCK_NAME,
                         use_async=False, poll_interval=poll_interval, request_timeout=request_timeout)
