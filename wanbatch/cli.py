@@ -267,14 +267,15 @@ def compact(dataset: str, as_json: bool) -> None:
 @click.option("--to", "to", required=True, type=click.Path(), help="The HTML file to write.")
 @click.option("--rows", help="Grid rows: prompt, seed, size, model or a var name.")
 @click.option("--cols", help="Grid columns: seed (default for sweeps), size, prompt, model or a var name.")
-@click.option("--limit", type=int, help="Show at most this many images.")
-def gallery(dataset: str, to: str, rows: str | None, cols: str | None, limit: int | None) -> None:
+@click.option("--limit", type=int, help="Show at most this many image slots (default 2000).")
+@click.option("--thumb", default=256, show_default=True, help="Thumbnail edge in pixels.")
+def gallery(dataset: str, to: str, rows: str | None, cols: str | None, limit: int | None, thumb: int) -> None:
     """Write a static HTML gallery (works from file://, no server)."""
     from .gallery import build_gallery
 
     with user_errors():
         _require_dataset(dataset)
-        page = build_gallery(dataset, Path(to), rows=rows, cols=cols, limit=limit)
+        page = build_gallery(dataset, Path(to), rows=rows, cols=cols, limit=limit, thumb=thumb)
     out.print(f"[green]✓[/] gallery: {page}  (open file://{Path(page).resolve()})")
 
 
@@ -282,23 +283,27 @@ def gallery(dataset: str, to: str, rows: str | None, cols: str | None, limit: in
 @click.argument("dataset", type=click.Path(file_okay=False))
 @click.option("--format", "fmt", required=True, type=click.Choice(["hf", "webdataset", "imagefolder"]))
 @click.option("--to", "to", required=True, type=click.Path(), help="Destination folder.")
-@click.option("--include-failed", is_flag=True, help="Also export failed slots (hf only makes sense).")
-@click.option("--overwrite", is_flag=True, help="Write into a non-empty destination.")
+@click.option("--include-failed", is_flag=True,
+              help="Also export failed slots (hf: null image; webdataset: json only; refused for imagefolder).")
+@click.option("--shard-rows", type=int, help="Rows per shard (default: about 500 MB per shard).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in the destination.")
 @json_option
-def export(dataset: str, fmt: str, to: str, include_failed: bool, overwrite: bool, as_json: bool) -> None:
+def export(dataset: str, fmt: str, to: str, include_failed: bool, shard_rows: int | None, overwrite: bool,
+           as_json: bool) -> None:
     """Export for Hugging Face datasets, WebDataset, or an image folder with metadata.jsonl."""
     from .export import export_dataset
 
     with user_errors(as_json):
         _require_dataset(dataset)
         report = export_dataset(dataset, fmt, Path(to), include_failed=include_failed,  # type: ignore[arg-type]
-                                overwrite=overwrite)
-    data = report.to_dict() if hasattr(report, "to_dict") else vars(report)
+                                shard_rows=shard_rows, overwrite=overwrite)
     if as_json:
-        print(json.dumps(data, indent=2, default=str))
-    else:
-        out.print(f"[green]✓[/] exported {dataset} as {fmt} to {to}: "
-                  + ", ".join(f"{k} {v}" for k, v in data.items() if not isinstance(v, list)))
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+        return
+    out.print(f"[green]✓[/] exported {report.rows:,} rows ({report.bytes / 1e6:,.1f} MB) as {fmt} "
+              f"in {len(report.files)} file(s) to {to}")
+    if report.missing:
+        err.print(f"[yellow]{len(report.missing)} image file(s) were missing and left out[/]")
 
 
 def _require_dataset(path: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -27,38 +27,43 @@ def _money(value: float | None) -> str:
 
 
 def render_live(stats: RunStats, title: str) -> RenderableType:
-    total = max(stats.todo_images, 1)
-    finished = stats.finished_images
-    bar = ProgressBar(total=total, completed=finished, width=48)
+    """Progress over every image slot of the plan: already there, refused earlier, done or failed now."""
+    total = max(stats.planned_images, 1)
+    accounted = stats.skipped_images + stats.skipped_failed + stats.finished_images
+    left = max(stats.planned_images - accounted, 0)
+    rate = stats.finished_images / stats.elapsed if stats.elapsed > 0 else 0.0
+    eta = left / rate if rate > 0 else None
     head = Text.assemble(
         (f"{title}  ", "bold"),
-        (f"{finished}/{stats.todo_images} images", "bold cyan"),
-        f"  {100 * finished / total:3.0f}%  ",
-        ("elapsed ", "dim"), _duration(stats.elapsed), ("  eta ", "dim"), _duration(stats.eta_seconds),
+        (f"{accounted:,}/{stats.planned_images:,} images", "bold cyan"),
+        f"  {100 * accounted / total:3.0f}%   ",
+        ("elapsed ", "dim"), _duration(stats.elapsed), ("   eta ", "dim"),
+        _duration(eta) if stats.finished is None else "–",
     )
-    grid = Table.grid(padding=(0, 2))
-    for _ in range(6):
-        grid.add_column()
-    grid.add_row(
-        Text(f"done {stats.done_images}", "green"),
-        Text(f"failed {stats.failed_images}", "red" if stats.failed_images else "dim"),
-        Text(f"skipped {stats.skipped_images + stats.skipped_failed}", "dim"),
-        Text(f"in flight {stats.in_flight}/{stats.concurrency}", "yellow"),
-        Text(f"{stats.images_per_second:.1f} img/s"),
-        Text(f"spent {_money(stats.spent)}" if stats.spent is not None else "", "magenta"),
-    )
-    extra = []
-    if stats.retries or stats.ambiguous or stats.resumed_tasks:
-        extra.append(
-            Text(
-                f"retries {stats.retries}  throttled {stats.throttled}  ambiguous {stats.ambiguous}"
-                f"  resumed tasks {stats.resumed_tasks}",
-                "dim",
-            )
-        )
+    parts: list[tuple[str, str]] = [
+        (f"done {stats.done_images:,}", "green"),
+        (f"failed {stats.failed_images:,}", "bold red" if stats.failed_images else "dim"),
+        (f"skipped {stats.skipped_images + stats.skipped_failed:,}", "dim"),
+        (f"in flight {stats.in_flight}/{stats.concurrency}", "yellow"),
+        (f"{stats.images_per_second:.1f} img/s", ""),
+    ]
+    if stats.spent is not None:
+        parts.append((f"spent {_money(stats.spent)}", "magenta"))
+    if stats.retries:
+        parts.append((f"retries {stats.retries} ({stats.throttled} throttled)", "dim"))
+    if stats.ambiguous:
+        parts.append((f"ambiguous {stats.ambiguous}", "yellow"))
+    if stats.resumed_tasks:
+        parts.append((f"resumed tasks {stats.resumed_tasks}", "dim"))
+    counters = Text("  ·  ").join(Text(text, style) for text, style in parts)
+    grid = Table.grid()
+    grid.add_column()
+    grid.add_row(head)
+    grid.add_row(ProgressBar(total=total, completed=accounted, width=60))
+    grid.add_row(counters)
     if stats.stop_reason:
-        extra.append(Text(f"stopping: {stats.stop_reason}", "bold yellow"))
-    return Group(head, bar, grid, *extra)
+        grid.add_row(Text(f"stopping: {stats.stop_reason}", "bold yellow"))
+    return grid
 
 
 class LiveProgress:
@@ -112,7 +117,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
     if summary.get("pending_tasks"):
         row("async tasks still running", summary["pending_tasks"], "yellow")
     if summary.get("cost") is not None:
-        row("estimated cost", _money(summary["cost"]), "magenta")
+        row("spent (estimated)", _money(summary["cost"]), "magenta")
     row("elapsed", f"{summary['elapsed_seconds']:.1f} s ({summary['images_per_second']:.1f} img/s)")
     if summary.get("stop_reason"):
         row("stopped", summary["stop_reason"], "yellow")
