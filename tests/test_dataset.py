@@ -402,3 +402,20 @@ def test_done_image_ids_on_a_synthetic_200k_index(tmp_path: Path) -> None:
         elapsed = time.perf_counter() - started
     print(f"\ndone_image_ids over {n} rows / {on_disk} files: {elapsed:.3f}s")
     assert done == set(ids[:on_disk])
+
+
+def test_task_journal_shrinks_without_losing_pending_tasks(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    ds = Dataset.open(root)
+    for i in range(300):
+        ds.journal_task(f"job{i:04d}", "gw", f"task-{i}")
+    for i in range(299):
+        ds.finish_task(f"job{i:04d}")
+    ds.flush()
+    lines = (ds.journal.folder / "tasks.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["task"] == "task-299"
+    ds.journal_task("job-late", "gw", "task-late")  # appended to the rewritten file
+    abandon(ds)
+    with Dataset.open(root) as again:
+        assert again.recover().tasks_adopted == 2
+        assert again.pending_tasks() == {"job0299": ("gw", "task-299"), "job-late": ("gw", "task-late")}

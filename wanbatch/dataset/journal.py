@@ -191,7 +191,8 @@ class WriterJournal:
         self.seq = existing[-1][0] + 1 if existing else 1
         self._rows = AppendFile(self._segment(self.seq))
         self._tasks = AppendFile(folder / TASKS)
-        self.task_lines = 0
+        self.tasks: dict[str, tuple[str, str]] = {}  # pending: journaled, not done
+        self.finished = 0
 
     def _segment(self, seq: int) -> Path:
         return self.folder / f"rows-{seq:08d}.jsonl"
@@ -201,7 +202,10 @@ class WriterJournal:
             self._rows.write(data)
 
     def rotate(self) -> int:
-        """Start a new segment; returns the sequence number of the last closed one."""
+        """Start a new segment; returns the sequence number of the last closed one.
+
+        The caller holds the lock that also covers its row buffer (see ``Dataset.flush``).
+        """
         with self._rows_lock:
             closed = self.seq
             new = AppendFile(self._segment(closed + 1))
@@ -215,25 +219,46 @@ class WriterJournal:
             if s <= seq and s != self.seq:
                 path.unlink(missing_ok=True)
 
-    def write_task(self, item: dict[str, Any]) -> None:
-        data = encode_lines([item])
+    def add_task(self, job: str, provider: str, task: str) -> None:
+        data = encode_lines([{"op": "task", "job": job, "provider": provider, "task": task}])
         with self._tasks_lock:
             self._tasks.write(data)
-            self.task_lines += 1
+            self.tasks[job] = (provider, task)
 
-    def rewrite_tasks(self, pending: dict[str, tuple[str, str]]) -> None:
-        """Replace ``tasks.jsonl`` by the pending tasks only (keeps the file small)."""
-        lines = [{"op": "task", "job": j, "provider": p, "task": t} for j, (p, t) in pending.items()]
+    def finish_task(self, job: str) -> None:
+        with self._tasks_lock:
+            if job not in self.tasks:
+                return
+            self._tasks.write(encode_lines([{"op": "done", "job": job}]))
+            del self.tasks[job]
+            self.finished += 1
+
+    def tasks_snapshot(self) -> dict[str, tuple[str, str]]:
+        with self._tasks_lock:
+            return dict(self.tasks)
+
+    def shrink_tasks(self) -> None:
+        """Replace ``tasks.jsonl`` by the pending tasks only once it is mostly ``done`` lines.
+
+        Holds the task lock throughout, so a task journaled meanwhile is never lost.
+        """
+        with self._tasks_lock:
+            if self.finished <= 256 or self.finished <= 4 * len(self.tasks):
+                return
+            self._rewrite_tasks_locked()
+            self.finished = 0
+
+    def _rewrite_tasks_locked(self) -> None:
+        lines = [{"op": "task", "job": j, "provider": p, "task": t} for j, (p, t) in self.tasks.items()]
         target = self.folder / TASKS
         tmp = self.folder / f".{TASKS}.tmp"
-        with self._tasks_lock, disk_errors("rewrite the task journal"):
+        with disk_errors("rewrite the task journal"):
             tmp.write_bytes(encode_lines(lines))
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
             self._tasks.close()
             self._tasks = AppendFile(target)
-            self.task_lines = len(lines)
 
     def sync(self) -> None:
         with self._tasks_lock:

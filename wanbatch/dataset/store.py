@@ -12,6 +12,7 @@ import itertools
 import os
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,8 +47,7 @@ class Dataset:
         self.journal = journal
         self._buffer: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
-        self._tasks: dict[str, tuple[str, str]] = {}
-        self._finished_tasks = 0
+        self._rows_lock = threading.Lock()  # journal write + buffer, against a flush in a thread
         self._made_dirs: set[str] = set()
         self._tmp_counter = itertools.count()
         self._unplaced: dict[str, str] | None = None  # image_id → file name, from the last listing
@@ -122,7 +122,7 @@ class Dataset:
         finally:
             self._closed = True
             self.journal.close()
-            clean = not self._buffer and not self._tasks
+            clean = not self._buffer and not self.journal.tasks
             if clean:
                 shutil.rmtree(self.journal.folder, ignore_errors=True)
                 shutil.rmtree(self.layout.writer_tmp(self.writer), ignore_errors=True)
@@ -183,25 +183,23 @@ class Dataset:
         """Remember an async task id before polling it (survives SIGKILL when this returns)."""
         if not job_id or not task_id:
             raise DatasetError("journal_task needs a job id and a task id")
-        self.journal.write_task({"op": "task", "job": job_id, "provider": provider, "task": task_id})
-        self._tasks[job_id] = (provider, task_id)
+        self.journal.add_task(job_id, provider, task_id)
 
     def finish_task(self, job_id: str) -> None:
         """The task of ``job_id`` has its rows (or is given up): never poll it again."""
-        if self._tasks.pop(job_id, None) is None:
-            return
-        self.journal.write_task({"op": "done", "job": job_id})
-        self._finished_tasks += 1
+        self.journal.finish_task(job_id)
 
     def pending_tasks(self) -> dict[str, tuple[str, str]]:
         """job_id → (provider, task_id) for journaled tasks whose job has no row yet."""
-        if not self._tasks:
+        tasks = self.journal.tasks_snapshot()
+        if not tasks:
             return {}
-        jobs = set(self._tasks)
-        with_rows = {r["job_id"] for r in self._buffer if r.get("job_id") in jobs}
+        jobs = set(tasks)
+        with self._rows_lock:
+            with_rows = {r["job_id"] for r in self._buffer if r.get("job_id") in jobs}
         table = read_parts(self.layout, ["job_id"], pc.field("job_id").isin(pa.array(sorted(jobs))))
         with_rows.update(table["job_id"].to_pylist())
-        return {j: t for j, t in self._tasks.items() if j not in with_rows}
+        return {j: t for j, t in tasks.items() if j not in with_rows}
 
     # ----------------------------------------------------------------------------------- rows
 
@@ -212,8 +210,10 @@ class Dataset:
         if self._closed:
             raise DatasetError("the dataset is closed")
         checked = [self._check(row) for row in rows]
-        self.journal.append_rows(encode_lines(checked))
-        self._buffer.extend(checked)
+        data = encode_lines(checked)
+        with self._rows_lock:
+            self.journal.append_rows(data)
+            self._buffer.extend(checked)
         if self._unplaced:
             for row in checked:
                 self._unplaced.pop(row["image_id"], None)
@@ -248,19 +248,18 @@ class Dataset:
         and the error says what to do; the next flush (or a recovery) writes them.
         """
         self._last_flush = time.monotonic()
-        if self._tasks or self._finished_tasks:
-            self.journal.sync()
-            if self._finished_tasks > 256 and self._finished_tasks > 4 * len(self._tasks):
-                self.journal.rewrite_tasks(self._tasks)
-                self._finished_tasks = 0
-        if not self._buffer:
-            return
-        upto = self.journal.rotate()
-        taken, self._buffer = self._buffer, []
+        self.journal.sync()
+        self.journal.shrink_tasks()
+        with self._rows_lock:
+            if not self._buffer:
+                return
+            upto = self.journal.rotate()
+            taken, self._buffer = self._buffer, []
         try:
             write_part(self.layout, rows_to_table(taken), {self.writer: upto}, part_name("w", self.writer))
         except BaseException:
-            self._buffer = taken + self._buffer
+            with self._rows_lock:
+                self._buffer = taken + self._buffer
             raise
         with disk_errors("drop flushed journal segments"):
             self.journal.drop_upto(upto)
