@@ -7,9 +7,10 @@
         ├── TransientError   retry with backoff (429, 408, 5xx, network errors)
         ├── AmbiguousError   a sync call timed out or got 524: the image may be billed; retried
         │                    only within ``limits.ambiguous_retries``
-        ├── RefusedError     this job is refused (moderation, bad value, failed task, bad image):
-        │                    a failed row, no retry
-        └── FatalError       the whole run stops at once (401, 403, 404, malformed-request bugs)
+        ├── RefusedError     this job is refused (moderation, bad value, malformed request,
+        │                    failed task, bad image): a failed row, no retry
+        └── FatalError       the whole run stops at once (401, 403, 404, a missing key, a parameter
+                             the dialect cannot send)
 
 Providers translate every httpx error and every gateway answer into exactly one of these at their
 boundary, so the runner's retry policy keys off the class alone. Messages never hold API keys.
