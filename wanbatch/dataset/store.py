@@ -24,6 +24,9 @@ import pyarrow.compute as pc
 
 from ..errors import DatasetError
 from . import manifest as _manifest
+from .compaction import CompactReport, compact
+from .reader import failed_from
+from .recovery import RecoveryReport, recover
 from .fsutil import disk_errors, explain
 from .journal import WriterJournal, encode_lines, try_lock
 from .layout import Layout, check_ext, check_image_id
@@ -130,10 +133,8 @@ class Dataset:
 
     # ----------------------------------------------------------------------------------- recovery
 
-    def recover(self) -> Any:
+    def recover(self) -> RecoveryReport:
         """Reconcile what crashed writers left behind; see :mod:`wanbatch.dataset.recovery`."""
-        from .recovery import recover
-
         return recover(self)
 
     # ----------------------------------------------------------------------------------- images
@@ -302,14 +303,11 @@ class Dataset:
                     if not sub.is_dir():
                         continue
                     prefix = f"images/{sub.name}/"
-                    with os.scandir(sub.path) as it:
-                        found.update(dict.fromkeys(prefix + e.name for e in it if not e.name.startswith(".")))
+                    found.update(dict.fromkeys(prefix + n for n in os.listdir(sub.path) if n[0] != "."))
         return found
 
     def failed_image_ids(self) -> dict[str, str]:
         """image_id → error_kind of slots whose deciding row is failed (no ok row; latest failure)."""
-        from .reader import failed_from
-
         table = read_parts(self.layout, ["image_id", "status", "error_kind", "created_at"])
         if self._buffer:
             table = pa.concat_tables([table, rows_to_table(self._buffer).select(table.column_names)])
@@ -320,10 +318,8 @@ class Dataset:
     def should_compact(self) -> bool:
         return self._superseded or len(self.layout.parts()) > COMPACT_PARTS
 
-    def compact(self, *, target_rows: int = 1_000_000) -> Any:
+    def compact(self, *, target_rows: int = 1_000_000) -> CompactReport:
         """Merge and deduplicate the parts; see :func:`wanbatch.dataset.compaction.compact`."""
-        from .compaction import compact
-
         report = compact(self.root, target_rows=target_rows)
         self._superseded = False
         return report
