@@ -204,3 +204,25 @@ def test_plan_reports_counts_cost_and_what_is_left(write_spec: Callable[..., Pat
     assert wanbatch_cli("run", str(spec), "--json").returncode == 0
     after = json.loads(wanbatch_cli("plan", str(spec), "--json").stdout)
     assert after["existing"]["done"] == 24 and after["todo_images"] == 0
+
+
+def test_builtin_mock_can_speak_the_parameters_dialect_with_async_tasks(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "ds"
+    spec = wanbatch.load_spec(write_spec(f"""
+        name: mockparams
+        provider: {{type: mock, dialect: parameters, async: true, latency: 0.05}}
+        prompt: "a {{thing}}"
+        vars: {{thing: [cat, dog, owl]}}
+        params: {{thinking_mode: false, color_palette: warm tones}}
+        sizes: [1K]
+        n: 2
+        output: {out}
+    """))
+    result = wanbatch.run(spec)
+    assert result.exit_code == 0, result.summary
+    rows = read_rows(out)
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"ok"}
+    assert all(r["task_id"] for r in rows)  # async: every row records its task
+    assert {json.loads(r["params"])["color_palette"] for r in rows} == {"warm tones"}

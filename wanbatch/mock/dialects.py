@@ -212,8 +212,13 @@ def _bool(body: dict[str, Any], key: str, prefix: str = "", invalid: bool = Fals
 
 
 def _palette(value: Any) -> None:
-    if value is not None and not (isinstance(value, list) and 1 <= len(value) <= 10):
-        raise BadRequest("invalid", "parameters.color_palette must be null or a list of 1-10 colours")
+    """Gateway docs describe a colour theme as a string ("warm tones"); Model Studio as a list of
+    colours. The sources disagree, so both are accepted; anything else is refused."""
+    if value is None or (isinstance(value, str) and value.strip()):
+        return
+    if not (isinstance(value, list) and 1 <= len(value) <= 10):
+        raise BadRequest("invalid", "parameters.color_palette must be null, a theme string or a list of "
+                         "1-10 colours")
 
 
 _PIXELS = re.compile(r"^([1-9][0-9]{0,5})([*x])([1-9][0-9]{0,5})$")

@@ -49,7 +49,8 @@ def make_provider(
 ) -> Provider:
     """The provider for ``config``; a missing key or unknown dialect is a FatalError before any request."""
     if config.kind == "mock":
-        return mock_provider(client, request_timeout=request_timeout, poll_interval=config.poll_interval)
+        return mock_provider(client, request_timeout=request_timeout, poll_interval=config.poll_interval,
+                             config=config)
     cls = DIALECTS.get(config.dialect)
     if cls is None:
         raise FatalError(f"unknown dialect {config.dialect!r}; use one of {', '.join(DIALECTS)}",
