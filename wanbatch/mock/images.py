@@ -94,14 +94,14 @@ class _Base:
 class PngRenderer:
     """Renders PNGs for :class:`ImageRef`; caches a few bases (thread-safe)."""
 
-    def __init__(self, max_bases: int = 8) -> None:
-        self._bases: OrderedDict[tuple[int, int, int], _Base] = OrderedDict()
+    def __init__(self, max_bases: int = 24) -> None:
+        self._bases: OrderedDict[tuple[int, int, int, int], _Base] = OrderedDict()
         self._max = max_bases
         self._lock = threading.Lock()
 
     def parts(self, ref: ImageRef) -> tuple[list[bytes], int]:
         """The PNG as a list of byte strings to send in order, and its total length."""
-        base = self._base(ref.width, ref.height, ref.kb)
+        base = self._base(ref.width, ref.height, ref.kb, _palette(ref))
         stripe_rows = min(_STRIPE_ROWS, ref.height)
         raw = _stripe(ref.width, stripe_rows, ref.digest)
         deflated = zlib.compressobj(1, zlib.DEFLATED, -15)
@@ -120,23 +120,33 @@ class PngRenderer:
         return parts, len(head) + base.size + len(tail)
 
     def has_base(self, ref: ImageRef) -> bool:
-        return (ref.width, ref.height, ref.kb) in self._bases
+        return (ref.width, ref.height, ref.kb, _palette(ref)) in self._bases
 
     def render(self, ref: ImageRef) -> bytes:
         return b"".join(self.parts(ref)[0])
 
-    def _base(self, width: int, height: int, kb: int) -> _Base:
-        key = (width, height, kb)
+    def _base(self, width: int, height: int, kb: int, palette: int) -> _Base:
+        key = (width, height, kb, palette)
         with self._lock:
             base = self._bases.get(key)
             if base is None:
-                base = _build_base(width, height - min(_STRIPE_ROWS, height), kb * 1024)
+                base = _build_base(width, height - min(_STRIPE_ROWS, height), kb * 1024, palette)
                 self._bases[key] = base
                 while len(self._bases) > self._max:
                     self._bases.popitem(last=False)
             else:
                 self._bases.move_to_end(key)
             return base
+
+
+#: Images up to this many pixels get one of ``_PALETTES`` gradients (picked by their digest), so a
+#: gallery of mock images is not one picture repeated; bigger ones share one base to bound memory.
+_PALETTES = 6
+_PALETTE_MAX_PIXELS = 2048 * 2048
+
+
+def _palette(ref: ImageRef) -> int:
+    return ref.digest[3] % _PALETTES if ref.width * ref.height <= _PALETTE_MAX_PIXELS else 0
 
 
 def iter_parts(parts: list[bytes]) -> Iterator[bytes]:
@@ -152,15 +162,15 @@ def _stripe(width: int, rows: int, digest: bytes) -> bytes:
     return (b"\x00" + row) * rows
 
 
-def _build_base(width: int, rows: int, target: int) -> _Base:
+def _build_base(width: int, rows: int, target: int, palette: int = 0) -> _Base:
     row_len = width * 3
     if rows == 0:
         return _Base((), 1, 0, 0)
     noise_rows = min(rows - 1, max(0, target // (row_len + 1)))
     gradient_rows = rows - noise_rows
-    first = bytes(
-        v for x in range(width) for v in (x * 256 // width, 96, 255 - x * 256 // width)
-    )
+    ramp = [(x * 256 // width, 40 + 40 * palette, 255 - x * 256 // width) for x in range(width)]
+    order = ((0, 1, 2), (1, 2, 0), (2, 0, 1), (0, 2, 1), (2, 1, 0), (1, 0, 2))[palette % 6]
+    first = bytes(v for pixel in ramp for v in (pixel[order[0]], pixel[order[1]], pixel[order[2]]))
     step = max(1, gradient_rows // 128)
     still, darker = b"\x02" + bytes(row_len), b"\x02" + b"\x01" * row_len
     gradient = b"".join(
