@@ -240,8 +240,10 @@ def status(dataset: str, as_json: bool) -> None:
                 table.add_row(f"  {k}", str(v))
         elif isinstance(value, list):
             table.add_row(key, str(len(value)))
+        elif key.endswith("bytes") and isinstance(value, int):
+            table.add_row(key, f"{value / 1e6:,.1f} MB")
         else:
-            table.add_row(key, str(value))
+            table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
     out.print(table)
 
 
