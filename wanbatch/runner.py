@@ -110,6 +110,7 @@ class _Run:
         self.pacer = RatePacer(self.limits.rpm)
         self.adaptive = AdaptiveConcurrency(self.limits.concurrency)
         self.stopping = anyio.Event()
+        self.submit_lock = anyio.Lock()
         self.error: WanbatchError | None = None
         self.notes: list[str] = []
         self.dataset: Dataset
@@ -134,7 +135,7 @@ class _Run:
                 self.notes.append(f"recovered {recovered.rows_recovered} rows from an interrupted run")
             self.done = await anyio.to_thread.run_sync(self.dataset.done_image_ids)
             self.failed = await anyio.to_thread.run_sync(self.dataset.failed_image_ids)
-            self.pending = self.dataset.pending_tasks()
+            self.pending = self.dataset.pending_tasks(forget_answered=True)
             the_plan = make_plan(self.spec, shard=self.options.shard)
             self.stats.planned_jobs = the_plan.job_count
             self.stats.planned_images = the_plan.image_count
@@ -218,9 +219,12 @@ class _Run:
                 need = slots.need
                 if not need:
                     continue
+                try:
+                    await jobs.send((job, need))
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    return  # every worker has stopped (a fatal error): nothing left to hand out
                 self.stats.todo_jobs += 1
                 self.stats.todo_images += len(need)
-                await jobs.send((job, need))
 
     async def _worker(
         self, jobs: MemoryObjectReceiveStream[_Work], rows_out: MemoryObjectSendStream[_Batch]
@@ -254,6 +258,7 @@ class _Run:
 
     async def _job(self, job: Job, need: list[int]) -> _Batch:
         rows: list[dict[str, Any]] = []
+        pending = self.pending.pop(job.job_id, None)
         for k in list(need):  # an image on disk without its row is never requested again
             path = self.dataset.existing_image(f"{job.job_id}-{k}")
             if path is not None:
@@ -264,9 +269,8 @@ class _Run:
                     self.stats.adopted_images += 1
                     self.stats.done_images += 1
                     need.remove(k)
-        if not need:
-            return rows, None
-        pending = self.pending.pop(job.job_id, None)
+        if not need:  # adopted whole: a task journaled for it is answered, never poll it again
+            return rows, job.job_id if pending is not None else None
         if pending is None and not self._within_budget(job):
             return rows, None
         started = time.monotonic()
@@ -333,10 +337,22 @@ class _Run:
                     raise
                 self.notes.append(f"task {pending[1]} of job {job.job_id} is unknown to the gateway: resubmitted")
         task_id, attempts = await call_with_retries(
-            lambda: self._paced(lambda: provider.submit(job)), self.policy, on_retry=self._on_retry
+            lambda: self._paced(lambda: self._submit(job)), self.policy, on_retry=self._on_retry
         )
-        self.dataset.journal_task(job.job_id, provider.name, task_id)
         return await self._poll(task_id), attempts, task_id
+
+    async def _submit(self, job: Job) -> str:
+        """One submission, journaled before any other may start.
+
+        A task is paid for once submitted, and only its journaled id lets a resumed run poll instead
+        of paying again; so at most one submission is ever between the gateway and the journal, and a
+        crash at any moment costs at most one task. Submissions are short (no generation happens in
+        them), so sending them one at a time barely slows a run; polls stay concurrent.
+        """
+        async with self.submit_lock:
+            task_id = await self.provider.submit(job)
+            self.dataset.journal_task(job.job_id, self.provider.name, task_id)
+        return task_id
 
     async def _poll(self, task_id: str) -> Generation | None:
         poll_policy = RetryPolicy(retries=self.limits.retries, backoff_initial=self.policy.backoff_initial,
