@@ -190,8 +190,13 @@ class Dataset:
         """The task of ``job_id`` has its rows (or is given up): never poll it again."""
         self.journal.finish_task(job_id)
 
-    def pending_tasks(self) -> dict[str, tuple[str, str]]:
-        """job_id → (provider, task_id) for journaled tasks whose job has no row yet."""
+    def pending_tasks(self, *, forget_answered: bool = False) -> dict[str, tuple[str, str]]:
+        """job_id → (provider, task_id) for journaled tasks whose job has no row yet.
+
+        With ``forget_answered``, tasks whose job already has rows (a crash fell between the rows and
+        the task's "done" mark) are marked done: nobody will poll them, and a clean close can then
+        drop the journal instead of carrying them from run to run.
+        """
         tasks = self.journal.tasks_snapshot()
         if not tasks:
             return {}
@@ -200,6 +205,9 @@ class Dataset:
             with_rows = {r["job_id"] for r in self._buffer if r.get("job_id") in jobs}
         table = read_parts(self.layout, ["job_id"], pc.field("job_id").isin(pa.array(sorted(jobs))))
         with_rows.update(table["job_id"].to_pylist())
+        if forget_answered:
+            for job_id in sorted(with_rows & jobs):
+                self.finish_task(job_id)
         return {j: t for j, t in tasks.items() if j not in with_rows}
 
     # ----------------------------------------------------------------------------------- rows
