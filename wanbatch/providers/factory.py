@@ -7,6 +7,7 @@ gateway calls and image downloads, with connections sized to the run's concurren
 from __future__ import annotations
 
 import os
+import urllib.request
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -91,7 +92,20 @@ def open_client(config: ProviderSettings, *, concurrency: int, timeout: float) -
         # httpx_aiohttp's own session ignores HTTP(S)_PROXY/NO_PROXY; httpx honours them, so do we.
         connector = aiohttp.TCPConnector(limit=limits.max_connections or 0,
                                          keepalive_timeout=limits.keepalive_expiry, ssl=transport.ssl_context)
-        return aiohttp.ClientSession(connector=connector, trust_env=True)
+        return aiohttp.ClientSession(connector=connector, trust_env=_environment_matters())
 
     transport.client = session
     return httpx.AsyncClient(transport=transport, timeout=http_timeout)
+
+
+def _environment_matters() -> bool:
+    """Whether aiohttp's ``trust_env`` can change a request: a proxy variable or a netrc file exists.
+
+    With ``trust_env`` aiohttp looks up the netrc and the proxy variables in a worker thread for every
+    request: two thread hops per request, the largest client cost at high request rates (see
+    benchmarks/RESULTS.md). When there is nothing to find, leaving it off behaves the same, only faster.
+    """
+    if urllib.request.getproxies():
+        return True
+    netrc = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+    return os.path.exists(netrc) or os.path.exists(os.path.join(os.path.expanduser("~"), "_netrc"))
