@@ -1,0 +1,504 @@
+"""Datasets on object storage (``s3://bucket/prefix``…) through ``pyarrow.fs``: a local staging
+dataset mirrored to the bucket.
+
+Object stores have no rename, no append and no locks, and everything crash-safe in this package rests
+on those. So a remote output is written as a *local* dataset — the **staging** folder
+(``$WANBATCH_STAGING/<digest of the URI>``, default ``~/.cache/wanbatch/staging/…``) holds the journal,
+the temp files and the locks exactly as for a local run — and a :class:`Mirror` copies every
+*finished* file to the bucket, where a completed upload is atomic (a SIGKILL mid-upload leaves no
+object):
+
+- an image right after it is placed (in a small thread pool: the event loop never waits for the
+  network);
+- an index part after its flush, once every image upload so far has completed, so the remote index
+  never names an image the bucket lacks;
+- the manifest and the run summary at the end of the run.
+
+The mirror records, in ``STAGING/.remote/parts``, which parts it knows to be in the bucket. A crash
+between an upload and its record only means uploading the same file again.
+
+**Hydration** (on open): the remote listing is read once. Remote parts missing from the staging are
+downloaded; staging parts that are not in the bucket are uploaded (a flush that crashed before its
+upload), unless the record says they were there, i.e. a compaction elsewhere removed them (then they
+are dropped locally). Staging images not in the bucket are uploaded first. Images in the bucket are
+listed, never downloaded, so :meth:`RemoteDataset.done_image_ids` reflects the remote dataset: a
+resume on another machine requests nothing already in the bucket. (An image in the bucket with no row,
+killed between upload and journal, is downloaded once to be verified and adopted.)
+
+**Local copies** of images are deleted once their row is in a part that is in the bucket (after each
+flush, and at hydration): the staging stays about one flush of images big, and a crash before that
+still finds every journaled image locally for recovery.
+
+**Compaction** merges the staging parts, uploads the merged part, then deletes the old objects. In
+between, readers listing ``index/`` see old and new parts together (every row, some twice;
+``read_index`` dedupes). Parts another machine flushed meanwhile are not in the snapshot and are left
+alone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from ..errors import DatasetError
+from .compaction import CompactReport
+from .fsutil import atomic_write, disk_errors
+from .journal import WriterJournal
+from .layout import MANIFEST, Layout
+from .manifest import read_manifest, root_lock
+from .parts import read_parts
+from .schema import INDEX_SCHEMA
+from .store import Dataset
+
+STAGING_ENV = "WANBATCH_STAGING"
+UPLOAD_THREADS = 4
+_LOCAL_SCHEMES = frozenset({"", "file"})
+
+
+def is_remote(root: object) -> bool:
+    """True for an object-store URI such as ``s3://bucket/prefix`` (``file://`` is local)."""
+    if not isinstance(root, str) or "://" not in root:
+        return False
+    return urlsplit(root).scheme.lower() not in _LOCAL_SCHEMES
+
+
+def staging_dir(uri: str, env: dict[str, str] | None = None) -> Path:
+    """The local staging folder of ``uri``: one per URI (query and trailing slash ignored)."""
+    environ = os.environ if env is None else env
+    base = environ.get(STAGING_ENV)
+    if base:
+        parent = Path(base).expanduser()
+    else:
+        cache = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        parent = Path(cache).expanduser() / "wanbatch" / "staging"
+    key = _canonical(uri)
+    tail = key.rstrip("/").rsplit("/", 1)[-1] or "root"
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in tail)[:40]
+    return (parent / f"{safe}-{hashlib.sha256(key.encode()).hexdigest()[:16]}").resolve()
+
+
+def _canonical(uri: str) -> str:
+    parts = urlsplit(uri)
+    return f"{parts.scheme.lower()}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+# ----------------------------------------------------------------------------------- the bucket
+
+
+class RemoteRoot:
+    """One dataset root in an object store: a pyarrow file system and the base path inside it."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = _canonical(uri)
+        try:
+            self.fs, base = pafs.FileSystem.from_uri(uri)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:
+            raise DatasetError(f"{self.uri}: cannot open this object storage URI: {_short(exc)}") from None
+        self.base = base.rstrip("/")
+        if not self.base:
+            raise DatasetError(f"{self.uri}: give a bucket and a prefix, e.g. s3://bucket/datasets/name")
+
+    def key(self, rel: str) -> str:
+        return f"{self.base}/{rel}"
+
+    @contextmanager
+    def errors(self, what: str) -> Iterator[None]:
+        """Translate pyarrow's errors (``OSError``: network, auth, missing bucket) into DatasetError."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise
+        except (OSError, pa.ArrowException) as exc:
+            raise DatasetError(f"cannot {what} in object storage at {self.uri}: {_short(exc)}") from None
+
+    def listing(self) -> dict[str, int]:
+        """Every object under the root: relative path → size (one recursive listing)."""
+        with self.errors("list the dataset"):
+            try:
+                infos = self.fs.get_file_info(pafs.FileSelector(self.base, recursive=True,
+                                                                allow_not_found=True))
+            except FileNotFoundError:
+                return {}
+        cut = len(self.base) + 1
+        return {i.path[cut:]: i.size or 0 for i in infos if i.type == pafs.FileType.File}
+
+    def parts(self) -> list[str]:
+        """Full paths (inside the file system) of the visible ``index/part-*.parquet``, sorted."""
+        with self.errors("list the index"):
+            infos = self.fs.get_file_info(pafs.FileSelector(self.key("index"), allow_not_found=True))
+        return sorted(i.path for i in infos if i.type == pafs.FileType.File and _is_part(i.base_name))
+
+    def upload(self, local: Path, rel: str) -> None:
+        """Copy a finished local file to ``rel`` (a multipart upload becomes visible only complete)."""
+        with self.errors(f"upload {rel}"):
+            pafs.copy_files(str(local), self.key(rel), source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=self.fs, use_threads=False)
+
+    def download(self, rel: str, local: Path) -> None:
+        """Copy ``rel`` to ``local`` through a temp name and a rename (never a half file)."""
+        tmp = local.with_name(f".{local.name}.dl.tmp")
+        with disk_errors(f"download {rel}"):
+            local.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with self.errors(f"download {rel}"):
+                pafs.copy_files(self.key(rel), str(tmp), source_filesystem=self.fs,
+                                destination_filesystem=pafs.LocalFileSystem(), use_threads=False)
+            os.replace(tmp, local)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def delete(self, rel: str) -> None:
+        with self.errors(f"delete {rel}"):
+            try:
+                self.fs.delete_file(self.key(rel))
+            except FileNotFoundError:
+                pass
+
+
+def _is_part(name: str) -> bool:
+    return name.startswith("part-") and name.endswith(".parquet")
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
+
+
+# ----------------------------------------------------------------------------------- the mirror
+
+
+class Mirror:
+    """Keeps a staging dataset's finished files in the bucket; see the module docstring."""
+
+    def __init__(self, remote: RemoteRoot, staging: Path) -> None:
+        self.remote = remote
+        self.staging = staging
+        self.layout = Layout(staging)
+        self.state = staging / ".remote"
+        self.images: set[str] = set()  # relative paths known to be in the bucket
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="wanbatch-upload")
+        self._uploads: list[Future[None]] = []
+
+    # ------------------------------------------------------------------------- hydration
+
+    def hydrate(self, *, create: bool) -> None:
+        """Bring the staging in line with the bucket (see the module docstring); idempotent."""
+        listing = self.remote.listing()
+        remote_parts = {r for r in listing if r.startswith("index/") and _is_part(r[6:])}
+        if not listing and not create:
+            raise DatasetError(f"{self.remote.uri}: no wanbatch dataset there (no {MANIFEST} or index/)")
+        if listing and MANIFEST not in listing and not remote_parts:
+            raise DatasetError(f"{self.remote.uri}: holds objects but is not a wanbatch dataset "
+                               f"(no {MANIFEST} or index/); choose an empty or new prefix")
+        with disk_errors(f"create the staging folder {self.staging}"):
+            self.state.mkdir(parents=True, exist_ok=True)
+            self.layout.index.mkdir(exist_ok=True)
+        self.images = {r for r in listing if r.startswith("images/")}
+        if MANIFEST in listing:
+            self._pull_manifest()
+        recorded = self._recorded()
+        local_parts = {f"index/{p.name}" for p in self.layout.parts()}
+        for rel in sorted(remote_parts - local_parts):
+            self.remote.download(rel, self.staging / rel)
+        for rel in sorted(local_parts - remote_parts):
+            if rel in recorded:  # was in the bucket, now gone: compacted away elsewhere
+                (self.staging / rel).unlink(missing_ok=True)
+                self._record([], [rel])
+        for rel in self._local_images():
+            if rel not in self.images:  # placed by a run that died before its upload
+                self.remote.upload(self.staging / rel, rel)
+                self.images.add(rel)
+        self._record(sorted(remote_parts - recorded), [])
+        self.sync_parts()
+        self.drop_indexed_copies()
+
+    def _pull_manifest(self) -> None:
+        """Take the bucket's manifest, keeping run entries only the staging knows (a crashed upload)."""
+        tmp = self.state / "manifest.remote"
+        self.remote.download(MANIFEST, tmp)
+        try:
+            data = json.loads(tmp.read_bytes())
+        except ValueError as exc:
+            raise DatasetError(f"{self.remote.uri}/{MANIFEST}: not valid JSON ({exc})") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        if not isinstance(data, dict):
+            raise DatasetError(f"{self.remote.uri}/{MANIFEST}: not a JSON object")
+        with root_lock(self.layout):
+            local = read_manifest(self.layout) if self.layout.manifest.exists() else {}
+            known = {r.get("run_id") for r in data.get("runs") or [] if isinstance(r, dict)}
+            extra = [r for r in local.get("runs") or [] if isinstance(r, dict) and r.get("run_id") not in known]
+            data["runs"] = list(data.get("runs") or []) + extra
+            atomic_write(self.layout.manifest, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
+
+    def _local_images(self) -> list[str]:
+        found: list[str] = []
+        if not self.layout.images.is_dir():
+            return found
+        with disk_errors("list the staged images"):
+            for sub in sorted(self.layout.images.iterdir()):
+                if sub.is_dir():
+                    found += [f"images/{sub.name}/{n}" for n in sorted(os.listdir(sub)) if n[0] != "."]
+        return found
+
+    # ------------------------------------------------------------------------- the record of parts
+
+    def _recorded(self) -> set[str]:
+        path = self.state / "parts"
+        known: set[str] = set()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return known
+        for line in lines:
+            if line[:1] == "+":
+                known.add(line[1:])
+            elif line[:1] == "-":
+                known.discard(line[1:])
+        return known
+
+    def _record(self, added: Sequence[str], removed: Sequence[str]) -> None:
+        if not added and not removed:
+            return
+        text = "".join(f"+{r}\n" for r in added) + "".join(f"-{r}\n" for r in removed)
+        with disk_errors("record the uploaded parts"):
+            fd = os.open(self.state / "parts", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
+
+    # ------------------------------------------------------------------------- uploads
+
+    def upload_image_later(self, rel: str) -> None:
+        """Queue the upload of a placed image (the local copy stays until its row is in the bucket)."""
+        future = self._pool.submit(self._upload_image, rel)
+        with self._lock:
+            self._uploads.append(future)
+
+    def _upload_image(self, rel: str) -> None:
+        self.remote.upload(self.staging / rel, rel)
+        with self._lock:
+            self.images.add(rel)
+
+    def wait_uploads(self) -> None:
+        """Block until every queued image upload is done; the first failure is raised."""
+        with self._lock:
+            pending, self._uploads = self._uploads, []
+        error: BaseException | None = None
+        for future in pending:
+            exc = future.exception()
+            if exc is not None and error is None:
+                error = exc
+        if error is not None:
+            if isinstance(error, DatasetError):
+                raise error
+            raise DatasetError(f"an image upload to {self.remote.uri} failed: {_short(error)}")
+
+    def sync_parts(self) -> None:
+        """Upload staging parts the bucket lacks, then delete the bucket's parts the staging dropped
+        (compacted): uploads first, so rows are never missing from the bucket, only doubled."""
+        self.wait_uploads()
+        recorded = self._recorded()
+        local = {f"index/{p.name}" for p in self.layout.parts()}
+        new = sorted(local - recorded)
+        for rel in new:
+            self.remote.upload(self.staging / rel, rel)
+            self._record([rel], [])
+        gone = sorted(recorded - local)
+        for rel in gone:
+            self.remote.delete(rel)
+        self._record([], gone)
+
+    def drop_indexed_copies(self, only: set[str] | None = None) -> int:
+        """Delete local copies of images that are in the bucket and have an ok row in a part."""
+        with self._lock:
+            uploaded = set(self.images)
+        candidates = [r for r in (only if only is not None else self._local_images()) if r in uploaded]
+        if not candidates:
+            return 0
+        table = read_parts(self.layout, ["path"], pc.field("status") == "ok")
+        indexed = set(pc.unique(table["path"]).to_pylist()) if table.num_rows else set()
+        removed = 0
+        for rel in candidates:
+            if rel in indexed:
+                (self.staging / rel).unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def push_file(self, local: Path) -> None:
+        rel = local.relative_to(self.staging).as_posix()
+        self.remote.upload(local, rel)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+# ----------------------------------------------------------------------------------- the dataset
+
+
+@contextmanager
+def _staging_lock(staging: Path) -> Iterator[None]:
+    """Serialises hydration between processes sharing one staging folder."""
+    with disk_errors(f"create the staging folder {staging}"):
+        (staging / ".remote").mkdir(parents=True, exist_ok=True)
+        fd = os.open(staging / ".remote" / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+class RemoteDataset(Dataset):
+    """A :class:`Dataset` whose root is a staging folder mirrored to an object store."""
+
+    mirror: Mirror
+
+    def __init__(self, layout: Layout, writer: str, journal: WriterJournal) -> None:
+        super().__init__(layout, writer, journal)
+        self.uri = ""
+        self._appended: set[str] = set()  # rel paths of ok rows appended since the last flush
+        self._appended_lock = threading.Lock()
+
+    @classmethod
+    def open_remote(cls, uri: str, *, create: bool = True, staging: Path | None = None) -> RemoteDataset:
+        remote = RemoteRoot(uri)
+        folder = staging or staging_dir(uri)
+        mirror = Mirror(remote, folder)
+        try:
+            with _staging_lock(folder):
+                mirror.hydrate(create=create)
+            dataset = cls.open(folder, create=True)
+        except BaseException:
+            mirror.close()
+            raise
+        assert isinstance(dataset, RemoteDataset)
+        dataset.uri = remote.uri
+        dataset.mirror = mirror
+        if MANIFEST not in mirror.remote.listing():  # mark the prefix as a dataset from the start
+            mirror.push_file(dataset.layout.manifest)
+        return dataset
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.mirror.close()
+
+    # ------------------------------------------------------------------------- images
+
+    def place(self, tmp: Path, image_id: str, ext: str) -> str:
+        rel = super().place(tmp, image_id, ext)
+        self.mirror.upload_image_later(rel)
+        return rel
+
+    def _list_images(self) -> dict[str, None]:
+        found = super()._list_images()
+        with self.mirror._lock:  # noqa: SLF001 - the mirror's own lock
+            found.update(dict.fromkeys(sorted(self.mirror.images)))
+        return found
+
+    def existing_image(self, image_id: str) -> Path | None:
+        """Also an image in the bucket without a row: downloaded once so the runner can verify it."""
+        path = super().existing_image(image_id)
+        if path is not None or not self._unplaced:
+            return path
+        name = self._unplaced.get(image_id)
+        rel = f"images/{image_id[:2]}/{name}" if name else None
+        if rel is None or rel not in self.mirror.images:
+            return None
+        self.mirror.remote.download(rel, self.root / rel)
+        return self.root / rel
+
+    # ------------------------------------------------------------------------- rows and parts
+
+    def append(self, rows: Sequence[dict[str, Any]]) -> None:
+        super().append(rows)
+        with self._appended_lock:
+            self._appended.update(r["path"] for r in rows if r.get("status") == "ok" and r.get("path"))
+
+    def flush(self) -> None:
+        """Flush locally, wait for the image uploads, upload the part, drop the indexed local copies."""
+        with self._appended_lock:
+            flushed, self._appended = self._appended, set()
+        try:
+            super().flush()
+            self.mirror.sync_parts()
+        except BaseException:
+            with self._appended_lock:
+                self._appended |= flushed
+            raise
+        self.mirror.drop_indexed_copies(flushed)
+
+    def compact(self, *, target_rows: int = 1_000_000) -> CompactReport:
+        self.mirror.wait_uploads()
+        report = super().compact(target_rows=target_rows)
+        self.mirror.sync_parts()
+        return report
+
+    # ------------------------------------------------------------------------- metadata
+
+    def write_run_summary(self, run_id: str, summary: dict[str, Any]) -> Path:
+        path = super().write_run_summary(run_id, summary)
+        self.mirror.push_file(path)
+        return path
+
+    def update_manifest(self, spec_resolved: dict[str, Any], run: dict[str, Any]) -> None:
+        if MANIFEST in self.mirror.remote.listing():  # runs other machines added meanwhile
+            self.mirror._pull_manifest()  # noqa: SLF001
+        super().update_manifest(spec_resolved, run)
+        self.mirror.push_file(self.layout.manifest)
+
+
+# ----------------------------------------------------------------------------------- readers
+
+
+def open_index(uri: str) -> ds.Dataset:
+    """A pyarrow dataset over the bucket's ``index/part-*.parquet`` (raw rows, INDEX_SCHEMA)."""
+    remote = _existing(uri)
+    return ds.dataset(remote.parts(), schema=INDEX_SCHEMA, format="parquet", filesystem=remote.fs)
+
+
+def read_parts_remote(uri: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """Every visible part, relisting when a compaction deletes one mid-read."""
+    remote = _existing(uri)
+    last: BaseException | None = None
+    for _ in range(8):
+        parts = remote.parts()
+        if not parts:
+            return INDEX_SCHEMA.empty_table().select(list(columns) if columns else INDEX_SCHEMA.names)
+        try:
+            dataset = ds.dataset(parts, schema=INDEX_SCHEMA, format="parquet", filesystem=remote.fs)
+            return dataset.to_table(columns=list(columns) if columns else None)
+        except FileNotFoundError as exc:
+            last = exc
+        except (OSError, pa.ArrowException) as exc:
+            if "not found" not in str(exc).lower() and "no such" not in str(exc).lower():
+                raise DatasetError(f"cannot read the index of {remote.uri}: {_short(exc)}") from None
+            last = exc
+    raise DatasetError(f"cannot read the index of {remote.uri}: {_short(last or Exception())}")
+
+
+def _existing(uri: str) -> RemoteRoot:
+    remote = RemoteRoot(uri)
+    with remote.errors("open the dataset"):
+        info = remote.fs.get_file_info([remote.key(MANIFEST), remote.key("index")])
+    if all(i.type == pafs.FileType.NotFound for i in info):
+        raise DatasetError(f"{remote.uri}: not a wanbatch dataset (no {MANIFEST} or index/)")
+    return remote
