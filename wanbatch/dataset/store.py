@@ -64,10 +64,16 @@ class Dataset:
     def open(cls, root: str | Path, *, create: bool = True) -> Dataset:
         """Open (or create) the dataset at ``root`` for writing.
 
-        Refuses early, with a message that says what to do: object-store URIs (not yet), a file in
-        the way, a non-empty folder that is not a dataset, a missing dataset when ``create=False``,
-        and any folder where a probe file cannot be written (read-only, permissions, full disk).
+        Refuses early, with a message that says what to do: a file in the way, a non-empty folder
+        that is not a dataset, a missing dataset when ``create=False``, and any folder where a probe
+        file cannot be written (read-only, permissions, full disk). An object-store URI
+        (``s3://…``) opens a staging folder mirrored to it: see :mod:`wanbatch.dataset.remote`.
         """
+        if isinstance(root, str) and "://" in root:
+            from .remote import RemoteDataset, is_remote
+
+            if is_remote(root):
+                return RemoteDataset.open_remote(root, create=create)
         layout = Layout.of(root)
         path = layout.root
         if path.exists() and not path.is_dir():
