@@ -74,7 +74,7 @@ class RunOptions:
 @dataclass
 class RunResult:
     run_id: str
-    root: Path
+    root: Path | str  # a local folder, or the object-store URI (``s3://…``) of a remote output
     stats: RunStats
     summary: dict[str, Any]
     exit_code: int
@@ -82,10 +82,15 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
 
 
-def resolve_output(spec: Spec, options: RunOptions) -> Path:
+def resolve_output(spec: Spec, options: RunOptions) -> Path | str:
+    """The output folder (absolute), or an object-store URI as is (a staging folder mirrors it)."""
     out = options.output or spec.output
     if "://" in out:
-        raise DatasetError(f"output {out!r}: only local folders are supported by `run` for now")
+        from .dataset.remote import is_remote
+
+        if is_remote(out):
+            return out
+        raise DatasetError(f"output {out!r}: use a plain folder path instead of a file:// URI")
     return Path(out).expanduser().resolve()
 
 
@@ -420,7 +425,7 @@ class _Run:
         with path.open("rb") as fh:
             while chunk := fh.read(1 << 20):
                 digest.update(chunk)
-        rel = path.relative_to(self.root).as_posix()
+        rel = path.relative_to(self.dataset.root).as_posix()
         return StoredImage(path=rel, format=fmt, width=width, height=height, bytes=path.stat().st_size,
                            sha256=digest.hexdigest())
 
