@@ -1,0 +1,291 @@
+"""Datasets on object storage: runs against moto's S3 server on loopback, read back through pyarrow.
+
+The bucket is reached exactly as in production: ``pyarrow.fs.FileSystem.from_uri`` with the endpoint
+from ``AWS_ENDPOINT_URL`` and dummy credentials from the standard AWS variables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pytest
+
+import wanbatch
+from wanbatch.dataset import Dataset, read_index
+from wanbatch.errors import DatasetError
+from wanbatch.mock import MockConfig, run_in_thread
+from wanbatch.runner import RunOptions
+
+from conftest import cli_env
+
+KEY_ENV = "WANBATCH_TEST_KEY"
+KEY = "sk-test-s3-5d4c3b2a1"
+SPEC = """
+    name: s3-run
+    provider: {{base_url: '{base}/v1', api_key_env: {key_env}, dialect: flat}}
+    prompt: "{{subject}}, {{style}}"
+    vars:
+      subject: [a flower shop with a wooden door, a bakery at dawn]
+      style: [watercolor, photorealistic]
+    seeds: {{start: 0, count: 3}}
+    sizes: [1K]
+    limits: {{concurrency: {concurrency}, retries: 2}}
+    output: {output}
+"""
+IMAGES = 12
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(scope="module")
+def s3_env() -> Iterator[dict[str, str]]:
+    """moto's S3 server on 127.0.0.1 and the AWS variables that point pyarrow at it."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def bucket(s3_env: dict[str, str], request: pytest.FixtureRequest) -> str:
+    """A fresh bucket per test (named after it)."""
+    name = "wb-" + hashlib.sha256(request.node.name.encode()).hexdigest()[:12]
+    fs, _ = pafs.FileSystem.from_uri(f"s3://{name}?allow_bucket_creation=true")
+    fs.create_dir(name)
+    return name
+
+
+@pytest.fixture
+def staging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Path]:
+    """Point WANBATCH_STAGING at a new folder: a new folder is another machine."""
+
+    def use(name: str) -> Path:
+        folder = tmp_path / f"staging-{name}"
+        monkeypatch.setenv("WANBATCH_STAGING", str(folder))
+        return folder
+
+    return use
+
+
+@pytest.fixture
+def gateway() -> Iterator[Callable[..., str]]:
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        yield lambda **config: stack.enter_context(run_in_thread(MockConfig(**config)))  # type: ignore[arg-type]
+
+
+def billed(base: str) -> int:
+    return int(httpx.get(f"{base}/_mock/stats").json()["billed"])
+
+
+def settled_billing(base: str) -> int:
+    """Billed images once the requests cut off by a kill have finished at the gateway (they bill)."""
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{base}/_mock/stats").json()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return billed(base)
+
+
+def s3() -> pafs.FileSystem:
+    fs, _ = pafs.FileSystem.from_uri("s3://any")
+    return fs
+
+
+def objects(prefix: str) -> dict[str, int]:
+    infos = s3().get_file_info(pafs.FileSelector(prefix, recursive=True, allow_not_found=True))
+    return {i.path[len(prefix) + 1:]: i.size for i in infos if i.type == pafs.FileType.File}
+
+
+def assert_complete(bucket_name: str) -> list[dict]:
+    """Every ok row's object is in the bucket with its sha256, no duplicates, no orphan objects."""
+    prefix = f"{bucket_name}/ds"
+    fs = s3()
+    raw = pads.dataset(f"{prefix}/index", filesystem=fs, format="parquet").to_table().to_pylist()
+    ok = [r for r in raw if r["status"] == "ok"]
+    assert len(ok) == IMAGES and len({r["image_id"] for r in ok}) == IMAGES, "duplicate or missing rows"
+    for row in ok:
+        with fs.open_input_stream(f"{prefix}/{row['path']}") as fh:
+            data = fh.read()
+        assert hashlib.sha256(data).hexdigest() == row["sha256"] and len(data) == row["bytes"]
+    images = {k for k in objects(prefix) if k.startswith("images/")}
+    assert images == {r["path"] for r in ok}, "objects in the bucket that no row claims (or the reverse)"
+    return ok
+
+
+def write_spec(tmp_path: Path, base: str, output: str, concurrency: int = 4) -> Path:
+    import textwrap
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(textwrap.dedent(SPEC.format(base=base, key_env=KEY_ENV, concurrency=concurrency,
+                                                output=output)).lstrip(), encoding="utf-8")
+    return path
+
+
+# ----------------------------------------------------------------------------------- tests
+
+
+def test_run_to_s3_then_another_machine_requests_nothing(
+    bucket: str, staging: Callable[[str], Path], gateway: Callable[..., str], tmp_path: Path
+) -> None:
+    base = gateway(latency=0.0)
+    uri = f"s3://{bucket}/ds"
+    spec = wanbatch.load_spec(write_spec(tmp_path, base, uri))
+    first_stage = staging("one")
+    result = wanbatch.run(spec, RunOptions(env={KEY_ENV: KEY}))
+    assert result.exit_code == 0 and result.error is None, result.summary
+    assert result.stats.done_images == IMAGES and result.root == uri and result.summary["output"] == uri
+    ok = assert_complete(bucket)
+    keys = objects(f"{bucket}/ds")
+    assert "wanbatch.json" in keys and f"runs/{result.run_id}.json" in keys
+    assert open_manifest(bucket)["runs"][-1]["run_id"] == result.run_id
+    # the readers go through pyarrow's S3 file system
+    assert wanbatch.open_index(uri).count_rows() == IMAGES
+    assert sorted(read_index(uri, ["image_id"])["image_id"].to_pylist()) == sorted(r["image_id"] for r in ok)
+    # disk stays flat: uploaded images whose rows are in the bucket are not kept in the staging
+    staged = [p for p in first_stage.rglob("images/*/*") if p.is_file()]
+    assert staged == []
+
+    assert billed(base) == IMAGES
+    staging("two")  # a fresh staging: another machine
+    again = wanbatch.run(spec, RunOptions(env={KEY_ENV: KEY}))
+    assert again.exit_code == 0, again.summary
+    assert again.stats.skipped_images == IMAGES and again.stats.submitted_images == 0
+    assert billed(base) == IMAGES
+    assert_complete(bucket)
+    assert len(open_manifest(bucket)["runs"]) == 2
+
+
+def open_manifest(bucket_name: str) -> dict:
+    with s3().open_input_stream(f"{bucket_name}/ds/wanbatch.json") as fh:
+        return json.loads(fh.read())
+
+
+def test_sigkill_mid_run_then_resume_is_complete_without_duplicates(
+    bucket: str, staging: Callable[[str], Path], gateway: Callable[..., str], tmp_path: Path,
+    s3_env: dict[str, str],
+) -> None:
+    base = gateway(latency=0.15)
+    uri = f"s3://{bucket}/ds"
+    spec = write_spec(tmp_path, base, uri, concurrency=2)
+    folder = staging("killed")
+    env = cli_env(**s3_env, **{KEY_ENV: KEY, "WANBATCH_STAGING": str(folder)})
+    proc = subprocess.Popen([sys.executable, "-m", "wanbatch", "run", str(spec), "--json", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 40
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if sum(k.startswith("images/") for k in objects(f"{bucket}/ds")) >= 3:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.communicate(timeout=30)
+    uploaded = {k for k in objects(f"{bucket}/ds") if k.startswith("images/")}
+    assert 3 <= len(uploaded) < IMAGES
+    paid = settled_billing(base)
+
+    resumed = subprocess.run([sys.executable, "-m", "wanbatch", "run", str(spec), "--json", "--no-progress"],
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    ok = assert_complete(bucket)
+    assert uploaded <= {r["path"] for r in ok}
+    # what was in the bucket (or staged) before the kill is never requested again
+    assert billed(base) - paid == summary["submitted_images"] <= IMAGES - len(uploaded)
+    assert billed(base) <= IMAGES + 2  # at most the requests in flight at the kill are paid twice
+
+
+def test_compaction_of_a_remote_dataset_replaces_the_parts(
+    bucket: str, staging: Callable[[str], Path], gateway: Callable[..., str], tmp_path: Path
+) -> None:
+    base = gateway(latency=0.0)
+    uri = f"s3://{bucket}/ds"
+    spec = wanbatch.load_spec(write_spec(tmp_path, base, uri))
+    staging("a")
+    for shard in ((0, 2), (1, 2)):  # two runs, two parts
+        assert wanbatch.run(spec, RunOptions(env={KEY_ENV: KEY}, shard=shard)).exit_code == 0
+    before = sorted(k for k in objects(f"{bucket}/ds") if k.startswith("index/"))
+    assert len(before) == 2
+    staging("b")  # compact from another machine: it hydrates the parts first
+    with Dataset.open(uri, create=False) as dataset:
+        report = dataset.compact()
+    after = sorted(k for k in objects(f"{bucket}/ds") if k.startswith("index/"))
+    assert report.parts_before == 2 and len(after) == 1 and not set(after) & set(before)
+    assert_complete(bucket)
+
+
+def test_bad_remote_outputs_are_clear_errors(
+    bucket: str, staging: Callable[[str], Path], tmp_path: Path
+) -> None:
+    staging("errors")
+    fs = s3()
+    with fs.open_output_stream(f"{bucket}/notes/todo.txt") as fh:
+        fh.write(b"mine")
+    with pytest.raises(DatasetError, match="not a wanbatch dataset"):
+        Dataset.open(f"s3://{bucket}/notes")
+    with pytest.raises(DatasetError, match="no wanbatch dataset there"):
+        Dataset.open(f"s3://{bucket}/missing", create=False)
+    with pytest.raises(DatasetError, match="not a wanbatch dataset"):
+        read_index(f"s3://{bucket}/missing")
+    with pytest.raises(DatasetError, match=f"s3://no-such-bucket-{bucket}/ds"):
+        Dataset.open(f"s3://no-such-bucket-{bucket}/ds")
+    assert list((tmp_path / "staging-errors").glob("*/index/*")) == []
+
+
+def test_an_object_without_a_row_is_adopted_not_requested(
+    bucket: str, staging: Callable[[str], Path], gateway: Callable[..., str], tmp_path: Path
+) -> None:
+    """Killed between the upload and the journal on one machine; resumed on another."""
+    import io
+
+    from PIL import Image
+
+    from wanbatch.plan import plan
+
+    base = gateway(latency=0.0)
+    uri = f"s3://{bucket}/ds"
+    spec = wanbatch.load_spec(write_spec(tmp_path, base, uri))
+    job = next(iter(plan(spec).jobs()))
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), "teal").save(buffer, format="PNG")
+    with s3().open_output_stream(f"{bucket}/ds/images/{job.job_id[:2]}/{job.job_id}-0.png") as fh:
+        fh.write(buffer.getvalue())
+    with s3().open_output_stream(f"{bucket}/ds/wanbatch.json") as fh:
+        fh.write(b'{"format_version": 1, "name": "s3-run", "runs": []}')
+    staging("fresh")
+    result = wanbatch.run(spec, RunOptions(env={KEY_ENV: KEY}))
+    assert result.exit_code == 0 and result.stats.adopted_images == 1, result.summary
+    assert billed(base) == IMAGES - 1
+    ok = {r["image_id"]: r for r in assert_complete(bucket)}
+    adopted = ok[f"{job.job_id}-0"]
+    assert (adopted["width"], adopted["height"]) == (64, 48)
+    assert adopted["sha256"] == hashlib.sha256(buffer.getvalue()).hexdigest()
