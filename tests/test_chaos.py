@@ -1,0 +1,219 @@
+"""Chaos: SIGKILL a real `wanbatch run` at random moments, then let it finish.
+
+The gateway is a loopback mock in this process (it outlives the killed client and keeps counting what
+it billed). The finished dataset must equal an uninterrupted reference run's, image for image and byte
+for byte, with nothing duplicated, orphaned or left half-written, and the extra billing must stay
+within what a kill can cost: the requests in flight at that instant (sync), or a submission whose task
+id had not been journaled yet (async; journaled tasks are polled on resume, never submitted again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+
+import wanbatch
+from wanbatch.dataset import compact, read_index
+from wanbatch.dataset.journal import read_tasks
+from wanbatch.mock import MockConfig, run_in_thread
+from wanbatch.runner import RunOptions
+
+from conftest import cli_env
+
+KEY_ENV = "WANBATCH_TEST_KEY"
+KEY = "sk-chaos-5e1f0a9d7c3b2468"
+CONCURRENCY = 8
+KILLS = 5
+SEED = int(os.environ.get("WANBATCH_CHAOS_SEED", "20240607"))
+SUBJECTS = ["a flower shop", "a bakery at dawn", "a lighthouse", "a tram stop", "a tea house"]
+STYLES = ["watercolor", "photorealistic", "ink", "pixel art"]
+SEEDS = 10
+JOBS = len(SUBJECTS) * len(STYLES) * SEEDS  # 200
+
+SPEC = """\
+name: chaos
+model: wan2.7-image-pro
+provider: {provider}
+prompt: "{{subject}}, {{style}}"
+vars:
+  subject: {subjects}
+  style: {styles}
+seeds: {{start: 0, count: {seeds}}}
+sizes: [1K]
+limits: {{concurrency: {concurrency}, retries: 4}}
+output: {output}
+"""
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+def mock_config(use_async: bool, latency: str) -> MockConfig:
+    """Small images (64×64, ~2 KB) keep the disk and CPU cost of hundreds of downloads low."""
+    return MockConfig(dialect="parameters" if use_async else "flat", latency=latency, scale=1 / 16,
+                      image_kb=2)
+
+
+def provider_yaml(base: str, use_async: bool) -> str:
+    if use_async:
+        return (f"{{base_url: '{base}/v1', api_key_env: {KEY_ENV}, dialect: parameters, async: true, "
+                f"poll_interval: 0.05}}")
+    return f"{{base_url: '{base}/v1', api_key_env: {KEY_ENV}, dialect: flat}}"
+
+
+def write_spec(path: Path, base: str, output: Path, use_async: bool) -> Path:
+    path.write_text(SPEC.format(provider=provider_yaml(base, use_async), subjects=json.dumps(SUBJECTS),
+                                styles=json.dumps(STYLES), seeds=SEEDS, concurrency=CONCURRENCY,
+                                output=output), encoding="utf-8")
+    return path
+
+
+def mock_stats(base: str) -> dict[str, Any]:
+    return httpx.get(f"{base}/_mock/stats", timeout=10).json()
+
+
+def settled_stats(base: str) -> dict[str, Any]:
+    """Stats once every async task the mock holds has finished (tasks bill when they finish)."""
+    time.sleep(0.3)  # longer than the longest task; any request settles the due ones
+    return mock_stats(base)
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_consistent(root: Path) -> dict[str, dict[str, Any]]:
+    """The invariants every dataset must keep after any crash and a completed rerun; returns ok rows
+    by image id.
+
+    One row per image (also in the raw parts once compacted), every ok row's file present with its
+    recorded sha256, every file under images/ claimed by an ok row, no temp file, no journal left.
+    """
+    table = read_index(root)
+    rows = table.to_pylist()
+    ids = [r["image_id"] for r in rows]
+    assert len(ids) == len(set(ids)), "read_index returned duplicate image ids"
+    ok = {r["image_id"]: r for r in rows if r["status"] == "ok"}
+    for image_id, row in ok.items():
+        path = root / row["path"]
+        assert path.is_file(), f"{image_id}: ok row without its file {row['path']}"
+        assert sha256_of(path) == row["sha256"], f"{image_id}: file does not match its sha256"
+        assert path.stat().st_size == row["bytes"]
+    on_disk = {p.relative_to(root).as_posix() for p in (root / "images").rglob("*") if p.is_file()}
+    claimed = {r["path"] for r in ok.values()}
+    assert on_disk == claimed, f"orphan files {sorted(on_disk - claimed)[:5]}"
+    leftovers = [p for p in (root / ".tmp").rglob("*") if p.is_file()] if (root / ".tmp").exists() else []
+    assert leftovers == [], f"temp files left: {leftovers[:5]}"
+    hidden = [p.name for p in (root / "index").iterdir() if p.name.startswith(".")]
+    assert hidden == [], f"half-written parts left: {hidden}"
+    journals = list((root / "journal").iterdir()) if (root / "journal").exists() else []
+    assert journals == [], f"journals left after a clean finish: {[j.name for j in journals]}"
+    compact(root)
+    raw = pq.read_table(root / "index").column("image_id").to_pylist()
+    assert len(raw) == len(set(raw)) == len(rows), "raw parts hold duplicates after compaction"
+    return ok
+
+
+def start_cli(spec: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "wanbatch", "run", str(spec), "--json", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(**{KEY_ENV: KEY}),
+    )
+
+
+def wait_for_writer(root: Path, known: set[str], proc: subprocess.Popen[bytes], limit: float = 30) -> set[str]:
+    """Wait until ``proc`` has opened the dataset (a new journal folder appears); returns the folders."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            now = set(os.listdir(root / "journal"))
+        except FileNotFoundError:
+            now = set()
+        if now - known:
+            return now
+        time.sleep(0.01)
+    return known
+
+
+def pending_tasks_on_disk(root: Path) -> dict[str, str]:
+    """job_id → task_id of every async task journaled and not marked done, over all writers."""
+    found: dict[str, str] = {}
+    for folder in (root / "journal").iterdir() if (root / "journal").exists() else []:
+        found.update({job: task for job, (_, task) in read_tasks(folder / "tasks.jsonl").items()})
+    return found
+
+
+# ----------------------------------------------------------------------------------- the test
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_sigkill_at_random_moments_then_finish(use_async: bool, tmp_path: Path) -> None:
+    rng = random.Random(f"{SEED}-{use_async}")
+    with run_in_thread(mock_config(use_async, "0")) as ref_base, \
+            run_in_thread(mock_config(use_async, "uniform:0.05,0.2")) as base:
+        # The reference: one uninterrupted run (in-process; same code path as the CLI).
+        ref_root = tmp_path / "reference"
+        ref_spec = wanbatch.load_spec(write_spec(tmp_path / "ref.yaml", ref_base, ref_root, use_async))
+        ref = wanbatch.run(ref_spec, RunOptions(env={KEY_ENV: KEY}))
+        assert ref.exit_code == 0 and ref.stats.done_images == JOBS, ref.summary
+        reference = assert_consistent(ref_root)
+        ref_keys = mock_stats(ref_base)["billed_by_key"]
+        assert len(reference) == JOBS and sum(ref_keys.values()) == JOBS
+
+        root = tmp_path / "chaos"
+        spec = write_spec(tmp_path / "chaos.yaml", base, root, use_async)
+        kills, journaled, delays = 0, 0, []
+        writers: set[str] = set()
+        for _ in range(KILLS):
+            proc = start_cli(spec)
+            writers = wait_for_writer(root, writers, proc)
+            delay = rng.uniform(0.3, 2.0)  # from the moment it opened the dataset: recovery, work, flush
+            try:
+                proc.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+                delays.append(round(delay, 2))
+            proc.communicate(timeout=30)
+            journaled += len(pending_tasks_on_disk(root))
+        final = start_cli(spec)
+        out, err = final.communicate(timeout=90)
+        assert final.returncode == 0, err.decode()
+        summary = json.loads(out)
+        stats = settled_stats(base)
+
+    ok = assert_consistent(root)
+    assert set(ok) == set(reference), "the chaos run holds other images than the reference"
+    assert {i: r["sha256"] for i, r in ok.items()} == {i: r["sha256"] for i, r in reference.items()}
+    assert summary["failed_images"] == 0
+
+    billed, extra = stats["billed"], stats["billed"] - JOBS
+    generations = stats["requests"].get("/v1/images/generations", 0)
+    polls = stats["requests"].get("/v1/tasks/{task_id}", 0)
+    assert set(stats["billed_by_key"]) == set(ref_keys), "every job billed, and only the spec's jobs"
+    print(f"\n[chaos {'async' if use_async else 'sync'}] seed={SEED} jobs={JOBS} kills={kills} "
+          f"delays={delays} billed={billed} extra_billed={extra} generation_posts={generations} "
+          f"polls={polls} tasks_journaled_at_kills={journaled}")
+    assert kills >= 3, f"only {kills} kills landed before the run finished: the test proves little"
+    if use_async:
+        # Each submission creates one task that bills once; so resubmissions = extra billing, and a
+        # task found journaled after a kill was polled by the next run, not submitted again.
+        assert generations - JOBS == extra
+        assert extra <= kills, f"async: {extra} generations billed twice for {kills} kills"
+        assert journaled > kills, "too few tasks were pending at the kills to show they are polled"
+    else:
+        assert generations == billed  # the mock bills a sync request even when its client died
+        assert extra <= kills * CONCURRENCY
