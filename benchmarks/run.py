@@ -1,0 +1,273 @@
+"""wanbatch against the bare HTTP stacks it is built on: ``python benchmarks/run.py [--quick] [--only NAME]``.
+
+Scenarios (NAME): ``zero`` (zero latency, 100 KB images: throughput and CPU per 1,000 jobs),
+``latency`` (1 s per generation: makespan against the ideal), ``big`` (4K PNGs: wanbatch's peak RSS
+at two job counts), ``scale`` (plan and resume check over a 1,000,000-job spec). Contenders run one
+at a time, alternating round by round; each number is a median of the rounds. Working data goes to
+``benchmarks/_work/`` (git-ignored); a JSON record of every round goes to ``_work/results-*.json``
+and a Markdown report to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import HAS_TASKSET, KEY_ENV, PY, ROOT, Measured, MockGateway, measure  # noqa: E402
+
+WORK = ROOT / "benchmarks" / "_work"
+CONTENDERS = ("wanbatch", "aiohttp", "httpx", "openai-sdk")
+SCRIPTS = {"aiohttp": "bare_aiohttp.py", "httpx": "bare_httpx.py", "openai-sdk": "openai_sdk.py"}
+Row = dict[str, Any]
+
+
+def spec_text(base: str, *, jobs: int, concurrency: int, size: str, model: str, out: Path) -> str:
+    return (
+        "name: bench\n"
+        f"model: {model}\n"
+        f"provider: {{base_url: '{base}/v1', api_key_env: {KEY_ENV}, dialect: flat}}\n"
+        'prompt: "a bench image"\n'
+        f"seeds: {{start: 0, count: {jobs}}}\n"
+        f"sizes: ['{size}']\n"
+        f"limits: {{concurrency: {concurrency}, retries: 2, request_timeout: 600s}}\n"
+        f"output: '{out}'\n"
+    )
+
+
+def contender_cmd(name: str, base: str, *, jobs: int, concurrency: int, size: str, model: str,
+                  out: Path) -> list[str]:
+    if name == "wanbatch":
+        spec = out.with_suffix(".yaml")
+        spec.write_text(spec_text(base, jobs=jobs, concurrency=concurrency, size=size, model=model, out=out))
+        return [PY, "-m", "wanbatch", "run", str(spec), "--no-progress", "--json"]
+    return [PY, str(ROOT / "benchmarks" / SCRIPTS[name]), "--base", f"{base}/v1", "--jobs", str(jobs),
+            "--concurrency", str(concurrency), "--size", size, "--model", model, "--out", str(out),
+            "--key-env", KEY_ENV]
+
+
+def one_round(gw: MockGateway, name: str, tag: str, *, jobs: int, concurrency: int, size: str,
+              model: str = "wan2.7-image") -> Measured:
+    out = WORK / tag / name
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    gw.reset()
+    m = measure(contender_cmd(name, gw.base, jobs=jobs, concurrency=concurrency, size=size, model=model,
+                              out=out))
+    done = m.out.get("done_images")
+    billed = gw.billed()
+    m.out["disk_bytes"] = sum(f.stat().st_size for f in (out / "images").rglob("*") if f.is_file())
+    if m.returncode != 0 or done != jobs or billed != jobs:
+        raise SystemExit(f"{tag}/{name}: exit {m.returncode}, done {done} of {jobs}, billed {billed}\n{m.stderr}")
+    shutil.rmtree(out, ignore_errors=True)
+    return m
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def rounds_of(gw: MockGateway, tag: str, rounds: int, log: list[Row], contenders: tuple[str, ...],
+              **shape: Any) -> dict[str, list[Measured]]:
+    got: dict[str, list[Measured]] = {c: [] for c in contenders}
+    for r in range(rounds):
+        order = contenders if r % 2 == 0 else tuple(reversed(contenders))
+        for name in order:
+            cpu_before = gw.cpu()
+            m = one_round(gw, name, tag, **shape)
+            m.out["mock_cpu"] = gw.cpu() - cpu_before
+            got[name].append(m)
+            log.append({"scenario": tag, "contender": name, "round": r, **asdict(m)})
+            print(f"  {tag} r{r} {name:10s} wall {m.wall:6.2f} s  cpu {m.cpu:6.2f} s  rss {m.peak_rss_mb:6.0f} MB",
+                  file=sys.stderr, flush=True)
+    return got
+
+
+# ----------------------------------------------------------------------------------- scenarios
+
+
+def zero(quick: bool, rounds: int, log: list[Row]) -> str:
+    jobs, conc = (500 if quick else 2000), 64
+    with MockGateway(latency=0, image_kb=100) as gw:
+        got = rounds_of(gw, "zero", rounds, log, CONTENDERS, jobs=jobs, concurrency=conc, size="1K")
+    ceiling = med([m.wall for m in got["aiohttp"]])
+    sdk = med([m.wall for m in got["openai-sdk"]])
+    lines = [f"### Zero latency: {jobs} jobs, concurrency {conc}, ~100 KB PNGs (median of {rounds})", "",
+             "| contender | wall s | jobs/s | CPU s per 1,000 jobs | peak RSS MB | wall ÷ aiohttp | mock CPU s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, ms in got.items():
+        wall = med([m.wall for m in ms])
+        lines.append(f"| {name} | {wall:.2f} | {jobs / wall:.0f} | {med([m.cpu for m in ms]) * 1000 / jobs:.2f} "
+                     f"| {med([m.peak_rss_mb for m in ms]):.0f} | {wall / ceiling:.2f} "
+                     f"| {med([m.out['mock_cpu'] for m in ms]):.2f} |")
+    wb = med([m.wall for m in got["wanbatch"]])
+    lines += ["", f"Targets: wanbatch ≤ 1.25× aiohttp → **{wb / ceiling:.2f}×** "
+              f"({'met' if wb <= 1.25 * ceiling else 'NOT met'}); wanbatch ≤ ⅓ of the SDK script → "
+              f"**{wb / sdk:.2f}×** ({'met' if wb <= sdk / 3 else 'NOT met'})."]
+    return "\n".join(lines)
+
+
+def inner(m: Measured) -> float:
+    """The contender's own clock: from its start of work (after imports) to the index written."""
+    return float(m.out.get("elapsed_seconds") or m.out.get("elapsed") or m.wall)
+
+
+def latency(quick: bool, rounds: int, log: list[Row]) -> str:
+    jobs, conc, lat = (256 if quick else 1000), 64, 1.0
+    ideal = -(-jobs // conc) * lat
+    with MockGateway(latency=lat, image_kb=100) as gw:
+        got = rounds_of(gw, "latency", rounds, log, CONTENDERS, jobs=jobs, concurrency=conc, size="1K")
+    ceiling = med([m.wall for m in got["aiohttp"]])
+    inner_ceiling = med([inner(m) for m in got["aiohttp"]])
+    lines = [f"### Latency {lat:g} s: {jobs} jobs, concurrency {conc}, ideal makespan {ideal:g} s "
+             f"(median of {rounds})", "",
+             "| contender | makespan s (process) | ÷ ideal | ÷ aiohttp | in-process s | ÷ aiohttp | CPU s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, ms in got.items():
+        wall, own = med([m.wall for m in ms]), med([inner(m) for m in ms])
+        lines.append(f"| {name} | {wall:.2f} | {wall / ideal:.3f} | {wall / ceiling:.3f} | {own:.2f} "
+                     f"| {own / inner_ceiling:.3f} | {med([m.cpu for m in ms]):.2f} |")
+    wb = med([m.wall for m in got["wanbatch"]])
+    lines += ["", f"Target: wanbatch makespan ≤ 1.05× aiohttp → **{wb / ceiling:.3f}×** "
+              f"({'met' if wb <= 1.05 * ceiling else 'NOT met'}). Process makespans include interpreter start-up "
+              "and imports; in-process times are each contender's own clock (wanbatch: `elapsed_seconds`)."]
+    return "\n".join(lines)
+
+
+def big(quick: bool, rounds: int, log: list[Row]) -> str:
+    counts, conc = ((32, 64) if quick else (50, 200)), 32  # both ≥ concurrency
+    with MockGateway(latency=0) as gw:  # default image size: ~25 MB at 4K
+        got = {n: rounds_of(gw, f"big{n}", rounds, log, ("wanbatch",), jobs=n, concurrency=conc, size="4K",
+                            model="wan2.7-image-pro")["wanbatch"] for n in counts}
+    lines = [f"### Big images: 4K PNGs, concurrency {conc}, wanbatch only (median of {rounds})", "",
+             "| jobs | wall s | MB/s | MB per image | peak RSS MB (incl. children) | CPU s |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    peaks = []
+    for n, ms in got.items():
+        wall = med([m.wall for m in ms])
+        mb = med([m.out["disk_bytes"] for m in ms]) / 1e6
+        peak = max(m.peak_rss_mb for m in ms)
+        peaks.append(peak)
+        lines.append(f"| {n} | {wall:.2f} | {mb / wall:.0f} | {mb / n:.1f} | {peak:.0f} | {med([m.cpu for m in ms]):.2f} |")
+    lines += ["", f"Target: peak RSS < 300 MB and independent of job count → max **{max(peaks):.0f} MB**, "
+              f"{counts[0]} vs {counts[1]} jobs differ by {abs(peaks[1] - peaks[0]):.0f} MB "
+              f"({'met' if max(peaks) < 300 and abs(peaks[1] - peaks[0]) < 50 else 'NOT met'})."]
+    return "\n".join(lines)
+
+
+def scale(quick: bool, rounds: int, log: list[Row]) -> str:
+    subjects, seeds = (100 if quick else 1000), 100
+    sizes = ["1K", "2K", "1280*720", "720*1280", "1024*768", "768*1024", "1920*1080", "1080*1920",
+             "1536*1536", "1200*900"]
+    jobs = subjects * seeds * len(sizes)
+    folder = WORK / f"scale{jobs}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "subjects.txt").write_text("".join(f"subject number {i}\n" for i in range(subjects)))
+    ds = folder / "ds"
+    spec = folder / "spec.yaml"
+    spec.write_text(
+        "name: scale\nmodel: wan2.7-image\nprompt: '{subject}, studio photo'\n"
+        "vars: {subject: {file: subjects.txt}}\n"
+        f"seeds: {{start: 0, count: {seeds}}}\nsizes: {json.dumps(sizes)}\noutput: ds\n")
+    lines = [f"### Scale: {jobs:,} jobs ({subjects} subjects from a file × {seeds} seeds × {len(sizes)} sizes)", ""]
+    built = "reused from an earlier run"
+    if not (ds / ".synthetic-complete").exists():
+        shutil.rmtree(ds, ignore_errors=True)
+        m = measure([PY, str(ROOT / "benchmarks" / "scale_data.py"), str(spec), str(ds)], timeout=900)
+        if m.returncode != 0:
+            raise SystemExit(f"scale_data failed: {m.stderr}")
+        built = (f"built in {m.wall:.1f} s: {m.out['rows']:,} rows in {m.out['parts']} parts "
+                 f"({m.out['rows_s']} s) and {m.out['files']:,} empty image files ({m.out['files_s']} s)")
+        log.append({"scenario": "scale-build", **asdict(m)})
+    empty = folder / "no-dataset-here"
+    shutil.rmtree(empty, ignore_errors=True)
+    steps: list[tuple[str, list[str], Callable[[dict[str, Any]], str]]] = [
+        ("plan --json, no dataset", [PY, "-m", "wanbatch", "plan", str(spec), "--json", "--output", str(empty)],
+         lambda o: f"{o.get('jobs', '?'):,} jobs"),
+        (f"plan --json over the {jobs:,}-row dataset (resume check)",
+         [PY, "-m", "wanbatch", "plan", str(spec), "--json", "--output", str(ds)],
+         lambda o: f"done {o.get('existing', {}).get('done', '?'):,}, todo {o.get('todo_jobs', '?')}"),
+        ("Dataset.open().done_image_ids() (+ failed_image_ids)",
+         [PY, str(ROOT / "benchmarks" / "scale_probe.py"), str(ds)],
+         lambda o: f"done {o.get('done', '?'):,} in {o.get('done_s')} s, failed_image_ids {o.get('failed_s')} s"),
+    ]
+    lines += [f"Synthetic dataset: {built}.", "",
+              "| step | wall s (process) | peak RSS MB | result |", "|---|---:|---:|---|"]
+    results: dict[str, float] = {}
+    for label, cmd, show in steps:
+        ms = []
+        for r in range(rounds):
+            m = measure(cmd, timeout=300)
+            if m.returncode != 0:
+                raise SystemExit(f"scale/{label}: exit {m.returncode}\n{m.stderr}")
+            ms.append(m)
+            log.append({"scenario": "scale", "step": label, "round": r, **asdict(m)})
+            print(f"  scale r{r} {label}: wall {m.wall:.2f} s rss {m.peak_rss_mb:.0f} MB", file=sys.stderr, flush=True)
+        wall, peak = med([m.wall for m in ms]), max(m.peak_rss_mb for m in ms)
+        results[label] = wall
+        lines.append(f"| {label} | {wall:.2f} | {peak:.0f} | {show(ms[-1].out)} |")
+        results[label + " rss"] = peak
+    plan_s = results[steps[0][0]]
+    probe_s = results[steps[2][0]]
+    within = all(results[s[0] + " rss"] < 1536 for s in steps)
+    lines += ["", f"Targets: plan {jobs:,} jobs < 10 s → **{plan_s:.1f} s**; resume check < 5 s → "
+              f"**{probe_s:.1f} s** (process incl. imports); each < 1.5 GB → "
+              f"{'met' if within else 'NOT met'}."]
+    return "\n".join(lines)
+
+
+SCENARIOS: dict[str, Callable[[bool, int, list[Row]], str]] = {
+    "zero": zero, "latency": latency, "big": big, "scale": scale}
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal"))) / 2**20
+    libs = ", ".join(f"{p} {metadata.version(p)}" for p in
+                     ("wanbatch", "httpx", "httpx-aiohttp", "aiohttp", "openai", "anyio", "pyarrow", "uvicorn"))
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    return (f"nproc {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} · {cpu} · "
+            f"{mem:.1f} GiB RAM · Python {platform.python_version()} · {libs} · load average at start "
+            f"{' '.join(load)} · pinning: {'mock on core 1, contenders on core 0 (taskset)' if HAS_TASKSET else 'none'}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smaller jobs, one round (about 2 minutes)")
+    p.add_argument("--only", choices=sorted(SCENARIOS), action="append", help="run only this scenario (repeatable)")
+    p.add_argument("--rounds", type=int, default=None, help="rounds per contender (default 3, --quick 1)")
+    args = p.parse_args()
+    rounds = args.rounds or (1 if args.quick else 3)
+    WORK.mkdir(parents=True, exist_ok=True)
+    log: list[Row] = []
+    report = [f"## Benchmark run {time.strftime('%Y-%m-%d %H:%M')} — `python benchmarks/run.py"
+              f"{' --quick' if args.quick else ''}{''.join(f' --only {o}' for o in args.only or [])}`", "",
+              machine(), ""]
+    started = time.perf_counter()
+    for name in args.only or list(SCENARIOS):
+        print(f"{name} …", file=sys.stderr, flush=True)
+        report += [SCENARIOS[name](args.quick, rounds, log), ""]
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    report.append(f"Total {time.perf_counter() - started:.0f} s; load average at the end {load}.")
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    (WORK / f"results-{stamp}.json").write_text(json.dumps(log, indent=1, default=str))
+    (WORK / f"report-{stamp}.md").write_text("\n".join(report) + "\n")
+    print("\n".join(report))
+
+
+if __name__ == "__main__":
+    main()
