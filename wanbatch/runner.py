@@ -287,12 +287,14 @@ class _Run:
                 except (RefusedError, TransientError, AmbiguousError) as exc:
                     if isinstance(exc, AmbiguousError):
                         self.stats.ambiguous += 1
+                        self.stats.billed_images += job.n
                     rows += self._failed(job, need, exc.kind, exc.message, started, attempts=exc.attempts)
                     return rows, job.job_id if self.provider.use_async else None
                 if generation is None:  # async task still running past the deadline: poll on resume
                     self.stats.pending_tasks += 1
                     return rows, None
                 self.adaptive.succeeded()
+                self.stats.billed_images += len(generation.images)
                 latency = int((time.monotonic() - started) * 1000)
                 rows += await self._store(job, need, generation, attempts, latency, task_id)
             finally:
@@ -311,7 +313,8 @@ class _Run:
         self.stats.submitted_images += job.n
         return True
 
-    def _on_retry(self, exc: GatewayError) -> None:
+    def _on_retry(self, exc: GatewayError, images: int = 0) -> None:
+        """Count a retry; ``images`` is what an ambiguous failure of this call may have billed."""
         self.stats.retries += 1
         if exc.kind == "rate_limited":
             self.stats.throttled += 1
@@ -319,6 +322,7 @@ class _Run:
             self.stats.concurrency = self.adaptive.current
         elif isinstance(exc, AmbiguousError):
             self.stats.ambiguous += 1
+            self.stats.billed_images += images
 
     async def _paced(self, call: Callable[[], Any]) -> Any:
         await self.pacer.wait()
@@ -330,7 +334,8 @@ class _Run:
         provider = self.provider
         if not provider.use_async:
             generation, attempts = await call_with_retries(
-                lambda: self._paced(lambda: provider.generate(job)), self.policy, on_retry=self._on_retry
+                lambda: self._paced(lambda: provider.generate(job)), self.policy,
+                on_retry=lambda exc: self._on_retry(exc, job.n),
             )
             return generation, attempts, None
         if pending is not None and pending[0] == provider.name:
@@ -342,7 +347,8 @@ class _Run:
                     raise
                 self.notes.append(f"task {pending[1]} of job {job.job_id} is unknown to the gateway: resubmitted")
         task_id, attempts = await call_with_retries(
-            lambda: self._paced(lambda: self._submit(job)), self.policy, on_retry=self._on_retry
+            lambda: self._paced(lambda: self._submit(job)), self.policy,
+            on_retry=lambda exc: self._on_retry(exc, job.n),
         )
         return await self._poll(task_id), attempts, task_id
 

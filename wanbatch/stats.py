@@ -21,7 +21,8 @@ class RunStats:
     done_images: int = 0
     failed_images: int = 0
     in_flight: int = 0
-    submitted_images: int = 0  # images asked of the gateway by this run (what can be billed)
+    submitted_images: int = 0  # images asked of the gateway by this run (what caps count against)
+    billed_images: int = 0  # images the gateway delivered, plus ambiguous outcomes (may be billed)
     retries: int = 0
     throttled: int = 0
     ambiguous: int = 0
@@ -55,10 +56,10 @@ class RunStats:
 
     @property
     def spent(self) -> float | None:
-        """Estimated spend of this run: images asked of the gateway × price."""
+        """Estimated spend of this run: images delivered or possibly billed × price."""
         if self.price_per_image is None:
             return None
-        return round(self.submitted_images * self.price_per_image, 6)
+        return round(self.billed_images * self.price_per_image, 6)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +74,7 @@ class RunStats:
             "done_images": self.done_images,
             "failed_images": self.failed_images,
             "submitted_images": self.submitted_images,
+            "billed_images": self.billed_images,
             "retries": self.retries,
             "throttled": self.throttled,
             "ambiguous": self.ambiguous,
