@@ -289,3 +289,18 @@ def test_an_object_without_a_row_is_adopted_not_requested(
     adopted = ok[f"{job.job_id}-0"]
     assert (adopted["width"], adopted["height"]) == (64, 48)
     assert adopted["sha256"] == hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+def test_status_of_a_remote_dataset(
+    bucket: str, staging: Callable[[str], Path], gateway: Callable[..., str], tmp_path: Path
+) -> None:
+    from wanbatch.dataset import status
+
+    base = gateway(latency=0.0, moderation_words=["bakery"])
+    uri = f"s3://{bucket}/ds"
+    spec = wanbatch.load_spec(write_spec(tmp_path, base, uri))
+    staging("status")
+    assert wanbatch.run(spec, RunOptions(env={KEY_ENV: KEY})).exit_code == 1
+    report = status(uri)
+    assert (report.images_ok, report.images_failed) == (IMAGES // 2, IMAGES // 2)
+    assert report.name == "s3-run" and len(report.runs) == 1 and report.parts == 1

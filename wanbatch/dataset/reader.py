@@ -82,6 +82,10 @@ def _remote(root: str | Path) -> bool:
 
 
 def _existing(root: str | Path) -> Layout:
+    if _remote(root):  # tools that read a folder (status) get a fresh local copy of index + manifest
+        from .remote import snapshot
+
+        return Layout(snapshot(str(root)))
     layout = Layout.of(root)
     if not layout.root.is_dir():
         raise DatasetError(f"{layout.root}: no such dataset folder")

@@ -502,3 +502,28 @@ def _existing(uri: str) -> RemoteRoot:
     if all(i.type == pafs.FileType.NotFound for i in info):
         raise DatasetError(f"{remote.uri}: not a wanbatch dataset (no {MANIFEST} or index/)")
     return remote
+
+
+def snapshot(uri: str) -> Path:
+    """A local read-only copy of the bucket's index parts and manifest, refreshed on each call, for
+    tools that read a dataset folder (``status``). Images are not copied."""
+    remote = _existing(uri)
+    stage = staging_dir(uri)
+    folder = stage.with_name(f"{stage.name}-snapshot")
+    layout = Layout(folder)
+    with disk_errors(f"create the snapshot folder {folder}"):
+        layout.index.mkdir(parents=True, exist_ok=True)
+    wanted = {p.rsplit("/", 1)[1] for p in remote.parts()}
+    for part in layout.parts():
+        if part.name not in wanted:
+            part.unlink(missing_ok=True)
+    for name in sorted(wanted - {p.name for p in layout.parts()}):
+        try:
+            remote.download(f"index/{name}", layout.index / name)
+        except FileNotFoundError:
+            continue  # compacted away since the listing; its rows are in the new part
+    try:
+        remote.download(MANIFEST, layout.manifest)
+    except FileNotFoundError:
+        layout.manifest.unlink(missing_ok=True)
+    return folder
