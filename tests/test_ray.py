@@ -1,0 +1,203 @@
+"""Scale-out: shards as Ray tasks on a local cluster, writing one dataset folder, against a loopback
+mock gateway that runs in this process (so billing is counted across every worker)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import wanbatch
+from wanbatch.mock import MockConfig, billing_key, run_in_thread
+
+from conftest import cli_env
+
+os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+ray = pytest.importorskip("ray")
+
+from wanbatch.distribute import run_on_ray  # noqa: E402
+from wanbatch.distribute.cli import ray_run  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+KEY_ENV = "WANBATCH_RAY_TEST_KEY"
+KEY = "sk-ray-5c1e9a7d3b2f40861"
+
+SPEC_30 = """
+    name: ray-e2e
+    provider: {{base_url: '{base}/v1', api_key_env: {key_env}, dialect: flat}}
+    prompt: "{{subject}}, {{style}}"
+    vars:
+      subject: [a flower shop, a bakery at dawn, a lighthouse]
+      style: [watercolor, photorealistic]
+    seeds: {{start: 0, count: 5}}
+    sizes: [1K]
+    limits: {{concurrency: 4, retries: 3}}
+    output: {output}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[None]:
+    """One local Ray cluster for the module (starting one costs seconds). The key is NOT in this
+    process's environment when it starts, so workers can only get it through runtime_env."""
+    assert KEY_ENV not in os.environ
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[str]:
+    with run_in_thread(MockConfig(api_key=KEY, latency=0.005, image_kb=2)) as base:
+        yield base
+
+
+def mock_stats(base: str) -> dict[str, Any]:
+    return httpx.get(f"{base}/_mock/stats").json()
+
+
+def expected_plan(spec_path: Path) -> tuple[set[str], dict[str, int]]:
+    """Image ids and billing keys of the whole plan (n=1: one image per job)."""
+    jobs = list(wanbatch.plan(wanbatch.load_spec(spec_path)).jobs())
+    ids = {f"{job.job_id}-{k}" for job in jobs for k in range(job.n)}
+    return ids, {billing_key(j.model, j.prompt, j.size, j.seed, j.n): j.n for j in jobs}
+
+
+def index_rows(root: Path) -> list[dict[str, Any]]:
+    return pq.read_table(root / "index").to_pylist()
+
+
+def key_in_files(root: Path) -> list[Path]:
+    needle = KEY.encode()
+    return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def test_three_shards_fill_one_dataset_exactly_once_and_a_rerun_bills_nothing(
+    cluster: None, gateway: str, write_spec: Callable[..., Path], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = tmp_path / "ds"
+    spec = write_spec(SPEC_30.format(base=gateway, key_env=KEY_ENV, output=out))
+    ids, billing = expected_plan(spec)
+    assert len(ids) == 30
+    billed_before = mock_stats(gateway)["billed"]
+
+    report = run_on_ray(str(spec), 3, num_cpus_per_shard=0.5,
+                        runtime_env={"env_vars": {KEY_ENV: KEY}})
+
+    assert report.exit_code == 0, report.to_dict()
+    assert [s.shard for s in report.shards] == [0, 1, 2]
+    assert all(s.exit_code == 0 and s.error is None for s in report.shards)
+    planned = [s.summary["planned_jobs"] for s in report.shards if s.summary]
+    assert sum(planned) == 30 and all(p > 0 for p in planned)  # a partition, every shard has work
+    assert {tuple(s.summary["shard"]) for s in report.shards if s.summary} == {(0, 3), (1, 3), (2, 3)}
+    t = report.totals
+    assert (t["planned_images"], t["done_images"], t["failed_images"], t["submitted_images"]) == (30, 30, 0, 30)
+    assert t["done_images"] == sum(s.summary["done_images"] for s in report.shards if s.summary)
+    assert t["shards_failed"] == 0 and t["cost"] is None
+    assert report.output == str(out.resolve())
+
+    rows = index_rows(out)
+    assert len(rows) == 30 and {r["image_id"] for r in rows} == ids  # union = plan, no duplicates
+    assert {r["status"] for r in rows} == {"ok"}
+    assert all((out / r["path"]).is_file() for r in rows)
+    assert report.compaction is not None and report.compaction["rows_after"] == 30
+    assert len(list((out / "index").glob("*.parquet"))) == report.compaction["parts_after"] == 1
+
+    stats = mock_stats(gateway)
+    assert stats["billed"] - billed_before == 30
+    assert {k: stats["billed_by_key"][k] for k in billing} == billing  # every job billed once
+
+    # The rerun, through the CLI this time: the key reaches the workers from this environment.
+    monkeypatch.setenv(KEY_ENV, KEY)
+    result = CliRunner().invoke(ray_run, [str(spec), "--shards", "3", "--cpus-per-shard", "0.5", "--json"])
+    assert result.exit_code == 0, result.output
+    again = json.loads(result.stdout)
+    assert again["exit_code"] == 0
+    assert again["totals"]["submitted_images"] == 0 and again["totals"]["skipped_images"] == 30
+    assert mock_stats(gateway)["billed"] - billed_before == 30
+    assert len(index_rows(out)) == 30
+
+    # The key is nowhere: not in either report, not in any file of the dataset.
+    assert KEY not in json.dumps(report.to_dict(), default=str) and KEY not in result.output
+    assert key_in_files(out) == []
+
+
+def test_without_the_key_on_the_workers_every_shard_stops_cleanly(
+    cluster: None, gateway: str, write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "nokey"
+    spec = write_spec(SPEC_30.format(base=gateway, key_env=KEY_ENV, output=out))
+    billed = mock_stats(gateway)["billed"]
+    report = run_on_ray(str(spec), 2, num_cpus_per_shard=0.5)
+    assert report.exit_code == 3
+    assert all(s.exit_code == 3 and s.error and KEY_ENV in s.error for s in report.shards)
+    assert report.totals["done_images"] == 0 and mock_stats(gateway)["billed"] == billed
+
+
+def test_shards_by_hand_through_the_cli_equal_one_full_run(
+    gateway: str, write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    env = cli_env(**{KEY_ENV: KEY})
+    full, split = tmp_path / "full", tmp_path / "split"
+
+    def run(output: Path, *extra: str) -> dict[str, Any]:
+        spec = write_spec(SPEC_30.format(base=gateway, key_env=KEY_ENV, output=output), name=f"{output.name}.yaml")
+        done = subprocess.run([sys.executable, "-m", "wanbatch", "run", str(spec), "--json", *extra],
+                              capture_output=True, text=True, env=env, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    whole = run(full)
+    first, second = run(split, "--shard", "0/2"), run(split, "--shard", "1/2")
+    assert first["planned_jobs"] + second["planned_jobs"] == whole["planned_jobs"] == 30
+    assert first["planned_jobs"] > 0 and second["planned_jobs"] > 0
+    assert second["skipped_images"] == 0  # the second shard found nothing of its own already done
+    ids_full = sorted(r["image_id"] for r in index_rows(full))
+    ids_split = sorted(r["image_id"] for r in index_rows(split))
+    assert ids_split == ids_full and len(set(ids_split)) == 30
+
+
+def _cli_in_subprocess(args: list[str], prelude: str = "") -> subprocess.CompletedProcess[str]:
+    code = f"{prelude}\nfrom wanbatch.distribute.cli import ray_run\nray_run(prog_name='wanbatch ray-run')"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env=cli_env(), timeout=60)
+
+
+def test_unreachable_address_is_a_clean_bad_input(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    spec = write_spec(SPEC_30.format(base="http://127.0.0.1:9", key_env=KEY_ENV, output=tmp_path / "x"))
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = _cli_in_subprocess([str(spec), "--shards", "2", "--address", f"127.0.0.1:{port}"])
+    assert done.returncode == 2, done.stderr
+    assert f"cannot reach a Ray cluster at 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+    bad = _cli_in_subprocess([str(spec), "--shards", "2", "--address", "127.0.0.1:http"])
+    assert bad.returncode == 2 and "port is not a number" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_missing_ray_says_how_to_install_it(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    spec = write_spec(SPEC_30.format(base="http://127.0.0.1:9", key_env=KEY_ENV, output=tmp_path / "x"))
+    done = _cli_in_subprocess([str(spec), "--shards", "2"], prelude="import sys; sys.modules['ray'] = None")
+    assert done.returncode == 2
+    assert "pip install 'wanbatch[ray]'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bad_spec_and_bad_shards_fail_before_any_cluster(write_spec: Callable[..., Path]) -> None:
+    spec = write_spec("prompt: 'a {thing}'\nsizes: [9K]\n")
+    done = _cli_in_subprocess([str(spec), "--shards", "2"])
+    assert done.returncode == 2 and "9K" in done.stderr and "Traceback" not in done.stderr
+    zero = _cli_in_subprocess([str(spec), "--shards", "0"])
+    assert zero.returncode == 2 and "--shards" in zero.stderr
