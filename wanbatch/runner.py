@@ -201,15 +201,14 @@ class _Run:
     async def _watch_signals(self, outer: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
-                if not self.stopping.is_set():
+                if not self.stopping.is_set():  # the first signal: in-flight work gets a grace period
                     self.stop("interrupted")
                     self.notes.append("interrupted: finishing in-flight requests (signal again to stop now)")
                     with anyio.move_on_after(self.options.grace_period):
-                        await anyio.sleep_forever()
-                    self.workers_scope.cancel()
-                else:
-                    self.workers_scope.cancel()
-                    return
+                        async for _ in signals:  # ... which a second signal cuts short
+                            break
+                break
+        self.workers_scope.cancel()
 
     # ----------------------------------------------------------------------------------- stages
 
