@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pyarrow.parquet as pq
 import pytest
 
 import wanbatch
@@ -121,7 +120,7 @@ def assert_consistent(root: Path) -> dict[str, dict[str, Any]]:
     journals = list((root / "journal").iterdir()) if (root / "journal").exists() else []
     assert journals == [], f"journals left after a clean finish: {[j.name for j in journals]}"
     compact(root)
-    raw = pq.read_table(root / "index").column("image_id").to_pylist()
+    raw = read_index(root, ["image_id"], dedupe=False).column("image_id").to_pylist()
     assert len(raw) == len(set(raw)) == len(rows), "raw parts hold duplicates after compaction"
     return ok
 
