@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
 import wanbatch
 from wanbatch.mock import MockConfig, billing_key, run_in_thread
@@ -26,7 +25,6 @@ os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 ray = pytest.importorskip("ray")
 
 from wanbatch.distribute import run_on_ray  # noqa: E402
-from wanbatch.distribute.cli import ray_run  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -84,8 +82,7 @@ def key_in_files(root: Path) -> list[Path]:
 
 
 def test_three_shards_fill_one_dataset_exactly_once_and_a_rerun_bills_nothing(
-    cluster: None, gateway: str, write_spec: Callable[..., Path], tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    cluster: None, gateway: str, write_spec: Callable[..., Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "ds"
     spec = write_spec(SPEC_30.format(base=gateway, key_env=KEY_ENV, output=out))
@@ -115,16 +112,20 @@ def test_three_shards_fill_one_dataset_exactly_once_and_a_rerun_bills_nothing(
     assert all((out / r["path"]).is_file() for r in rows)
     assert report.compaction is not None and report.compaction["rows_after"] == 30
     assert len(list((out / "index").glob("*.parquet"))) == report.compaction["parts_after"] == 1
+    runs = {s.summary["run_id"] for s in report.shards if s.summary}
+    assert {p.stem for p in (out / "runs").glob("*.json")} == runs  # each shard recorded its run
+    manifest = json.loads((out / "wanbatch.json").read_text())
+    assert {r["run_id"] for r in manifest["runs"]} == runs  # concurrent manifest updates all kept
 
     stats = mock_stats(gateway)
     assert stats["billed"] - billed_before == 30
     by_key = {k: stats["billed_by_key"].get(k, 0) - before["billed_by_key"].get(k, 0) for k in billing}
     assert by_key == billing  # every job billed exactly once
 
-    # The rerun, through the CLI this time: the key reaches the workers from this environment.
-    monkeypatch.setenv(KEY_ENV, KEY)
-    result = CliRunner().invoke(ray_run, [str(spec), "--shards", "3", "--cpus-per-shard", "0.5", "--json"])
-    assert result.exit_code == 0, result.output
+    # The rerun, through the CLI in another process: it starts (and stops) its own local Ray instance.
+    result = _cli_in_subprocess([str(spec), "--shards", "3", "--cpus-per-shard", "0.5", "--json"],
+                                env={KEY_ENV: KEY}, timeout=90)
+    assert result.returncode == 0, result.stderr
     again = json.loads(result.stdout)
     assert again["exit_code"] == 0
     assert again["totals"]["submitted_images"] == 0 and again["totals"]["skipped_images"] == 30
@@ -132,7 +133,7 @@ def test_three_shards_fill_one_dataset_exactly_once_and_a_rerun_bills_nothing(
     assert len(index_rows(out)) == 30
 
     # The key is nowhere: not in either report, not in any file of the dataset.
-    assert KEY not in json.dumps(report.to_dict(), default=str) and KEY not in result.output
+    assert KEY not in json.dumps(report.to_dict(), default=str) and KEY not in result.stdout + result.stderr
     assert key_in_files(out) == []
 
 
@@ -191,10 +192,12 @@ def test_shards_by_hand_through_the_cli_equal_one_full_run(
     assert ids_split == ids_full and len(set(ids_split)) == 30
 
 
-def _cli_in_subprocess(args: list[str], prelude: str = "") -> subprocess.CompletedProcess[str]:
+def _cli_in_subprocess(args: list[str], prelude: str = "", env: dict[str, str] | None = None,
+                       timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`wanbatch ray-run ARGS` in a fresh process (the lead registers the command in wanbatch.cli)."""
     code = f"{prelude}\nfrom wanbatch.distribute.cli import ray_run\nray_run(prog_name='wanbatch ray-run')"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env=cli_env(), timeout=60)
+                          env=cli_env(RAY_DISABLE_USAGE_STATS="1", **(env or {})), timeout=timeout)
 
 
 def test_unreachable_address_is_a_clean_bad_input(write_spec: Callable[..., Path], tmp_path: Path) -> None:
