@@ -127,7 +127,7 @@ def validate(specs: tuple[str, ...], as_json: bool) -> None:
 @main.command("plan")
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @shard_option
-@click.option("--output", help="Dataset folder (default: the spec's `output`).")
+@click.option("--output", help="Dataset folder or s3:// URI (default: the spec's `output`).")
 @click.option("--samples", default=5, show_default=True, help="How many rendered prompts to show.")
 @json_option
 def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int, as_json: bool) -> None:
@@ -170,7 +170,7 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
 @main.command()
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @shard_option
-@click.option("--output", help="Dataset folder (default: the spec's `output`).")
+@click.option("--output", help="Dataset folder or s3:// URI (default: the spec's `output`).")
 @click.option("--retry-failed", is_flag=True, help="Also request jobs that were refused in earlier runs.")
 @click.option("--grace", default=30.0, show_default=True, help="Seconds in-flight work may take after Ctrl-C.")
 @click.option("--progress/--no-progress", default=None, help="Live display (default: when on a terminal).")
@@ -217,7 +217,7 @@ def run(spec_path: str, shard: str | None, output: str | None, retry_failed: boo
 
 
 @main.command()
-@click.argument("dataset", type=click.Path(file_okay=False))
+@click.argument("dataset")
 @json_option
 def status(dataset: str, as_json: bool) -> None:
     """Counts by status and error kind, pending async tasks, runs."""
@@ -248,15 +248,16 @@ def status(dataset: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("dataset", type=click.Path(file_okay=False))
+@click.argument("dataset")
 @json_option
 def compact(dataset: str, as_json: bool) -> None:
     """Merge the index parts into few large ones (one row per image)."""
-    from .dataset import compact as compact_dataset
+    from .dataset import Dataset
 
     with user_errors(as_json):
         _require_dataset(dataset)
-        report = compact_dataset(dataset)
+        with Dataset.open(dataset, create=False) as opened:  # also an s3:// dataset, through its staging
+            report = opened.compact()
     data = report.to_dict() if hasattr(report, "to_dict") else vars(report)
     if as_json:
         print(json.dumps(data, indent=2, default=str))
@@ -309,6 +310,10 @@ def export(dataset: str, fmt: str, to: str, include_failed: bool, shard_rows: in
 
 
 def _require_dataset(path: str) -> None:
+    from .dataset.remote import is_remote
+
+    if is_remote(path):
+        return  # checked by the dataset layer when it reaches the bucket
     root = Path(path)
     if not (root / "wanbatch.json").exists() and not (root / "index").is_dir():
         raise DatasetError(f"{path}: not a wanbatch dataset (no wanbatch.json or index/ inside)")

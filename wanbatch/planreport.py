@@ -37,12 +37,16 @@ def plan_report(
         "todo_images": the_plan.image_count,
         "todo_cost": the_plan.estimated_cost,
     }
-    if not (root / "index").is_dir():
-        return report
     from .dataset import Dataset
+    from .dataset.remote import is_remote
 
-    dataset = Dataset.open(root, create=False)
-    done, failed = dataset.done_image_ids(), dataset.failed_image_ids()
+    target = output or spec.output
+    if is_remote(target):
+        report["output"] = target
+    elif not (root / "index").is_dir():
+        return report
+    with Dataset.open(target if is_remote(target) else root, create=False) as dataset:
+        done, failed = dataset.done_image_ids(), dataset.failed_image_ids()
     todo_jobs = todo_images = n_done = n_refused = 0
     for job in the_plan.jobs():
         slots = triage(job, done, failed, retry_failed=retry_failed)
