@@ -243,7 +243,12 @@ def _gather(ray: Any, refs: dict[Any, int]) -> list[ShardOutcome]:
     outcomes: dict[int, ShardOutcome] = {}
     waiting = list(refs)
     while waiting:
-        ready, waiting = ray.wait(waiting, num_returns=1)
+        try:
+            ready, waiting = ray.wait(waiting, num_returns=1)
+        except KeyboardInterrupt:
+            for ref in waiting:  # the shards stop; what they journaled is resumed by the next run
+                ray.cancel(ref)
+            raise
         ref = ready[0]
         shard = refs[ref]
         try:
