@@ -28,7 +28,10 @@ err = Console(stderr=True, highlight=False)
 class LazyGroup(click.Group):
     """Commands are imported when used, so `wanbatch --help` and `plan` start fast."""
 
-    lazy: dict[str, str] = {"mock-server": "wanbatch.mock.cli:mock_server"}
+    lazy: dict[str, str] = {
+        "mock-server": "wanbatch.mock.cli:mock_server",
+        "ray-run": "wanbatch.distribute.cli:ray_run",
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
