@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 KEY_ENV = "BENCH_KEY"
 KEY = "sk-bench-not-a-real-key-0000"
+WORK = ROOT / "benchmarks" / "_work"
 HAS_TASKSET = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
 
 
@@ -34,9 +35,11 @@ def pinned(core: int, cmd: list[str]) -> list[str]:
     return ["taskset", "-c", str(core), *cmd] if HAS_TASKSET else cmd
 
 
-def env() -> dict[str, str]:
+def env(first_on_path: str | None = None) -> dict[str, str]:
+    """The children's environment; ``first_on_path`` shadows the installed wanbatch (e.g. an old copy)."""
     e = dict(os.environ)
-    e.update({KEY_ENV: KEY, "NO_COLOR": "1", "PYTHONPATH": str(ROOT / "benchmarks")})
+    path = [p for p in (first_on_path, str(ROOT / "benchmarks")) if p]
+    e.update({KEY_ENV: KEY, "NO_COLOR": "1", "PYTHONPATH": os.pathsep.join(path)})
     return e
 
 
@@ -50,12 +53,12 @@ class Measured:
     stderr: str
 
 
-def measure(cmd: list[str], *, core: int = 0, timeout: float = 600) -> Measured:
+def measure(cmd: list[str], *, core: int = 0, timeout: float = 600, first_on_path: str | None = None) -> Measured:
     """Run ``cmd`` pinned to ``core``; wall time, CPU seconds, peak RSS (incl. children), its JSON stdout."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    proc = subprocess.Popen(pinned(core, cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(),
-                            cwd=ROOT, text=True)
+    proc = subprocess.Popen(pinned(core, cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env(first_on_path), cwd=WORK, text=True)  # not ROOT: `-m` puts cwd first
     peak = [0]
     stop = threading.Event()
 

@@ -26,9 +26,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import HAS_TASKSET, KEY_ENV, PY, ROOT, Measured, MockGateway, measure  # noqa: E402
+from harness import HAS_TASKSET, KEY_ENV, PY, ROOT, WORK, Measured, MockGateway, measure  # noqa: E402
 
-WORK = ROOT / "benchmarks" / "_work"
+BEFORE: str | None = None  # --before DIR: a folder holding an older ``wanbatch`` package to compare
 CONTENDERS = ("wanbatch", "aiohttp", "httpx", "openai-sdk")
 SCRIPTS = {"aiohttp": "bare_aiohttp.py", "httpx": "bare_httpx.py", "openai-sdk": "openai_sdk.py"}
 Row = dict[str, Any]
@@ -49,7 +49,7 @@ def spec_text(base: str, *, jobs: int, concurrency: int, size: str, model: str, 
 
 def contender_cmd(name: str, base: str, *, jobs: int, concurrency: int, size: str, model: str,
                   out: Path) -> list[str]:
-    if name == "wanbatch":
+    if name.startswith("wanbatch"):
         spec = out.with_suffix(".yaml")
         spec.write_text(spec_text(base, jobs=jobs, concurrency=concurrency, size=size, model=model, out=out))
         return [PY, "-m", "wanbatch", "run", str(spec), "--no-progress", "--json"]
@@ -65,7 +65,7 @@ def one_round(gw: MockGateway, name: str, tag: str, *, jobs: int, concurrency: i
     out.parent.mkdir(parents=True, exist_ok=True)
     gw.reset()
     m = measure(contender_cmd(name, gw.base, jobs=jobs, concurrency=concurrency, size=size, model=model,
-                              out=out))
+                              out=out), first_on_path=BEFORE if name == "wanbatch-before" else None)
     done = m.out.get("done_images")
     billed = gw.billed()
     m.out["disk_bytes"] = sum(f.stat().st_size for f in (out / "images").rglob("*") if f.is_file())
@@ -98,10 +98,14 @@ def rounds_of(gw: MockGateway, tag: str, rounds: int, log: list[Row], contenders
 # ----------------------------------------------------------------------------------- scenarios
 
 
+def with_before(contenders: tuple[str, ...]) -> tuple[str, ...]:
+    return (*contenders, "wanbatch-before") if BEFORE else contenders
+
+
 def zero(quick: bool, rounds: int, log: list[Row]) -> str:
     jobs, conc = (500 if quick else 2000), 64
     with MockGateway(latency=0, image_kb=100) as gw:
-        got = rounds_of(gw, "zero", rounds, log, CONTENDERS, jobs=jobs, concurrency=conc, size="1K")
+        got = rounds_of(gw, "zero", rounds, log, with_before(CONTENDERS), jobs=jobs, concurrency=conc, size="1K")
     ceiling = med([m.wall for m in got["aiohttp"]])
     sdk = med([m.wall for m in got["openai-sdk"]])
     lines = [f"### Zero latency: {jobs} jobs, concurrency {conc}, ~100 KB PNGs (median of {rounds})", "",
@@ -149,18 +153,19 @@ def latency(quick: bool, rounds: int, log: list[Row]) -> str:
 def big(quick: bool, rounds: int, log: list[Row]) -> str:
     counts, conc = ((32, 64) if quick else (50, 200)), 32  # both ≥ concurrency
     with MockGateway(latency=0) as gw:  # default image size: ~25 MB at 4K
-        got = {n: rounds_of(gw, f"big{n}", rounds, log, ("wanbatch",), jobs=n, concurrency=conc, size="4K",
-                            model="wan2.7-image-pro")["wanbatch"] for n in counts}
+        got = {n: rounds_of(gw, f"big{n}", rounds, log, with_before(("wanbatch",)), jobs=n, concurrency=conc,
+                            size="4K", model="wan2.7-image-pro") for n in counts}
     lines = [f"### Big images: 4K PNGs, concurrency {conc}, wanbatch only (median of {rounds})", "",
-             "| jobs | wall s | MB/s | MB per image | peak RSS MB (incl. children) | CPU s |",
-             "|---:|---:|---:|---:|---:|---:|"]
+             "| contender | jobs | wall s | MB/s | MB per image | peak RSS MB (incl. children) | CPU s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     peaks = []
-    for n, ms in got.items():
+    for (n, name), ms in ((k, v) for n, by in got.items() for k, v in (((n, c), ms) for c, ms in by.items())):
         wall = med([m.wall for m in ms])
         mb = med([m.out["disk_bytes"] for m in ms]) / 1e6
         peak = max(m.peak_rss_mb for m in ms)
-        peaks.append(peak)
-        lines.append(f"| {n} | {wall:.2f} | {mb / wall:.0f} | {mb / n:.1f} | {peak:.0f} | {med([m.cpu for m in ms]):.2f} |")
+        if name == "wanbatch":
+            peaks.append(peak)
+        lines.append(f"| {name} | {n} | {wall:.2f} | {mb / wall:.0f} | {mb / n:.1f} | {peak:.0f} | {med([m.cpu for m in ms]):.2f} |")
     lines += ["", f"Target: peak RSS < 300 MB and independent of job count → max **{max(peaks):.0f} MB**, "
               f"{counts[0]} vs {counts[1]} jobs differ by {abs(peaks[1] - peaks[0]):.0f} MB "
               f"({'met' if max(peaks) < 300 and abs(peaks[1] - peaks[0]) < 50 else 'NOT met'})."]
@@ -250,7 +255,11 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="smaller jobs, one round (about 2 minutes)")
     p.add_argument("--only", choices=sorted(SCENARIOS), action="append", help="run only this scenario (repeatable)")
     p.add_argument("--rounds", type=int, default=None, help="rounds per contender (default 3, --quick 1)")
+    p.add_argument("--before", metavar="DIR", help="also run the wanbatch package found in DIR (e.g. an older "
+                   "commit's tree) as contender 'wanbatch-before' in zero and big")
     args = p.parse_args()
+    global BEFORE
+    BEFORE = str(Path(args.before).resolve()) if args.before else None
     rounds = args.rounds or (1 if args.quick else 3)
     WORK.mkdir(parents=True, exist_ok=True)
     log: list[Row] = []
