@@ -9,10 +9,32 @@ Routes, billing and the mock-only ``/_mock/stats`` and ``/_mock/reset`` are desc
 :mod:`wanbatch.mock.app`; images in :mod:`wanbatch.mock.images`.
 """
 
-from wanbatch.mock.app import create_app
+from typing import TYPE_CHECKING, Any
+
 from wanbatch.mock.config import FAULTS, Latency, MockConfig
-from wanbatch.mock.dialects import PARAMETERS_SIZES, billing_key
-from wanbatch.mock.server import run_in_thread, serve
+
+if TYPE_CHECKING:
+    from wanbatch.mock.app import create_app
+    from wanbatch.mock.dialects import PARAMETERS_SIZES, billing_key
+    from wanbatch.mock.server import run_in_thread, serve
+
+# The app and server pull in Starlette and uvicorn: import them only when used, so validating a
+# spec (which checks fault names against FAULTS) stays fast.
+_LAZY = {
+    "create_app": "app",
+    "PARAMETERS_SIZES": "dialects",
+    "billing_key": "dialects",
+    "run_in_thread": "server",
+    "serve": "server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"wanbatch.mock.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'wanbatch.mock' has no attribute {name!r}")
 
 __all__ = [
     "FAULTS",
