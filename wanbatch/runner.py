@@ -39,7 +39,7 @@ from .errors import (
     TransientError,
     WanbatchError,
 )
-from .fetch import ext_for, fetch_image, verify_image
+from .fetch import ext_for, fetch_verified, verify_image
 from .limits import AdaptiveConcurrency, RatePacer
 from .plan import Plan, plan as make_plan
 from .providers.base import Provider
@@ -407,11 +407,10 @@ class _Run:
     async def _download(self, job: Job, slot: int, image: DeliveredImage) -> StoredImage:
         tmp = self.dataset.tmp_path(".part")
         try:
-            (nbytes, sha), _ = await call_with_retries(
-                lambda: fetch_image(self.client, image, tmp, timeout=self.limits.download_timeout),
+            (nbytes, sha, (fmt, width, height)), _ = await call_with_retries(
+                lambda: fetch_verified(self.client, image, tmp, timeout=self.limits.download_timeout),
                 self.download_policy, on_retry=self._on_retry,
             )
-            fmt, width, height = await anyio.to_thread.run_sync(verify_image, tmp)
             rel = self.dataset.place(tmp, f"{job.job_id}-{slot}", ext_for(fmt))
         finally:
             if tmp.exists():
