@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -13,29 +11,12 @@ import httpx
 import pytest
 from PIL import Image
 
-from wanbatch.mock import MockConfig, create_app
 from wanbatch.mock.dialects import RESPONSE_FORMAT_MESSAGE
+
+from mock_client import AUTH, DS_ASYNC, DS_SYNC, FLAT, PARAMS, gateway
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
-AUTH = {"Authorization": "Bearer test-key"}
-FLAT = "/v1/images/generations"
-PARAMS = "/parameters/v1/images/generations"
-DS_SYNC = "/api/v1/services/aigc/multimodal-generation/generation"
-DS_ASYNC = "/api/v1/services/aigc/image-generation/generation"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@asynccontextmanager
-async def gateway(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    config = MockConfig(**{"scale": 1 / 64, **overrides})
-    transport = httpx.ASGITransport(app=create_app(config))
-    async with httpx.AsyncClient(transport=transport, base_url="http://mock.test") as client:
-        yield client
 
 
 def flat_body(**extra: Any) -> dict[str, Any]:

@@ -3,36 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import httpx
 import pytest
 
-from wanbatch.mock import MockConfig, billing_key, create_app
+from wanbatch.mock import billing_key
+
+from mock_client import AUTH, DS_ASYNC, DS_SYNC, FLAT, PARAMS, gateway
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
-AUTH = {"Authorization": "Bearer test-key"}
-FLAT = "/v1/images/generations"
-PARAMS = "/parameters/v1/images/generations"
-DS_SYNC = "/api/v1/services/aigc/multimodal-generation/generation"
-DS_ASYNC = "/api/v1/services/aigc/image-generation/generation"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@asynccontextmanager
-async def gateway(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    config = MockConfig(**{"scale": 1 / 64, **overrides})
-    transport = httpx.ASGITransport(app=create_app(config))
-    async with httpx.AsyncClient(transport=transport, base_url="http://mock.test") as client:
-        yield client
 
 
 def flat_body(prompt: str = "a flower shop", n: int = 1) -> dict[str, Any]:

@@ -4,33 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
 
-from wanbatch.mock import MockConfig, create_app
 from wanbatch.mock.images import ImageRef, PngRenderer, image_digest
+
+from mock_client import AUTH, FLAT
+from mock_client import gateway as mock_gateway
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
-AUTH = {"Authorization": "Bearer test-key"}
-FLAT = "/v1/images/generations"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@asynccontextmanager
-async def gateway(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(MockConfig(**overrides)))
-    async with httpx.AsyncClient(transport=transport, base_url="http://mock.test") as client:
-        yield client
+def gateway(**overrides: Any) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    return mock_gateway(**{"scale": 1.0, **overrides})  # these tests check real pixel sizes
 
 
 async def image_bytes(client: httpx.AsyncClient, **body: Any) -> list[bytes]:
