@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -67,20 +67,33 @@ def temp_name(target: Path, tag: str) -> Path:
 
 def atomic_write(target: Path, data: bytes, *, tag: str = "w") -> None:
     """Write ``data`` to ``target`` so that a reader (or a crash) sees the old file or the new one."""
-    tmp = temp_name(target, tag)
+
+    def write(tmp: Path) -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+
     with disk_errors(f"write {target.name}"):
         target.parent.mkdir(parents=True, exist_ok=True)
+        commit_via(temp_name(target, tag), target, write)
+
+
+def commit_via(tmp: Path, target: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)``, then fsync it, rename it over ``target`` and fsync the folder; a failure at any
+    step removes ``tmp`` and leaves ``target`` as it was."""
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_dir(target.parent)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)

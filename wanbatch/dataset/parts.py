@@ -9,7 +9,6 @@ are already indexed, whatever crash happened between the rename and the deletion
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import DatasetError
-from .fsutil import disk_errors, fsync_dir
+from .fsutil import commit_via, disk_errors
 from .layout import Layout
 from .schema import INDEX_SCHEMA
 
@@ -51,18 +50,8 @@ def write_part(layout: Layout, table: pa.Table, covers: dict[str, int], name: st
     table = table.replace_schema_metadata(meta)
     with disk_errors("write an index part"):
         layout.index.mkdir(parents=True, exist_ok=True)
-        try:
-            pq.write_table(table, tmp, compression="zstd", row_group_size=128 * 1024)
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_dir(layout.index)
+        commit_via(tmp, target,
+                   lambda path: pq.write_table(table, path, compression="zstd", row_group_size=128 * 1024))
     return target
 
 
