@@ -386,20 +386,20 @@ class _Run:
             delivered.setdefault(image.index if image.index is not None else position, image)
         rows: list[dict[str, Any]] = []
         for k in need:
-            image = delivered.get(k)
-            if image is None:
+            slot_image = delivered.get(k)
+            if slot_image is None:
                 rows += self._failed(job, [k], "missing_image",
                                      f"the gateway delivered {len(generation.images)} of {job.n} images",
                                      None, attempts=attempts, task_id=task_id)
                 continue
             try:
-                stored = await self._download(job, k, image)
+                stored = await self._download(job, k, slot_image)
             except (RefusedError, TransientError) as exc:
                 rows += self._failed(job, [k], exc.kind, exc.message, None, attempts=attempts,
                                      task_id=task_id)
                 continue
             rows.append(ok_row(job, k, stored, provider=self.provider.name, run_id=self.run_id,
-                               revised_prompt=image.revised_prompt or "", task_id=task_id,
+                               revised_prompt=slot_image.revised_prompt or "", task_id=task_id,
                                attempts=max(attempts, 1), latency_ms=latency))
             self.stats.done_images += 1
         return rows

@@ -39,8 +39,9 @@ def base_url(sock: socket.socket) -> str:
 
 def _server(config: MockConfig, graceful: float | None) -> uvicorn.Server:
     app = create_app(config)
+    seconds = None if graceful is None else max(1, round(graceful))  # uvicorn takes whole seconds
     uv_config = uvicorn.Config(
-        app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=graceful
+        app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=seconds
     )
     return uvicorn.Server(uv_config)
 

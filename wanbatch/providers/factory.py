@@ -29,16 +29,25 @@ DIALECTS: dict[str, type[Provider]] = {
 
 
 class ProviderSettings(Protocol):
-    """The fields of ``wanbatch.spec.ProviderConfig`` this module reads."""
+    """The fields of ``wanbatch.spec.ProviderConfig`` this module reads (read-only, so the spec's
+    frozen model with its Literal types satisfies it)."""
 
-    kind: str
-    name: str
-    base_url: str | None
-    api_key_env: str
-    dialect: str
-    use_async: bool
-    response_format: str
-    poll_interval: float
+    @property
+    def kind(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def base_url(self) -> str | None: ...
+    @property
+    def api_key_env(self) -> str: ...
+    @property
+    def dialect(self) -> str: ...
+    @property
+    def use_async(self) -> bool: ...
+    @property
+    def response_format(self) -> str: ...
+    @property
+    def poll_interval(self) -> float: ...
 
 
 def make_provider(
