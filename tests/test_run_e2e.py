@@ -226,3 +226,15 @@ def test_builtin_mock_can_speak_the_parameters_dialect_with_async_tasks(
     assert len(rows) == 6 and {r["status"] for r in rows} == {"ok"}
     assert all(r["task_id"] for r in rows)  # async: every row records its task
     assert {json.loads(r["params"])["color_palette"] for r in rows} == {"warm tones"}
+
+
+def test_missing_key_stops_before_anything_is_written(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    out = tmp_path / "never"
+    spec = write_spec(SPEC_24.format(provider=gateway_provider("http://127.0.0.1:9"), concurrency=2,
+                                     output=out))
+    env = cli_env()
+    env.pop(KEY_ENV, None)
+    proc = wanbatch_cli("run", str(spec), env=env)
+    assert proc.returncode == 3
+    assert KEY_ENV in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()

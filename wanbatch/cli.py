@@ -204,7 +204,8 @@ def run(spec_path: str, shard: str | None, output: str | None, retry_failed: boo
     else:
         for note in result.notes:
             err.print(f"[dim]note:[/] {note}")
-        out.print(summary_table(result.summary))
+        if not (result.error is not None and result.stats.planned_jobs == 0):  # stopped before starting
+            out.print(summary_table(result.summary))
         if result.error is not None:
             err.print(f"[bold red]stopped:[/] {result.error}", soft_wrap=True)
         if result.exit_code == EXIT_ABORTED and result.error is None:

@@ -43,7 +43,7 @@ from .fetch import ext_for, fetch_verified, verify_image
 from .limits import AdaptiveConcurrency, RatePacer
 from .plan import Plan, plan as make_plan
 from .providers.base import Provider
-from .providers.factory import make_provider, open_client
+from .providers.factory import check_settings, make_provider, open_client
 from .resume import triage
 from .retry import RetryPolicy, call_with_retries
 from .spec import Spec
@@ -133,6 +133,14 @@ class _Run:
             self.stopping.set()
 
     async def execute(self) -> RunResult:
+        try:  # a missing key or base URL stops the run before anything is written
+            check_settings(self.spec.provider, self._env())
+        except FatalError as exc:
+            self.error = exc
+            self.stop(f"error: {exc.kind}")
+            self.stats.finished = time.monotonic()
+            return RunResult(run_id=self.run_id, root=self.root, stats=self.stats, summary=self.summary(),
+                             exit_code=self.exit_code(), error=exc, notes=self.notes)
         self.dataset = await anyio.to_thread.run_sync(lambda: Dataset.open(self.root, create=True))
         try:
             recovered = await anyio.to_thread.run_sync(self.dataset.recover)
@@ -153,7 +161,7 @@ class _Run:
                 self.client = client
                 self.provider = make_provider(
                     self.spec.provider, client, request_timeout=self.limits.request_timeout,
-                    env=self.options.env if self.options.env is not None else os.environ,
+                    env=self._env(),
                 )
                 await self._fan_out(the_plan)
         except WanbatchError as exc:
@@ -167,6 +175,9 @@ class _Run:
             run_id=self.run_id, root=self.root, stats=self.stats, summary=self.summary(),
             exit_code=self.exit_code(), error=self.error, notes=self.notes,
         )
+
+    def _env(self) -> Mapping[str, str]:
+        return self.options.env if self.options.env is not None else os.environ
 
     async def _fan_out(self, the_plan: Plan) -> None:
         rows_send, rows_recv = anyio.create_memory_object_stream[_Batch](256)

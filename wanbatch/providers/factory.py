@@ -61,8 +61,21 @@ def make_provider(
     if config.kind == "mock":
         return mock_provider(client, request_timeout=request_timeout, poll_interval=config.poll_interval,
                              config=config)
-    cls = DIALECTS.get(config.dialect)
-    if cls is None:
+    key = check_settings(config, env)
+    assert key is not None and config.base_url is not None
+    return DIALECTS[config.dialect](
+        base_url=config.base_url, api_key=key, client=client, name=config.name, use_async=config.use_async,
+        response_format=config.response_format, poll_interval=config.poll_interval,
+        request_timeout=request_timeout, key_env=config.api_key_env,
+    )
+
+
+def check_settings(config: ProviderSettings, env: Mapping[str, str] = os.environ) -> str | None:
+    """Everything a provider needs that can be checked without a request: the dialect, the base URL
+    and the key (returned; None for the mock). A FatalError names what to fix."""
+    if config.kind == "mock":
+        return None
+    if config.dialect not in DIALECTS:
         raise FatalError(f"unknown dialect {config.dialect!r}; use one of {', '.join(DIALECTS)}",
                          kind="unsupported")
     if not config.base_url:
@@ -73,11 +86,7 @@ def make_provider(
             f"no API key: set the environment variable {config.api_key_env} to the key for "
             f"{config.name!r}", kind="auth",
         )
-    return cls(
-        base_url=config.base_url, api_key=key, client=client, name=config.name, use_async=config.use_async,
-        response_format=config.response_format, poll_interval=config.poll_interval,
-        request_timeout=request_timeout, key_env=config.api_key_env,
-    )
+    return key
 
 
 def open_client(config: ProviderSettings, *, concurrency: int, timeout: float) -> httpx.AsyncClient:
