@@ -238,3 +238,20 @@ def test_missing_key_stops_before_anything_is_written(write_spec: Callable[..., 
     assert proc.returncode == 3
     assert KEY_ENV in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_an_unreachable_gateway_stops_the_run_instead_of_failing_every_job(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    spec = wanbatch.load_spec(write_spec(SPEC_24.format(
+        provider=gateway_provider(f"http://127.0.0.1:{port}"), concurrency=2, output=tmp_path / "ds")
+        .replace("retries: 4", "retries: 1")))
+    result = wanbatch.run(spec, RunOptions(env={KEY_ENV: KEY}, backoff_initial=0.05, backoff_max=0.1))
+    assert result.exit_code == 3
+    assert "cannot reach the gateway" in str(result.error)
+    assert result.stats.failed_images < 24  # it stopped; the jobs were not each tried and failed

@@ -116,6 +116,7 @@ class _Run:
         self.adaptive = AdaptiveConcurrency(self.limits.concurrency)
         self.stopping = anyio.Event()
         self.submit_lock = anyio.Lock()
+        self.answered = False  # the gateway has answered a generation in this run
         self.error: WanbatchError | None = None
         self.notes: list[str] = []
         self.dataset: Dataset
@@ -298,12 +299,20 @@ class _Run:
                     if isinstance(exc, AmbiguousError):
                         self.stats.ambiguous += 1
                         self.stats.billed_images += job.n
+                    if exc.status is not None:
+                        self.answered = True
+                    if exc.kind == "network" and self.stats.done_images == 0 and not self.answered:
+                        # Never reached the gateway at all, retries spent: every other job would wait
+                        # the same minute for the same answer. Stop and say what to check.
+                        raise FatalError(f"cannot reach the gateway ({exc.message}); check base_url and "
+                                         "the network", kind="network") from None
                     rows += self._failed(job, need, exc.kind, exc.message, started, attempts=exc.attempts)
                     return rows, job.job_id if self.provider.use_async else None
                 if generation is None:  # async task still running past the deadline: poll on resume
                     self.stats.pending_tasks += 1
                     return rows, None
                 self.adaptive.succeeded()
+                self.answered = True
                 self.stats.billed_images += len(generation.images)
                 latency = int((time.monotonic() - started) * 1000)
                 rows += await self._store(job, need, generation, attempts, latency, task_id)
