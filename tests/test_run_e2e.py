@@ -255,3 +255,23 @@ def test_an_unreachable_gateway_stops_the_run_instead_of_failing_every_job(
     assert result.exit_code == 3
     assert "cannot reach the gateway" in str(result.error)
     assert result.stats.failed_images < 24  # it stopped; the jobs were not each tried and failed
+
+
+@pytest.mark.parametrize("cap, expected", [("max_cost: 5.0", 10), ("max_images: 7", 7)])
+def test_budget_caps_stop_submissions_before_they_would_be_exceeded(
+    cap: str, expected: int, write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "ds"
+    text = SPEC_24.format(provider="mock", concurrency=3, output=out).replace(
+        "retries: 4}", f"retries: 4, {cap}}}").replace("output:", "price_per_image: 0.5\n    output:")
+    spec_path = write_spec(text)
+    plan_report = json.loads(wanbatch_cli("plan", str(spec_path), "--json").stdout)
+    assert plan_report["estimated_cost"] == 12.0
+    result = wanbatch.run(wanbatch.load_spec(spec_path))
+    assert result.exit_code == 3 and cap.split(":")[0] in (result.stats.stop_reason or "")
+    assert result.stats.submitted_images == expected
+    assert result.summary["cost"] == expected * 0.5  # never above max_cost: 10 × 0.5 = 5.0
+    assert len(read_rows(out)) == expected
+    # Raising the cap and rerunning continues where the cap stopped it.
+    again = wanbatch.run(wanbatch.load_spec(write_spec(text.replace(cap, "max_images: 100"))))
+    assert again.exit_code == 0 and again.stats.submitted_images == 24 - expected
