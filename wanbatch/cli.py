@@ -17,9 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .errors import DatasetError, SpecError, WanbatchError
+from .errors import EXIT_ABORTED, EXIT_BAD_INPUT, EXIT_FAILED, DatasetError, SpecError, WanbatchError
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ABORTED = 0, 1, 2, 3
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)

@@ -18,6 +18,9 @@ boundary, so the runner's retry policy keys off the class alone. Messages never 
 
 from __future__ import annotations
 
+#: Exit codes of every command: done, some images failed, bad input, aborted (resume by rerunning).
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ABORTED = 0, 1, 2, 3
+
 
 class WanbatchError(Exception):
     """Base of every error wanbatch raises on purpose."""
@@ -125,6 +128,10 @@ class BudgetExceeded(WanbatchError):
 
 
 __all__ = [
+    "EXIT_ABORTED",
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILED",
+    "EXIT_OK",
     "AmbiguousError",
     "BudgetExceeded",
     "DatasetError",

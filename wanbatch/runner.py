@@ -13,6 +13,7 @@ resume; an ambiguous sync failure (timeout, 524) is retried only within ``ambigu
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import signal
@@ -31,6 +32,9 @@ from . import __version__
 from .dataset import Dataset
 from .dataset.rows import failed_row, ok_row
 from .errors import (
+    EXIT_ABORTED,
+    EXIT_FAILED,
+    EXIT_OK,
     AmbiguousError,
     DatasetError,
     FatalError,
@@ -50,7 +54,6 @@ from .spec import Spec
 from .stats import RunStats
 from .types import DeliveredImage, Generation, Job, StoredImage
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ABORTED = 0, 1, 2, 3
 
 _Batch = tuple[list[dict[str, Any]], str | None]  # rows, and the job whose async task they finish
 _Work = tuple[Job, list[int]]  # a job and the slots it still needs
@@ -138,10 +141,9 @@ class _Run:
             check_settings(self.spec.provider, self._env())
         except FatalError as exc:
             self.error = exc
-            self.stop(f"error: {exc.kind}")
+            self.stop(f"fatal: {exc.kind}")
             self.stats.finished = time.monotonic()
-            return RunResult(run_id=self.run_id, root=self.root, stats=self.stats, summary=self.summary(),
-                             exit_code=self.exit_code(), error=exc, notes=self.notes)
+            return self._result()
         self.dataset = await anyio.to_thread.run_sync(lambda: Dataset.open(self.root, create=True))
         try:
             recovered = await anyio.to_thread.run_sync(self.dataset.recover)
@@ -172,6 +174,9 @@ class _Run:
             self.stats.finished = time.monotonic()
             with anyio.CancelScope(shield=True):
                 await self._finalise()
+        return self._result()
+
+    def _result(self) -> RunResult:
         return RunResult(
             run_id=self.run_id, root=self.root, stats=self.stats, summary=self.summary(),
             exit_code=self.exit_code(), error=self.error, notes=self.notes,
@@ -184,7 +189,7 @@ class _Run:
         rows_send, rows_recv = anyio.create_memory_object_stream[_Batch](256)
         async with anyio.create_task_group() as outer:
             if self.options.handle_signals:
-                outer.start_soon(self._watch_signals, outer.cancel_scope)
+                outer.start_soon(self._watch_signals)
             writer_done = anyio.Event()
             outer.start_soon(self._writer, rows_recv, writer_done)
             try:
@@ -210,7 +215,7 @@ class _Run:
                 for _ in range(width):
                     tg.start_soon(self._worker, jobs_recv.clone(), rows_send.clone())
 
-    async def _watch_signals(self, outer: anyio.CancelScope) -> None:
+    async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
                 if not self.stopping.is_set():  # the first signal: in-flight work gets a grace period
@@ -438,8 +443,6 @@ class _Run:
         return StoredImage(path=rel, format=fmt, width=width, height=height, bytes=nbytes, sha256=sha)
 
     def _adopt(self, path: Path) -> StoredImage | None:
-        import hashlib
-
         try:
             fmt, width, height = verify_image(path)
         except RefusedError:

@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import SpecError, WanbatchError
+from ..errors import EXIT_ABORTED, EXIT_BAD_INPUT, SpecError, WanbatchError
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ABORTED = 0, 1, 2, 3
 RAY_MISSING = "Ray is not installed: pip install 'wanbatch[ray]'"
 
 #: Counters of a run summary that add up across shards.
