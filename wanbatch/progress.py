@@ -29,16 +29,13 @@ def _money(value: float | None) -> str:
 def render_live(stats: RunStats, title: str) -> RenderableType:
     """Progress over every image slot of the plan: already there, refused earlier, done or failed now."""
     total = max(stats.planned_images, 1)
-    accounted = stats.skipped_images + stats.skipped_failed + stats.finished_images
-    left = max(stats.planned_images - accounted, 0)
-    rate = stats.finished_images / stats.elapsed if stats.elapsed > 0 else 0.0
-    eta = left / rate if rate > 0 else None
+    accounted = stats.accounted_images
     head = Text.assemble(
         (f"{title}  ", "bold"),
         (f"{accounted:,}/{stats.planned_images:,} images", "bold cyan"),
         f"  {100 * accounted / total:3.0f}%   ",
         ("elapsed ", "dim"), _duration(stats.elapsed), ("   eta ", "dim"),
-        _duration(eta) if stats.finished is None else "–",
+        _duration(stats.eta_seconds) if stats.finished is None else "–",
     )
     parts: list[tuple[str, str]] = [
         (f"done {stats.done_images:,}", "green"),

@@ -49,10 +49,15 @@ class RunStats:
         return self.done_images / self.elapsed if self.elapsed > 0 else 0.0
 
     @property
+    def accounted_images(self) -> int:
+        """Slots of the plan settled so far: already there, refused earlier, or done/failed now."""
+        return self.skipped_images + self.skipped_failed + self.finished_images
+
+    @property
     def eta_seconds(self) -> float | None:
         rate = self.finished_images / self.elapsed if self.elapsed > 0 else 0.0
-        left = self.todo_images - self.finished_images
-        return left / rate if rate > 0 and left >= 0 else None
+        left = max(self.planned_images - self.accounted_images, 0)
+        return left / rate if rate > 0 else None
 
     @property
     def spent(self) -> float | None:
