@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from typing import Any
 
 import aiohttp
 
-from jobshape import CHUNK, Args, body, finish, image_path, parse_args, row
+from jobshape import Args, CHUNK, body, finish, image_path, parse_args, save
 
 
 async def one(session: aiohttp.ClientSession, sem: asyncio.Semaphore, args: Args, seed: int) -> dict[str, Any]:
@@ -19,15 +18,9 @@ async def one(session: aiohttp.ClientSession, sem: asyncio.Semaphore, args: Args
             resp.raise_for_status()
             url = (await resp.json())["data"][0]["url"]
         path = image_path(args, seed)
-        digest, size = hashlib.sha256(), 0
         async with session.get(url) as resp:
             resp.raise_for_status()
-            with path.open("wb") as fh:
-                async for chunk in resp.content.iter_chunked(CHUNK):
-                    digest.update(chunk)
-                    fh.write(chunk)
-                    size += len(chunk)
-        return row(seed, path, size, digest.hexdigest())
+            return await save(seed, path, resp.content.iter_chunked(CHUNK))
 
 
 async def main(args: Args) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from typing import Any
 
 import httpx
 
-from jobshape import CHUNK, Args, body, finish, image_path, parse_args, row
+from jobshape import Args, CHUNK, body, finish, image_path, parse_args, save
 
 
 async def one(client: httpx.AsyncClient, sem: asyncio.Semaphore, args: Args, seed: int) -> dict[str, Any]:
@@ -19,15 +18,9 @@ async def one(client: httpx.AsyncClient, sem: asyncio.Semaphore, args: Args, see
         resp.raise_for_status()
         url = resp.json()["data"][0]["url"]
         path = image_path(args, seed)
-        digest, size = hashlib.sha256(), 0
         async with client.stream("GET", url) as stream:
             stream.raise_for_status()
-            with path.open("wb") as fh:
-                async for chunk in stream.aiter_bytes(CHUNK):
-                    digest.update(chunk)
-                    fh.write(chunk)
-                    size += len(chunk)
-        return row(seed, path, size, digest.hexdigest())
+            return await save(seed, path, stream.aiter_bytes(CHUNK))
 
 
 async def main(args: Args) -> None:

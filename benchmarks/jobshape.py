@@ -9,10 +9,12 @@ minus what only a product does (spec, resume triage, journal, retries, image ver
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
 import time
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,17 @@ def image_path(args: Args, seed: int) -> Path:
 
 def row(seed: int, path: Path, nbytes: int, sha256: str) -> dict[str, Any]:
     return {"image_id": f"{seed}-0", "seed": seed, "path": str(path), "bytes": nbytes, "sha256": sha256}
+
+
+async def save(seed: int, path: Path, chunks: AsyncIterable[bytes]) -> dict[str, Any]:
+    """Stream a downloaded image to ``path`` while hashing it; the job's index row."""
+    digest, size = hashlib.sha256(), 0
+    with path.open("wb") as fh:
+        async for chunk in chunks:
+            digest.update(chunk)
+            fh.write(chunk)
+            size += len(chunk)
+    return row(seed, path, size, digest.hexdigest())
 
 
 def finish(args: Args, rows: list[dict[str, Any]], started: float) -> None:

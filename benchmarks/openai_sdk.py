@@ -9,14 +9,13 @@ accepts its body as is; nothing is omitted. Downloads use one ``httpx.AsyncClien
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from typing import Any
 
 import httpx
 from openai import AsyncOpenAI
 
-from jobshape import CHUNK, PROMPT, Args, finish, image_path, parse_args, row
+from jobshape import Args, CHUNK, PROMPT, finish, image_path, parse_args, save
 
 
 async def one(sdk: AsyncOpenAI, http: httpx.AsyncClient, sem: asyncio.Semaphore, args: Args,
@@ -28,15 +27,9 @@ async def one(sdk: AsyncOpenAI, http: httpx.AsyncClient, sem: asyncio.Semaphore,
         if not url:
             raise RuntimeError(f"seed {seed}: no image URL in the answer")
         path = image_path(args, seed)
-        digest, size = hashlib.sha256(), 0
         async with http.stream("GET", url) as stream:
             stream.raise_for_status()
-            with path.open("wb") as fh:
-                async for chunk in stream.aiter_bytes(CHUNK):
-                    digest.update(chunk)
-                    fh.write(chunk)
-                    size += len(chunk)
-        return row(seed, path, size, digest.hexdigest())
+            return await save(seed, path, stream.aiter_bytes(CHUNK))
 
 
 async def main(args: Args) -> None:
