@@ -11,8 +11,8 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,25 +24,16 @@ from wanbatch.providers import FlatProvider, make_provider, open_client
 from wanbatch.providers.parameters import ParametersProvider
 from wanbatch.types import DeliveredImage, Job
 
+from provider_settings import Settings
+
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
 KEY = "sk-loop-SECRET-77777777"
 Behaviour = Callable[[socket.socket, bytes, threading.Event], None]
 
 
-@dataclass
-class Gateway:
-    kind: str = "gateway"
-    name: str = "loop"
-    base_url: str | None = None
-    api_key_env: str = "WAN_API_KEY"
-    dialect: str = "flat"
-    use_async: bool = False
-    response_format: str = "url"
-    poll_interval: float = 0.01
-    latency: float = 0.0
-    scale: float | None = None
-    faults: dict[str, float] = field(default_factory=dict)
+def Gateway(**overrides: Any) -> Settings:  # noqa: N802 - reads like the settings it builds
+    return Settings(**{"name": "loop", **overrides})
 
 
 def job(n: int = 1) -> Job:

@@ -4,7 +4,6 @@ path ``provider: mock`` uses — and every injected fault of the mock mapped to 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +18,17 @@ from wanbatch.providers.dashscope import DashScopeProvider
 from wanbatch.providers.parameters import ParametersProvider
 from wanbatch.types import Job
 
+from provider_settings import Settings
+
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
 KEY = "sk-mock-SECRET-42424242"
 HOST = "http://gw.test"
 
 
-@dataclass
-class Settings:
-    """Anything with ProviderConfig's attributes will do (the factory reads a Protocol)."""
-
-    kind: str = "mock"
-    name: str = "mock"
-    base_url: str | None = None
-    api_key_env: str = "WAN_API_KEY"
-    dialect: str = "flat"
-    use_async: bool = False
-    response_format: str = "url"
-    poll_interval: float = 0.01
-    latency: float = 0.0
-    scale: float | None = 0.25
-    faults: dict[str, float] = field(default_factory=dict)
+def mock_settings(**overrides: Any) -> Settings:
+    """The built-in mock's settings (images shrunk to a quarter)."""
+    return Settings(**{"kind": "mock", "name": "mock", "scale": 0.25, **overrides})
 
 
 def job(prompt: str = "a bakery at dawn", size: str = "1K", n: int = 1, seed: int = 3, **params: Any) -> Job:
@@ -53,7 +42,7 @@ def gateway_client(**config: Any) -> httpx.AsyncClient:
 
 
 async def test_builtin_mock_provider_generates_and_downloads(tmp_path: Path) -> None:
-    settings = Settings(faults={})
+    settings = mock_settings(faults={})
     async with open_client(settings, concurrency=2, timeout=10) as client:
         provider = make_provider(settings, client, request_timeout=10, env={})
         assert isinstance(provider, FlatProvider) and provider.name == "mock" and not provider.use_async
