@@ -275,3 +275,19 @@ def test_budget_caps_stop_submissions_before_they_would_be_exceeded(
     # Raising the cap and rerunning continues where the cap stopped it.
     again = wanbatch.run(wanbatch.load_spec(write_spec(text.replace(cap, "max_images: 100"))))
     assert again.exit_code == 0 and again.stats.submitted_images == 24 - expected
+
+
+def test_plan_counts_images_whose_rows_a_crash_lost_as_done(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    out = tmp_path / "ds"
+    spec = write_spec(SPEC_24.format(provider="mock", concurrency=8, output=out))
+    assert wanbatch_cli("run", str(spec), "--json").returncode == 0
+    shutil.rmtree(out / "index")  # the rows are gone, the 24 image files are not
+    (out / "index").mkdir()
+    report = json.loads(wanbatch_cli("plan", str(spec), "--json").stdout)
+    assert report["existing"]["done"] == 24 and report["todo_images"] == 0
+    rerun = json.loads(wanbatch_cli("run", str(spec), "--json").stdout)  # what plan promised
+    assert rerun["submitted_images"] == 0 and rerun["adopted_images"] == 24

@@ -46,7 +46,9 @@ def plan_report(
     elif not (root / "index").is_dir():
         return report
     with Dataset.open(target if is_remote(target) else root, create=False) as dataset:
-        done, failed = dataset.done_image_ids(), dataset.failed_image_ids()
+        # Image files whose rows a crash lost count as done: a run re-indexes them, it never asks again.
+        done = dataset.done_image_ids() | dataset.unindexed_image_ids()
+        failed = dataset.failed_image_ids()
     todo_jobs = todo_images = n_done = n_refused = 0
     for job in the_plan.jobs():
         slots = triage(job, done, failed, retry_failed=retry_failed)

@@ -304,6 +304,11 @@ class Dataset:
         self._unplaced = unplaced
         return done
 
+    def unindexed_image_ids(self) -> set[str]:
+        """Image files on disk that no ok row claims yet (a crash came between the file and its row);
+        a run re-indexes them without a request. Valid after :meth:`done_image_ids`."""
+        return set(self._unplaced or ())
+
     def _list_images(self) -> dict[str, None]:
         """Relative paths of every file under ``images/*/`` (an ordered set)."""
         found: dict[str, None] = {}
