@@ -274,7 +274,7 @@ def test_refusals_are_failed_rows_with_their_kind_and_never_retried(
     rows = read_rows(out)
     assert by_status(rows) == {"ok": 2, "failed:invalid_parameter": 2, "failed:moderation": 2}
     assert all(r["attempts"] == 1 for r in rows if r["status"] == "failed")
-    assert result.summary["errors_by_kind"] == {"invalid_parameter": 2, "moderation": 2}
+    assert result.summary.errors_by_kind == {"invalid_parameter": 2, "moderation": 2}
 
 
 @pytest.mark.parametrize(("status", "config", "path", "expect"), [
@@ -360,7 +360,7 @@ def test_ambiguous_sync_failures_are_counted_and_retried_only_within_the_allowan
     limits = f"ambiguous_retries: {allowed}, request_timeout: 0.5s"
     result = run(write_gateway_spec(write_spec, out, provider_yaml(base), limits=limits))
     kind = "ambiguous" if fault == "524" else "timeout"
-    assert result.summary["ambiguous"] == 4
+    assert result.summary.ambiguous == 4
     assert generation_requests(base) == 4 * (1 + allowed)
     billed = stats(base)["billed_by_key"]
     assert set(billed.values()) == {1 + allowed}  # the mock billed the lost answer: a retry pays twice
@@ -455,7 +455,7 @@ def test_sustained_429s_cut_concurrency_and_the_run_still_completes(
                               limits="concurrency: 8, retries: 6")
     result = run(spec)
     assert result.exit_code == 0, result.summary
-    assert result.summary["concurrency_cuts"] >= 1 and result.summary["lowest_concurrency"] < 8
+    assert result.summary.concurrency_cuts >= 1 and result.summary.lowest_concurrency < 8
     assert by_status(read_rows(out)) == {"ok": 16}
     assert stats(base)["billed"] == 16
 

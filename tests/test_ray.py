@@ -97,12 +97,12 @@ def test_three_shards_fill_one_dataset_exactly_once_and_a_rerun_bills_nothing(
     assert report.exit_code == 0, report.to_dict()
     assert [s.shard for s in report.shards] == [0, 1, 2]
     assert all(s.exit_code == 0 and s.error is None for s in report.shards)
-    planned = [s.summary["planned_jobs"] for s in report.shards if s.summary]
+    planned = [s.summary.planned_jobs for s in report.shards if s.summary]
     assert sum(planned) == 30 and all(p > 0 for p in planned)  # a partition, every shard has work
-    assert {tuple(s.summary["shard"]) for s in report.shards if s.summary} == {(0, 3), (1, 3), (2, 3)}
+    assert {tuple(s.summary.shard) for s in report.shards if s.summary} == {(0, 3), (1, 3), (2, 3)}
     t = report.totals
     assert (t["planned_images"], t["done_images"], t["failed_images"], t["submitted_images"]) == (30, 30, 0, 30)
-    assert t["done_images"] == sum(s.summary["done_images"] for s in report.shards if s.summary)
+    assert t["done_images"] == sum(s.summary.done_images for s in report.shards if s.summary)
     assert t["shards_failed"] == 0 and t["cost"] is None
     assert report.output == str(out.resolve())
 
@@ -112,7 +112,7 @@ def test_three_shards_fill_one_dataset_exactly_once_and_a_rerun_bills_nothing(
     assert all((out / r["path"]).is_file() for r in rows)
     assert report.compaction is not None and report.compaction["rows_after"] == 30
     assert len(list((out / "index").glob("*.parquet"))) == report.compaction["parts_after"] == 1
-    runs = {s.summary["run_id"] for s in report.shards if s.summary}
+    runs = {s.summary.run_id for s in report.shards if s.summary}
     assert {p.stem for p in (out / "runs").glob("*.json")} == runs  # each shard recorded its run
     manifest = json.loads((out / "wanbatch.json").read_text())
     assert {r["run_id"] for r in manifest["runs"]} == runs  # concurrent manifest updates all kept
@@ -182,7 +182,7 @@ def test_shards_by_hand_through_the_cli_equal_one_full_run(
         return json.loads(done.stdout)
 
     spec_full = write_spec(SPEC_30.format(base=gateway, key_env=KEY_ENV, output=full), name="full.yaml")
-    whole = wanbatch.run(wanbatch.load_spec(spec_full), wanbatch.RunOptions(env={KEY_ENV: KEY})).summary
+    whole = wanbatch.run(wanbatch.load_spec(spec_full), wanbatch.RunOptions(env={KEY_ENV: KEY})).summary.to_dict()
     first, second = run("--shard", "0/2"), run("--shard", "1/2")
     assert first["planned_jobs"] + second["planned_jobs"] == whole["planned_jobs"] == 30
     assert first["planned_jobs"] > 0 and second["planned_jobs"] > 0

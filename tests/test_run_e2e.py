@@ -270,7 +270,7 @@ def test_budget_caps_stop_submissions_before_they_would_be_exceeded(
     result = wanbatch.run(wanbatch.load_spec(spec_path))
     assert result.exit_code == 3 and cap.split(":")[0] in (result.stats.stop_reason or "")
     assert result.stats.submitted_images == expected
-    assert result.summary["cost"] == expected * 0.5  # never above max_cost: 10 × 0.5 = 5.0
+    assert result.summary.cost == expected * 0.5  # never above max_cost: 10 × 0.5 = 5.0
     assert len(read_rows(out)) == expected
     # Raising the cap and rerunning continues where the cap stopped it.
     again = wanbatch.run(wanbatch.load_spec(write_spec(text.replace(cap, "max_images: 100"))))

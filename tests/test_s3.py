@@ -161,7 +161,7 @@ def test_run_to_s3_then_another_machine_requests_nothing(
     first_stage = staging("one")
     result = wanbatch.run(spec, RunOptions(env={KEY_ENV: KEY}))
     assert result.exit_code == 0 and result.error is None, result.summary
-    assert result.stats.done_images == IMAGES and result.root == uri and result.summary["output"] == uri
+    assert result.stats.done_images == IMAGES and result.root == uri and result.summary.output == uri
     ok = assert_complete(bucket)
     keys = objects(f"{bucket}/ds")
     assert "wanbatch.json" in keys and f"runs/{result.run_id}.json" in keys

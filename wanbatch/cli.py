@@ -199,7 +199,7 @@ def run(spec_path: str, shard: str | None, output: str | None, retry_failed: boo
             if display:
                 display.close()
     if as_json:
-        print(json.dumps(result.summary, indent=2, ensure_ascii=False))
+        print(json.dumps(result.summary.to_dict(), indent=2, ensure_ascii=False))
     else:
         for note in result.notes:
             err.print(f"[dim]note:[/] {note}")

@@ -10,6 +10,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from .runner.summary import RunSummary
 from .stats import RunStats
 
 
@@ -88,35 +89,35 @@ class LiveProgress:
             self._live.stop()
 
 
-def summary_table(summary: dict[str, Any]) -> Table:
-    table = Table(title=f"run {summary['run_id']}", show_header=False, title_justify="left")
+def summary_table(summary: RunSummary) -> Table:
+    table = Table(title=f"run {summary.run_id}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(justify="right")
 
     def row(label: str, value: Any, style: str = "") -> None:
         table.add_row(label, Text(str(value), style=style))
 
-    row("planned", f"{summary['planned_jobs']} jobs, {summary['planned_images']} images")
-    row("already in dataset", summary["skipped_images"], "dim")
-    if summary.get("skipped_failed"):
-        row("refused earlier (use --retry-failed)", summary["skipped_failed"], "dim")
-    if summary.get("adopted_images"):
-        row("re-indexed from disk", summary["adopted_images"])
-    row("done", summary["done_images"], "green")
-    row("failed", summary["failed_images"], "red" if summary["failed_images"] else "")
-    for kind, count in summary.get("errors_by_kind", {}).items():
+    row("planned", f"{summary.planned_jobs} jobs, {summary.planned_images} images")
+    row("already in dataset", summary.skipped_images, "dim")
+    if summary.skipped_failed:
+        row("refused earlier (use --retry-failed)", summary.skipped_failed, "dim")
+    if summary.adopted_images:
+        row("re-indexed from disk", summary.adopted_images)
+    row("done", summary.done_images, "green")
+    row("failed", summary.failed_images, "red" if summary.failed_images else "")
+    for kind, count in summary.errors_by_kind.items():
         row(f"  {kind}", count, "red")
-    row("retries", f"{summary['retries']} ({summary['throttled']} throttled)")
-    if summary.get("ambiguous"):
-        row("ambiguous (may be billed)", summary["ambiguous"], "yellow")
-    if summary.get("resumed_tasks"):
-        row("async tasks resumed", summary["resumed_tasks"])
-    if summary.get("pending_tasks"):
-        row("async tasks still running", summary["pending_tasks"], "yellow")
-    if summary.get("cost") is not None:
-        row("spent (estimated)", _money(summary["cost"]), "magenta")
-    row("elapsed", f"{summary['elapsed_seconds']:.1f} s ({summary['images_per_second']:.1f} img/s)")
-    if summary.get("stop_reason"):
-        row("stopped", summary["stop_reason"], "yellow")
-    row("output", summary["output"])
+    row("retries", f"{summary.retries} ({summary.throttled} throttled)")
+    if summary.ambiguous:
+        row("ambiguous (may be billed)", summary.ambiguous, "yellow")
+    if summary.resumed_tasks:
+        row("async tasks resumed", summary.resumed_tasks)
+    if summary.pending_tasks:
+        row("async tasks still running", summary.pending_tasks, "yellow")
+    if summary.cost is not None:
+        row("spent (estimated)", _money(summary.cost), "magenta")
+    row("elapsed", f"{summary.elapsed_seconds:.1f} s ({summary.images_per_second:.1f} img/s)")
+    if summary.stop_reason:
+        row("stopped", summary.stop_reason, "yellow")
+    row("output", summary.output)
     return table

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import EXIT_ABORTED, EXIT_BAD_INPUT, SpecError, WanbatchError
+from ..runner.summary import RunSummary
 
 RAY_MISSING = "Ray is not installed: pip install 'wanbatch[ray]'"
 
@@ -50,7 +51,7 @@ class ShardOutcome:
 
     shard: int
     exit_code: int
-    summary: dict[str, Any] | None
+    summary: RunSummary | None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -88,8 +89,8 @@ def _run_shard(spec_text: str, spec_path: str, shard: int, shards: int, output: 
         return {"exit_code": EXIT_BAD_INPUT, "summary": None, "error": str(exc), "notes": []}
     except WanbatchError as exc:
         return {"exit_code": EXIT_ABORTED, "summary": None, "error": str(exc), "notes": []}
-    error = result.summary.get("error")
-    return {"exit_code": result.exit_code, "summary": result.summary, "error": error, "notes": result.notes}
+    return {"exit_code": result.exit_code, "summary": result.summary.to_dict(), "error": result.summary.error,
+            "notes": result.notes}
 
 
 def _compact(output: str) -> dict[str, Any] | None:
@@ -159,12 +160,14 @@ def aggregate(outcomes: Sequence[ShardOutcome]) -> dict[str, Any]:
     errors: Counter[str] = Counter()
     costs = []
     for outcome in outcomes:
-        summary = outcome.summary or {}
+        summary = outcome.summary
+        if summary is None:
+            continue
         for key in SUMMED:
-            totals[key] += int(summary.get(key) or 0)
-        errors.update(summary.get("errors_by_kind") or {})
-        if summary.get("cost") is not None:
-            costs.append(float(summary["cost"]))
+            totals[key] += int(getattr(summary, key))
+        errors.update(summary.errors_by_kind)
+        if summary.cost is not None:
+            costs.append(float(summary.cost))
     totals["errors_by_kind"] = dict(sorted(errors.items()))
     totals["cost"] = round(sum(costs), 6) if costs else None
     totals["shards_failed"] = sum(1 for o in outcomes if o.summary is None)
@@ -255,8 +258,8 @@ def _gather(ray: Any, refs: dict[Any, int]) -> list[ShardOutcome]:
         except ray.exceptions.RayError as exc:
             outcomes[shard] = ShardOutcome(shard, EXIT_ABORTED, None, _task_error(exc))
             continue
-        outcomes[shard] = ShardOutcome(shard, int(data["exit_code"]), data["summary"], data["error"],
-                                       list(data["notes"]))
+        summary = RunSummary.from_dict(data["summary"]) if data["summary"] is not None else None
+        outcomes[shard] = ShardOutcome(shard, int(data["exit_code"]), summary, data["error"], list(data["notes"]))
     return [outcomes[i] for i in sorted(outcomes)]
 
 

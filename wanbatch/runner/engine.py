@@ -1,0 +1,297 @@
+"""The run's orchestration: open the dataset, triage the plan, fan jobs out, stop cleanly.
+
+    producer ──(job, slots)──▶ N workers (JobRunner) ──JobOutcome──▶ writer task ──▶ dataset
+
+Only the writer task touches the dataset once the run has started (see :mod:`.writer`); every
+blocking call goes through a worker thread. SIGINT/SIGTERM stop submissions and give in-flight work
+a grace period; a second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .. import __version__
+from ..dataset import Dataset
+from ..errors import DatasetError, FatalError, GatewayError, WanbatchError
+from ..limits import AdaptiveConcurrency, RatePacer
+from ..plan import Plan, plan as make_plan
+from ..providers.factory import check_settings, make_provider, open_client
+from ..resume import triage
+from ..retry import RetryPolicy
+from ..spec import Spec
+from ..stats import RunStats
+from ..types import Job
+from .budget import Budget
+from .job import JobRunner
+from .options import RunOptions, RunResult, resolve_output
+from .summary import RunSummary, exit_code_for
+from .writer import WriterTask
+
+_Work = tuple[Job, list[int]]  # a job and the slots it still needs
+
+
+@dataclass(frozen=True, slots=True)
+class _Triage:
+    """What the dataset holds, read once at start-up."""
+
+    done: set[str]
+    failed: dict[str, str]
+    unindexed: set[str]
+    pending: dict[str, tuple[str, str]]
+
+
+class _Run:
+    def __init__(self, spec: Spec, options: RunOptions) -> None:
+        self.spec = spec
+        self.options = options
+        self.limits = spec.limits
+        self.run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+        self.stats = RunStats(run_id=self.run_id, price_per_image=spec.price_per_image)
+        self.root = resolve_output(spec, options)
+        self.adaptive = AdaptiveConcurrency(self.limits.concurrency)
+        self.stopping = anyio.Event()
+        self.error: WanbatchError | None = None
+        self.notes: list[str] = []
+        self.dataset: Dataset | None = None
+        self.jobs: JobRunner | None = None
+        self.workers_scope = anyio.CancelScope()
+
+    # ----------------------------------------------------------------------------------- control
+
+    def stop(self, reason: str) -> None:
+        if not self.stopping.is_set():
+            self.stats.stop_reason = reason
+            self.stopping.set()
+
+    def _env(self) -> Mapping[str, str]:
+        return self.options.env if self.options.env is not None else os.environ
+
+    async def execute(self) -> RunResult:
+        try:  # a missing key or base URL stops the run before anything is written
+            check_settings(self.spec.provider, self._env())
+        except FatalError as exc:
+            self.error = exc
+            self.stop(f"fatal: {exc.kind}")
+            self.stats.finished = time.monotonic()
+            return self._result()
+        try:
+            self.dataset = await anyio.to_thread.run_sync(lambda: Dataset.open(self.root, create=True))
+            state = await anyio.to_thread.run_sync(self._start_up, self.dataset)
+            the_plan = make_plan(self.spec, shard=self.options.shard)
+            self.stats.planned_jobs = the_plan.job_count
+            self.stats.planned_images = the_plan.image_count
+            self.stats.concurrency = self.adaptive.current
+            if self.options.on_start:
+                self.options.on_start(self.stats)
+            await self._fan_out(the_plan, self.dataset, state)
+        except WanbatchError as exc:
+            self.error = exc
+            self.stop(f"error: {exc.kind if isinstance(exc, GatewayError) else type(exc).__name__}")
+        finally:
+            self.stats.finished = time.monotonic()
+            with anyio.CancelScope(shield=True):
+                await self._finalise()
+        return self._result()
+
+    def _start_up(self, dataset: Dataset) -> _Triage:
+        """Recover what crashed writers left, then read what the dataset holds (in a worker thread)."""
+        recovered = dataset.recover()
+        if recovered.rows_recovered:
+            self.notes.append(f"recovered {recovered.rows_recovered} rows from an interrupted run")
+        done = dataset.done_image_ids()
+        return _Triage(done=done, failed=dataset.failed_image_ids(),
+                       unindexed=dataset.unindexed_image_ids(),
+                       pending=dataset.pending_tasks(forget_answered=True))
+
+    async def _fan_out(self, the_plan: Plan, dataset: Dataset, state: _Triage) -> None:
+        writer = WriterTask(dataset, self.stats, run_id=self.run_id, on_error=self._writer_failed,
+                            provider=lambda: self.jobs.provider.name if self.jobs else self.spec.provider.name)
+        async with anyio.create_task_group() as outer:
+            if self.options.handle_signals:
+                outer.start_soon(self._watch_signals)
+            writer_done = anyio.Event()
+
+            async def write() -> None:
+                try:
+                    await writer.run()
+                finally:
+                    writer_done.set()
+
+            outer.start_soon(write)
+            try:
+                with self.workers_scope:
+                    async with open_client(self.spec.provider, concurrency=self.limits.concurrency,
+                                           timeout=self.limits.request_timeout) as client:
+                        provider = make_provider(self.spec.provider, client,
+                                                 request_timeout=self.limits.request_timeout, env=self._env())
+                        self.jobs = self._job_runner(provider, client, writer, dataset, state)
+                        await self._workers(the_plan, state, self.jobs)
+            except* FatalError as group:
+                self.error = group.exceptions[0]  # type: ignore[assignment]
+                self.stop(f"fatal: {self.error.kind}")  # type: ignore[union-attr]
+            except* DatasetError as group:
+                self.error = self.error or group.exceptions[0]  # type: ignore[assignment]
+                self.stop("dataset error")
+            finally:
+                writer.close_input()
+            await writer_done.wait()
+            if writer.error is not None and self.error is None:
+                self.error = writer.error
+            outer.cancel_scope.cancel()  # the signal watcher
+
+    def _job_runner(self, provider: Any, client: Any, writer: WriterTask, dataset: Dataset,
+                    state: _Triage) -> JobRunner:
+        initial, most = self.options.backoff_initial, self.options.backoff_max
+        return JobRunner(
+            provider=provider, client=client, writer=writer, stats=self.stats,
+            budget=Budget(self.stats, max_images=self.limits.max_images, max_cost=self.limits.max_cost,
+                          price_per_image=self.spec.price_per_image),
+            policy=RetryPolicy(retries=self.limits.retries, ambiguous_retries=self.limits.ambiguous_retries,
+                               backoff_initial=initial, backoff_max=most),
+            download_policy=RetryPolicy(retries=self.limits.retries, backoff_initial=initial, backoff_max=most),
+            pacer=RatePacer(self.limits.rpm), adaptive=self.adaptive, tmp_path=dataset.tmp_path,
+            request_timeout=self.limits.request_timeout, download_timeout=self.limits.download_timeout,
+            unindexed=state.unindexed, pending=dict(state.pending), notes=self.notes, stop=self.stop,
+        )
+
+    def _writer_failed(self, exc: DatasetError) -> None:
+        if self.error is None:
+            self.error = exc
+        self.stop("dataset error")
+        self.workers_scope.cancel()
+
+    async def _workers(self, the_plan: Plan, state: _Triage, jobs: JobRunner) -> None:
+        width = self.limits.concurrency
+        send, recv = anyio.create_memory_object_stream[_Work](width * 2)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._produce, the_plan, state, send)
+            async with recv:
+                for _ in range(width):
+                    tg.start_soon(self._worker, recv.clone(), jobs)
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                if not self.stopping.is_set():  # the first signal: in-flight work gets a grace period
+                    self.stop("interrupted")
+                    self.notes.append("interrupted: finishing in-flight requests (signal again to stop now)")
+                    with anyio.move_on_after(self.options.grace_period):
+                        async for _ in signals:  # ... which a second signal cuts short
+                            break
+                break
+        self.workers_scope.cancel()
+
+    async def _produce(self, the_plan: Plan, state: _Triage, jobs: MemoryObjectSendStream[_Work]) -> None:
+        async with jobs:
+            for job in the_plan.jobs():
+                if self.stopping.is_set():
+                    return
+                slots = triage(job, state.done, state.failed, retry_failed=self.options.retry_failed)
+                self.stats.skipped_images += slots.done
+                self.stats.skipped_failed += slots.refused
+                if not slots.need:
+                    continue
+                try:
+                    await jobs.send((job, slots.need))
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    return  # every worker has stopped (a fatal error): nothing left to hand out
+                self.stats.todo_jobs += 1
+                self.stats.todo_images += len(slots.need)
+
+    async def _worker(self, jobs: MemoryObjectReceiveStream[_Work], runner: JobRunner) -> None:
+        async with jobs:
+            async for job, need in jobs:
+                if self.stopping.is_set():
+                    continue
+                outcome = await runner.run(job, need)
+                if outcome is not None:
+                    await runner.writer.deliver(outcome)
+
+    # ----------------------------------------------------------------------------------- the end
+
+    async def _finalise(self) -> None:
+        dataset = self.dataset
+        if dataset is None:
+            return
+        summary = self.summary()
+        entry = self._run_entry(summary)
+        try:
+            await anyio.to_thread.run_sync(self._write_out, dataset, summary, entry)
+        except DatasetError as exc:
+            if self.error is None:
+                self.error = exc
+            self.notes.append(f"could not finish writing the dataset: {exc}")
+        finally:
+            try:
+                await anyio.to_thread.run_sync(dataset.close)
+            except DatasetError as exc:
+                self.notes.append(f"could not close the dataset cleanly: {exc}")
+
+    def _write_out(self, dataset: Dataset, summary: RunSummary, entry: dict[str, Any]) -> None:
+        dataset.flush()
+        if dataset.should_compact():
+            dataset.compact()
+        dataset.write_run_summary(self.run_id, summary.to_dict())
+        dataset.update_manifest(self.spec.resolved(), entry)
+
+    def _run_entry(self, summary: RunSummary) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "started_at": self.stats.started_at,
+            "finished_at": time.time(),
+            "status": summary.status,
+            "tool_version": __version__,
+            "shard": list(self.options.shard) if self.options.shard else None,
+        }
+
+    def _result(self) -> RunResult:
+        summary = self.summary()
+        return RunResult(run_id=self.run_id, root=self.root, stats=self.stats, summary=summary,
+                         exit_code=summary.exit_code, error=self.error, notes=self.notes)
+
+    def summary(self) -> RunSummary:
+        stats = self.stats
+        code = exit_code_for(error=self.error, stop_reason=stats.stop_reason, failed_images=stats.failed_images,
+                             pending_tasks=stats.pending_tasks)
+        return RunSummary(
+            run_id=self.run_id,
+            planned_jobs=stats.planned_jobs, planned_images=stats.planned_images, todo_jobs=stats.todo_jobs,
+            todo_images=stats.todo_images, skipped_images=stats.skipped_images,
+            skipped_failed=stats.skipped_failed, adopted_images=stats.adopted_images,
+            done_images=stats.done_images, failed_images=stats.failed_images,
+            submitted_images=stats.submitted_images, billed_images=stats.billed_images, retries=stats.retries,
+            throttled=stats.throttled, ambiguous=stats.ambiguous, resumed_tasks=stats.resumed_tasks,
+            pending_tasks=stats.pending_tasks, errors_by_kind=dict(sorted(stats.errors.items())),
+            cost=stats.spent, price_per_image=stats.price_per_image,
+            elapsed_seconds=round(stats.elapsed, 3), images_per_second=round(stats.images_per_second, 3),
+            started_at=stats.started_at, stop_reason=stats.stop_reason,
+            pipeline=self.spec.name, model=self.spec.model,
+            provider=self.jobs.provider.name if self.jobs else self.spec.provider.name,
+            dialect=self.spec.provider.dialect, output=str(self.root), shard=self.options.shard,
+            tool_version=__version__, exit_code=code, error=str(self.error) if self.error else None,
+            concurrency_cuts=self.adaptive.cuts, lowest_concurrency=self.adaptive.lowest,
+        )
+
+
+async def run_async(spec: Spec, options: RunOptions | None = None) -> RunResult:
+    """Run ``spec``: request what the output dataset still lacks and index it. Never raises for
+    gateway or dataset failures: they are in ``RunResult.error`` and ``exit_code``."""
+    return await _Run(spec, options or RunOptions()).execute()
+
+
+def run(spec: Spec, options: RunOptions | None = None) -> RunResult:
+    """Synchronous :func:`run_async`."""
+    return anyio.run(run_async, spec, options)
+
+
+__all__ = ["run", "run_async"]

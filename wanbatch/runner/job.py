@@ -1,0 +1,206 @@
+"""One job's way through the gateway: adopt what is on disk, generate (or submit and poll), download.
+
+The result is a :class:`JobOutcome` for the writer task; nothing here touches the dataset. Errors that
+concern only this job become failed slots; a :class:`FatalError` stops the run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import httpx
+
+from ..errors import AmbiguousError, FatalError, GatewayError, RefusedError, TransientError
+from ..fetch import fetch_verified
+from ..limits import AdaptiveConcurrency, RatePacer
+from ..providers.base import Provider
+from ..retry import RetryPolicy, call_with_retries
+from ..stats import RunStats
+from ..types import DeliveredImage, Generation, Job
+from .budget import Budget
+from .outcome import Adopted, Fetched, JobOutcome, Slot, SlotFailed
+from .writer import WriterTask
+
+
+class JobRunner:
+    """The per-job state machine, shared by every worker of a run."""
+
+    def __init__(
+        self, *, provider: Provider, client: httpx.AsyncClient, writer: WriterTask, stats: RunStats,
+        budget: Budget, policy: RetryPolicy, download_policy: RetryPolicy, pacer: RatePacer,
+        adaptive: AdaptiveConcurrency, tmp_path: Callable[[str], Any], request_timeout: float,
+        download_timeout: float, unindexed: set[str], pending: dict[str, tuple[str, str]],
+        notes: list[str], stop: Callable[[str], None],
+    ) -> None:
+        self.provider = provider
+        self.client = client
+        self.writer = writer
+        self.stats = stats
+        self.budget = budget
+        self.policy = policy
+        self.download_policy = download_policy
+        self.pacer = pacer
+        self.adaptive = adaptive
+        self.tmp_path = tmp_path
+        self.request_timeout = request_timeout
+        self.download_timeout = download_timeout
+        self.unindexed = unindexed
+        self.pending = pending
+        self.notes = notes
+        self.stop = stop
+        self.answered = False  # the gateway has answered a generation in this run
+        self.submit_lock = anyio.Lock()
+
+    async def run(self, job: Job, need: list[int]) -> JobOutcome | None:
+        """The outcome of ``job`` for the slots in ``need`` (None: nothing to record)."""
+        slots: list[Slot] = []
+        pending = self.pending.pop(job.job_id, None)
+        for k in list(need):  # an image on disk without its row is never requested again
+            image_id = f"{job.job_id}-{k}"
+            if image_id in self.unindexed:
+                stored = await self.writer.adopt(image_id)
+                if stored is not None:
+                    slots.append(Adopted(k, stored))
+                    need.remove(k)
+        if not need:  # adopted whole: a task journaled for it is answered, never poll it again
+            return JobOutcome(job, slots, attempts=0, finishes_task=pending is not None) if slots or pending \
+                else None
+        if pending is None and (reason := self.budget.reserve(job.n)) is not None:
+            self.stop(reason)
+            return JobOutcome(job, slots, attempts=0) if slots else None
+        started = time.monotonic()
+        async with self.adaptive.limiter:
+            self.stats.in_flight += 1
+            try:
+                try:
+                    generation, attempts, task_id = await self._generate(job, pending)
+                except (RefusedError, TransientError, AmbiguousError) as exc:
+                    return self._failed_job(job, need, slots, exc, started)
+                if generation is None:  # async task still running past the deadline: poll on resume
+                    self.stats.pending_tasks += 1
+                    return JobOutcome(job, slots, attempts=0) if slots else None
+                self.adaptive.succeeded()
+                self.answered = True
+                self.stats.billed_images += len(generation.images)
+                latency = int((time.monotonic() - started) * 1000)
+                slots += await self._download_all(job, need, generation)
+            finally:
+                self.stats.in_flight -= 1
+        return JobOutcome(job, slots, attempts=max(attempts, 1), latency_ms=latency, task_id=task_id,
+                          finishes_task=task_id is not None)
+
+    def _failed_job(self, job: Job, need: list[int], slots: list[Slot], exc: GatewayError,
+                    started: float) -> JobOutcome:
+        if isinstance(exc, AmbiguousError):
+            self.stats.ambiguous += 1
+            self.stats.billed_images += job.n
+        if exc.status is not None:
+            self.answered = True
+        if exc.kind == "network" and self.stats.done_images == 0 and not self.answered:
+            # Never reached the gateway at all, retries spent: every other job would wait the same
+            # minute for the same answer. Stop and say what to check.
+            raise FatalError(f"cannot reach the gateway ({exc.message}); check base_url and the network",
+                             kind="network") from None
+        slots += [SlotFailed(k, exc.kind, exc.message) for k in need]
+        return JobOutcome(job, slots, attempts=exc.attempts, latency_ms=int((time.monotonic() - started) * 1000),
+                          finishes_task=self.provider.use_async)
+
+    # ------------------------------------------------------------------ the gateway
+
+    def on_retry(self, exc: GatewayError, images: int = 0) -> None:
+        """Count a retry; ``images`` is what an ambiguous failure of this call may have billed."""
+        self.stats.retries += 1
+        if exc.kind == "rate_limited":
+            self.stats.throttled += 1
+            self.adaptive.throttled()
+            self.stats.concurrency = self.adaptive.current
+        elif isinstance(exc, AmbiguousError):
+            self.stats.ambiguous += 1
+            self.stats.billed_images += images
+
+    async def _paced(self, call: Callable[[], Any]) -> Any:
+        await self.pacer.wait()
+        return await call()
+
+    async def _generate(
+        self, job: Job, pending: tuple[str, str] | None
+    ) -> tuple[Generation | None, int, str | None]:
+        provider = self.provider
+        if not provider.use_async:
+            generation, attempts = await call_with_retries(
+                lambda: self._paced(lambda: provider.generate(job)), self.policy,
+                on_retry=lambda exc: self.on_retry(exc, job.n),
+            )
+            return generation, attempts, None
+        if pending is not None and pending[0] == provider.name:
+            self.stats.resumed_tasks += 1
+            try:
+                return await self._poll(pending[1]), 0, pending[1]
+            except RefusedError as exc:
+                if exc.kind != "task_unknown":  # older than 24 h or unknown: only then submit again
+                    raise
+                self.notes.append(f"task {pending[1]} of job {job.job_id} is unknown to the gateway: resubmitted")
+        task_id, attempts = await call_with_retries(
+            lambda: self._paced(lambda: self._submit(job)), self.policy,
+            on_retry=lambda exc: self.on_retry(exc, job.n),
+        )
+        return await self._poll(task_id), attempts, task_id
+
+    async def _submit(self, job: Job) -> str:
+        """One submission, journaled before any other may start.
+
+        A task is paid for once submitted, and only its journaled id lets a resumed run poll instead
+        of paying again; so at most one submission is ever between the gateway and the journal, and a
+        crash at any moment costs at most one task. Polls stay concurrent.
+        """
+        async with self.submit_lock:
+            task_id = await self.provider.submit(job)
+            await self.writer.journal_task(job.job_id, self.provider.name, task_id)
+        return task_id
+
+    async def _poll(self, task_id: str) -> Generation | None:
+        poll_policy = RetryPolicy(retries=self.policy.retries, backoff_initial=self.policy.backoff_initial,
+                                  backoff_max=self.policy.backoff_max)
+        with anyio.move_on_after(max(self.request_timeout, 60.0)):
+            while True:
+                state, _ = await call_with_retries(
+                    lambda: self.provider.poll(task_id), poll_policy, on_retry=self.on_retry
+                )
+                if state.generation is not None:
+                    return state.generation
+                await anyio.sleep(self.provider.poll_interval)
+        return None
+
+    # ------------------------------------------------------------------ the images
+
+    async def _download_all(self, job: Job, need: list[int], generation: Generation) -> list[Slot]:
+        delivered: dict[int, DeliveredImage] = {}
+        for position, item in enumerate(generation.images):
+            delivered.setdefault(item.index if item.index is not None else position, item)
+        slots: list[Slot] = []
+        for k in need:
+            found = delivered.get(k)
+            if found is None:
+                slots.append(SlotFailed(k, "missing_image",
+                                        f"the gateway delivered {len(generation.images)} of {job.n} images"))
+                continue
+            try:
+                slots.append(await self._download(k, found))
+            except (RefusedError, TransientError) as exc:
+                slots.append(SlotFailed(k, exc.kind, exc.message))
+        return slots
+
+    async def _download(self, slot: int, image: DeliveredImage) -> Fetched:
+        tmp = self.tmp_path(".part")
+        try:
+            (nbytes, sha, (fmt, width, height)), _ = await call_with_retries(
+                lambda: fetch_verified(self.client, image, tmp, timeout=self.download_timeout),
+                self.download_policy, on_retry=self.on_retry,
+            )
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return Fetched(slot, tmp, fmt, width, height, nbytes, sha, image.revised_prompt or "")

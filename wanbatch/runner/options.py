@@ -1,0 +1,50 @@
+"""What a run is told besides its spec (:class:`RunOptions`), and what it hands back (:class:`RunResult`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DatasetError, WanbatchError
+from ..spec import Spec
+from ..stats import RunStats
+from .summary import RunSummary
+
+
+@dataclass
+class RunOptions:
+    """How to run a spec (what the spec itself does not say)."""
+
+    retry_failed: bool = False
+    shard: tuple[int, int] | None = None
+    output: str | None = None  # overrides spec.output
+    handle_signals: bool = False  # SIGINT/SIGTERM: stop submitting, finish in-flight work, exit 3
+    grace_period: float = 30.0  # seconds in-flight work may take after the first signal
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    env: Mapping[str, str] | None = None  # where API keys are read from (default: os.environ)
+    on_start: Callable[[RunStats], None] | None = None  # e.g. to attach a progress display
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    root: Path | str  # a local folder, or the object-store URI (``s3://…``) of a remote output
+    stats: RunStats
+    summary: RunSummary
+    exit_code: int
+    error: WanbatchError | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_output(spec: Spec, options: RunOptions) -> Path | str:
+    """The output folder (absolute), or an object-store URI as is (a staging folder mirrors it)."""
+    out = options.output or spec.output
+    if "://" in out:
+        from ..dataset.remote import is_remote
+
+        if is_remote(out):
+            return out
+        raise DatasetError(f"output {out!r}: use a plain folder path instead of a file:// URI")
+    return Path(out).expanduser().resolve()

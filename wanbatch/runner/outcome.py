@@ -1,0 +1,60 @@
+"""What a worker hands the writer task: one job's slots, each fetched, adopted or failed.
+
+Workers never touch the dataset; these plain values are the whole interface between the two sides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..types import Job, StoredImage
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A downloaded and verified image, still in a temp file the writer will rename into place."""
+
+    slot: int
+    tmp: Path
+    format: str
+    width: int
+    height: int
+    bytes: int
+    sha256: str
+    revised_prompt: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Adopted:
+    """An image that was already on disk without its row (a crash came between file and row)."""
+
+    slot: int
+    stored: StoredImage
+
+
+@dataclass(frozen=True, slots=True)
+class SlotFailed:
+    """A slot that produced no image; ``kind`` is the index's ``error_kind``."""
+
+    slot: int
+    kind: str
+    message: str
+
+
+Slot = Fetched | Adopted | SlotFailed
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    """Everything one job produced in this run.
+
+    ``finishes_task``: the job's journaled async task is settled by these rows (never poll it again).
+    """
+
+    job: Job
+    slots: list[Slot] = field(default_factory=list)
+    attempts: int = 1
+    latency_ms: int | None = None
+    task_id: str | None = None
+    finishes_task: bool = False

@@ -1,0 +1,87 @@
+"""The typed end of a run: what the CLI prints, ``runs/<id>.json`` holds and Ray adds up.
+
+:class:`RunSummary` is a frozen value built once, when the run ends. Its JSON form (:meth:`to_dict`)
+is the file format of ``runs/<run_id>.json`` and of ``wanbatch run --json``: keys are only ever added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ..errors import EXIT_ABORTED, EXIT_FAILED, EXIT_OK
+
+#: What a run's exit code says, as recorded in the manifest's run entries.
+STATUS_BY_EXIT = {EXIT_OK: "done", EXIT_FAILED: "some failed", EXIT_ABORTED: "aborted"}
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """Counters, timings and outcome of one run (or one shard of a run)."""
+
+    run_id: str
+    planned_jobs: int = 0
+    planned_images: int = 0
+    todo_jobs: int = 0
+    todo_images: int = 0
+    skipped_images: int = 0  # already in the dataset before this run
+    skipped_failed: int = 0  # refused earlier; requested again only with --retry-failed
+    adopted_images: int = 0  # on disk without a row (a crash between rename and journal): re-indexed
+    done_images: int = 0
+    failed_images: int = 0
+    submitted_images: int = 0  # images asked of the gateway by this run (what caps count against)
+    billed_images: int = 0  # images delivered, plus ambiguous outcomes (which may be billed)
+    retries: int = 0
+    throttled: int = 0
+    ambiguous: int = 0
+    resumed_tasks: int = 0
+    pending_tasks: int = 0  # async tasks still running at the end (a rerun polls them)
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
+    cost: float | None = None
+    price_per_image: float | None = None
+    elapsed_seconds: float = 0.0
+    images_per_second: float = 0.0
+    started_at: float = 0.0
+    stop_reason: str | None = None
+    pipeline: str = ""
+    model: str = ""
+    provider: str = ""
+    dialect: str = ""
+    output: str = ""
+    shard: tuple[int, int] | None = None
+    tool_version: str = ""
+    exit_code: int = EXIT_OK
+    error: str | None = None
+    concurrency_cuts: int = 0
+    lowest_concurrency: int = 0
+
+    @property
+    def status(self) -> str:
+        return STATUS_BY_EXIT.get(self.exit_code, "error")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["shard"] = list(self.shard) if self.shard else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSummary:
+        """Read a summary written by this or an earlier release (unknown keys are ignored)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        shard = values.get("shard")
+        values["shard"] = (int(shard[0]), int(shard[1])) if isinstance(shard, list | tuple) and len(shard) == 2 \
+            else None
+        values["errors_by_kind"] = dict(values.get("errors_by_kind") or {})
+        values.setdefault("run_id", "")
+        return cls(**values)
+
+
+def exit_code_for(*, error: BaseException | None, stop_reason: str | None, failed_images: int,
+                  pending_tasks: int) -> int:
+    """0 done, 1 some slots failed (or tasks still running), 3 aborted (an error or a stop)."""
+    if error is not None or stop_reason is not None:
+        return EXIT_ABORTED
+    if failed_images or pending_tasks:
+        return EXIT_FAILED
+    return EXIT_OK

@@ -1,0 +1,225 @@
+"""The writer task: the one owner of the dataset during a run (img2dataset's downloader/writer split).
+
+Workers send :class:`JobOutcome` s and two kinds of request that need an answer — journal an async
+task id before polling it, adopt an image found on disk — through one bounded stream. The task applies
+them in order, in batches, each batch in one worker-thread hop (renames, journal appends, flushes are
+blocking I/O and never run on the event loop). Counters are bumped back on the event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ..dataset import Dataset
+from ..dataset.rows import failed_row, ok_row
+from ..errors import DatasetError, RefusedError
+from ..fetch import ext_for, verify_image
+from ..stats import RunStats
+from ..types import StoredImage
+from .outcome import Adopted, Fetched, JobOutcome, SlotFailed
+
+BATCH = 64  # messages applied per thread hop at most
+
+
+@dataclass(slots=True)
+class _Reply:
+    """The answer to a request, set on the event loop once the batch holding it is applied."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    value: Any = None
+    error: BaseException | None = None
+
+    async def wait(self) -> Any:
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class _JournalTask:
+    job_id: str
+    provider: str
+    task_id: str
+    reply: _Reply
+
+
+@dataclass(frozen=True, slots=True)
+class _Adopt:
+    image_id: str
+    reply: _Reply
+
+
+_Message = JobOutcome | _JournalTask | _Adopt
+
+
+@dataclass(slots=True)
+class _Applied:
+    """What a batch did, for the counters (applied on the event loop)."""
+
+    done: int = 0
+    adopted: int = 0
+    failed: dict[str, int] = field(default_factory=dict)
+    replies: list[tuple[_Reply, Any]] = field(default_factory=list)
+
+
+class WriterTask:
+    """Owns ``dataset`` for the run. Start :meth:`run` in a task group; close with :meth:`close_input`."""
+
+    def __init__(self, dataset: Dataset, stats: RunStats, *, provider: Callable[[], str], run_id: str,
+                 on_error: Callable[[DatasetError], None]) -> None:
+        self.dataset = dataset
+        self.stats = stats
+        self.provider = provider
+        self.run_id = run_id
+        self.on_error = on_error
+        self._send: MemoryObjectSendStream[_Message]
+        self._recv: MemoryObjectReceiveStream[_Message]
+        # No buffer: a worker's outcome waits in the worker until the writer takes it, so at most one
+        # outcome per worker is unapplied at any moment (what a SIGKILL can lose, as before).
+        self._send, self._recv = anyio.create_memory_object_stream[_Message](0)
+        self.error: DatasetError | None = None
+
+    # ------------------------------------------------------------------ what workers call
+
+    async def deliver(self, outcome: JobOutcome) -> None:
+        """Hand over a job's outcome (returns once the writer has taken it; applied in order)."""
+        await self._put(outcome)
+
+    async def journal_task(self, job_id: str, provider: str, task_id: str) -> None:
+        """Returns once the task id is durable (survives SIGKILL): only then may it be polled."""
+        reply = _Reply()
+        await self._put(_JournalTask(job_id, provider, task_id, reply))
+        await reply.wait()
+
+    async def adopt(self, image_id: str) -> StoredImage | None:
+        """The image already on disk for ``image_id``, verified (a broken file is removed: None)."""
+        reply = _Reply()
+        await self._put(_Adopt(image_id, reply))
+        result: StoredImage | None = await reply.wait()
+        return result
+
+    def close_input(self) -> None:
+        """No more messages: :meth:`run` applies what is queued, flushes, and returns."""
+        self._send.close()
+
+    async def _put(self, message: _Message) -> None:
+        if self.error is not None:
+            raise self.error
+        try:
+            await self._send.send(message)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise self.error or DatasetError("the dataset writer has stopped") from None
+
+    # ------------------------------------------------------------------ the task
+
+    async def run(self) -> None:
+        async with self._recv:
+            async for first in self._recv:
+                batch = [first]
+                while len(batch) < BATCH:
+                    try:
+                        batch.append(self._recv.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                if self.error is not None:
+                    self._fail(batch)
+                    continue
+                try:
+                    applied = await anyio.to_thread.run_sync(self._apply, batch)
+                    if self.dataset.should_flush():
+                        await anyio.to_thread.run_sync(self.dataset.flush)
+                except DatasetError as exc:
+                    self.error = exc
+                    self._fail(batch)
+                    self.on_error(exc)
+                    continue
+                self._count(applied)
+
+    def _fail(self, batch: list[_Message]) -> None:
+        error = self.error or DatasetError("the dataset writer has stopped")
+        for message in batch:
+            if isinstance(message, _JournalTask | _Adopt) and not message.reply.done.is_set():
+                message.reply.error = error
+                message.reply.done.set()
+
+    def _count(self, applied: _Applied) -> None:
+        self.stats.done_images += applied.done + applied.adopted
+        self.stats.adopted_images += applied.adopted
+        for kind, count in applied.failed.items():
+            self.stats.failed_images += count
+            self.stats.errors[kind] += count
+        for reply, value in applied.replies:
+            reply.value = value
+            reply.done.set()
+
+    # ------------------------------------------------------------------ in the worker thread
+
+    def _apply(self, batch: list[_Message]) -> _Applied:
+        applied = _Applied()
+        rows: list[dict[str, Any]] = []
+        finished: list[str] = []
+        for message in batch:
+            if isinstance(message, _JournalTask):
+                self.dataset.journal_task(message.job_id, message.provider, message.task_id)
+                applied.replies.append((message.reply, None))
+            elif isinstance(message, _Adopt):
+                applied.replies.append((message.reply, self._adopt(message.image_id)))
+            else:
+                rows += self._rows(message, applied)
+                if message.finishes_task:
+                    finished.append(message.job.job_id)
+        self.dataset.append(rows)  # journaled (durable) before any task is marked finished
+        for job_id in finished:
+            self.dataset.finish_task(job_id)
+        return applied
+
+    def _rows(self, outcome: JobOutcome, applied: _Applied) -> list[dict[str, Any]]:
+        job, provider = outcome.job, self.provider()
+        rows: list[dict[str, Any]] = []
+        for slot in outcome.slots:
+            if isinstance(slot, SlotFailed):
+                rows.append(failed_row(job, slot.slot, kind=slot.kind, message=slot.message, provider=provider,
+                                       run_id=self.run_id, attempts=outcome.attempts,
+                                       latency_ms=outcome.latency_ms, task_id=outcome.task_id))
+                applied.failed[slot.kind] = applied.failed.get(slot.kind, 0) + 1
+            elif isinstance(slot, Adopted):
+                rows.append(ok_row(job, slot.slot, slot.stored, provider=provider, run_id=self.run_id,
+                                   attempts=0))
+                applied.adopted += 1
+            else:
+                stored = self._place(job.job_id, slot)
+                rows.append(ok_row(job, slot.slot, stored, provider=provider, run_id=self.run_id,
+                                   revised_prompt=slot.revised_prompt, task_id=outcome.task_id,
+                                   attempts=max(outcome.attempts, 1), latency_ms=outcome.latency_ms))
+                applied.done += 1
+        return rows
+
+    def _place(self, job_id: str, fetched: Fetched) -> StoredImage:
+        rel = self.dataset.place(fetched.tmp, f"{job_id}-{fetched.slot}", ext_for(fetched.format))
+        return StoredImage(path=rel, format=fetched.format, width=fetched.width, height=fetched.height,
+                           bytes=fetched.bytes, sha256=fetched.sha256)
+
+    def _adopt(self, image_id: str) -> StoredImage | None:
+        path = self.dataset.existing_image(image_id)
+        if path is None:
+            return None
+        try:
+            fmt, width, height = verify_image(path)
+        except RefusedError:
+            path.unlink(missing_ok=True)
+            return None
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+        rel = Path(path).relative_to(self.dataset.root).as_posix()
+        return StoredImage(path=rel, format=fmt, width=width, height=height, bytes=path.stat().st_size,
+                           sha256=digest.hexdigest())
