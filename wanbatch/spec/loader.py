@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from wanbatch.errors import SpecError, SpecErrors
+from wanbatch.spec.files import MAX_SPEC_BYTES, FileProblem, read_text_capped
 from wanbatch.spec.issues import Issues, describe
 from wanbatch.spec.model import KEYS, ParamsIn, Spec, SpecIn
 from wanbatch.spec.provider import resolve_provider, strip_secrets
@@ -60,15 +61,11 @@ def load_spec(path: str | os.PathLike[str], *, text: str | None = None) -> Spec:
 
 def _read(source: str) -> str:
     try:
-        return FsPath(source).read_text(encoding="utf-8-sig")
+        return read_text_capped(FsPath(source), MAX_SPEC_BYTES, what="spec file")
     except FileNotFoundError:
         raise SpecErrors([SpecError("spec file not found", file=source, hint="check the path")]) from None
-    except IsADirectoryError:
-        raise SpecErrors([SpecError("is a directory, not a spec file", file=source)]) from None
-    except UnicodeDecodeError:
-        raise SpecErrors([SpecError("the spec is not UTF-8 text", file=source, hint="save it as UTF-8")]) from None
-    except OSError as exc:
-        raise SpecErrors([SpecError(f"cannot read the spec: {exc.strerror}", file=source)]) from None
+    except FileProblem as exc:
+        raise SpecErrors([SpecError(f"the spec file {exc.message}", file=source, hint=exc.hint)]) from None
 
 
 def _allowed_keys(path: Path, data: Any) -> list[str]:

@@ -10,6 +10,7 @@ import io
 import json
 from pathlib import Path as FsPath
 
+from wanbatch.spec.files import MAX_VARS_FILE_BYTES, FileProblem, read_text_capped
 from wanbatch.spec.issues import Issues, did_you_mean
 from wanbatch.spec.model import VarFile
 from wanbatch.spec.yaml_nodes import Path
@@ -51,12 +52,12 @@ def read_var_file(spec_dir: FsPath, ref: VarFile, name: str) -> list[str]:
     if ref.column is not None and suffix == ".txt":
         raise VarFileError("'column' applies only to .csv and .jsonl files", "remove column")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_text_capped(path, MAX_VARS_FILE_BYTES, what="vars file")
     except FileNotFoundError:
         raise VarFileError(f"file not found: {ref.file} (looked in {spec_dir})",
                            "paths are relative to the spec's directory") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise VarFileError(f"cannot read {ref.file}: {exc}", "save it as UTF-8 text") from None
+    except FileProblem as exc:
+        raise VarFileError(f"{ref.file} {exc.message}", exc.hint) from None
     column = ref.column or name
     if suffix == ".txt":
         values = [s for line in text.splitlines() if (s := line.strip()) and not s.startswith("#")]

@@ -4,6 +4,11 @@ PyYAML's ``safe_load`` forgets positions, so a validation error could not point 
 caused it. We compose the node graph instead and build the plain values ourselves, recording a
 :class:`Mark` for each value path (``("limits", "concurrency")``, ``("sizes", 1)``) and for each
 mapping key. Duplicate keys, which PyYAML silently overwrites, are reported here.
+
+A spec is untrusted text, so composing it is bounded: nesting deeper than :data:`MAX_DEPTH` is
+refused from the event stream, before PyYAML's recursive composer could overflow the stack, and the
+values built (aliases count each time they are expanded) stop at :data:`MAX_NODES`, so a
+"billion laughs" file fails in milliseconds instead of filling memory.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
+from yaml.events import CollectionEndEvent, CollectionStartEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from wanbatch.errors import SpecError, SpecErrors
@@ -20,7 +26,14 @@ from wanbatch.errors import SpecError, SpecErrors
 Path = tuple[str | int, ...]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-_MAX_DEPTH = 64
+#: Deepest nesting of lists and mappings a spec may use (a real spec needs about 5).
+MAX_DEPTH = 64
+#: Most values a spec may expand to, aliases counted at each use. Long lists belong in vars files.
+MAX_NODES = 250_000
+
+
+class _TooBig(Exception):
+    """Raised inside the builder to stop at once: nothing more is worth reading."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +80,7 @@ class _Builder:
         self.constructor = SafeConstructor()
         self.errors: list[SpecError] = []
         self.active: set[int] = set()
+        self.built = 0
 
     def error(self, node: Node, message: str, path: Path, hint: str | None = None) -> None:
         m = _mark(node)
@@ -76,8 +90,13 @@ class _Builder:
         )
 
     def build(self, node: Node, path: Path, depth: int = 0) -> Any:
+        self.built += 1
+        if self.built > MAX_NODES:
+            self.error(node, f"the spec expands to more than {MAX_NODES} values (an alias bomb?)", path,
+                       hint="use fewer aliases (*name); put long lists of values in a vars file")
+            raise _TooBig
         self.doc.values.setdefault(path, _mark(node))
-        if depth > _MAX_DEPTH or id(node) in self.active:
+        if depth > MAX_DEPTH or id(node) in self.active:
             self.error(node, "nesting too deep (recursive alias?)", path)
             return None
         if isinstance(node, ScalarNode):
@@ -141,6 +160,7 @@ def compose(text: str, file: str) -> Document:
     """Parse ``text`` (one YAML document) keeping positions; syntax errors become :class:`SpecError`."""
     doc = Document(file=file, data=None)
     try:
+        _check_depth(text, file)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -153,7 +173,26 @@ def compose(text: str, file: str) -> Document:
     if root is None:
         return doc
     builder = _Builder(doc)
-    doc.data = builder.build(root, ())
+    try:
+        doc.data = builder.build(root, ())
+    except _TooBig:
+        raise SpecErrors(builder.errors[-1:]) from None
     if builder.errors:
         raise SpecErrors(sorted(builder.errors, key=lambda e: (e.line or 0, e.column or 0)))
     return doc
+
+
+def _check_depth(text: str, file: str) -> None:
+    """Refuse nesting beyond :data:`MAX_DEPTH` from the parser's events (flat, no recursion)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                start = event.start_mark
+                line, column = (start.line + 1, start.column + 1) if start else (None, None)
+                raise SpecErrors([SpecError(f"nesting deeper than {MAX_DEPTH} levels", file=file, line=line,
+                                            column=column, hint="a spec needs only a few levels of lists "
+                                            "and mappings")])
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1

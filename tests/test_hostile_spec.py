@@ -1,0 +1,106 @@
+"""Hostile specs: each fails fast with a clear spec error, never a hang, a traceback or a MemoryError."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from wanbatch.errors import SpecError, SpecErrors
+from wanbatch.spec import load_spec
+from wanbatch.spec.files import MAX_VARS_FILE_BYTES
+from wanbatch.spec.yaml_nodes import MAX_DEPTH
+
+
+def write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def spec_error(path: Path, within: float = 5.0) -> SpecErrors:
+    started = time.monotonic()
+    with pytest.raises(SpecErrors) as info:
+        load_spec(path)
+    assert time.monotonic() - started < within
+    assert str(info.value).startswith(str(path))  # file:line:col: message, no traceback
+    return info.value
+
+
+# ------------------------------------------------------------------------------------------ YAML
+
+
+def test_billion_laughs_is_refused_in_a_moment(tmp_path: Path) -> None:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    path = write(tmp_path, "prompt: a {x}\nvars:\n  x: [cat]\n" + "\n".join(lines) + "\n")
+    err = spec_error(path, within=5.0)
+    assert "alias" in str(err) and "more than" in err.message
+
+
+def test_deep_nesting_is_refused_without_recursion_error(tmp_path: Path) -> None:
+    depth = 5000
+    path = write(tmp_path, "prompt: a {x}\nvars:\n  x: " + "[" * depth + "1" + "]" * depth + "\n")
+    err = spec_error(path)
+    assert f"deeper than {MAX_DEPTH}" in err.message and err.line == 3
+
+
+def test_deep_block_nesting_is_refused_too(tmp_path: Path) -> None:
+    text = "prompt: a cat\nx:\n" + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(300))
+    err = spec_error(write(tmp_path, text))
+    assert "deeper than" in err.message
+
+
+def test_ordinary_aliases_still_work(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, """
+        prompt: "{a} {b}"
+        vars:
+          a: &shared [one, two]
+          b: *shared
+    """))
+    assert spec.prompts[0].vars == {"a": ["one", "two"], "b": ["one", "two"]}
+
+
+# ------------------------------------------------------------------------------------------ files
+
+
+def test_a_fifo_as_vars_file_is_refused_not_waited_on(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "values.txt")
+    path = write(tmp_path, "prompt: a {x}\nvars:\n  x: {file: values.txt}\n")
+    err = spec_error(path, within=5.0)
+    assert "not a regular file" in err.message and "values.txt" in err.message
+    assert (err.line, err.field) == (3, "vars.x.file")
+
+
+def test_a_device_as_vars_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "zero.txt").symlink_to("/dev/zero")
+    err = spec_error(write(tmp_path, "prompt: a {x}\nvars:\n  x: {file: zero.txt}\n"))
+    assert "not a regular file" in err.message
+
+
+def test_a_huge_vars_file_is_refused_before_reading(tmp_path: Path) -> None:
+    with (tmp_path / "big.txt").open("wb") as fh:  # sparse: costs no disk
+        fh.truncate(MAX_VARS_FILE_BYTES + 1)
+    err = spec_error(write(tmp_path, "prompt: a {x}\nvars:\n  x: {file: big.txt}\n"))
+    assert f"at most {MAX_VARS_FILE_BYTES}" in err.message
+
+
+def test_a_fifo_as_the_spec_is_refused(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "spec.yaml")
+    done = threading.Event()
+    result: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            load_spec(tmp_path / "spec.yaml")
+        except SpecError as exc:
+            result.append(exc)
+        done.set()
+
+    threading.Thread(target=load, daemon=True).start()
+    assert done.wait(5.0), "load_spec waited on a FIFO"
+    assert "not a regular file" in str(result[0])
