@@ -104,3 +104,50 @@ def test_a_fifo_as_the_spec_is_refused(tmp_path: Path) -> None:
     threading.Thread(target=load, daemon=True).start()
     assert done.wait(5.0), "load_spec waited on a FIFO"
     assert "not a regular file" in str(result[0])
+
+
+# ------------------------------------------------------------------------------------------ prompts
+
+
+def test_a_huge_format_width_is_refused_before_rendering(tmp_path: Path) -> None:
+    path = write(tmp_path, 'prompt: "{x:>2000000000}"\nvars:\n  x: [cat]\n')
+    err = spec_error(path, within=2.0)
+    assert (err.line, err.field) == (1, "prompt")
+    assert "2000000000" in err.message and "at most 5000" in err.message
+
+
+def test_a_format_width_taken_from_a_var_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, 'prompt: "{x:>{w}}"\nvars:\n  x: [cat]\n  w: ["2000000000"]\n')
+    err = spec_error(path, within=2.0)
+    assert "takes its format from a var" in err.message
+
+
+def test_modest_format_specs_still_render(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, 'prompt: "{x:>8}|{x:.2}"\nvars:\n  x: [cat]\n'))
+    assert spec.prompts[0].template == "{x:>8}|{x:.2}"
+
+
+def test_the_longest_combination_is_found_without_expanding_the_product(tmp_path: Path) -> None:
+    # 3 vars × 1000 values: 10⁹ prompts; only one combination (the three long values) is too long.
+    values = {name: [f"{name}{i}" for i in range(1000)] for name in "abc"}
+    for name in "abc":
+        values[name][500] = name * 1700
+    lines = ['prompt: "{a} {b} {c}"', "vars:"]
+    lines += [f"  {name}: [{', '.join(vals)}]" for name, vals in values.items()]
+    err = spec_error(write(tmp_path, "\n".join(lines) + "\n"), within=10.0)
+    assert "up to 5102 characters" in err.message and "at most 5000" in err.message
+
+
+def test_zipped_vars_count_their_rows_not_their_longest_values(tmp_path: Path) -> None:
+    # a's and b's longest values never meet: zipped, the longest prompt is 3000 + 1 + 1.
+    text = f'prompt: "{{a}} {{b}}"\nvars:\n  a: ["{"a" * 3000}", x]\n  b: [y, "{"b" * 3000}"]\nzip: [a, b]\n'
+    spec = load_spec(write(tmp_path, text))
+    assert spec.prompts[0].zip == [["a", "b"]]
+    err = spec_error(write(tmp_path, text.replace("zip: [a, b]\n", ""), "unzipped.yaml"))
+    assert "6001 characters" in err.message
+
+
+def test_a_long_value_in_a_vars_file_is_found(tmp_path: Path) -> None:
+    (tmp_path / "subjects.txt").write_text("a cat\n" + "x" * 6000 + "\n", encoding="utf-8")
+    err = spec_error(write(tmp_path, 'prompt: "{s}"\nvars:\n  s: {file: subjects.txt}\n'))
+    assert "6000 characters" in err.message and "s='xxx" in (err.hint or "")

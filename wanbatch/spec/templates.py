@@ -3,10 +3,16 @@ and which vars advance together (zip).
 
 Rules (DESIGN §1): every field needs values; every var must be used by some template; a zip group
 needs equal lengths. Top-level vars and zip apply to every template; an entry's own add/override.
+
+A template is untrusted too: ``{x:>2000000000}`` would render a 2 GB prompt for every job. Format
+specs may pad or cut to at most :data:`MAX_PROMPT_CHARS` and may not take their width from a var,
+and the longest prompt a template can render (computed per var, without expanding the product) must
+fit in :data:`MAX_PROMPT_CHARS`.
 """
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass
 from pathlib import Path as FsPath
@@ -18,6 +24,15 @@ from wanbatch.spec.values import resolve_var
 from wanbatch.spec.yaml_nodes import Path
 
 _FORMATTER = string.Formatter()
+_NUMBER = re.compile(r"\d+")
+
+#: Longest prompt one request may carry, in characters. Wan 2.7's image API takes a prompt of "up to
+#: 5000 characters": so say the gateways that re-publish Model Studio's "Wan2.7 - image generation and
+#: editing" reference (e.g. 13108701256.mintlify.app/guides/model-api/alibaba/wan2.7-image and
+#: gccai.heqingsong.uk/en/api-reference/images/wan2.7-image/generation); the official page itself
+#: could not be checked when this was written, so the number is also a plain safety limit. Longer
+#: text would be cut or refused upstream anyway, after being paid for.
+MAX_PROMPT_CHARS = 5000
 
 
 def template_fields(template: str) -> list[str]:
@@ -41,6 +56,58 @@ def _render_problem(template: str, values: dict[str, list[str]]) -> str | None:
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         return str(exc)
     return None
+
+
+def format_spec_problem(template: str) -> str | None:
+    """Why a (well-formed) template's format specs are unsafe, or None: widths and precisions are
+    capped at :data:`MAX_PROMPT_CHARS`, and a spec may not hold a field (its width would come from a
+    var's value, out of reach of this check)."""
+    for _, name, spec, _ in _FORMATTER.parse(template):
+        if name is None or not spec:
+            continue
+        if "{" in spec:
+            return f"{{{name}:{spec}}} takes its format from a var; write the format out, e.g. {{{name}:>10}}"
+        for digits in _NUMBER.findall(spec):
+            if len(digits) > 6 or int(digits) > MAX_PROMPT_CHARS:
+                return (f"{{{name}:{spec}}} pads or cuts to {digits} characters; a prompt holds at most "
+                        f"{MAX_PROMPT_CHARS}")
+    return None
+
+
+def _rendered_length(value: str, conversion: str | None, spec: str) -> int:
+    text = {"r": repr, "a": ascii}.get(conversion or "", str)(value)
+    return len(format(text, spec))
+
+
+def longest_prompt(template: str, values: dict[str, list[str]],
+                   zip_groups: list[list[str]]) -> tuple[int, dict[str, str]]:
+    """Length of the longest prompt ``template`` renders over every combination, and the values that
+    give it, without expanding the product: a prompt's length is its literal text plus one term per
+    axis (a var, or a zip group advancing together), so the longest takes each axis's longest row.
+
+    Expects a template that renders (format specs already checked) and values for all its fields.
+    """
+    fields: list[tuple[str, str | None, str]] = []
+    length = 0
+    for literal, name, spec, conversion in _FORMATTER.parse(template):
+        length += len(literal)
+        if name is not None:
+            fields.append((name, conversion, spec or ""))
+    grouped = {name for group in zip_groups for name in group}
+    axes = [list(group) for group in zip_groups] + [[name] for name in values if name not in grouped]
+    chosen: dict[str, str] = {}
+    for names in axes:
+        used = [(names.index(name), conversion, spec) for name, conversion, spec in fields if name in names]
+        if not used:
+            continue
+        best, best_row = -1, ()
+        for row in zip(*(values[name] for name in names), strict=True):
+            size = sum(_rendered_length(row[i], conversion, spec) for i, conversion, spec in used)
+            if size > best:
+                best, best_row = size, row
+        length += best
+        chosen.update(zip(names, best_row, strict=True))
+    return length, chosen
 
 
 @dataclass(slots=True)
@@ -83,10 +150,16 @@ def resolve_prompts(spec: SpecIn, issues: Issues, spec_dir: FsPath) -> list[Prom
                        f"use {{{name}}} in the template or remove it", at_key=True)
         groups = _equal_lengths(top_groups + own_groups, merged, issues)
         used = [v for v in merged if v in fields]
-        if all(merged.get(f) for f in fields) and (problem := _render_problem(entry.template, merged)):
-            issues.add(entry.path, f"cannot render the template: {problem}",
-                       "fields are {name} or {name:format}; write {{ and }} for literal braces")
         zipped = [[v for v in g if v in fields] for g, _ in groups]
+        if unsafe := format_spec_problem(entry.template):
+            issues.add(entry.path, f"unsafe format spec: {unsafe}",
+                       "format specs may only pad or cut to a few characters, e.g. {name:>10} or {name:.20}")
+        elif all(merged.get(f) for f in fields):
+            if problem := _render_problem(entry.template, merged):
+                issues.add(entry.path, f"cannot render the template: {problem}",
+                           "fields are {name} or {name:format}; write {{ and }} for literal braces")
+            else:
+                _check_length(entry, {v: merged[v] for v in used}, [g for g in zipped if g], issues)
         out.append(PromptSpec(template=entry.template, vars={v: merged[v] for v in used if merged[v]},
                               zip=[g for g in zipped if len(g) >= 2]))
     for name in spec.vars:
@@ -94,6 +167,16 @@ def resolve_prompts(spec: SpecIn, issues: Issues, spec_dir: FsPath) -> list[Prom
             issues.add(("vars", name), f"var {name!r} is not used by any template",
                        f"use {{{name}}} in a template or remove it", at_key=True)
     return out
+
+
+def _check_length(entry: _Entry, values: dict[str, list[str]], zipped: list[list[str]],
+                  issues: Issues) -> None:
+    length, chosen = longest_prompt(entry.template, values, zipped)
+    if length > MAX_PROMPT_CHARS:
+        example = ", ".join(f"{k}={v[:30] + '…' if len(v) > 30 else v!r}" for k, v in chosen.items())
+        issues.add(entry.path, f"renders prompts of up to {length} characters; the API takes at most "
+                   f"{MAX_PROMPT_CHARS}", f"shorten the template or its longest values ({example})"
+                   if example else "shorten the template")
 
 
 def _entries(spec: SpecIn, issues: Issues) -> list[_Entry]:
