@@ -172,6 +172,11 @@ def compose(text: str, file: str) -> Document:
         raise SpecErrors([SpecError(f"YAML syntax error: {exc}", file=file)]) from None
     if root is None:
         return doc
+    if (big := _expansion_bomb(root)) is not None:
+        m = _mark(big)
+        raise SpecErrors([SpecError(f"this value expands to more than {MAX_NODES} values (an alias bomb?)",
+                                    file=file, line=m.line, column=m.column,
+                                    hint="use fewer aliases (*name); put long lists of values in a vars file")])
     builder = _Builder(doc)
     try:
         doc.data = builder.build(root, ())
@@ -196,3 +201,37 @@ def _check_depth(text: str, file: str) -> None:
                                             "and mappings")])
         elif isinstance(event, CollectionEndEvent):
             depth -= 1
+
+
+def _expansion_bomb(root: Node) -> Node | None:
+    """The innermost node that expands to more than :data:`MAX_NODES` values, or None.
+
+    Sizes are memoised per node, so this costs one visit per node written, however often aliases
+    repeat it: a billion-laughs file is measured, never expanded. (Nesting is already bounded.)
+    """
+    sizes: dict[int, int] = {}
+
+    def size(node: Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        sizes[key] = 0  # a recursive alias: the builder reports it
+        if isinstance(node, SequenceNode):
+            total = 1 + sum(size(item) for item in node.value)
+        elif isinstance(node, MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        else:
+            total = 1
+        sizes[key] = total
+        return total
+
+    if size(root) <= MAX_NODES:
+        return None
+    node = root
+    while True:
+        children = (node.value if isinstance(node, SequenceNode) else
+                    [n for pair in node.value for n in pair] if isinstance(node, MappingNode) else [])
+        inner = next((c for c in children if sizes.get(id(c), 0) > MAX_NODES), None)
+        if inner is None:
+            return node
+        node = inner
