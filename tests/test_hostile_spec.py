@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
+import subprocess
+import sys
 import textwrap
 import threading
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
+from conftest import cli_env
 from wanbatch.errors import SpecError, SpecErrors
+from wanbatch.plan import EXACT_DEDUP_LIMIT, plan
 from wanbatch.spec import load_spec
 from wanbatch.spec.files import MAX_VARS_FILE_BYTES
 from wanbatch.spec.yaml_nodes import MAX_DEPTH
@@ -151,3 +158,81 @@ def test_a_long_value_in_a_vars_file_is_found(tmp_path: Path) -> None:
     (tmp_path / "subjects.txt").write_text("a cat\n" + "x" * 6000 + "\n", encoding="utf-8")
     err = spec_error(write(tmp_path, 'prompt: "{s}"\nvars:\n  s: {file: subjects.txt}\n'))
     assert "6000 characters" in err.message and "s='xxx" in (err.hint or "")
+
+
+# ------------------------------------------------------------------------------------------ 10⁹ jobs
+
+_PEAK_RSS = (
+    "import resource, runpy, sys\n"
+    "sys.argv = ['wanbatch', *sys.argv[1:]]\n"
+    "try:\n"
+    "    runpy.run_module('wanbatch', run_name='__main__')\n"
+    "finally:\n"
+    "    print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+)
+
+
+def _billion_jobs_spec(tmp_path: Path) -> Path:
+    values = {name: "[" + ", ".join(f"{name}{i}" for i in range(1000)) + "]" for name in "abc"}
+    return write(tmp_path, f"""
+        name: billion
+        prompt: "{{a}} {{b}} {{c}}"
+        vars:
+          a: {values["a"]}
+          b: {values["b"]}
+          c: {values["c"]}
+        sizes: [1K]
+        limits: {{max_images: 2}}
+        output: {tmp_path / "out"}
+    """)
+
+
+def _cli(*args: str) -> tuple[subprocess.CompletedProcess[str], int]:
+    proc = subprocess.run([sys.executable, "-c", _PEAK_RSS, *args], capture_output=True, text=True,
+                          timeout=120, env=cli_env(), cwd=Path(__file__).parent.parent)
+    peak = int(proc.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
+    return proc, peak
+
+
+def test_a_billion_jobs_validate_plan_and_run_under_max_images_in_constant_memory(tmp_path: Path) -> None:
+    spec = _billion_jobs_spec(tmp_path)
+    proc, peak = _cli("validate", str(spec))
+    assert proc.returncode == 0 and "1000000000 jobs" in proc.stdout, proc.stdout + proc.stderr
+    assert peak < 400_000
+    proc, peak = _cli("plan", str(spec), "--json")
+    report = json.loads(proc.stdout)
+    assert (report["jobs"], report["samples"][:2]) == (10**9, ["a0 b0 c0", "a0 b0 c1"])
+    assert peak < 400_000
+    proc, peak = _cli("run", str(spec), "--json")
+    assert proc.returncode == 3, proc.stdout + proc.stderr  # stopped by max_images: resume to go on
+    assert "max_images reached (2)" in proc.stdout + proc.stderr
+    assert len(pq.read_table(tmp_path / "out" / "index").to_pylist()) == 2
+    assert peak < 500_000
+    # with a dataset in place, `plan` still answers at once rather than comparing 10⁹ jobs with it
+    proc, _ = _cli("plan", str(spec), "--json")
+    assert "too many to compare" in json.loads(proc.stdout)["existing_not_compared"]
+
+
+def test_counts_are_exact_below_the_dedup_limit_and_arithmetic_above(tmp_path: Path) -> None:
+    # "{a}{b}": a=x,b=yz and a=xy,b=z render alike; repeated values are repeats.
+    small = load_spec(write(tmp_path, 'prompt: "{a}{b}"\nvars:\n  a: [x, xy, x]\n  b: [yz, z]\n'))
+    assert plan(small).job_count == len(list(plan(small).jobs())) == 3  # xyz, xz, xyyz
+    n = 800  # 800 × 800 = 640 000 combinations > EXACT_DEDUP_LIMIT
+    assert n * n > EXACT_DEDUP_LIMIT
+    values = lambda p: "[" + ", ".join(f"{p}{i}" for i in range(n)) + f", {p}0]"  # noqa: E731
+    big = load_spec(write(tmp_path, f'prompt: "{{a}} {{b}}"\nvars:\n  a: {values("a")}\n  b: {values("b")}\n',
+                          "big.yaml"))
+    the_plan = plan(big)
+    assert not the_plan.exact and the_plan.job_count == n * n  # the repeated value is dropped
+    first = list(itertools.islice(the_plan.jobs(), n + 1))
+    assert [j.prompt for j in first[n - 1:]] == [f"a0 b{n - 1}", "a1 b0"]  # "b0" came once
+
+
+def test_identical_prompt_entries_are_planned_once(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, """
+        prompts:
+          - {template: "a {x}", vars: {x: [cat, dog]}}
+          - {template: "a {x}", vars: {x: [cat, dog]}}
+        seeds: [1, 2]
+    """))
+    assert plan(spec).job_count == len(list(plan(spec).jobs())) == 4

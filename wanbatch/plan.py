@@ -5,14 +5,21 @@ A job is identified by its request alone — ``job_id`` hashes (model, prompt, s
 resumed run recognises work already done. Expansion order: prompt entries → var combinations
 (cartesian in the order vars are written; zipped vars advance together) → sizes → seeds innermost.
 
-Iteration keeps memory flat in the number of jobs: only the set of distinct rendered prompts is
-kept, to yield a request that two entries render alike only once.
+Nothing is materialised: jobs are yielded one at a time and counted arithmetically, so a spec of
+10⁹ jobs validates, plans and runs (under ``max_images``) in constant memory. Requests that render
+alike are yielded once: duplicate values of a var and identical prompt entries are dropped up front;
+beyond that, while a spec has at most :data:`EXACT_DEDUP_LIMIT` var combinations, a set of 16-byte
+digests of the rendered prompts catches the rest (``{a}{b}`` with ``a=x, b=yz`` and ``a=xy, b=z``),
+and the counts come from one pass over the prompts. Above the limit that set would grow with the plan,
+so such accidental collisions are not merged: they would share a job id, and the count is the
+product of the axes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterator
 from functools import cached_property
 from itertools import product
@@ -24,8 +31,11 @@ from wanbatch.types import Job
 
 SEED_SALT = b"wanbatch-seed\0"
 SEED_MASK = 0x7FFFFFFF
+#: Most var combinations (summed over prompt entries) whose rendered prompts are de-duplicated
+#: exactly; the digest set then costs at most ~50 MB.
+EXACT_DEDUP_LIMIT = 500_000
 
-__all__ = ["Plan", "canonical_json", "derived_seed", "job_id", "plan"]
+__all__ = ["EXACT_DEDUP_LIMIT", "Plan", "canonical_json", "derived_seed", "job_id", "plan"]
 
 
 def canonical_json(value: Any) -> str:
@@ -46,8 +56,12 @@ def derived_seed(model: str, prompt: str, size: str, n: int, params: dict[str, A
     return int(digest[:8], 16) & SEED_MASK
 
 
-def _combinations(prompt: PromptSpec) -> Iterator[dict[str, str]]:
-    """Var assignments of one template: one axis per var or zip group, in written order."""
+def _axes(prompt: PromptSpec) -> list[tuple[tuple[str, ...], list[tuple[str, ...]]]]:
+    """One axis per var or zip group, in written order, each with its distinct rows.
+
+    Dropping a repeated row changes nothing but the work: its prompts were repeats too, and the
+    first occurrence of every combination keeps its place in the product's order.
+    """
     group_of = {name: tuple(g) for g in prompt.zip for name in g}
     axes: list[tuple[tuple[str, ...], list[tuple[str, ...]]]] = []
     placed: set[tuple[str, ...]] = set()
@@ -56,7 +70,18 @@ def _combinations(prompt: PromptSpec) -> Iterator[dict[str, str]]:
         if names in placed:
             continue
         placed.add(names)
-        axes.append((names, list(zip(*(prompt.vars[v] for v in names), strict=True))))
+        rows = zip(*(prompt.vars[v] for v in names), strict=True)
+        axes.append((names, list(dict.fromkeys(rows))))
+    return axes
+
+
+def _combination_count(prompt: PromptSpec) -> int:
+    return math.prod(len(rows) for _, rows in _axes(prompt))
+
+
+def _combinations(prompt: PromptSpec) -> Iterator[dict[str, str]]:
+    """Var assignments of one template: one axis per var or zip group, in written order."""
+    axes = _axes(prompt)
     for combo in product(*(values for _, values in axes)):
         assignment: dict[str, str] = {}
         for (names, _), values in zip(axes, combo, strict=True):
@@ -79,16 +104,35 @@ class Plan:
     def __iter__(self) -> Iterator[Job]:
         return self.jobs()
 
+    @cached_property
+    def _entries(self) -> list[PromptSpec]:
+        """The prompt entries, each distinct one once (two identical entries render the same prompts)."""
+        return list({p.model_dump_json(): p for p in self.spec.prompts}.values())
+
+    @cached_property
+    def combinations(self) -> int:
+        """Var combinations over all prompt entries: an upper bound of the distinct prompts."""
+        return sum(_combination_count(p) for p in self._entries)
+
+    @property
+    def exact(self) -> bool:
+        """Whether prompts that render alike from different values are merged (see the module doc)."""
+        return self.combinations <= EXACT_DEDUP_LIMIT
+
     def prompts(self) -> Iterator[tuple[str, str, dict[str, str]]]:
         """Distinct rendered prompts in plan order, with the template and var values behind each."""
-        seen: set[str] = set()
-        for prompt in self.spec.prompts:
+        seen: set[bytes] | None = set() if self.exact else None
+        digest = hashlib.blake2b
+        for prompt in self._entries:
             template = prompt.template
             for assignment in _combinations(prompt):
                 text = template.format_map(assignment)
-                if text not in seen:
-                    seen.add(text)
-                    yield text, template, assignment
+                if seen is not None:
+                    key = digest(text.encode(), digest_size=16).digest()
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                yield text, template, assignment
 
     def jobs(self) -> Iterator[Job]:
         """Every job, lazily, in plan order. ``params`` and ``vars`` dicts are shared: read only."""
@@ -119,7 +163,7 @@ class Plan:
 
     @cached_property
     def _prompt_count(self) -> int:
-        return sum(1 for _ in self.prompts())
+        return sum(1 for _ in self.prompts()) if self.exact else self.combinations
 
     @cached_property
     def _shard_counts(self) -> dict[str, int]:

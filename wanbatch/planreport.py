@@ -9,6 +9,10 @@ from .plan import plan as make_plan
 from .resume import triage
 from .spec import load_spec
 
+#: Beyond this many jobs `plan` does not compare the plan with the dataset (one pass costs a few µs
+#: per job: 10⁹ jobs would take an hour); the report then says so under ``existing_not_compared``.
+MAX_COMPARED_JOBS = 5_000_000
+
 
 def plan_report(
     spec_path: str, *, shard: tuple[int, int] | None = None, output: str | None = None,
@@ -36,6 +40,7 @@ def plan_report(
         "todo_jobs": the_plan.job_count,
         "todo_images": the_plan.image_count,
         "todo_cost": the_plan.estimated_cost,
+        "existing_not_compared": None,
     }
     from .dataset import Dataset
     from .dataset.remote import is_remote
@@ -44,6 +49,11 @@ def plan_report(
     if is_remote(target):
         report["output"] = target
     elif not (root / "index").is_dir():
+        return report
+    if the_plan.job_count > MAX_COMPARED_JOBS:
+        report["existing_not_compared"] = (
+            f"the plan has {the_plan.job_count:,} jobs, too many to compare with the dataset (limit "
+            f"{MAX_COMPARED_JOBS:,}); the counts above include work already done")
         return report
     with Dataset.open(target if is_remote(target) else root, create=False) as dataset:
         # Image files whose rows a crash lost count as done: a run re-indexes them, it never asks again.
