@@ -25,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 
 from wanbatch.errors import WanbatchError
 from wanbatch.export import _load_rows
+from wanbatch.images import safe_open_image
 from wanbatch.types import TIER_PIXELS
 
 #: Slots shown when no ``limit`` is given: the page stays light enough for any browser.
@@ -254,12 +255,17 @@ def _make_thumbs(root: Path, slots: Iterable[_Slot], thumbs_dir: Path, size: int
 
 
 def _thumbnail(src: Path, dst: Path, size: int) -> tuple[int, int] | None:
-    """Make ``dst`` from ``src`` unless it exists; return its pixel size, None if unreadable."""
+    """Make ``dst`` from ``src`` unless it exists; return its pixel size, None if unreadable.
+
+    Images are opened through :func:`safe_open_image`: one whose header claims more pixels than a
+    model can deliver (a decompression bomb) gets no thumbnail instead of gigabytes of memory.
+    ``draft`` lets JPEG decode at a reduced scale and ``thumbnail`` reduces before resampling.
+    """
     try:
         if dst.is_file():
-            with Image.open(dst) as done:
+            with safe_open_image(dst) as done:
                 return done.size
-        with Image.open(src) as im:
+        with safe_open_image(src) as im:
             im.draft("RGB", (size, size))  # JPEG sources decode at reduced scale: much faster
             im.thumbnail((size, size), Image.Resampling.LANCZOS)
             rgb = im.convert("RGB")
@@ -267,7 +273,7 @@ def _thumbnail(src: Path, dst: Path, size: int) -> tuple[int, int] | None:
         rgb.save(tmp, format="WEBP", quality=82, method=4)
         tmp.replace(dst)
         return rgb.size
-    except (OSError, UnidentifiedImageError, ValueError):
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return None
 
 

@@ -14,6 +14,18 @@ Status = Literal["ok", "failed"]
 #: Size tiers the Wan 2.7 models accept, and the square pixel size each stands for.
 TIER_PIXELS: dict[str, tuple[int, int]] = {"1K": (1024, 1024), "2K": (2048, 2048), "4K": (4096, 4096)}
 
+#: Most pixels a delivered image may have. The models' largest output is 4096×4096 (16.8 MP: the 4K
+#: tier, and the cap on explicit pixel sizes); delivered images need not have the requested size
+#: (a 2K request has come back 2985×1405), so twice that is allowed. Decoding the largest accepted
+#: image then takes at most 33.5 MP × 4 bytes ≈ 134 MB, where a 6.5 KB WebP of 13000² took 676 MB.
+MAX_IMAGE_PIXELS = 2 * 4096 * 4096
+#: Default largest image file, on the wire and decoded: a 4096×4096 RGB image stored without any
+#: compression is 48 MiB; 64 MiB leaves room for an alpha-less PNG's overhead and metadata.
+MAX_IMAGE_BYTES = 64 << 20
+#: Default slowest average download rate (bytes/s) tolerated once a download is a few seconds old:
+#: a 20 MB 4K PNG at this rate already takes ten minutes.
+MIN_DOWNLOAD_RATE = 32 << 10
+
 
 @dataclass(frozen=True, slots=True)
 class Job:

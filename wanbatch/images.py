@@ -1,0 +1,49 @@
+"""Opening image files that came from elsewhere without letting them exhaust memory.
+
+A few kilobytes of WebP, JPEG or PNG can claim 13000×13000 pixels and take gigabytes to decode;
+Pillow's own guard (``Image.MAX_IMAGE_PIXELS``) is process-wide and only warns below 179 MP. So every
+image wanbatch did not make itself is opened here: only the formats a gateway may deliver are tried
+(never EPS, which would run Ghostscript), and the dimensions in the header are checked against an
+explicit pixel limit *before* anything is decoded (``Image.open`` reads the header only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from PIL import Image
+
+from wanbatch.types import MAX_IMAGE_PIXELS
+
+#: Formats a gateway may deliver (and an export or gallery may meet); Pillow tries no others.
+SAFE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
+
+__all__ = ["MAX_IMAGE_PIXELS", "SAFE_FORMATS", "ImageTooLarge", "safe_open_image"]
+
+
+class ImageTooLarge(ValueError):
+    """The header claims more pixels than allowed; nothing was decoded."""
+
+    def __init__(self, width: int, height: int, max_pixels: int) -> None:
+        super().__init__(f"{width}×{height} = {width * height / 1e6:.1f} MP is more than the "
+                         f"{max_pixels / 1e6:.1f} MP an image may have")
+        self.width, self.height, self.max_pixels = width, height, max_pixels
+
+
+def _formats() -> list[str]:
+    Image.init()
+    return [f for f in SAFE_FORMATS if f in Image.OPEN]
+
+
+@contextmanager
+def safe_open_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Iterator[Image.Image]:
+    """``Image.open`` limited to :data:`SAFE_FORMATS`, raising :class:`ImageTooLarge` when the
+    header's width × height exceeds ``max_pixels``; Pillow's own errors (``UnidentifiedImageError``,
+    ``OSError``…) pass through. Decode (``load``, ``thumbnail``…) inside the ``with`` block."""
+    with Image.open(path, formats=_formats()) as img:
+        width, height = img.size
+        if width * height > max_pixels:
+            raise ImageTooLarge(width, height, max_pixels)
+        yield img
