@@ -236,3 +236,15 @@ def test_identical_prompt_entries_are_planned_once(tmp_path: Path) -> None:
         seeds: [1, 2]
     """))
     assert plan(spec).job_count == len(list(plan(spec).jobs())) == 4
+
+
+# ------------------------------------------------------------------------------------------ limits
+
+
+def test_download_limits_have_defaults_and_accept_units(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, "prompt: a cat\n"))
+    assert (spec.limits.max_image_bytes, spec.limits.min_download_rate) == (64 << 20, 32 << 10)
+    spec = load_spec(write(tmp_path, 'prompt: a cat\nlimits: {max_image_bytes: 8MiB, min_download_rate: "100 KB/s"}\n'))
+    assert (spec.limits.max_image_bytes, spec.limits.min_download_rate) == (8 << 20, 100_000)
+    err = spec_error(write(tmp_path, "prompt: a cat\nlimits: {max_image_bytes: lots}\n"))
+    assert err.field == "limits.max_image_bytes" and "64MB" in (err.hint or "")

@@ -12,10 +12,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
+from wanbatch.spec.bytesizes import parse_bytes
 from wanbatch.spec.durations import parse_duration
 from wanbatch.spec.issues import describe, fail
 from wanbatch.spec.seeds import SeedSpec, SeedsIn
 from wanbatch.spec.sizes import normalize_size
+from wanbatch.types import MAX_IMAGE_BYTES, MIN_DOWNLOAD_RATE
 
 Model = Literal["wan2.7-image-pro", "wan2.7-image"]
 Dialect = Literal["flat", "parameters", "dashscope"]
@@ -44,6 +46,7 @@ def _scalar_text(value: Any) -> str:
 
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
+Bytes = Annotated[int, BeforeValidator(parse_bytes)]
 VarScalar = Annotated[str, BeforeValidator(_scalar_text)]
 
 
@@ -122,13 +125,21 @@ class ParamsIn(_In):
 
 
 class Limits(_In):
-    """Run limits; durations are float seconds."""
+    """Run limits; durations are float seconds, sizes int bytes (rates bytes per second).
+
+    ``download_timeout`` is the deadline of one image download, headers and body together; a body
+    still arriving then, or arriving under ``min_download_rate`` on average after its first 10 s,
+    fails its slot as ``too_slow`` (not retried: a slow link stays slow). ``max_image_bytes`` caps an
+    image on the wire and decoded (``too_large``).
+    """
 
     concurrency: Annotated[int, Field(ge=1)] = 8
     rpm: Annotated[float, Field(gt=0)] | None = None
     retries: Annotated[int, Field(ge=0)] = 6
     request_timeout: Annotated[Seconds, Field(gt=0)] = 300.0
     download_timeout: Annotated[Seconds, Field(gt=0)] = 120.0
+    max_image_bytes: Annotated[Bytes, Field(ge=1024)] = MAX_IMAGE_BYTES
+    min_download_rate: Annotated[Bytes, Field(ge=0)] = MIN_DOWNLOAD_RATE
     max_images: Annotated[int, Field(ge=1)] | None = None
     max_cost: Annotated[float, Field(ge=0)] | None = None
     ambiguous_retries: Annotated[int, Field(ge=0)] = 0
