@@ -81,7 +81,11 @@ def _csv_column(text: str, column: str, file: str) -> list[str]:
         raise VarFileError(f"{file} has no column {column!r}; columns: {', '.join(header)}",
                            f"did you mean column: {guess}?" if guess else "set column: to one of them")
     i = header.index(column)
-    return [row[i].strip() if i < len(row) else "" for row in reader if any(c.strip() for c in row)]
+    try:
+        return [row[i].strip() if i < len(row) else "" for row in reader if any(c.strip() for c in row)]
+    except csv.Error as exc:  # e.g. a field over csv's 128 KiB limit: far beyond any prompt anyway
+        raise VarFileError(f"{file} line {reader.line_num}: {exc}",
+                           "one value per cell; a prompt takes at most 5000 characters") from None
 
 
 def _jsonl_key(text: str, key: str, file: str) -> list[str]:
@@ -93,6 +97,9 @@ def _jsonl_key(text: str, key: str, file: str) -> list[str]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise VarFileError(f"{file} line {lineno} is not JSON: {exc.msg}", "one JSON object per line") from None
+        except (ValueError, RecursionError) as exc:  # a 5000-digit number, arrays nested 10⁵ deep
+            problem = "nested too deeply" if isinstance(exc, RecursionError) else "a number with too many digits"
+            raise VarFileError(f"{file} line {lineno} cannot be read: {problem}", "one flat JSON object per line") from None
         if not isinstance(record, dict) or key not in record:
             keys = ", ".join(record) if isinstance(record, dict) else "none"
             raise VarFileError(f"{file} line {lineno} has no key {key!r}; keys: {keys}",
