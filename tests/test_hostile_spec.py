@@ -259,3 +259,12 @@ def test_hostile_vars_file_contents_are_spec_errors(tmp_path: Path, name: str, c
     (tmp_path / name).write_text(content, encoding="utf-8")
     err = spec_error(write(tmp_path, f"prompt: a {{x}}\nvars:\n  x: {{file: {name}}}\n"))
     assert message in err.message and name in err.message and err.field == "vars.x.file"
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("9" * 10_000, "too many digits"),
+    ("2001-02-30", "day is out of range"),
+])
+def test_unreadable_yaml_scalars_are_located_spec_errors(tmp_path: Path, value: str, message: str) -> None:
+    err = spec_error(write(tmp_path, f"prompt: a cat\ndescription: {value}\n"))
+    assert (err.line, err.column, err.field) == (2, 14, "description") and message in err.message

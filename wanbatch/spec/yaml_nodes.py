@@ -116,6 +116,10 @@ class _Builder:
         except yaml.YAMLError as exc:
             self.error(node, f"cannot read this value: {getattr(exc, 'problem', exc)}", path)
             return None
+        except (ValueError, OverflowError) as exc:  # a 5000-digit number, a date like 2001-02-30
+            problem = "a number with too many digits" if "digits" in str(exc) else str(exc)
+            self.error(node, f"cannot read this value: {problem}", path, hint="quote it to make it text")
+            return None
         if value is not None:
             self.doc.raw[path] = node.value
         return value
