@@ -291,3 +291,13 @@ def test_plan_counts_images_whose_rows_a_crash_lost_as_done(
     assert report["existing"]["done"] == 24 and report["todo_images"] == 0
     rerun = json.loads(wanbatch_cli("run", str(spec), "--json").stdout)  # what plan promised
     assert rerun["submitted_images"] == 0 and rerun["adopted_images"] == 24
+
+
+def test_the_specs_download_limits_reach_every_download(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    text = SPEC_24.format(provider="mock", concurrency=4, output=out).replace(
+        "retries: 4}", "retries: 4, max_image_bytes: 1KiB}")
+    result = wanbatch.run(wanbatch.load_spec(write_spec(text)))
+    assert result.exit_code == 1 and result.stats.done_images == 0
+    assert result.summary.errors_by_kind == {"too_large": 24}
+    assert not list((out / "images").rglob("*.*")) and not list((out / ".tmp").rglob("*.part"))

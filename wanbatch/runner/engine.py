@@ -22,6 +22,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .. import __version__
 from ..dataset import Dataset
+from ..fetch import DownloadLimits
 from ..errors import DatasetError, FatalError, GatewayError, WanbatchError
 from ..limits import AdaptiveConcurrency, RatePacer
 from ..plan import Plan, plan as make_plan
@@ -161,6 +162,8 @@ class _Run:
             download_policy=RetryPolicy(retries=self.limits.retries, backoff_initial=initial, backoff_max=most),
             pacer=RatePacer(self.limits.rpm), adaptive=self.adaptive, tmp_path=dataset.tmp_path,
             request_timeout=self.limits.request_timeout, download_timeout=self.limits.download_timeout,
+            download_limits=DownloadLimits(max_bytes=self.limits.max_image_bytes,
+                                           min_rate=self.limits.min_download_rate),
             unindexed=state.unindexed, pending=dict(state.pending), notes=self.notes, stop=self.stop,
         )
 

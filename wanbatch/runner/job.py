@@ -14,7 +14,7 @@ import anyio
 import httpx
 
 from ..errors import AmbiguousError, FatalError, GatewayError, RefusedError, TransientError
-from ..fetch import fetch_verified
+from ..fetch import DownloadLimits, fetch_verified
 from ..limits import AdaptiveConcurrency, RatePacer
 from ..providers.base import Provider
 from ..retry import RetryPolicy, call_with_retries
@@ -32,7 +32,7 @@ class JobRunner:
         self, *, provider: Provider, client: httpx.AsyncClient, writer: WriterTask, stats: RunStats,
         budget: Budget, policy: RetryPolicy, download_policy: RetryPolicy, pacer: RatePacer,
         adaptive: AdaptiveConcurrency, tmp_path: Callable[[str], Any], request_timeout: float,
-        download_timeout: float, unindexed: set[str], pending: dict[str, tuple[str, str]],
+        download_timeout: float, download_limits: DownloadLimits, unindexed: set[str], pending: dict[str, tuple[str, str]],
         notes: list[str], stop: Callable[[str], None],
     ) -> None:
         self.provider = provider
@@ -47,6 +47,7 @@ class JobRunner:
         self.tmp_path = tmp_path
         self.request_timeout = request_timeout
         self.download_timeout = download_timeout
+        self.download_limits = download_limits
         self.unindexed = unindexed
         self.pending = pending
         self.notes = notes
@@ -197,7 +198,8 @@ class JobRunner:
         tmp = self.tmp_path(".part")
         try:
             (nbytes, sha, (fmt, width, height)), _ = await call_with_retries(
-                lambda: fetch_verified(self.client, image, tmp, timeout=self.download_timeout),
+                lambda: fetch_verified(self.client, image, tmp, timeout=self.download_timeout,
+                                       limits=self.download_limits),
                 self.download_policy, on_retry=self.on_retry,
             )
         except BaseException:
