@@ -104,7 +104,8 @@ def _build(raw: SpecIn, doc: Document, issues: Issues, spec_dir: FsPath) -> Spec
         issues.add(("seeds",), problem, "lower start or count")
     prompts = resolve_prompts(raw, issues, spec_dir)
     issues.raise_if_any()
-    assert provider is not None
+    if provider is None:  # resolve_provider records why in ``issues``; this only guards that contract
+        raise SpecErrors([SpecError("the provider could not be resolved", file=doc.file, field="provider")])
     return Spec(
         name=name, description=raw.description, model=raw.model, provider=provider, prompts=prompts,
         seeds=SeedSpec.from_input(raw.seeds), sizes=sizes, n=raw.n, params=params, limits=raw.limits,
