@@ -1,5 +1,5 @@
-"""The `wanbatch` command line. Turns every WanbatchError into a readable message and an exit code:
-0 done, 1 some jobs failed, 2 bad input, 3 aborted."""
+"""The `wanbatch` command line. Turns every WanbatchError into a readable message and the exit code it
+carries (``exc.exit_code``): 0 done, 1 some jobs failed, 2 bad input, 3 aborted."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from typing import Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .errors import EXIT_ABORTED, EXIT_BAD_INPUT, EXIT_FAILED, DatasetError, SpecError, WanbatchError
+from .errors import EXIT_ABORTED, EXIT_BAD_INPUT, EXIT_FAILED, NotADatasetError, SpecError, WanbatchError
 
 
 out = Console(highlight=False)
@@ -39,35 +40,35 @@ class LazyGroup(click.Group):
         if name in self.lazy:
             module, attr = self.lazy[name].split(":")
             command = getattr(importlib.import_module(module), attr)
-            assert isinstance(command, click.Command)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{self.lazy[name]} is not a click command")
             return command
         return super().get_command(ctx, name)
 
 
 def fail(message: str, code: int, hint: str | None = None) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    """Print ``message`` (plain text: brackets such as ``[ray]`` are kept) and exit with ``code``."""
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     if hint:
-        err.print(f"[dim]hint:[/] {hint}")
+        err.print(f"[dim]hint:[/] {escape(hint)}")
     sys.exit(code)
 
 
 @contextmanager
 def user_errors(json_output: bool = False) -> Iterator[None]:
-    """Map wanbatch's errors to messages and exit codes; only a real bug shows a traceback (with
-    WANBATCH_DEBUG=1)."""
+    """The one place errors become messages and exit codes: each WanbatchError exits with its own
+    ``exit_code``; only a real bug shows a traceback (with WANBATCH_DEBUG=1)."""
     try:
         yield
     except SpecError as exc:
         if json_output:
             errors = getattr(exc, "errors", [exc])
             print(json.dumps({"ok": False, "errors": [_spec_error_dict(e) for e in errors]}, indent=2))
-            sys.exit(EXIT_BAD_INPUT)
-        err.print(f"[bold red]error[/] in spec:\n{exc.render()}", markup=True, soft_wrap=True)
-        sys.exit(EXIT_BAD_INPUT)
-    except DatasetError as exc:
-        fail(str(exc), EXIT_BAD_INPUT)
+            sys.exit(exc.exit_code)
+        err.print(f"[bold red]error[/] in spec:\n{escape(exc.render())}", markup=True, soft_wrap=True)
+        sys.exit(exc.exit_code)
     except WanbatchError as exc:
-        fail(str(exc), EXIT_ABORTED)
+        fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         fail("interrupted", EXIT_ABORTED)
     except (OSError, ValueError) as exc:
@@ -319,7 +320,7 @@ def _require_dataset(path: str) -> None:
         return  # checked by the dataset layer when it reaches the bucket
     root = Path(path)
     if not (root / "wanbatch.json").exists() and not (root / "index").is_dir():
-        raise DatasetError(f"{path}: not a wanbatch dataset (no wanbatch.json or index/ inside)")
+        raise NotADatasetError(f"{path}: not a wanbatch dataset (no wanbatch.json or index/ inside)")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,9 @@ import sys
 from typing import Any
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
-from wanbatch.cli import EXIT_BAD_INPUT, err, fail, out, user_errors
+from wanbatch.cli import err, out, user_errors
 
 
 @click.command("ray-run")
@@ -31,18 +30,15 @@ def ray_run(spec_path: str, shards: int, address: str | None, output: str | None
     """Run SPEC as N shards on a Ray cluster into one dataset folder, then compact it (rerun to resume)."""
     from wanbatch.spec import load_spec
 
-    from .ray_runner import ClusterError, run_on_ray
+    from .ray_runner import run_on_ray
 
     with user_errors(as_json):
         spec = load_spec(spec_path)
         forward = list(env_names)
         if forward_key and spec.provider.kind == "gateway":
             forward.append(spec.provider.api_key_env)
-        try:
-            report = run_on_ray(spec_path, shards, address=address, output=output, retry_failed=retry_failed,
-                                num_cpus_per_shard=cpus_per_shard, forward_env=forward)
-        except ClusterError as exc:
-            fail(escape(str(exc)), EXIT_BAD_INPUT)  # keep [ray] in the install hint
+        report = run_on_ray(spec_path, shards, address=address, output=output, retry_failed=retry_failed,
+                            num_cpus_per_shard=cpus_per_shard, forward_env=forward)
     data = report.to_dict()
     if as_json:
         print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
