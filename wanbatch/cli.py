@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
+from ._version import __version__
 from .errors import EXIT_ABORTED, EXIT_BAD_INPUT, EXIT_FAILED, NotADatasetError, SpecError, WanbatchError
 
 
