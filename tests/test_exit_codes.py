@@ -61,7 +61,8 @@ def test_bad_gallery_options_exit_2(dataset: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("command", ["status", "compact", "export", "gallery"])
 def test_a_path_that_is_not_a_dataset_exits_2(command: str, tmp_path: Path) -> None:
     (tmp_path / "notes").mkdir()
-    extra = {"export": ["--format", "hf", "--to", str(tmp_path / "x")], "gallery": ["--to", str(tmp_path / "g")]}
+    extra = {"export": ["--format", "hf", "--to", str(tmp_path / "x")],
+             "gallery": ["--to", str(tmp_path / "g")]}
     code, output = invoke(command, str(tmp_path / "notes"), *extra.get(command, []))
     assert code == 2 and "not a wanbatch dataset" in output
 

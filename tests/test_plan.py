@@ -158,7 +158,7 @@ def test_shards_partition_the_plan_exactly() -> None:
     everything = [j.job_id for j in plan(spec).jobs()]
     shards = [plan(spec, shard=(i, 3)) for i in range(3)]
     parts = [[j.job_id for j in s.jobs()] for s in shards]
-    assert sorted(sum(parts, [])) == sorted(everything) and len(everything) == 200
+    assert sorted(j for part in parts for j in part) == sorted(everything) and len(everything) == 200
     for i, part in enumerate(parts):
         assert part and all(int(jid[:8], 16) % 3 == i for jid in part)
     assert sum(s.job_count for s in shards) == 200
@@ -227,7 +227,8 @@ def test_huge_plans_stay_lazy() -> None:
 def test_expansion_is_fast() -> None:
     subjects = ", ".join(f'"subject {i}"' for i in range(100))
     spec = spec_of(f"prompt: '{{s}}'\nvars: {{s: [{subjects}]}}\nseeds: {{start: 0, count: 100}}\n"
-                   "sizes: [1K, 2K, 4K, 1920*1080, 1080*1920, 1024*768, 768*1024, 2048*1152, 1152*2048, 1536*1536]\n")
+                   "sizes: [1K, 2K, 4K, 1920*1080, 1080*1920, 1024*768, 768*1024, 2048*1152, 1152*2048, "
+                   "1536*1536]\n")
     started = time.perf_counter()
     count = sum(1 for _ in plan(spec).jobs())
     elapsed = time.perf_counter() - started

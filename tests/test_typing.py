@@ -29,7 +29,8 @@ def count(path: str) -> int:
     spec: Spec = wanbatch.load_spec(path)
     p: Plan = wanbatch.plan(spec, shard=(0, 2))
     first: Job = next(p.jobs())
-    assert wanbatch.job_id(first.model, first.prompt, first.size, first.seed, first.n, first.params) == first.job_id
+    same = wanbatch.job_id(first.model, first.prompt, first.size, first.seed, first.n, first.params)
+    assert same == first.job_id
     return p.job_count + p.image_count
 
 

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import click
 from rich.console import Console
@@ -20,7 +20,6 @@ from rich.table import Table
 from ._version import __version__
 from .errors import EXIT_ABORTED, EXIT_BAD_INPUT, EXIT_FAILED, NotADatasetError, SpecError, WanbatchError
 
-
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
@@ -28,7 +27,7 @@ err = Console(stderr=True, highlight=False)
 class LazyGroup(click.Group):
     """Commands are imported when used, so `wanbatch --help` and `plan` start fast."""
 
-    lazy: dict[str, str] = {
+    lazy: ClassVar[dict[str, str]] = {
         "mock-server": "wanbatch.mock.cli:mock_server",
         "ray-run": "wanbatch.distribute.cli:ray_run",
     }
@@ -151,12 +150,15 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
     for size, count in report["by_size"].items():
         table.add_row(f"  {size}", f"{count:,}")
     if report["estimated_cost"] is not None:
-        table.add_row("estimated cost", f"{report['estimated_cost']:,.2f}  ({report['price_per_image']} / image)")
+        table.add_row("estimated cost",
+                      f"{report['estimated_cost']:,.2f}  ({report['price_per_image']} / image)")
     if report["existing"] is not None:
         table.add_row("already in output", f"{report['existing']['done']:,} images")
         if report["existing"]["failed_skipped"]:
-            table.add_row("refused earlier", f"{report['existing']['failed_skipped']:,} (rerun with --retry-failed)")
-        table.add_row("a run would request", f"{report['todo_images']:,} images ({report['todo_jobs']:,} jobs)")
+            table.add_row("refused earlier",
+                          f"{report['existing']['failed_skipped']:,} (rerun with --retry-failed)")
+        table.add_row("a run would request",
+                      f"{report['todo_images']:,} images ({report['todo_jobs']:,} jobs)")
         if report["todo_cost"] is not None:
             table.add_row("  costing", f"{report['todo_cost']:,.2f}")
     table.add_row("output", report["output"])
@@ -175,14 +177,16 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
 @shard_option
 @click.option("--output", help="Dataset folder or s3:// URI (default: the spec's `output`).")
 @click.option("--retry-failed", is_flag=True, help="Also request jobs that were refused in earlier runs.")
-@click.option("--grace", default=30.0, show_default=True, help="Seconds in-flight work may take after Ctrl-C.")
+@click.option("--grace", default=30.0, show_default=True,
+              help="Seconds in-flight work may take after Ctrl-C.")
 @click.option("--progress/--no-progress", default=None, help="Live display (default: when on a terminal).")
 @json_option
 def run(spec_path: str, shard: str | None, output: str | None, retry_failed: bool, grace: float,
         progress: bool | None, as_json: bool) -> None:
     """Generate what the output dataset still lacks (rerun to resume)."""
     from .progress import LiveProgress, summary_table
-    from .runner import RunOptions, run as run_spec
+    from .runner import RunOptions
+    from .runner import run as run_spec
     from .spec import load_spec
 
     with user_errors(as_json):
@@ -291,7 +295,8 @@ def gallery(dataset: str, to: str, rows: str | None, cols: str | None, limit: in
 @click.option("--format", "fmt", required=True, type=click.Choice(["hf", "webdataset", "imagefolder"]))
 @click.option("--to", "to", required=True, type=click.Path(), help="Destination folder.")
 @click.option("--include-failed", is_flag=True,
-              help="Also export failed slots (hf: null image; webdataset: json only; refused for imagefolder).")
+              help="Also export failed slots (hf: null image; webdataset: json only; "
+                   "refused for imagefolder).")
 @click.option("--shard-rows", type=int, help="Rows per shard (default: about 500 MB per shard).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in the destination.")
 @json_option

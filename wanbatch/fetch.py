@@ -156,7 +156,9 @@ def _check_status(status: int, url: str) -> None:
     raise RefusedError(f"{status} from {where} while downloading", kind="url_expired", status=status)
 
 
-def _decode_to(data: str, dest: Path, finish: Finish | None = None) -> tuple[int, str, tuple[str, int, int] | None]:
+def _decode_to(
+    data: str, dest: Path, finish: Finish | None = None
+) -> tuple[int, str, tuple[str, int, int] | None]:
     try:
         raw = base64.b64decode(data, validate=False)
     except (binascii.Error, ValueError):

@@ -15,7 +15,8 @@ from wanbatch.cli import err, out, user_errors
 @click.command("ray-run")
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @click.option("--shards", type=click.IntRange(min=1), required=True, help="How many shards (Ray tasks).")
-@click.option("--address", help="Ray cluster to join: HOST:PORT, ray://HOST:PORT or auto (default: start a local one).")
+@click.option("--address",
+              help="Ray cluster to join: HOST:PORT, ray://HOST:PORT or auto (default: start a local one).")
 @click.option("--output", help="Dataset folder, the same path on every node (default: the spec's `output`).")
 @click.option("--retry-failed", is_flag=True, help="Also request jobs that were refused in earlier runs.")
 @click.option("--cpus-per-shard", default=1.0, show_default=True, type=click.FloatRange(min=0),

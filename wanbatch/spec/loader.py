@@ -66,7 +66,8 @@ def _read(source: str) -> str:
     except IsADirectoryError:
         raise SpecErrors([SpecError("is a directory, not a spec file", file=source)]) from None
     except UnicodeDecodeError:
-        raise SpecErrors([SpecError("the spec is not UTF-8 text", file=source, hint="save it as UTF-8")]) from None
+        raise SpecErrors([SpecError("the spec is not UTF-8 text", file=source,
+                                    hint="save it as UTF-8")]) from None
     except OSError as exc:
         raise SpecErrors([SpecError(f"cannot read the spec: {exc.strerror}", file=source)]) from None
 
@@ -135,7 +136,8 @@ def _params(p: ParamsIn, issues: Issues, dialect: str) -> dict[str, Any]:
         if value is None:
             continue
         if dialect == "flat" and key not in _FLAT_PARAMS:
-            issues.add(("params", key), f"{key} cannot be sent by the flat dialect (it accepts only watermark)",
+            issues.add(("params", key),
+                       f"{key} cannot be sent by the flat dialect (it accepts only watermark)",
                        "use a provider with dialect: parameters or dashscope, or remove it", at_key=True)
         elif key == "enable_sequential" and dialect != "parameters":
             issues.add(("params", key), f"enable_sequential needs the parameters dialect, not {dialect}",
