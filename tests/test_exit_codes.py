@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from synthetic import make_dataset
 
+from tests.helpers.synthetic import make_dataset
 from wanbatch import errors
 from wanbatch.cli import main
 

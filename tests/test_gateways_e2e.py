@@ -27,11 +27,11 @@ import uvicorn
 from PIL import Image
 
 import wanbatch
+from tests.helpers import cli_env
 from wanbatch.mock import PARAMETERS_SIZES, MockConfig, create_app, run_in_thread
-from wanbatch.mock.server import base_url as socket_url, bind
+from wanbatch.mock.server import base_url as socket_url
+from wanbatch.mock.server import bind
 from wanbatch.runner import RunOptions, RunResult
-
-from conftest import cli_env
 
 pytestmark = pytest.mark.timeout(60)
 
