@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 
 import wanbatch
-from wanbatch import Job, Plan, RunOptions, RunResult, Spec, WanbatchError
+from wanbatch import Job, Plan, RunOptions, RunResult, RunSummary, Spec, WanbatchError
 
 
 def count(path: str) -> int:
@@ -40,7 +40,8 @@ def go(spec: Spec, out: Path) -> int:
     except WanbatchError as exc:
         return exc.exit_code
     table: pa.Table = wanbatch.read_index(result.root, ["image_id", "status"])
-    rows: int = table.num_rows + wanbatch.open_index(result.root).count_rows()  # pyarrow is untyped
+    summary: RunSummary = result.summary
+    rows: int = summary.done_images + table.num_rows + wanbatch.open_index(result.root).count_rows()  # pyarrow is untyped
     return result.exit_code + rows
 
 
