@@ -29,8 +29,7 @@ from PIL import Image
 import wanbatch
 from tests.helpers import cli_env
 from wanbatch.mock import PARAMETERS_SIZES, MockConfig, create_app, run_in_thread
-from wanbatch.mock.server import base_url as socket_url
-from wanbatch.mock.server import bind
+from wanbatch.mock.server import base_url as socket_url, bind
 from wanbatch.runner import RunOptions, RunResult
 
 pytestmark = pytest.mark.timeout(60)

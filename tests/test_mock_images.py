@@ -11,8 +11,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.helpers.mock_client import AUTH, FLAT
-from tests.helpers.mock_client import gateway as mock_gateway
+from tests.helpers.mock_client import AUTH, FLAT, gateway as mock_gateway
 from wanbatch.mock.images import ImageRef, PngRenderer, image_digest
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]

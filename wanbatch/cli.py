@@ -185,8 +185,7 @@ def run(spec_path: str, shard: str | None, output: str | None, retry_failed: boo
         progress: bool | None, as_json: bool) -> None:
     """Generate what the output dataset still lacks (rerun to resume)."""
     from .progress import LiveProgress, summary_table
-    from .runner import RunOptions
-    from .runner import run as run_spec
+    from .runner import RunOptions, run as run_spec
     from .spec import load_spec
 
     with user_errors(as_json):
