@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -33,10 +32,3 @@ def write_spec(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"COLUMNS": "120", "NO_COLOR": "1"})
-    env.update(extra)
-    return env

@@ -9,7 +9,6 @@ id had not been journaled yet (async; journaled tasks are polled on resume, neve
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -18,28 +17,33 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 import wanbatch
-from wanbatch.dataset import compact, read_index
+from tests.helpers import cli_env
+from tests.helpers.chaos import assert_consistent, mock_stats, settled_stats
 from wanbatch.dataset.journal import read_tasks
 from wanbatch.mock import MockConfig, run_in_thread
 from wanbatch.runner import RunOptions
 
-from conftest import cli_env
+pytestmark = pytest.mark.slow
 
 KEY_ENV = "WANBATCH_TEST_KEY"
 KEY = "sk-chaos-5e1f0a9d7c3b2468"
 CONCURRENCY = 8
 KILLS = 5
-SEED = int(os.environ.get("WANBATCH_CHAOS_SEED", "20240607"))
+POSTS = "/v1/images/generations"
+#: Every kill moment derives from this seed; a failing run prints it, and setting the variable replays it.
+SEED = int(os.environ.get("WANBATCH_CHAOS_SEED") or random.SystemRandom().randrange(2**32))
 SUBJECTS = ["a flower shop", "a bakery at dawn", "a lighthouse", "a tram stop", "a tea house"]
 STYLES = ["watercolor", "photorealistic", "ink", "pixel art"]
 SEEDS = 10
 JOBS = len(SUBJECTS) * len(STYLES) * SEEDS  # 200
+#: A kill comes after 1..MAX_POSTS_PER_KILL new generation requests (plus a fraction of a request's
+#: latency). KILLS x (MAX_POSTS_PER_KILL + CONCURRENCY) < JOBS, so the run cannot finish before the last
+#: kill: every kill lands mid-run.
+MAX_POSTS_PER_KILL = 25
 
 SPEC = """\
 name: chaos
@@ -79,52 +83,6 @@ def write_spec(path: Path, base: str, output: Path, use_async: bool) -> Path:
     return path
 
 
-def mock_stats(base: str) -> dict[str, Any]:
-    return httpx.get(f"{base}/_mock/stats", timeout=10).json()
-
-
-def settled_stats(base: str) -> dict[str, Any]:
-    """Stats once every async task the mock holds has finished (tasks bill when they finish)."""
-    time.sleep(0.3)  # longer than the longest task; any request settles the due ones
-    return mock_stats(base)
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def assert_consistent(root: Path) -> dict[str, dict[str, Any]]:
-    """The invariants every dataset must keep after any crash and a completed rerun; returns ok rows
-    by image id.
-
-    One row per image (also in the raw parts once compacted), every ok row's file present with its
-    recorded sha256, every file under images/ claimed by an ok row, no temp file, no journal left.
-    """
-    table = read_index(root)
-    rows = table.to_pylist()
-    ids = [r["image_id"] for r in rows]
-    assert len(ids) == len(set(ids)), "read_index returned duplicate image ids"
-    ok = {r["image_id"]: r for r in rows if r["status"] == "ok"}
-    for image_id, row in ok.items():
-        path = root / row["path"]
-        assert path.is_file(), f"{image_id}: ok row without its file {row['path']}"
-        assert sha256_of(path) == row["sha256"], f"{image_id}: file does not match its sha256"
-        assert path.stat().st_size == row["bytes"]
-    on_disk = {p.relative_to(root).as_posix() for p in (root / "images").rglob("*") if p.is_file()}
-    claimed = {r["path"] for r in ok.values()}
-    assert on_disk == claimed, f"orphan files {sorted(on_disk - claimed)[:5]}"
-    leftovers = [p for p in (root / ".tmp").rglob("*") if p.is_file()] if (root / ".tmp").exists() else []
-    assert leftovers == [], f"temp files left: {leftovers[:5]}"
-    hidden = [p.name for p in (root / "index").iterdir() if p.name.startswith(".")]
-    assert hidden == [], f"half-written parts left: {hidden}"
-    journals = list((root / "journal").iterdir()) if (root / "journal").exists() else []
-    assert journals == [], f"journals left after a clean finish: {[j.name for j in journals]}"
-    compact(root)
-    raw = read_index(root, ["image_id"], dedupe=False).column("image_id").to_pylist()
-    assert len(raw) == len(set(raw)) == len(rows), "raw parts hold duplicates after compaction"
-    return ok
-
-
 def start_cli(spec: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "wanbatch", "run", str(spec), "--json", "--no-progress"],
@@ -132,18 +90,20 @@ def start_cli(spec: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_for_writer(root: Path, known: set[str], proc: subprocess.Popen[bytes], limit: float = 30) -> set[str]:
-    """Wait until ``proc`` has opened the dataset (a new journal folder appears); returns the folders."""
+def posts(base: str) -> int:
+    return int(mock_stats(base)["requests"].get(POSTS, 0))
+
+
+def wait_for_posts(base: str, target: int, proc: subprocess.Popen[bytes], limit: float = 60) -> bool:
+    """Wait until the gateway has received ``target`` generation requests in all (the mock counts
+    them: a moment observable from outside the client, in units of progress, not of time). False if
+    ``proc`` ended first or the limit passed."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            now = set(os.listdir(root / "journal"))
-        except FileNotFoundError:
-            now = set()
-        if now - known:
-            return now
-        time.sleep(0.01)
-    return known
+        if posts(base) >= target:
+            return True
+        time.sleep(0.005)
+    return False
 
 
 def pending_tasks_on_disk(root: Path) -> dict[str, str]:
@@ -160,6 +120,7 @@ def pending_tasks_on_disk(root: Path) -> dict[str, str]:
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 def test_sigkill_at_random_moments_then_finish(use_async: bool, tmp_path: Path) -> None:
+    print(f"[chaos] seed {SEED}: replay with WANBATCH_CHAOS_SEED={SEED}")  # shown when the test fails
     rng = random.Random(f"{SEED}-{use_async}")
     with run_in_thread(mock_config(use_async, "0")) as ref_base, \
             run_in_thread(mock_config(use_async, "uniform:0.05,0.2")) as base:
@@ -174,19 +135,24 @@ def test_sigkill_at_random_moments_then_finish(use_async: bool, tmp_path: Path) 
 
         root = tmp_path / "chaos"
         spec = write_spec(tmp_path / "chaos.yaml", base, root, use_async)
-        kills, journaled, delays = 0, 0, []
-        writers: set[str] = set()
+        kills, journaled, moments = 0, 0, []
         for _ in range(KILLS):
+            # Ready = the run has started requesting (its first generation request reached the mock);
+            # the kill then waits for k more requests and a fraction of a request's latency.
+            before = posts(base)
             proc = start_cli(spec)
-            writers = wait_for_writer(root, writers, proc)
-            delay = rng.uniform(0.3, 2.0)  # from the moment it opened the dataset: recovery, work, flush
-            try:
-                proc.wait(timeout=delay)
-            except subprocess.TimeoutExpired:
+            ready = wait_for_posts(base, before + 1, proc)
+            k, lag = rng.randint(1, MAX_POSTS_PER_KILL), rng.uniform(0.0, 0.1)
+            reached = ready and wait_for_posts(base, before + 1 + k, proc)
+            if reached:
+                time.sleep(lag)
+            if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
-                delays.append(round(delay, 2))
-            proc.communicate(timeout=30)
+                moments.append((k, round(lag, 3)))
+            out, err = proc.communicate(timeout=30)
+            assert reached, (f"the run ended or stalled before its kill moment (ready={ready}, k={k}): "
+                             f"exit {proc.returncode}, {err.decode()[-500:]}")
             journaled += len(pending_tasks_on_disk(root))
         final = start_cli(spec)
         out, err = final.communicate(timeout=90)
@@ -204,9 +170,10 @@ def test_sigkill_at_random_moments_then_finish(use_async: bool, tmp_path: Path) 
     polls = stats["requests"].get("/v1/tasks/{task_id}", 0)
     assert set(stats["billed_by_key"]) == set(ref_keys), "every job billed, and only the spec's jobs"
     print(f"\n[chaos {'async' if use_async else 'sync'}] seed={SEED} jobs={JOBS} kills={kills} "
-          f"delays={delays} billed={billed} extra_billed={extra} generation_posts={generations} "
+          f"kills_after_posts_and_lag={moments} billed={billed} extra_billed={extra} "
+          f"generation_posts={generations} "
           f"polls={polls} tasks_journaled_at_kills={journaled}")
-    assert kills >= 3, f"only {kills} kills landed before the run finished: the test proves little"
+    assert kills == KILLS, f"only {kills} kills landed before the run finished: the test proves little"
     if use_async:
         # Each submission creates one task that bills once; so resubmissions = extra billing, and a
         # task found journaled after a kill was polled by the next run, not submitted again.

@@ -19,7 +19,7 @@ from wanbatch.dataset import Dataset, compact, ok_row, read_index
 from wanbatch.dataset.journal import read_lines, segments
 from wanbatch.types import Job, StoredImage
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 CHILD = textwrap.dedent("""
     import os, sys

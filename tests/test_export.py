@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from synthetic import SyntheticDataset, make_dataset
 
+from tests.helpers.synthetic import SyntheticDataset, make_dataset
 from wanbatch.errors import WanbatchError
 from wanbatch.export import ExportReport, export_dataset
 

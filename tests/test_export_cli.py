@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from synthetic import make_dataset
 
+from tests.helpers.synthetic import make_dataset
 from wanbatch.cli import main
 
 pytestmark = pytest.mark.timeout(60)

@@ -11,8 +11,8 @@ from urllib.parse import unquote
 
 import pytest
 from PIL import Image
-from synthetic import SyntheticDataset, make_dataset
 
+from tests.helpers.synthetic import SyntheticDataset, make_dataset
 from wanbatch.errors import WanbatchError
 from wanbatch.gallery import build_gallery
 

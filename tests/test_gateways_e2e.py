@@ -27,11 +27,10 @@ import uvicorn
 from PIL import Image
 
 import wanbatch
+from tests.helpers import cli_env
 from wanbatch.mock import PARAMETERS_SIZES, MockConfig, create_app, run_in_thread
 from wanbatch.mock.server import base_url as socket_url, bind
 from wanbatch.runner import RunOptions, RunResult
-
-from conftest import cli_env
 
 pytestmark = pytest.mark.timeout(60)
 

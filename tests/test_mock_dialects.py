@@ -11,9 +11,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.helpers.mock_client import AUTH, DS_ASYNC, DS_SYNC, FLAT, PARAMS, gateway
 from wanbatch.mock.dialects import RESPONSE_FORMAT_MESSAGE
-
-from mock_client import AUTH, DS_ASYNC, DS_SYNC, FLAT, PARAMS, gateway
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 

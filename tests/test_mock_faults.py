@@ -9,9 +9,8 @@ import anyio
 import httpx
 import pytest
 
+from tests.helpers.mock_client import AUTH, DS_ASYNC, DS_SYNC, FLAT, PARAMS, gateway
 from wanbatch.mock import billing_key
-
-from mock_client import AUTH, DS_ASYNC, DS_SYNC, FLAT, PARAMS, gateway
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 

@@ -11,10 +11,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.helpers.mock_client import AUTH, FLAT, gateway as mock_gateway
 from wanbatch.mock.images import ImageRef, PngRenderer, image_digest
-
-from mock_client import AUTH, FLAT
-from mock_client import gateway as mock_gateway
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from wanbatch.errors import SpecError
-from wanbatch.plan import derived_seed, job_id, plan
+from wanbatch.identity import canonical_json, derived_seed, job_id
+from wanbatch.plan import plan
 from wanbatch.spec import Spec, load_spec
 
 DATA = Path(__file__).parent / "data" / "specs"
@@ -56,6 +57,32 @@ def test_job_id_is_the_documented_digest() -> None:
     text = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert job_id(**request) == hashlib.sha256(text.encode()).hexdigest()[:16]
     assert plan(spec_of(BASIC)).jobs().__next__().job_id == job_id(**request)
+
+
+def test_known_ids_never_change() -> None:
+    """Ids computed by the code before wanbatch.identity existed: a change here orphans every dataset."""
+    assert job_id("wan2.7-image-pro", "a flower shop with a wooden door, watercolor", "2K", 42, 1,
+                  {"watermark": False, "thinking_mode": True}) == "2029a8348405e336"
+    assert job_id("wan2.7-image", "café «été» 東京", "1920*1080", 0, 4, {}) == "b26be1602c298b16"
+    assert derived_seed("wan2.7-image-pro", "a bakery at dawn", "1K", 2, {"watermark": False}) == 1235549311
+    jobs = list(plan(load_spec(DATA / "flower-shops.yaml")).jobs())
+    assert len(jobs) == 192
+    assert [(j.job_id, j.seed) for j in jobs[:3]] == [
+        ("0a78ffd6cdee8f49", 0), ("fe3b5c250a4262e0", 1), ("cbb7db27e8b9abcf", 2)]
+    assert jobs[-1].job_id == "44a9a307d1aace90"
+    text = 'prompt: "{x} at dawn"\nvars: {x: [a bakery, "un café"]}\nmodel: wan2.7-image\nsizes: [1K]\nn: 2\n'
+    assert [(j.job_id, j.seed) for j in plan(spec_of(text)).jobs()] == [
+        ("bea5fc7ce336e9f4", 1081841845), ("93932ffa5dd7084c", 1181424085)]
+
+
+def test_the_params_column_uses_the_identity_json() -> None:
+    from wanbatch.dataset.rows import failed_row
+
+    text = ('prompt: x\nprovider: {base_url: "https://gw.example/v1", dialect: parameters}\nseeds: 1\n'
+            "params: {watermark: true, thinking_mode: false}\n")
+    job = next(plan(spec_of(text)).jobs())
+    row = failed_row(job, 0, kind="refused", message="no", provider="p", run_id="r")
+    assert row["params"] == canonical_json(job.params) == '{"thinking_mode":false,"watermark":true}'
 
 
 def test_plan_ids_match_job_id_for_unicode_params_and_n() -> None:
@@ -131,7 +158,7 @@ def test_shards_partition_the_plan_exactly() -> None:
     everything = [j.job_id for j in plan(spec).jobs()]
     shards = [plan(spec, shard=(i, 3)) for i in range(3)]
     parts = [[j.job_id for j in s.jobs()] for s in shards]
-    assert sorted(sum(parts, [])) == sorted(everything) and len(everything) == 200
+    assert sorted(j for part in parts for j in part) == sorted(everything) and len(everything) == 200
     for i, part in enumerate(parts):
         assert part and all(int(jid[:8], 16) % 3 == i for jid in part)
     assert sum(s.job_count for s in shards) == 200
@@ -200,7 +227,8 @@ def test_huge_plans_stay_lazy() -> None:
 def test_expansion_is_fast() -> None:
     subjects = ", ".join(f'"subject {i}"' for i in range(100))
     spec = spec_of(f"prompt: '{{s}}'\nvars: {{s: [{subjects}]}}\nseeds: {{start: 0, count: 100}}\n"
-                   "sizes: [1K, 2K, 4K, 1920*1080, 1080*1920, 1024*768, 768*1024, 2048*1152, 1152*2048, 1536*1536]\n")
+                   "sizes: [1K, 2K, 4K, 1920*1080, 1080*1920, 1024*768, 768*1024, 2048*1152, 1152*2048, "
+                   "1536*1536]\n")
     started = time.perf_counter()
     count = sum(1 for _ in plan(spec).jobs())
     elapsed = time.perf_counter() - started

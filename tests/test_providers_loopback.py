@@ -17,14 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers.provider_settings import Settings
 from wanbatch.errors import AmbiguousError, GatewayError, TransientError
 from wanbatch.fetch import fetch_image, verify_image
 from wanbatch.mock import MockConfig, run_in_thread
 from wanbatch.providers import FlatProvider, make_provider, open_client
 from wanbatch.providers.parameters import ParametersProvider
 from wanbatch.types import DeliveredImage, Job
-
-from provider_settings import Settings
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 

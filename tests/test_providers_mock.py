@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers.provider_settings import Settings
 from wanbatch.errors import AmbiguousError, FatalError, GatewayError, RefusedError, TransientError
 from wanbatch.fetch import fetch_image, verify_image
 from wanbatch.mock import MockConfig, create_app
@@ -17,8 +18,6 @@ from wanbatch.providers import FlatProvider, make_provider, open_client
 from wanbatch.providers.dashscope import DashScopeProvider
 from wanbatch.providers.parameters import ParametersProvider
 from wanbatch.types import Job
-
-from provider_settings import Settings
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 

@@ -17,16 +17,15 @@ import pyarrow.parquet as pq
 import pytest
 
 import wanbatch
+from tests.helpers import cli_env
 from wanbatch.mock import MockConfig, billing_key, run_in_thread
-
-from conftest import cli_env
 
 os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 ray = pytest.importorskip("ray")
 
 from wanbatch.distribute import run_on_ray  # noqa: E402
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 KEY_ENV = "WANBATCH_RAY_TEST_KEY"
 KEY = "sk-ray-5c1e9a7d3b2f40861"

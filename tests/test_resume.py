@@ -20,13 +20,12 @@ from typing import Any
 import pytest
 
 import wanbatch
+from tests.helpers import cli_env
+from tests.helpers.chaos import assert_consistent, mock_stats, settled_stats, sha256_of
 from wanbatch.dataset import status
 from wanbatch.errors import DatasetError
 from wanbatch.mock import MockConfig, run_in_thread
 from wanbatch.runner import RunOptions, RunResult
-
-from conftest import cli_env
-from test_chaos import assert_consistent, mock_stats, settled_stats, sha256_of
 
 KEY_ENV = "WANBATCH_TEST_KEY"
 KEY = "sk-resume-0b9c8d7e6f5a4132"

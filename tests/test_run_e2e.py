@@ -16,10 +16,9 @@ import pytest
 from PIL import Image
 
 import wanbatch
+from tests.helpers import cli_env
 from wanbatch.mock import MockConfig, run_in_thread
 from wanbatch.runner import RunOptions
-
-from conftest import cli_env
 
 KEY_ENV = "WANBATCH_TEST_KEY"
 KEY = "sk-test-8f3e1d2c4b5a69780"

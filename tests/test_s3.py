@@ -23,12 +23,11 @@ import pyarrow.fs as pafs
 import pytest
 
 import wanbatch
+from tests.helpers import cli_env
 from wanbatch.dataset import Dataset, read_index
 from wanbatch.errors import DatasetError
 from wanbatch.mock import MockConfig, run_in_thread
 from wanbatch.runner import RunOptions
-
-from conftest import cli_env
 
 KEY_ENV = "WANBATCH_TEST_KEY"
 KEY = "sk-test-s3-5d4c3b2a1"
@@ -46,7 +45,7 @@ SPEC = """
 """
 IMAGES = 12
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 
 @pytest.fixture(scope="module")

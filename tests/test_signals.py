@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 import wanbatch
+from tests.helpers import cli_env
+from tests.helpers.chaos import assert_consistent, mock_stats
 from wanbatch.mock import MockConfig, run_in_thread
 from wanbatch.runner import RunOptions
 
-from conftest import cli_env
-from test_chaos import assert_consistent, mock_stats
+pytestmark = pytest.mark.slow
 
 KEY_ENV = "WANBATCH_TEST_KEY"
 KEY = "sk-signals-9a8b7c6d5e4f3021"

@@ -1,5 +1,5 @@
-"""The `wanbatch` command line. Turns every WanbatchError into a readable message and an exit code:
-0 done, 1 some jobs failed, 2 bad input, 3 aborted."""
+"""The `wanbatch` command line. Turns every WanbatchError into a readable message and the exit code it
+carries (``exc.exit_code``): 0 done, 1 some jobs failed, 2 bad input, 3 aborted."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
-from .errors import EXIT_ABORTED, EXIT_BAD_INPUT, EXIT_FAILED, DatasetError, SpecError, WanbatchError
-
+from ._version import __version__
+from .errors import EXIT_ABORTED, EXIT_BAD_INPUT, EXIT_FAILED, NotADatasetError, SpecError, WanbatchError
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -27,7 +27,7 @@ err = Console(stderr=True, highlight=False)
 class LazyGroup(click.Group):
     """Commands are imported when used, so `wanbatch --help` and `plan` start fast."""
 
-    lazy: dict[str, str] = {
+    lazy: ClassVar[dict[str, str]] = {
         "mock-server": "wanbatch.mock.cli:mock_server",
         "ray-run": "wanbatch.distribute.cli:ray_run",
     }
@@ -39,35 +39,35 @@ class LazyGroup(click.Group):
         if name in self.lazy:
             module, attr = self.lazy[name].split(":")
             command = getattr(importlib.import_module(module), attr)
-            assert isinstance(command, click.Command)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{self.lazy[name]} is not a click command")
             return command
         return super().get_command(ctx, name)
 
 
 def fail(message: str, code: int, hint: str | None = None) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    """Print ``message`` (plain text: brackets such as ``[ray]`` are kept) and exit with ``code``."""
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     if hint:
-        err.print(f"[dim]hint:[/] {hint}")
+        err.print(f"[dim]hint:[/] {escape(hint)}")
     sys.exit(code)
 
 
 @contextmanager
 def user_errors(json_output: bool = False) -> Iterator[None]:
-    """Map wanbatch's errors to messages and exit codes; only a real bug shows a traceback (with
-    WANBATCH_DEBUG=1)."""
+    """The one place errors become messages and exit codes: each WanbatchError exits with its own
+    ``exit_code``; only a real bug shows a traceback (with WANBATCH_DEBUG=1)."""
     try:
         yield
     except SpecError as exc:
         if json_output:
             errors = getattr(exc, "errors", [exc])
             print(json.dumps({"ok": False, "errors": [_spec_error_dict(e) for e in errors]}, indent=2))
-            sys.exit(EXIT_BAD_INPUT)
-        err.print(f"[bold red]error[/] in spec:\n{exc.render()}", markup=True, soft_wrap=True)
-        sys.exit(EXIT_BAD_INPUT)
-    except DatasetError as exc:
-        fail(str(exc), EXIT_BAD_INPUT)
+            sys.exit(exc.exit_code)
+        err.print(f"[bold red]error[/] in spec:\n{escape(exc.render())}", markup=True, soft_wrap=True)
+        sys.exit(exc.exit_code)
     except WanbatchError as exc:
-        fail(str(exc), EXIT_ABORTED)
+        fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         fail("interrupted", EXIT_ABORTED)
     except (OSError, ValueError) as exc:
@@ -150,12 +150,15 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
     for size, count in report["by_size"].items():
         table.add_row(f"  {size}", f"{count:,}")
     if report["estimated_cost"] is not None:
-        table.add_row("estimated cost", f"{report['estimated_cost']:,.2f}  ({report['price_per_image']} / image)")
+        table.add_row("estimated cost",
+                      f"{report['estimated_cost']:,.2f}  ({report['price_per_image']} / image)")
     if report["existing"] is not None:
         table.add_row("already in output", f"{report['existing']['done']:,} images")
         if report["existing"]["failed_skipped"]:
-            table.add_row("refused earlier", f"{report['existing']['failed_skipped']:,} (rerun with --retry-failed)")
-        table.add_row("a run would request", f"{report['todo_images']:,} images ({report['todo_jobs']:,} jobs)")
+            table.add_row("refused earlier",
+                          f"{report['existing']['failed_skipped']:,} (rerun with --retry-failed)")
+        table.add_row("a run would request",
+                      f"{report['todo_images']:,} images ({report['todo_jobs']:,} jobs)")
         if report["todo_cost"] is not None:
             table.add_row("  costing", f"{report['todo_cost']:,.2f}")
     table.add_row("output", report["output"])
@@ -174,7 +177,8 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
 @shard_option
 @click.option("--output", help="Dataset folder or s3:// URI (default: the spec's `output`).")
 @click.option("--retry-failed", is_flag=True, help="Also request jobs that were refused in earlier runs.")
-@click.option("--grace", default=30.0, show_default=True, help="Seconds in-flight work may take after Ctrl-C.")
+@click.option("--grace", default=30.0, show_default=True,
+              help="Seconds in-flight work may take after Ctrl-C.")
 @click.option("--progress/--no-progress", default=None, help="Live display (default: when on a terminal).")
 @json_option
 def run(spec_path: str, shard: str | None, output: str | None, retry_failed: bool, grace: float,
@@ -290,7 +294,8 @@ def gallery(dataset: str, to: str, rows: str | None, cols: str | None, limit: in
 @click.option("--format", "fmt", required=True, type=click.Choice(["hf", "webdataset", "imagefolder"]))
 @click.option("--to", "to", required=True, type=click.Path(), help="Destination folder.")
 @click.option("--include-failed", is_flag=True,
-              help="Also export failed slots (hf: null image; webdataset: json only; refused for imagefolder).")
+              help="Also export failed slots (hf: null image; webdataset: json only; "
+                   "refused for imagefolder).")
 @click.option("--shard-rows", type=int, help="Rows per shard (default: about 500 MB per shard).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in the destination.")
 @json_option
@@ -319,7 +324,7 @@ def _require_dataset(path: str) -> None:
         return  # checked by the dataset layer when it reaches the bucket
     root = Path(path)
     if not (root / "wanbatch.json").exists() and not (root / "index").is_dir():
-        raise DatasetError(f"{path}: not a wanbatch dataset (no wanbatch.json or index/ inside)")
+        raise NotADatasetError(f"{path}: not a wanbatch dataset (no wanbatch.json or index/ inside)")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
-"""The exceptions wanbatch raises, and what each means for a run.
+"""The exceptions wanbatch raises, what each means for a run, and the exit code each carries.
 
-    WanbatchError
-    ├── SpecError            bad spec or options: exit 2, nothing requested
-    ├── DatasetError         output unreadable/unwritable, disk full: the run stops (exit 3)
-    └── GatewayError         anything a gateway answered or failed to answer; ``kind`` names it
+    WanbatchError                 exit 3 unless a subclass says otherwise
+    ├── UsageError           exit 2  a bad option or argument; nothing was requested or written
+    │   │                            (export into a non-empty folder, an unknown gallery axis, …)
+    │   └── SpecError        exit 2  a bad spec, located in its file (SpecErrors: several at once)
+    ├── DatasetError         exit 3  the dataset cannot be read or written (permissions, disk full,
+    │   │                            a damaged index): the run is aborted, rerun to resume
+    │   └── NotADatasetError exit 2  the path given is not a dataset (or, as an output, a folder that
+    │                                holds something else): bad input, not a failure of the dataset
+    └── GatewayError         exit 3  anything a gateway answered or failed to answer; ``kind`` names it
         ├── TransientError   retry with backoff (429, 408, 5xx, network errors)
         ├── AmbiguousError   a sync call timed out or got 524: the image may be billed; retried
         │                    only within ``limits.ambiguous_retries``
@@ -12,6 +17,8 @@
         └── FatalError       the whole run stops at once (401, 403, 404, a missing key, a parameter
                              the dialect cannot send)
 
+Every error carries its exit code as ``exit_code``; the CLI maps errors to messages and codes at one
+boundary (``wanbatch.cli.user_errors``), and a run that stops on an error reports that error's code.
 Providers translate every httpx error and every gateway answer into exactly one of these at their
 boundary, so the runner's retry policy keys off the class alone. Messages never hold API keys.
 """
@@ -25,8 +32,17 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ABORTED = 0, 1, 2, 3
 class WanbatchError(Exception):
     """Base of every error wanbatch raises on purpose."""
 
+    #: The process exit code when this error ends a command (see the tree above).
+    exit_code: int = EXIT_ABORTED
 
-class SpecError(WanbatchError):
+
+class UsageError(WanbatchError):
+    """A bad option or argument (to the CLI or the Python API), found before any work is done."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class SpecError(UsageError):
     """A mistake in a spec, located in its file.
 
     ``str()`` gives ``file:line:col: field: message`` followed by ``hint`` on its own line.
@@ -82,6 +98,14 @@ class SpecErrors(SpecError):
 class DatasetError(WanbatchError):
     """The dataset cannot be read or written (permissions, disk full, corrupt index)."""
 
+    exit_code = EXIT_ABORTED
+
+
+class NotADatasetError(DatasetError):
+    """The path is not a wanbatch dataset (or, as an output, a folder that holds something else)."""
+
+    exit_code = EXIT_BAD_INPUT
+
 
 class GatewayError(WanbatchError):
     """A failure talking to a gateway. ``kind`` is the ``error_kind`` recorded in the index."""
@@ -123,23 +147,20 @@ class FatalError(GatewayError):
     kind = "fatal"
 
 
-class BudgetExceeded(WanbatchError):
-    """Raised inside the runner when a cap (max_images, max_cost) forbids a new submission."""
-
-
 __all__ = [
     "EXIT_ABORTED",
     "EXIT_BAD_INPUT",
     "EXIT_FAILED",
     "EXIT_OK",
     "AmbiguousError",
-    "BudgetExceeded",
     "DatasetError",
     "FatalError",
     "GatewayError",
+    "NotADatasetError",
     "RefusedError",
     "SpecError",
     "SpecErrors",
     "TransientError",
+    "UsageError",
     "WanbatchError",
 ]

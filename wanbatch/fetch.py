@@ -82,7 +82,8 @@ async def fetch_verified(
     max_pixels = limits.max_pixels
     size, digest, verified = await _fetch(client, image, dest, timeout,
                                           lambda path: verify_image(path, max_pixels), limits)
-    assert verified is not None
+    if verified is None:  # _fetch runs ``finish`` whenever it is given one
+        raise RefusedError(f"{dest.name}: the image was not verified", kind="bad_image")
     return size, digest, verified
 
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image, UnidentifiedImageError
 
-from wanbatch.errors import WanbatchError
+from wanbatch.errors import UsageError
 from wanbatch.export import _load_rows
 from wanbatch.images import safe_open_image
 from wanbatch.types import TIER_PIXELS
@@ -66,9 +66,9 @@ def build_gallery(
     if page.is_dir():
         page = page / "gallery.html"
     if not 32 <= thumb <= 1024:
-        raise WanbatchError(f"thumb must be between 32 and 1024 pixels, got {thumb}")
+        raise UsageError(f"thumb must be between 32 and 1024 pixels, got {thumb}")
     if limit is not None and limit < 1:
-        raise WanbatchError(f"limit must be a positive number of images, got {limit}")
+        raise UsageError(f"limit must be a positive number of images, got {limit}")
     table = _load_rows(root, _COLUMNS).sort_by(_ORDER)
     cap = limit if limit is not None else DEFAULT_LIMIT
     totals = _totals(table)
@@ -79,7 +79,7 @@ def build_gallery(
     try:
         thumbs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise WanbatchError(f"cannot write the gallery next to {page}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot write the gallery next to {page}: {exc.strerror or exc}") from None
     _make_thumbs(root, slots, thumbs_dir, thumb)
 
     body = _grid(slots, *axes, page.parent) if axes else _wall(slots, page.parent)
@@ -103,7 +103,7 @@ def _axes(slots: list[_Slot], rows: str | None, cols: str | None) -> tuple[str, 
     for name in (rows, cols):
         if name is not None and name not in BUILTIN_AXES and name not in var_names:
             allowed = ", ".join([*BUILTIN_AXES, *var_names])
-            raise WanbatchError(f"unknown gallery axis {name!r}; choose one of: {allowed}")
+            raise UsageError(f"unknown gallery axis {name!r}; choose one of: {allowed}")
     if rows is None and cols is None:
         seeds: dict[str, set[Any]] = {}
         for s in slots:
@@ -113,7 +113,7 @@ def _axes(slots: list[_Slot], rows: str | None, cols: str | None) -> tuple[str, 
     r = rows or ("prompt" if cols != "prompt" else "seed")
     c = cols or ("seed" if r != "seed" else "prompt")
     if r == c:
-        raise WanbatchError(f"gallery rows and columns must be different axes, both are {r!r}")
+        raise UsageError(f"gallery rows and columns must be different axes, both are {r!r}")
     return r, c
 
 

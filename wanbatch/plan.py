@@ -18,42 +18,22 @@ product of the axes.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 from itertools import product
-from typing import Any
 
 from wanbatch.errors import SpecError
+from wanbatch.identity import JobIds, canonical_json, derived_seed, job_id
 from wanbatch.spec import PromptSpec, Spec
 from wanbatch.types import Job
 
-SEED_SALT = b"wanbatch-seed\0"
-SEED_MASK = 0x7FFFFFFF
 #: Most var combinations (summed over prompt entries) whose rendered prompts are de-duplicated
 #: exactly; the digest set then costs at most ~50 MB.
 EXACT_DEDUP_LIMIT = 500_000
 
+# canonical_json, derived_seed and job_id live in wanbatch.identity; re-exported for callers.
 __all__ = ["EXACT_DEDUP_LIMIT", "Plan", "canonical_json", "derived_seed", "job_id", "plan"]
-
-
-def canonical_json(value: Any) -> str:
-    """The one JSON form used for identities: sorted keys, compact, UTF-8 kept as is."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def job_id(model: str, prompt: str, size: str, seed: int, n: int, params: dict[str, Any]) -> str:
-    """16 hex chars of sha256 over the canonical request."""
-    request = {"model": model, "prompt": prompt, "size": size, "seed": seed, "n": n, "params": params}
-    return hashlib.sha256(canonical_json(request).encode()).hexdigest()[:16]
-
-
-def derived_seed(model: str, prompt: str, size: str, n: int, params: dict[str, Any]) -> int:
-    """The seed of a job whose spec gives none: stable, from the request's content."""
-    request = {"model": model, "prompt": prompt, "size": size, "n": n, "params": params}
-    digest = hashlib.sha256(SEED_SALT + canonical_json(request).encode()).hexdigest()
-    return int(digest[:8], 16) & SEED_MASK
 
 
 def _axes(prompt: PromptSpec) -> list[tuple[tuple[str, ...], list[tuple[str, ...]]]]:
@@ -140,23 +120,13 @@ class Plan:
         model, n, name, params = spec.model, spec.n, spec.name, dict(spec.params)
         seeds = spec.seeds.values()
         keep_i, modulo = self.shard if self.shard else (0, 0)
-        dumps = json.dumps
-        # The canonical request, sorted keys: model, n, params, prompt, seed, size. Built from parts
-        # so a job costs one string concatenation and one sha256 (see test_plan: equals job_id()).
-        head = f'{{"model":{dumps(model)},"n":{n},"params":{canonical_json(params)},"prompt":'
-        tails = [(size, f',"size":{dumps(size)}}}') for size in spec.sizes]
-        sha256 = hashlib.sha256
+        ids = JobIds(model, n, params)
         for text, template, assignment in self.prompts():
-            with_prompt = head + dumps(text, ensure_ascii=False)
-            prefix = with_prompt + ',"seed":'
-            for size, tail in tails:
-                if seeds is None:
-                    seed_digest = sha256(SEED_SALT + (with_prompt + tail).encode()).hexdigest()
-                    job_seeds: Any = (int(seed_digest[:8], 16) & SEED_MASK,)
-                else:
-                    job_seeds = seeds
+            prompt_ids = ids.for_prompt(text)
+            for size in spec.sizes:
+                job_seeds: Sequence[int] = (prompt_ids.derived_seed(size),) if seeds is None else seeds
                 for seed in job_seeds:
-                    jid = sha256(f"{prefix}{seed}{tail}".encode()).hexdigest()[:16]
+                    jid = prompt_ids.job_id(size, seed)
                     if modulo and int(jid[:8], 16) % modulo != keep_i:
                         continue
                     yield Job(jid, model, text, size, seed, n, params, template, assignment, name)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..errors import DatasetError
+from ..errors import DatasetError, NotADatasetError
 from .fsutil import disk_errors, fsync_dir
 from .layout import Layout
 from .manifest import root_lock
@@ -44,7 +44,7 @@ def compact(root: str | Path, *, target_rows: int = 1_000_000) -> CompactReport:
         raise DatasetError(f"target_rows must be positive, got {target_rows}")
     layout = Layout.of(root)
     if not layout.index.is_dir():
-        raise DatasetError(f"{layout.root}: not a wanbatch dataset (no index/)")
+        raise NotADatasetError(f"{layout.root}: not a wanbatch dataset (no index/)")
     import pyarrow.dataset as ds
 
     with root_lock(layout):

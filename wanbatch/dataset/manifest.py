@@ -28,7 +28,7 @@ def tool_version() -> str:
 
         return version("wanbatch")
     except Exception:  # noqa: BLE001 - running from a source tree
-        from .. import __version__
+        from .._version import __version__
 
         return __version__
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from ..errors import DatasetError
+from ..errors import DatasetError, NotADatasetError
 from .layout import Layout
 from .parts import dedupe, read_parts
 from .schema import INDEX_SCHEMA
@@ -88,7 +88,7 @@ def _existing(root: str | Path) -> Layout:
         return Layout(snapshot(str(root)))
     layout = Layout.of(root)
     if not layout.root.is_dir():
-        raise DatasetError(f"{layout.root}: no such dataset folder")
+        raise NotADatasetError(f"{layout.root}: no such dataset folder")
     if not layout.is_dataset():
-        raise DatasetError(f"{layout.root}: not a wanbatch dataset (no wanbatch.json or index/)")
+        raise NotADatasetError(f"{layout.root}: not a wanbatch dataset (no wanbatch.json or index/)")
     return layout

@@ -54,7 +54,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from ..errors import DatasetError
+from ..errors import DatasetError, NotADatasetError
 from .compaction import CompactReport
 from .fsutil import atomic_write, disk_errors
 from .journal import WriterJournal
@@ -110,7 +110,7 @@ class RemoteRoot:
             raise DatasetError(f"{self.uri}: cannot open this object storage URI: {_short(exc)}") from None
         self.base = base.rstrip("/")
         if not self.base:
-            raise DatasetError(f"{self.uri}: give a bucket and a prefix, e.g. s3://bucket/datasets/name")
+            raise NotADatasetError(f"{self.uri}: give a bucket and a prefix, e.g. s3://bucket/datasets/name")
 
     def key(self, rel: str) -> str:
         return f"{self.base}/{rel}"
@@ -201,9 +201,9 @@ class Mirror:
         listing = self.remote.listing()
         remote_parts = {r for r in listing if r.startswith("index/") and _is_part(r[6:])}
         if not listing and not create:
-            raise DatasetError(f"{self.remote.uri}: no wanbatch dataset there (no {MANIFEST} or index/)")
+            raise NotADatasetError(f"{self.remote.uri}: no wanbatch dataset there (no {MANIFEST} or index/)")
         if listing and MANIFEST not in listing and not remote_parts:
-            raise DatasetError(f"{self.remote.uri}: holds objects but is not a wanbatch dataset "
+            raise NotADatasetError(f"{self.remote.uri}: holds objects but is not a wanbatch dataset "
                                f"(no {MANIFEST} or index/); choose an empty or new prefix")
         with disk_errors(f"create the staging folder {self.staging}"):
             self.state.mkdir(parents=True, exist_ok=True)
@@ -388,7 +388,8 @@ class RemoteDataset(Dataset):
         except BaseException:
             mirror.close()
             raise
-        assert isinstance(dataset, RemoteDataset)
+        if not isinstance(dataset, RemoteDataset):  # cls.open returns cls for a staging folder
+            raise TypeError(f"{cls.__name__}.open returned {type(dataset).__name__}")
         dataset.uri = remote.uri
         dataset.mirror = mirror
         if MANIFEST not in mirror.remote.listing():  # mark the prefix as a dataset from the start
@@ -500,7 +501,7 @@ def _existing(uri: str) -> RemoteRoot:
     with remote.errors("open the dataset"):
         info = remote.fs.get_file_info([remote.key(MANIFEST), remote.key("index")])
     if all(i.type == pafs.FileType.NotFound for i in info):
-        raise DatasetError(f"{remote.uri}: not a wanbatch dataset (no {MANIFEST} or index/)")
+        raise NotADatasetError(f"{remote.uri}: not a wanbatch dataset (no {MANIFEST} or index/)")
     return remote
 
 

@@ -5,16 +5,11 @@ A failed slot is data, not an exception: it gets a row with ``status="failed"`` 
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
+from ..identity import canonical_json
 from ..types import Job, StoredImage
-
-
-def canonical_json(params: dict[str, Any]) -> str:
-    """Stable text for the ``params`` column: sorted keys, no spaces, UTF-8 kept."""
-    return json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def _common(job: Job, slot: int, *, provider: str, run_id: str, attempts: int, latency_ms: int | None,

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import DatasetError
+from ..errors import DatasetError, NotADatasetError
 from . import manifest as _manifest
 from .compaction import CompactReport, compact
 from .reader import failed_from
@@ -77,19 +77,19 @@ class Dataset:
         layout = Layout.of(root)
         path = layout.root
         if path.exists() and not path.is_dir():
-            raise DatasetError(f"{path}: exists and is not a folder; choose another output")
+            raise NotADatasetError(f"{path}: exists and is not a folder; choose another output")
         if path.is_dir() and not layout.is_dataset():
             try:
                 entries = [e for e in os.listdir(path) if not e.startswith(".")]
             except OSError as exc:
                 raise explain(exc, "list the output folder") from exc
             if entries:
-                raise DatasetError(
+                raise NotADatasetError(
                     f"{path}: the folder is not empty and is not a wanbatch dataset "
                     f"(no wanbatch.json); choose an empty or new folder"
                 )
         if not layout.is_dataset() and not create:
-            raise DatasetError(f"{path}: not a wanbatch dataset (no wanbatch.json or index/)")
+            raise NotADatasetError(f"{path}: not a wanbatch dataset (no wanbatch.json or index/)")
         with disk_errors(f"create the dataset in {path}"):
             path.mkdir(parents=True, exist_ok=True)
             for folder in (layout.tmp, layout.journal, layout.index, layout.images):

@@ -7,16 +7,16 @@ import sys
 from typing import Any
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
-from wanbatch.cli import EXIT_BAD_INPUT, err, fail, out, user_errors
+from wanbatch.cli import err, out, user_errors
 
 
 @click.command("ray-run")
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @click.option("--shards", type=click.IntRange(min=1), required=True, help="How many shards (Ray tasks).")
-@click.option("--address", help="Ray cluster to join: HOST:PORT, ray://HOST:PORT or auto (default: start a local one).")
+@click.option("--address",
+              help="Ray cluster to join: HOST:PORT, ray://HOST:PORT or auto (default: start a local one).")
 @click.option("--output", help="Dataset folder, the same path on every node (default: the spec's `output`).")
 @click.option("--retry-failed", is_flag=True, help="Also request jobs that were refused in earlier runs.")
 @click.option("--cpus-per-shard", default=1.0, show_default=True, type=click.FloatRange(min=0),
@@ -31,18 +31,15 @@ def ray_run(spec_path: str, shards: int, address: str | None, output: str | None
     """Run SPEC as N shards on a Ray cluster into one dataset folder, then compact it (rerun to resume)."""
     from wanbatch.spec import load_spec
 
-    from .ray_runner import ClusterError, run_on_ray
+    from .ray_runner import run_on_ray
 
     with user_errors(as_json):
         spec = load_spec(spec_path)
         forward = list(env_names)
         if forward_key and spec.provider.kind == "gateway":
             forward.append(spec.provider.api_key_env)
-        try:
-            report = run_on_ray(spec_path, shards, address=address, output=output, retry_failed=retry_failed,
-                                num_cpus_per_shard=cpus_per_shard, forward_env=forward)
-        except ClusterError as exc:
-            fail(escape(str(exc)), EXIT_BAD_INPUT)  # keep [ray] in the install hint
+        report = run_on_ray(spec_path, shards, address=address, output=output, retry_failed=retry_failed,
+                            num_cpus_per_shard=cpus_per_shard, forward_env=forward)
     data = report.to_dict()
     if as_json:
         print(json.dumps(data, indent=2, ensure_ascii=False, default=str))

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import EXIT_ABORTED, EXIT_BAD_INPUT, SpecError, WanbatchError
+from ..errors import EXIT_ABORTED, UsageError, WanbatchError
 from ..runner.summary import RunSummary
 
 RAY_MISSING = "Ray is not installed: pip install 'wanbatch[ray]'"
@@ -41,7 +41,7 @@ SUMMED = (
 )
 
 
-class ClusterError(WanbatchError):
+class ClusterError(UsageError):
     """Ray is missing or the cluster cannot be reached: bad options (exit 2), nothing requested."""
 
 
@@ -85,10 +85,8 @@ def _run_shard(spec_text: str, spec_path: str, shard: int, shards: int, output: 
     try:
         spec = load_spec(spec_path, text=spec_text)
         result = run(spec, RunOptions(shard=(shard, shards), output=output, retry_failed=retry_failed))
-    except SpecError as exc:
-        return {"exit_code": EXIT_BAD_INPUT, "summary": None, "error": str(exc), "notes": []}
     except WanbatchError as exc:
-        return {"exit_code": EXIT_ABORTED, "summary": None, "error": str(exc), "notes": []}
+        return {"exit_code": exc.exit_code, "summary": None, "error": str(exc), "notes": []}
     return {"exit_code": result.exit_code, "summary": result.summary.to_dict(), "error": result.summary.error,
             "notes": result.notes}
 

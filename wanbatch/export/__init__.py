@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from wanbatch.dataset import read_index
-from wanbatch.errors import DatasetError, WanbatchError
+from wanbatch.errors import DatasetError, UsageError
 from wanbatch.export import hf, imagefolder, webdataset
 from wanbatch.export._common import ExportReport, Output, check_destination, commit, staging_dir
 
@@ -51,13 +51,13 @@ def export_dataset(
     """
     root, to = Path(root), Path(to)
     if fmt not in _WRITERS:
-        raise WanbatchError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+        raise UsageError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     if shard_rows is not None and shard_rows < 1:
-        raise WanbatchError(f"shard_rows must be a positive number of rows, got {shard_rows}")
+        raise UsageError(f"shard_rows must be a positive number of rows, got {shard_rows}")
     if fmt == "imagefolder" and shard_rows is not None:
-        raise WanbatchError("imagefolder exports are not sharded; drop shard_rows or use hf/webdataset")
+        raise UsageError("imagefolder exports are not sharded; drop shard_rows or use hf/webdataset")
     if fmt == "imagefolder" and include_failed:
-        raise WanbatchError(
+        raise UsageError(
             "an image folder holds images only, so failed rows cannot be exported to it; "
             "use the hf or webdataset format to keep failures"
         )
@@ -87,7 +87,7 @@ def _select(table: pa.Table, *, include_failed: bool) -> pa.Table:
         ok = table.filter(pc.equal(table.column("status"), "ok"))
         if ok.num_rows == 0:
             failed = table.num_rows
-            raise DatasetError(
+            raise UsageError(
                 f"nothing to export: the dataset has no ok images ({failed} failed rows; "
                 "pass include_failed=True / --include-failed to export them)"
             )
@@ -99,7 +99,7 @@ def _load_rows(root: Path, columns: list[str] | None = None) -> pa.Table:
     """The index, one row per image_id (an ok row beats a failed one); all columns by default."""
     table = read_index(root, columns)
     if table.num_rows == 0:
-        raise DatasetError(f"{root}: the dataset's index has no rows yet (has a run written it?)")
+        raise UsageError(f"{root}: the dataset's index has no rows yet (has a run written it?)")
     return table
 
 

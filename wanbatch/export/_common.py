@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from wanbatch.errors import DatasetError, WanbatchError
+from wanbatch.errors import DatasetError, UsageError
 
 #: Written into every export so ``overwrite=True`` only ever deletes a previous wanbatch export.
 MARKER = ".wanbatch-export.json"
@@ -67,16 +67,16 @@ class Output:
 def check_destination(to: Path, *, overwrite: bool) -> None:
     """Refuse a destination we must not write into, before any work is done."""
     if to.exists() and not to.is_dir():
-        raise WanbatchError(f"export destination {to} exists and is not a directory")
+        raise UsageError(f"export destination {to} exists and is not a directory")
     if not to.is_dir() or not any(to.iterdir()):
         return
     if not overwrite:
-        raise WanbatchError(
+        raise UsageError(
             f"export destination {to} is not empty; choose an empty folder or pass overwrite=True "
             "(--overwrite) to replace a previous export"
         )
     if not (to / MARKER).is_file():
-        raise WanbatchError(
+        raise UsageError(
             f"export destination {to} is not empty and does not hold a wanbatch export; "
             "refusing to delete it — choose another folder or empty it yourself"
         )

@@ -62,7 +62,8 @@ def make_provider(
         return mock_provider(client, request_timeout=request_timeout, poll_interval=config.poll_interval,
                              config=config)
     key = check_settings(config, env)
-    assert key is not None and config.base_url is not None
+    if key is None or config.base_url is None:  # check_settings returns a key for every gateway
+        raise FatalError(f"provider {config.name!r} needs a base_url and an API key", kind="not_found")
     return DIALECTS[config.dialect](
         base_url=config.base_url, api_key=key, client=client, name=config.name, use_async=config.use_async,
         response_format=config.response_format, poll_interval=config.poll_interval,

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .. import __version__
+from .._version import __version__
 from ..dataset import Dataset
 from ..fetch import DownloadLimits
 from ..errors import DatasetError, FatalError, GatewayError, WanbatchError

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DatasetError, WanbatchError
+from ..errors import UsageError, WanbatchError
 from ..spec import Spec
 from ..stats import RunStats
 from .summary import RunSummary
@@ -46,5 +46,5 @@ def resolve_output(spec: Spec, options: RunOptions) -> Path | str:
 
         if is_remote(out):
             return out
-        raise DatasetError(f"output {out!r}: use a plain folder path instead of a file:// URI")
+        raise UsageError(f"output {out!r}: use a plain folder path instead of a file:// URI")
     return Path(out).expanduser().resolve()

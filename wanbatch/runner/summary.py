@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ..errors import EXIT_ABORTED, EXIT_FAILED, EXIT_OK
+from ..errors import EXIT_ABORTED, EXIT_FAILED, EXIT_OK, WanbatchError
 
 #: What a run's exit code says, as recorded in the manifest's run entries.
 STATUS_BY_EXIT = {EXIT_OK: "done", EXIT_FAILED: "some failed", EXIT_ABORTED: "aborted"}
@@ -79,9 +79,9 @@ class RunSummary:
 
 def exit_code_for(*, error: BaseException | None, stop_reason: str | None, failed_images: int,
                   pending_tasks: int) -> int:
-    """0 done, 1 some slots failed (or tasks still running), 3 aborted (an error or a stop)."""
+    """0 done, 1 some slots failed (or tasks still running), 3 aborted (a stop), or the error's own code."""
     if error is not None or stop_reason is not None:
-        return EXIT_ABORTED
+        return error.exit_code if isinstance(error, WanbatchError) else EXIT_ABORTED
     if failed_images or pending_tasks:
         return EXIT_FAILED
     return EXIT_OK

@@ -101,7 +101,8 @@ def _build(raw: SpecIn, doc: Document, issues: Issues, spec_dir: FsPath) -> Spec
         issues.add(("seeds",), problem, "lower start or count")
     prompts = resolve_prompts(raw, issues, spec_dir)
     issues.raise_if_any()
-    assert provider is not None
+    if provider is None:  # resolve_provider records why in ``issues``; this only guards that contract
+        raise SpecErrors([SpecError("the provider could not be resolved", file=doc.file, field="provider")])
     return Spec(
         name=name, description=raw.description, model=raw.model, provider=provider, prompts=prompts,
         seeds=SeedSpec.from_input(raw.seeds), sizes=sizes, n=raw.n, params=params, limits=raw.limits,
@@ -131,7 +132,8 @@ def _params(p: ParamsIn, issues: Issues, dialect: str) -> dict[str, Any]:
         if value is None:
             continue
         if dialect == "flat" and key not in _FLAT_PARAMS:
-            issues.add(("params", key), f"{key} cannot be sent by the flat dialect (it accepts only watermark)",
+            issues.add(("params", key),
+                       f"{key} cannot be sent by the flat dialect (it accepts only watermark)",
                        "use a provider with dialect: parameters or dashscope, or remove it", at_key=True)
         elif key == "enable_sequential" and dialect != "parameters":
             issues.add(("params", key), f"enable_sequential needs the parameters dialect, not {dialect}",

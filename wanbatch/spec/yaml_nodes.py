@@ -105,8 +105,10 @@ class _Builder:
         try:
             if isinstance(node, SequenceNode):
                 return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
-            assert isinstance(node, MappingNode)
-            return self._mapping(node, path, depth)
+            if isinstance(node, MappingNode):
+                return self._mapping(node, path, depth)
+            self.error(node, f"unsupported YAML node {type(node).__name__}", path)
+            return None
         finally:
             self.active.discard(id(node))
 
