@@ -28,7 +28,7 @@ from wanbatch.gallery import build_gallery
 from wanbatch.images import ImageTooLarge, safe_open_image
 from wanbatch.types import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, DeliveredImage
 
-from synthetic import make_dataset
+from tests.helpers.synthetic import make_dataset
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60),
               pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")]

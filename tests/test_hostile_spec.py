@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import cli_env
+from tests.helpers import cli_env
 from wanbatch.errors import SpecError, SpecErrors
 from wanbatch.plan import EXACT_DEDUP_LIMIT, plan
 from wanbatch.spec import load_spec
