@@ -204,9 +204,9 @@ def scale(quick: bool, rounds: int, log: list[Row]) -> str:
         (f"plan --json over the {jobs:,}-row dataset (resume check)",
          [PY, "-m", "wanbatch", "plan", str(spec), "--json", "--output", str(ds)],
          lambda o: f"done {o.get('existing', {}).get('done', '?'):,}, todo {o.get('todo_jobs', '?')}"),
-        ("Dataset.open().done_image_ids() (+ failed_image_ids)",
+        ("DatasetView.open().triage()",
          [PY, str(ROOT / "benchmarks" / "scale_probe.py"), str(ds)],
-         lambda o: f"done {o.get('done', '?'):,} in {o.get('done_s')} s, failed_image_ids {o.get('failed_s')} s"),
+         lambda o: f"done {o.get('done', '?'):,}, failed {o.get('failed', '?'):,} in {o.get('done_s')} s"),
     ]
     lines += [f"Synthetic dataset: {built}.", "",
               "| step | wall s (process) | peak RSS MB | result |", "|---|---:|---:|---|"]

@@ -18,7 +18,7 @@ import pytest
 
 from wanbatch.dataset import (
     INDEX_SCHEMA,
-    Dataset,
+    DatasetWriter,
     failed_row,
     ok_row,
     open_index,
@@ -39,7 +39,7 @@ def make_job(i: int, n: int = 2) -> Job:
     )
 
 
-def store_image(ds: Dataset, job: Job, slot: int, data: bytes = b"\x89PNG fake") -> StoredImage:
+def store_image(ds: DatasetWriter, job: Job, slot: int, data: bytes = b"\x89PNG fake") -> StoredImage:
     tmp = ds.tmp_path(".part")
     tmp.write_bytes(data)
     rel = ds.place(tmp, f"{job.job_id}-{slot}", "png")
@@ -49,7 +49,7 @@ def store_image(ds: Dataset, job: Job, slot: int, data: bytes = b"\x89PNG fake")
 def test_append_flush_reopen_reads_the_same_rows(tmp_path: Path) -> None:
     root = tmp_path / "ds"
     written = []
-    with Dataset.open(root) as ds:
+    with DatasetWriter.open(root) as ds:
         for i in range(3):
             job = make_job(i)
             written.append(ok_row(job, 0, store_image(ds, job, 0), provider="mock", run_id="r1",
@@ -81,20 +81,20 @@ def test_append_flush_reopen_reads_the_same_rows(tmp_path: Path) -> None:
 
 def test_rows_left_in_the_journal_are_indexed_by_the_next_open(tmp_path: Path) -> None:
     root = tmp_path / "ds"
-    ds = Dataset.open(root)
+    ds = DatasetWriter.open(root)
     job = make_job(7)
     ds.append([ok_row(job, 0, store_image(ds, job, 0), provider="mock", run_id="r1")])
     abandon(ds)  # as if killed: no flush, lock released by the kernel
 
-    with Dataset.open(root) as again:
+    with DatasetWriter.open(root) as again:
         report = again.recover()
         assert report.rows_recovered == 1 and report.writers_recovered == 1
-        assert again.done_image_ids() == {f"{job.job_id}-0"}
+        assert again.triage().done == {f"{job.job_id}-0"}
         assert again.recover().rows_recovered == 0  # idempotent
     assert read_index(root, dedupe=False).num_rows == 1
 
 
-def abandon(ds: Dataset) -> None:
+def abandon(ds: DatasetWriter) -> None:
     """Drop a writer the way a crash does: buffered rows lost, journal and temp files left behind."""
     ds.journal.close()
     os.close(ds.journal.lock_fd)
@@ -103,7 +103,7 @@ def abandon(ds: Dataset) -> None:
 
 def test_done_and_failed_ids(tmp_path: Path) -> None:
     root = tmp_path / "ds"
-    with Dataset.open(root) as ds:
+    with DatasetWriter.open(root) as ds:
         a, b, c = make_job(1), make_job(2), make_job(3)
         old = datetime.now(UTC) - timedelta(hours=1)
         rows = [
@@ -118,8 +118,8 @@ def test_done_and_failed_ids(tmp_path: Path) -> None:
         ds.flush()
         ds.append(rows[3:])  # still buffered: must count too
         (root / "images" / a.job_id[:2] / f"{a.job_id}-1.png").unlink()  # a file lost by the user
-        assert ds.done_image_ids() == {f"{a.job_id}-0"}
-        assert ds.failed_image_ids() == {f"{b.job_id}-0": "rate_limited", f"{c.job_id}-1": "bad_image"}
+        assert ds.triage().done == {f"{a.job_id}-0"}
+        assert ds.triage().failed == {f"{b.job_id}-0": "rate_limited", f"{c.job_id}-1": "bad_image"}
         # an image on disk without a row is found for adoption
         orphan = store_image(ds, c, 0)
         assert ds.existing_image(f"{c.job_id}-0") == root / orphan.path
@@ -133,7 +133,7 @@ def test_done_and_failed_ids(tmp_path: Path) -> None:
 
 def test_pending_tasks_survive_and_clear(tmp_path: Path) -> None:
     root = tmp_path / "ds"
-    ds = Dataset.open(root)
+    ds = DatasetWriter.open(root)
     j1, j2, j3 = make_job(1, n=1), make_job(2, n=1), make_job(3, n=1)
     ds.journal_task(j1.job_id, "gw-a", "task-1")
     ds.journal_task(j2.job_id, "gw-a", "task-2")
@@ -143,23 +143,23 @@ def test_pending_tasks_survive_and_clear(tmp_path: Path) -> None:
     assert ds.pending_tasks() == {j1.job_id: ("gw-a", "task-1")}
     abandon(ds)
 
-    with Dataset.open(root) as again:
+    with DatasetWriter.open(root) as again:
         report = again.recover()
         assert report.tasks_adopted == 2  # j1 and j2 (j2's row is recovered alongside)
         assert again.pending_tasks() == {j1.job_id: ("gw-a", "task-1")}
     # a clean close with a pending task keeps it for the next run
-    with Dataset.open(root) as third:
+    with DatasetWriter.open(root) as third:
         third.recover()
         assert third.pending_tasks() == {j1.job_id: ("gw-a", "task-1")}
         third.finish_task(j1.job_id)
-    with Dataset.open(root) as fourth:
+    with DatasetWriter.open(root) as fourth:
         fourth.recover()
         assert fourth.pending_tasks() == {}
     assert status(root).pending_tasks == 0
 
 
 def test_bad_rows_are_refused_before_anything_is_journaled(tmp_path: Path) -> None:
-    with Dataset.open(tmp_path / "ds") as ds:
+    with DatasetWriter.open(tmp_path / "ds") as ds:
         good = failed_row(make_job(1), 0, kind="x", message="y", provider="p", run_id="r")
         with pytest.raises(DatasetError, match="unknown index column"):
             ds.append([good, {**good, "colour": "red"}])
@@ -177,7 +177,7 @@ def test_bad_rows_are_refused_before_anything_is_journaled(tmp_path: Path) -> No
 
 def test_a_bad_row_that_reaches_flush_does_not_damage_the_index(tmp_path: Path) -> None:
     root = tmp_path / "ds"
-    with Dataset.open(root) as ds:
+    with DatasetWriter.open(root) as ds:
         good = failed_row(make_job(1), 0, kind="x", message="y", provider="p", run_id="r")
         ds.append([good])
         ds.flush()
@@ -193,28 +193,28 @@ def test_open_refuses_what_is_not_a_dataset(tmp_path: Path) -> None:
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")
     with pytest.raises(DatasetError, match="not empty and is not a wanbatch dataset"):
-        Dataset.open(tmp_path / "notes")
+        DatasetWriter.open(tmp_path / "notes")
     (tmp_path / "afile").write_text("x")
     with pytest.raises(DatasetError, match="not a folder"):
-        Dataset.open(tmp_path / "afile")
+        DatasetWriter.open(tmp_path / "afile")
     with pytest.raises(DatasetError, match="not a wanbatch dataset"):
-        Dataset.open(tmp_path / "missing", create=False)
+        DatasetWriter.open(tmp_path / "missing", create=False)
     with pytest.raises(DatasetError, match="Unrecognized filesystem"):
-        Dataset.open("ftp://host/ds")  # s3:// errors are tested against a real server in test_s3.py
+        DatasetWriter.open("ftp://host/ds")  # s3:// errors are tested against a real server in test_s3.py
     with pytest.raises(DatasetError, match="not a wanbatch dataset"):
         read_index(tmp_path / "notes")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "wanbatch.json").write_text("{oops")
     with pytest.raises(DatasetError, match="not valid JSON"):
-        Dataset.open(tmp_path / "bad")
+        DatasetWriter.open(tmp_path / "bad")
 
 
 READONLY_CHILD = textwrap.dedent("""
     import sys
-    from wanbatch.dataset import Dataset
+    from wanbatch.dataset import DatasetWriter
     from wanbatch.errors import DatasetError
     try:
-        Dataset.open(sys.argv[1])
+        DatasetWriter.open(sys.argv[1])
     except DatasetError as exc:
         print("DatasetError:", exc)
     else:
@@ -229,7 +229,7 @@ def test_read_only_folder_is_a_clear_error(tmp_path: Path) -> None:
         target.chmod(0o500)
         try:
             with pytest.raises(DatasetError, match="permission denied"):
-                Dataset.open(target / "ds")
+                DatasetWriter.open(target / "ds")
         finally:
             target.chmod(0o700)
         return
@@ -248,12 +248,12 @@ def test_read_only_folder_is_a_clear_error(tmp_path: Path) -> None:
             assert "Traceback" not in done.stdout + done.stderr
             return
     with pytest.raises(DatasetError, match="cannot create the dataset"):  # sysfs refuses mkdir
-        Dataset.open("/sys/kernel/wanbatch-ds")
+        DatasetWriter.open("/sys/kernel/wanbatch-ds")
 
 
 ENOSPC_CHILD = textwrap.dedent("""
     import json, os, sys
-    from wanbatch.dataset import Dataset, failed_row, read_index
+    from wanbatch.dataset import DatasetWriter, failed_row, read_index
     from wanbatch.errors import DatasetError
     from wanbatch.types import Job
     root = sys.argv[1]
@@ -261,7 +261,7 @@ ENOSPC_CHILD = textwrap.dedent("""
     job = lambda i: Job(job_id=f"{i:016x}", model="m", prompt="p" * 200, size="2K", seed=i, n=1, params={})
     rows = lambda a, b: [failed_row(job(i), 0, kind="x", message="m" * 100, provider="p", run_id="r")
                          for i in range(a, b)]
-    ds = Dataset.open(root + "/ds")
+    ds = DatasetWriter.open(root + "/ds")
     ds.append(rows(0, 100)); ds.flush()
     ds.append(rows(100, 150))  # journaled, not yet indexed
     filler = open(root + "/filler", "wb")
@@ -311,7 +311,7 @@ def test_manifest_and_run_summaries(tmp_path: Path) -> None:
     root = tmp_path / "ds"
     spec = {"name": "flower-shops", "model": "wan2.7-image-pro",
             "provider": {"base_url": "https://gw", "api_key_env": "WAN_API_KEY", "api_key": "sk-secret"}}
-    with Dataset.open(root) as ds:
+    with DatasetWriter.open(root) as ds:
         path = ds.write_run_summary("run-1", {"done": 3, "errors": {"timeout": 1}})
         ds.update_manifest(spec, {"run_id": "run-1", "started_at": 1.0, "finished_at": 2.0, "status": "done"})
         ds.update_manifest(spec, {"run_id": "run-2", "started_at": 3.0, "finished_at": 4.0, "status": "aborted"})
@@ -336,7 +336,7 @@ def test_duckdb_polars_pandas_read_the_index_as_is(tmp_path: Path) -> None:
     import polars as pl
 
     root = tmp_path / "ds"
-    with Dataset.open(root) as ds:
+    with DatasetWriter.open(root) as ds:
         for chunk in range(3):
             jobs = [make_job(chunk * 10 + i) for i in range(4)]
             ds.append([ok_row(j, 0, store_image(ds, j, 0), provider="p", run_id="r") for j in jobs])
@@ -358,7 +358,7 @@ def test_duckdb_polars_pandas_read_the_index_as_is(tmp_path: Path) -> None:
 
 def test_should_flush_and_status(tmp_path: Path) -> None:
     root = tmp_path / "ds"
-    with Dataset.open(root) as ds:
+    with DatasetWriter.open(root) as ds:
         assert not ds.should_flush()
         job = make_job(1, n=1)
         ds.append([failed_row(job, 0, kind="timeout", message="x", provider="p", run_id="r")])
@@ -374,10 +374,10 @@ def test_should_flush_and_status(tmp_path: Path) -> None:
     assert report["image_bytes"] == 5 and report["index_bytes"] > 0
 
 
-def test_done_image_ids_on_a_synthetic_200k_index(tmp_path: Path) -> None:
+def test_triage_on_a_synthetic_200k_index(tmp_path: Path) -> None:
     """Timing only (see the report); asserts the answer, not the clock."""
     root = tmp_path / "ds"
-    Dataset.open(root).close()
+    DatasetWriter.open(root).close()
     n, on_disk = 200_000, 2_000
     ids = [f"{(i * 2654435761) % (1 << 64):016x}-0" for i in range(n)]
     paths = [f"images/{i[:2]}/{i}.png" for i in ids]
@@ -396,17 +396,17 @@ def test_done_image_ids_on_a_synthetic_200k_index(tmp_path: Path) -> None:
     base = f"{root}/"
     for p in paths[:on_disk]:
         os.close(os.open(base + p, os.O_CREAT | os.O_WRONLY))
-    with Dataset.open(root) as ds:
+    with DatasetWriter.open(root) as ds:
         started = time.perf_counter()
-        done = ds.done_image_ids()
+        done = ds.triage().done
         elapsed = time.perf_counter() - started
-    print(f"\ndone_image_ids over {n} rows / {on_disk} files: {elapsed:.3f}s")
+    print(f"\ntriage over {n} rows / {on_disk} files: {elapsed:.3f}s")
     assert done == set(ids[:on_disk])
 
 
 def test_task_journal_shrinks_without_losing_pending_tasks(tmp_path: Path) -> None:
     root = tmp_path / "ds"
-    ds = Dataset.open(root)
+    ds = DatasetWriter.open(root)
     for i in range(300):
         ds.journal_task(f"job{i:04d}", "gw", f"task-{i}")
     for i in range(299):
@@ -416,6 +416,6 @@ def test_task_journal_shrinks_without_losing_pending_tasks(tmp_path: Path) -> No
     assert len(lines) == 1 and json.loads(lines[0])["task"] == "task-299"
     ds.journal_task("job-late", "gw", "task-late")  # appended to the rewritten file
     abandon(ds)
-    with Dataset.open(root) as again:
+    with DatasetWriter.open(root) as again:
         assert again.recover().tasks_adopted == 2
         assert again.pending_tasks() == {"job0299": ("gw", "task-299"), "job-late": ("gw", "task-late")}

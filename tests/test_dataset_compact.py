@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from wanbatch.dataset import Dataset, compact, failed_row, ok_row, read_index
+from wanbatch.dataset import DatasetWriter, compact, failed_row, ok_row, read_index
 from wanbatch.types import Job, StoredImage
 
 pytestmark = pytest.mark.timeout(60)
@@ -21,7 +21,7 @@ def job(i: int) -> Job:
     return Job(job_id=f"{i:016x}", model="wan2.7-image", prompt=f"p{i}", size="1K", seed=i, n=1, params={})
 
 
-def ok(ds: Dataset, i: int, minutes: int, revised: str = "") -> dict[str, object]:
+def ok(ds: DatasetWriter, i: int, minutes: int, revised: str = "") -> dict[str, object]:
     j = job(i)
     tmp = ds.tmp_path()
     tmp.write_bytes(b"img")
@@ -38,7 +38,7 @@ def failed(i: int, minutes: int, kind: str) -> dict[str, object]:
 
 def test_compaction_merges_and_picks_the_winner(tmp_path: Path) -> None:
     root = tmp_path / "ds"
-    with Dataset.open(root) as ds:
+    with DatasetWriter.open(root) as ds:
         batches = [
             [failed(1, 0, "timeout"), ok(ds, 2, 0), failed(3, 0, "moderation"), ok(ds, 4, 0, "old")],
             [ok(ds, 1, 1), failed(2, 1, "timeout"), failed(3, 1, "rate_limited"), ok(ds, 4, 1, "new")],
@@ -66,7 +66,7 @@ def test_compaction_merges_and_picks_the_winner(tmp_path: Path) -> None:
 
 def test_readers_never_see_fewer_rows_during_compaction(tmp_path: Path) -> None:
     root = tmp_path / "ds"
-    ds = Dataset.open(root)
+    ds = DatasetWriter.open(root)
     committed = 0  # distinct images flushed so far (a reader starting later must see at least these)
     next_id = 0
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from wanbatch.dataset import Dataset, compact, ok_row, read_index
+from wanbatch.dataset import DatasetWriter, compact, ok_row, read_index
 from wanbatch.dataset.journal import read_lines, segments
 from wanbatch.types import Job, StoredImage
 
@@ -23,14 +23,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 CHILD = textwrap.dedent("""
     import os, sys
-    from wanbatch.dataset import Dataset, failed_row, ok_row
+    from wanbatch.dataset import DatasetWriter, failed_row, ok_row
     from wanbatch.types import Job, StoredImage
     sys.path.insert(0, os.path.dirname(__file__))
     from jobs import make_job
 
     root, run, log = sys.argv[1], int(sys.argv[2]), open(sys.argv[3], "a", buffering=1)
     log.write("start\\n")
-    ds = Dataset.open(root)
+    ds = DatasetWriter.open(root)
     ds.recover()
     log.write("ready\\n")
     for i in range(100_000):
@@ -67,7 +67,7 @@ def job_for(job_id: str) -> Job:
                params={"watermark": False})
 
 
-def adopt(ds: Dataset, image_id: str) -> dict[str, object]:
+def adopt(ds: DatasetWriter, image_id: str) -> dict[str, object]:
     """What the runner does with an image file whose row was lost (killed between place and append)."""
     path = ds.existing_image(image_id)
     assert path is not None
@@ -117,15 +117,15 @@ def test_sigkill_at_random_moments_then_recover(tmp_path: Path) -> None:
                 tasks.add(ident)
     assert len(acknowledged) > 20, "the children were killed before doing any work"
 
-    with Dataset.open(root) as ds:
+    with DatasetWriter.open(root) as ds:
         report = ds.recover()
         print(f"\n{len(acknowledged)} acknowledged jobs, {len(tasks)} tasks; final recovery: {report}")
         assert ds.recover().rows_recovered == 0  # idempotent
         ds.append([adopt(ds, image_id) for image_id in report.orphan_images])
         ds.flush()
         assert set(ds.pending_tasks()) == tasks  # every acknowledged task id survived
-        done = ds.done_image_ids()
-        failed = ds.failed_image_ids()
+        done = ds.triage().done
+        failed = ds.triage().failed
 
     raw = read_index(root, dedupe=False)
     ids = raw["image_id"].to_pylist()
@@ -151,7 +151,7 @@ def test_sigkill_at_random_moments_then_recover(tmp_path: Path) -> None:
 def test_torn_journal_line_and_half_written_part_and_temp_rescue(tmp_path: Path) -> None:
     """The crash states a kill can leave, built exactly: recovery repairs each of them."""
     root = tmp_path / "ds"
-    ds = Dataset.open(root)
+    ds = DatasetWriter.open(root)
     job = job_for("0001000000000001")
     data = b"\x89PNG rescued image bytes"
     digest = hashlib.sha256(data).hexdigest()
@@ -172,12 +172,12 @@ def test_torn_journal_line_and_half_written_part_and_temp_rescue(tmp_path: Path)
     os.close(ds.journal.lock_fd)  # the writer "dies"
     ds._closed = True  # noqa: SLF001
 
-    with Dataset.open(root) as again:
+    with DatasetWriter.open(root) as again:
         report = again.recover()
         assert (report.rows_recovered, report.rows_dropped, report.images_rescued) == (1, 1, 1)
         assert report.torn_lines == 1 and report.partial_parts_removed == 1
         assert report.temp_files_removed == 1
-        assert again.done_image_ids() == {f"{job.job_id}-0"}
+        assert again.triage().done == {f"{job.job_id}-0"}
     assert (root / rel).read_bytes() == data
     assert not list((root / ".tmp").rglob("*.part"))
     assert not list((root / "index").glob(".*"))
@@ -186,15 +186,16 @@ def test_torn_journal_line_and_half_written_part_and_temp_rescue(tmp_path: Path)
 def test_a_live_writer_is_left_alone(tmp_path: Path) -> None:
     """Two writers on one root (e.g. two shards): recovery never touches the other's journal."""
     root = tmp_path / "ds"
-    first = Dataset.open(root)
+    first = DatasetWriter.open(root)
     job = job_for("0002000000000001")
     first.journal_task(job.job_id, "gw", "t-1")
     tmp = first.tmp_path(".part")
     tmp.write_bytes(b"downloading")
-    second = Dataset.open(root)
+    second = DatasetWriter.open(root)
     report = second.recover()
     assert report.writers_alive == 1 and report.writers_recovered == 0
     assert tmp.exists() and segments(first.journal.folder)
     assert read_lines(first.journal.folder / "tasks.jsonl")[0][0]["task"] == "t-1"
     second.close()
     first.close()
+

@@ -265,6 +265,36 @@ def test_read_only_output_is_a_clear_error_and_damages_nothing(tmp_path: Path) -
     assert len(assert_consistent(out)) == 4
 
 
+READ_COMMANDS_SCRIPT = textwrap.dedent("""\
+    "$PY" -m wanbatch plan "$SPEC" --json > "$RES/plan.json"; echo "plan=$?"
+    "$PY" -m wanbatch status "$T" --json > "$RES/status.json"; echo "status=$?"
+    "$PY" -m wanbatch export "$T" --format imagefolder --to "$RES/export" --json > /dev/null; echo "export=$?"
+    "$PY" -m wanbatch gallery "$T" --to "$RES/gallery.html" > /dev/null; echo "gallery=$?"
+""")
+
+
+@NEEDS_MOUNTS
+def test_read_commands_work_on_a_read_only_dataset(tmp_path: Path) -> None:
+    """plan, status, export and gallery only read: a read-only bind mount of the dataset is enough."""
+    out, res = tmp_path / "ds", tmp_path / "res"
+    res.mkdir()
+    with run_in_thread(small()) as base:
+        spec = write(tmp_path / "s.yaml", base, out)
+        assert run(spec).exit_code == 0
+        write(spec, base, out, seeds="{start: 0, count: 3}")  # one more seed: the plan has work to show
+        before = snapshot(out)
+        done = in_private_mount('{ mount --bind -o ro "$T" "$T" || exit 97; }', READ_COMMANDS_SCRIPT, out,
+                                SPEC=str(spec), RES=str(res))
+    codes = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    assert codes == {"plan": "0", "status": "0", "export": "0", "gallery": "0"}, done.stdout + done.stderr
+    plan = json.loads((res / "plan.json").read_text())
+    assert plan["existing"] == {"done": 4, "failed_skipped": 0} and plan["todo_images"] == 2
+    assert json.loads((res / "status.json").read_text())["images_ok"] == 4
+    assert len((res / "export" / "metadata.jsonl").read_text().splitlines()) == 4
+    assert (res / "gallery.html").read_text().count("<img ") == 4
+    assert snapshot(out) == before
+
+
 DISK_FULL_SCRIPT = textwrap.dedent("""\
     "$PY" -m wanbatch run "$FIRST" --json > "$RES/first.json"; echo "first=$?"
     "$PY" -m wanbatch run "$BIG" --no-progress > /dev/null 2> "$RES/full.err"; echo "full=$?"

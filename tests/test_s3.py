@@ -24,7 +24,7 @@ import pytest
 
 import wanbatch
 from tests.helpers import cli_env
-from wanbatch.dataset import Dataset, read_index
+from wanbatch.dataset import DatasetWriter, read_index
 from wanbatch.errors import DatasetError
 from wanbatch.mock import MockConfig, run_in_thread
 from wanbatch.runner import RunOptions
@@ -235,7 +235,7 @@ def test_compaction_of_a_remote_dataset_replaces_the_parts(
     before = sorted(k for k in objects(f"{bucket}/ds") if k.startswith("index/"))
     assert len(before) == 2
     staging("b")  # compact from another machine: it hydrates the parts first
-    with Dataset.open(uri, create=False) as dataset:
+    with DatasetWriter.open(uri, create=False) as dataset:
         report = dataset.compact()
     after = sorted(k for k in objects(f"{bucket}/ds") if k.startswith("index/"))
     assert report.parts_before == 2 and len(after) == 1 and not set(after) & set(before)
@@ -250,13 +250,13 @@ def test_bad_remote_outputs_are_clear_errors(
     with fs.open_output_stream(f"{bucket}/notes/todo.txt") as fh:
         fh.write(b"mine")
     with pytest.raises(DatasetError, match="not a wanbatch dataset"):
-        Dataset.open(f"s3://{bucket}/notes")
+        DatasetWriter.open(f"s3://{bucket}/notes")
     with pytest.raises(DatasetError, match="no wanbatch dataset there"):
-        Dataset.open(f"s3://{bucket}/missing", create=False)
+        DatasetWriter.open(f"s3://{bucket}/missing", create=False)
     with pytest.raises(DatasetError, match="not a wanbatch dataset"):
         read_index(f"s3://{bucket}/missing")
     with pytest.raises(DatasetError, match=f"s3://no-such-bucket-{bucket}/ds"):
-        Dataset.open(f"s3://no-such-bucket-{bucket}/ds")
+        DatasetWriter.open(f"s3://no-such-bucket-{bucket}/ds")
     assert list((tmp_path / "staging-errors").glob("*/index/*")) == []
 
 
@@ -303,3 +303,4 @@ def test_status_of_a_remote_dataset(
     report = status(uri)
     assert (report.images_ok, report.images_failed) == (IMAGES // 2, IMAGES // 2)
     assert report.name == "s3-run" and len(report.runs) == 1 and report.parts == 1
+

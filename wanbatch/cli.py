@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ._version import __version__
-from .errors import EXIT_ABORTED, EXIT_BAD_INPUT, EXIT_FAILED, NotADatasetError, SpecError, WanbatchError
+from .errors import EXIT_ABORTED, EXIT_BAD_INPUT, EXIT_FAILED, SpecError, WanbatchError
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -231,8 +231,7 @@ def status(dataset: str, as_json: bool) -> None:
     from .dataset import status as dataset_status
 
     with user_errors(as_json):
-        _require_dataset(dataset)
-        report = dataset_status(dataset)
+        report = dataset_status(dataset)  # read-only: also on a read-only mount or s3://
     data = report.to_dict()
     if as_json:
         print(json.dumps(data, indent=2, default=str))
@@ -259,11 +258,11 @@ def status(dataset: str, as_json: bool) -> None:
 @json_option
 def compact(dataset: str, as_json: bool) -> None:
     """Merge the index parts into few large ones (one row per image)."""
-    from .dataset import Dataset
+    from .dataset import DatasetView, DatasetWriter
 
     with user_errors(as_json):
-        _require_dataset(dataset)
-        with Dataset.open(dataset, create=False) as opened:  # also an s3:// dataset, through its staging
+        DatasetView.open(dataset)  # a clear error when there is no dataset there
+        with DatasetWriter.open(dataset, create=False) as opened:  # also s3://, through its staging
             report = opened.compact()
     data = report.to_dict() if hasattr(report, "to_dict") else vars(report)
     if as_json:
@@ -273,7 +272,7 @@ def compact(dataset: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("dataset", type=click.Path(file_okay=False))
+@click.argument("dataset")  # a folder or an object-store URI (s3://…)
 @click.option("--to", "to", required=True, type=click.Path(), help="The HTML file to write.")
 @click.option("--rows", help="Grid rows: prompt, seed, size, model or a var name.")
 @click.option("--cols", help="Grid columns: seed (default for sweeps), size, prompt, model or a var name.")
@@ -284,13 +283,12 @@ def gallery(dataset: str, to: str, rows: str | None, cols: str | None, limit: in
     from .gallery import build_gallery
 
     with user_errors():
-        _require_dataset(dataset)
         page = build_gallery(dataset, Path(to), rows=rows, cols=cols, limit=limit, thumb=thumb)
     out.print(f"[green]✓[/] gallery: {page}  (open file://{Path(page).resolve()})")
 
 
 @main.command()
-@click.argument("dataset", type=click.Path(file_okay=False))
+@click.argument("dataset")  # a folder or an object-store URI (s3://…)
 @click.option("--format", "fmt", required=True, type=click.Choice(["hf", "webdataset", "imagefolder"]))
 @click.option("--to", "to", required=True, type=click.Path(), help="Destination folder.")
 @click.option("--include-failed", is_flag=True,
@@ -305,7 +303,6 @@ def export(dataset: str, fmt: str, to: str, include_failed: bool, shard_rows: in
     from .export import export_dataset
 
     with user_errors(as_json):
-        _require_dataset(dataset)
         report = export_dataset(dataset, fmt, Path(to), include_failed=include_failed,  # type: ignore[arg-type]
                                 shard_rows=shard_rows, overwrite=overwrite)
     if as_json:
@@ -315,16 +312,6 @@ def export(dataset: str, fmt: str, to: str, include_failed: bool, shard_rows: in
               f"in {len(report.files)} file(s) to {to}")
     if report.missing:
         err.print(f"[yellow]{len(report.missing)} image file(s) were missing and left out[/]")
-
-
-def _require_dataset(path: str) -> None:
-    from .dataset.remote import is_remote
-
-    if is_remote(path):
-        return  # checked by the dataset layer when it reaches the bucket
-    root = Path(path)
-    if not (root / "wanbatch.json").exists() and not (root / "index").is_dir():
-        raise NotADatasetError(f"{path}: not a wanbatch dataset (no wanbatch.json or index/ inside)")
 
 
 if __name__ == "__main__":

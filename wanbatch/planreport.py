@@ -20,7 +20,7 @@ def plan_report(
 ) -> dict[str, Any]:
     spec = load_spec(spec_path)
     the_plan = make_plan(spec, shard=shard)
-    root = Path(output or spec.output)
+    target = output or spec.output
     price = spec.price_per_image
     report: dict[str, Any] = {
         "spec": spec_path,
@@ -34,7 +34,7 @@ def plan_report(
         "samples": the_plan.sample_prompts(samples),
         "price_per_image": price,
         "estimated_cost": the_plan.estimated_cost,
-        "output": str(root),
+        "output": target if "://" in target else str(Path(target)),  # Path() would turn s3:// into s3:/
         "shard": list(shard) if shard else None,
         "existing": None,
         "todo_jobs": the_plan.job_count,
@@ -42,23 +42,20 @@ def plan_report(
         "todo_cost": the_plan.estimated_cost,
         "existing_not_compared": None,
     }
-    from .dataset import Dataset
-    from .dataset.remote import is_remote
+    from .dataset import DatasetView
 
-    target = output or spec.output
-    if is_remote(target):
-        report["output"] = target
-    elif not (root / "index").is_dir():
+    view = DatasetView.find(target)
+    if view is None:
         return report
     if the_plan.job_count > MAX_COMPARED_JOBS:
         report["existing_not_compared"] = (
             f"the plan has {the_plan.job_count:,} jobs, too many to compare with the dataset (limit "
             f"{MAX_COMPARED_JOBS:,}); the counts above include work already done")
         return report
-    with Dataset.open(target if is_remote(target) else root, create=False) as dataset:
-        # Image files whose rows a crash lost count as done: a run re-indexes them, it never asks again.
-        done = dataset.done_image_ids() | dataset.unindexed_image_ids()
-        failed = dataset.failed_image_ids()
+    state = view.triage()
+    # Image files whose rows a crash lost count as done: a run re-indexes them, it never asks again.
+    done = state.done | state.unindexed.keys()
+    failed = state.failed
     todo_jobs = todo_images = n_done = n_refused = 0
     for job in the_plan.jobs():
         slots = triage(job, done, failed, retry_failed=retry_failed)

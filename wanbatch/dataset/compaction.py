@@ -43,8 +43,8 @@ def compact(root: str | Path, *, target_rows: int = 1_000_000) -> CompactReport:
     if target_rows < 1:
         raise DatasetError(f"target_rows must be positive, got {target_rows}")
     layout = Layout.of(root)
-    if not layout.index.is_dir():
-        raise NotADatasetError(f"{layout.root}: not a wanbatch dataset (no index/)")
+    if not layout.is_dataset():
+        raise NotADatasetError(f"{layout.root}: not a wanbatch dataset (no wanbatch.json or index/)")
     import pyarrow.dataset as ds
 
     with root_lock(layout):

@@ -1,12 +1,12 @@
 """The durable progress record of one writer: row segments and async task ids.
 
-Each open :class:`~wanbatch.dataset.Dataset` is a *writer* with its own folder
+Each open :class:`~wanbatch.dataset.DatasetWriter` is a *writer* with its own folder
 ``journal/<writer>/`` holding
 
 - ``lock``: ``flock``-ed while the writer lives, so a recovering process can tell a crashed writer
   from a running one (several processes may write one dataset, e.g. shards);
 - ``rows-<seq>.jsonl``: every appended row, one JSON line each, written with a single ``O_APPEND``
-  ``write`` before :meth:`Dataset.append` returns. That survives SIGKILL (the kernel has the bytes);
+  ``write`` before :meth:`DatasetWriter.append` returns. That survives SIGKILL (the kernel has the bytes);
   power loss is covered by the fsync of the Parquet part at each flush. A flush rotates to a new
   segment, writes the buffered rows as a part whose metadata says which segments it covers, and only
   then deletes those segments;
@@ -204,7 +204,7 @@ class WriterJournal:
     def rotate(self) -> int:
         """Start a new segment; returns the sequence number of the last closed one.
 
-        The caller holds the lock that also covers its row buffer (see ``Dataset.flush``).
+        The caller holds the lock that also covers its row buffer (see ``DatasetWriter.flush``).
         """
         with self._rows_lock:
             closed = self.seq

@@ -1,7 +1,7 @@
-"""Where everything lives inside a dataset root. The one place that knows paths and names.
+"""Where everything lives inside a dataset root. The one place that knows paths and names, and the
+one place that decides what counts as a dataset (:func:`is_dataset`).
 
-Only local folders for now; object storage (``s3://…`` through ``pyarrow.fs``) will come behind this
-module without changing its callers.
+Object storage (``s3://…``) uses the same relative names under its prefix (see :mod:`.remote`).
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+import pyarrow.fs as pafs
 
 from ..errors import DatasetError
 
@@ -20,6 +22,20 @@ _IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _EXT = re.compile(r"^[A-Za-z0-9]{1,8}$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _PART = re.compile(r"^part-.*\.parquet$")
+INDEX = "index"
+
+
+def is_dataset(fs: pafs.FileSystem, base: str) -> bool:
+    """Whether ``base`` inside ``fs`` is a wanbatch dataset: it holds the manifest ``wanbatch.json``
+    or an ``index/`` folder (datasets whose manifest was lost are still read). The one test, for
+    local folders and object storage alike."""
+    manifest, index = fs.get_file_info([f"{base}/{MANIFEST}", f"{base}/{INDEX}"])
+    return manifest.type == pafs.FileType.File or index.type == pafs.FileType.Directory
+
+
+def is_part(name: str) -> bool:
+    """A visible index part (what ``index/*.parquet`` matches); temp files are hidden."""
+    return bool(_PART.match(name))
 
 
 def check_image_id(image_id: str) -> None:
@@ -105,7 +121,20 @@ class Layout:
         return [self.index / n for n in sorted(names)]
 
     def is_dataset(self) -> bool:
-        return self.manifest.is_file() or self.index.is_dir()
+        return is_dataset(pafs.LocalFileSystem(), str(self.root.absolute()))
+
+    def image_files(self) -> list[str]:
+        """Relative paths of every file under ``images/*/`` (one listing, no stat per file)."""
+        found: list[str] = []
+        try:
+            top = _scandir(self.images)
+        except FileNotFoundError:
+            return found
+        for sub in top:
+            if sub.is_dir():
+                prefix = f"images/{sub.name}/"
+                found += [prefix + n for n in os.listdir(sub.path) if n[0] != "."]
+        return found
 
 
 def _scandir(path: Path) -> list[os.DirEntry[str]]:

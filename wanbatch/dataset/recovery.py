@@ -11,7 +11,7 @@ For every journal folder whose lock nobody holds (its writer is gone):
 
 Then leftovers nobody owns are removed: half-written parts and manifest temps, stray temp files. If
 anything was recovered, image files without any row are listed in ``orphan_images``: they were paid
-for, so they are kept for the runner to adopt (``Dataset.existing_image``).
+for, so they are kept for the runner to adopt (``DatasetWriter.existing_image``).
 """
 
 from __future__ import annotations
@@ -19,19 +19,19 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from .fsutil import disk_errors
 from .manifest import root_lock
 from .journal import TASKS, decode_row, read_lines, read_tasks, segments, try_lock
+from .layout import Layout
 from .parts import TMP_SUFFIX, all_covers, part_name, read_parts, rows_to_table, write_part
-
-if TYPE_CHECKING:
-    from .store import Dataset
 
 
 @dataclass(slots=True)
@@ -52,13 +52,21 @@ class RecoveryReport:
         return asdict(self)
 
 
-def recover(dataset: Dataset) -> RecoveryReport:
-    layout = dataset.layout
+def recover(
+    layout: Layout, writer: str, *, adopt_task: Callable[[str, str, str], None],
+    image_files: Callable[[], Iterable[str]], buffered_ids: Collection[str] = (),
+) -> RecoveryReport:
+    """Recover the dead writers of ``layout`` on behalf of the live ``writer``.
+
+    ``adopt_task(job_id, provider, task_id)`` journals a dead writer's pending task in the live one;
+    ``image_files()`` lists every image (relative paths, object storage included); ``buffered_ids``
+    are image ids the live writer holds rows for that are not in a part yet.
+    """
     report = RecoveryReport()
     dead: list[tuple[str, Path, int]] = []
     if layout.journal.is_dir():
         for folder in sorted(layout.journal.iterdir()):
-            if folder.name == dataset.writer or not folder.is_dir():
+            if folder.name == writer or not folder.is_dir():
                 continue
             fd = try_lock(folder / "lock")
             if fd is None:
@@ -67,18 +75,20 @@ def recover(dataset: Dataset) -> RecoveryReport:
                 dead.append((folder.name, folder, fd))
     try:
         if dead:
-            _recover_writers(dataset, dead, report)
-        _sweep(dataset, report)
+            _recover_writers(layout, writer, adopt_task, dead, report)
+        _sweep(layout, report)
         if report.writers_recovered:
-            report.orphan_images = _orphans(dataset)
+            report.orphan_images = _orphans(layout, image_files(), buffered_ids)
     finally:
         for _, _, fd in dead:
             os.close(fd)
     return report
 
 
-def _recover_writers(dataset: Dataset, dead: list[tuple[str, Path, int]], report: RecoveryReport) -> None:
-    layout = dataset.layout
+def _recover_writers(
+    layout: Layout, live_writer: str, adopt_task: Callable[[str, str, str], None],
+    dead: list[tuple[str, Path, int]], report: RecoveryReport,
+) -> None:
     covers = all_covers(layout)
     rows: list[dict[str, Any]] = []
     new_covers: dict[str, int] = {}
@@ -93,17 +103,17 @@ def _recover_writers(dataset: Dataset, dead: list[tuple[str, Path, int]], report
                 continue
             for item in items:
                 row = decode_row(item)
-                if row.get("status") == "ok" and not _ensure_image(dataset, writer, row, report):
+                if row.get("status") == "ok" and not _ensure_image(layout, writer, row, report):
                     report.rows_dropped += 1
                     continue
                 rows.append(row)
     if rows:
         # Covers only the writers whose rows are in this part: a crash before it is renamed replays all.
-        write_part(layout, rows_to_table(rows), new_covers, part_name("r", dataset.writer))
+        write_part(layout, rows_to_table(rows), new_covers, part_name("r", live_writer))
         report.rows_recovered = len(rows)
     for writer, folder, _ in dead:
         for job, (provider, task) in read_tasks(folder / TASKS).items():
-            dataset.journal_task(job, provider, task)
+            adopt_task(job, provider, task)
             report.tasks_adopted += 1
         report.temp_files_removed += _count_files(layout.writer_tmp(writer))
         with disk_errors(f"remove the journal of writer {writer}"):
@@ -114,16 +124,16 @@ def _recover_writers(dataset: Dataset, dead: list[tuple[str, Path, int]], report
         report.writers_recovered += 1
 
 
-def _ensure_image(dataset: Dataset, writer: str, row: dict[str, Any], report: RecoveryReport) -> bool:
+def _ensure_image(layout: Layout, writer: str, row: dict[str, Any], report: RecoveryReport) -> bool:
     """True if the image of an ok row is in place (possibly by finishing its rename from ``.tmp``)."""
     rel = row.get("path")
     if not isinstance(rel, str) or not rel:
         return False
-    target = dataset.root / rel
+    target = layout.root / rel
     if target.is_file():
         return True
     size, digest = row.get("bytes"), row.get("sha256")
-    tmp = dataset.layout.writer_tmp(writer)
+    tmp = layout.writer_tmp(writer)
     if not isinstance(size, int) or not isinstance(digest, str) or not tmp.is_dir():
         return False
     for candidate in tmp.iterdir():
@@ -147,9 +157,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _sweep(dataset: Dataset, report: RecoveryReport) -> None:
+def _sweep(layout: Layout, report: RecoveryReport) -> None:
     """Remove temp files and half-written parts that no live writer owns."""
-    layout = dataset.layout
     live = {p.name for p in layout.journal.iterdir()} if layout.journal.is_dir() else set()
     with disk_errors("clean temporary files"):
         if layout.tmp.is_dir():
@@ -183,15 +192,11 @@ def _count_files(folder: Path) -> int:
         return 0
 
 
-def _orphans(dataset: Dataset) -> list[str]:
+def _orphans(layout: Layout, image_files: Iterable[str], buffered_ids: Collection[str]) -> list[str]:
     """Image ids with a file in ``images/`` but no row at all (killed between place and append)."""
-    on_disk = dataset._list_images()  # noqa: SLF001 - one listing helper for the package
-    if not on_disk:
+    ids = {rel.rsplit("/", 1)[1].rsplit(".", 1)[0]: rel for rel in image_files}
+    if not ids:
         return []
-    ids = {rel.rsplit("/", 1)[1].rsplit(".", 1)[0]: rel for rel in on_disk}
-    import pyarrow as pa
-
-    table = read_parts(dataset.layout, ["image_id"], pc.field("image_id").isin(pa.array(list(ids))))
-    known = set(table["image_id"].to_pylist()) | {r["image_id"] for r in dataset._buffer}  # noqa: SLF001
+    table = read_parts(layout, ["image_id"], pc.field("image_id").isin(pa.array(list(ids))))
+    known = set(table["image_id"].to_pylist()) | set(buffered_ids)
     return sorted(i for i in ids if i not in known)
-

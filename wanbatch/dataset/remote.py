@@ -1,5 +1,7 @@
 """Datasets on object storage (``s3://bucket/prefix``…) through ``pyarrow.fs``: a local staging
-dataset mirrored to the bucket.
+dataset mirrored to the bucket. The :class:`Mirror` is the storage a
+:class:`~wanbatch.dataset.writer.DatasetWriter` is composed with for such a root (see its ``Storage``
+protocol); reading needs no staging (:class:`~wanbatch.dataset.view.DatasetView` reads the bucket).
 
 Object stores have no rename, no append and no locks, and everything crash-safe in this package rests
 on those. So a remote output is written as a *local* dataset — the **staging** folder
@@ -21,9 +23,10 @@ between an upload and its record only means uploading the same file again.
 downloaded; staging parts that are not in the bucket are uploaded (a flush that crashed before its
 upload), unless the record says they were there, i.e. a compaction elsewhere removed them (then they
 are dropped locally). Staging images not in the bucket are uploaded first. Images in the bucket are
-listed, never downloaded, so :meth:`RemoteDataset.done_image_ids` reflects the remote dataset: a
-resume on another machine requests nothing already in the bucket. (An image in the bucket with no row,
-killed between upload and journal, is downloaded once to be verified and adopted.)
+listed, never downloaded, so a run's triage (a :class:`~wanbatch.dataset.view.DatasetView` of the
+bucket) reflects the remote dataset: a resume on another machine requests nothing already in the bucket.
+(An image in the bucket with no row, killed between upload and journal, is downloaded once to be
+verified and adopted.)
 
 **Local copies** of images are deleted once their row is in a part that is in the bucket (after each
 flush, and at hydration): the staging stays about one flush of images big, and a crash before that
@@ -37,6 +40,7 @@ alone.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -51,18 +55,13 @@ from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from ..errors import DatasetError, NotADatasetError
-from .compaction import CompactReport
 from .fsutil import atomic_write, disk_errors
-from .journal import WriterJournal
-from .layout import MANIFEST, Layout
+from .layout import MANIFEST, Layout, is_dataset, is_part
 from .manifest import read_manifest, root_lock
 from .parts import read_parts
-from .schema import INDEX_SCHEMA
-from .store import Dataset
 
 STAGING_ENV = "WANBATCH_STAGING"
 UPLOAD_THREADS = 4
@@ -115,15 +114,30 @@ class RemoteRoot:
     def key(self, rel: str) -> str:
         return f"{self.base}/{rel}"
 
-    @contextmanager
-    def errors(self, what: str) -> Iterator[None]:
+    @staticmethod
+    def canonical(uri: str) -> str:
+        return _canonical(uri)
+
+    def errors(self, what: str) -> contextlib.AbstractContextManager[None]:
         """Translate pyarrow's errors (``OSError``: network, auth, missing bucket) into DatasetError."""
+        return self.translate(f"in object storage at {self.uri}", what)
+
+    @staticmethod
+    @contextmanager
+    def translate(where: str, what: str) -> Iterator[None]:
+        """:meth:`errors` for any location (``FileNotFoundError`` passes through for the caller)."""
         try:
             yield
         except FileNotFoundError:
             raise
+        except DatasetError:
+            raise
         except (OSError, pa.ArrowException) as exc:
-            raise DatasetError(f"cannot {what} in object storage at {self.uri}: {_short(exc)}") from None
+            raise DatasetError(f"cannot {what} {where}: {_short(exc)}") from None
+
+    def is_dataset(self) -> bool:
+        with self.errors("open the dataset"):
+            return is_dataset(self.fs, self.base)
 
     def listing(self) -> dict[str, int]:
         """Every object under the root: relative path → size (one recursive listing)."""
@@ -170,7 +184,12 @@ class RemoteRoot:
 
 
 def _is_part(name: str) -> bool:
-    return name.startswith("part-") and name.endswith(".parquet")
+    return is_part(name)
+
+
+def short(exc: BaseException) -> str:
+    """An exception as one short line, for messages."""
+    return _short(exc)
 
 
 def _short(exc: BaseException) -> str:
@@ -202,7 +221,7 @@ class Mirror:
         remote_parts = {r for r in listing if r.startswith("index/") and _is_part(r[6:])}
         if not listing and not create:
             raise NotADatasetError(f"{self.remote.uri}: no wanbatch dataset there (no {MANIFEST} or index/)")
-        if listing and MANIFEST not in listing and not remote_parts:
+        if listing and not self.remote.is_dataset():
             raise NotADatasetError(f"{self.remote.uri}: holds objects but is not a wanbatch dataset "
                                f"(no {MANIFEST} or index/); choose an empty or new prefix")
         with disk_errors(f"create the staging folder {self.staging}"):
@@ -345,8 +364,77 @@ class Mirror:
         rel = local.relative_to(self.staging).as_posix()
         self.remote.upload(local, rel)
 
+    def push_missing_images(self) -> None:
+        """Upload staged images the bucket lacks (e.g. rescued from a dead writer's temp files)."""
+        for rel in self._local_images():
+            with self._lock:
+                known = rel in self.images
+            if not known:
+                self.remote.upload(self.staging / rel, rel)
+                with self._lock:
+                    self.images.add(rel)
+
+    def pull_manifest_if_any(self) -> None:
+        """Take in the run entries other machines added to the bucket's manifest meanwhile."""
+        if MANIFEST in self.remote.listing():
+            self._pull_manifest()
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+    # ------------------------------------------------------------------------- as a writer's storage
+
+    @classmethod
+    def open(cls, uri: str, *, create: bool, staging: Path | None = None) -> Mirror:
+        """The mirror of ``uri``, its staging folder hydrated from the bucket."""
+        remote = RemoteRoot(uri)
+        folder = staging or staging_dir(uri)
+        mirror = cls(remote, folder)
+        try:
+            with _staging_lock(folder):
+                mirror.hydrate(create=create)
+        except BaseException:
+            mirror.close()
+            raise
+        return mirror
+
+    @property
+    def location(self) -> str:
+        return self.remote.uri
+
+    def opened(self, manifest: Path) -> None:
+        if MANIFEST not in self.remote.listing():  # mark the prefix as a dataset from the start
+            self.push_file(manifest)
+
+    def placed(self, rel: str) -> None:
+        self.upload_image_later(rel)
+
+    def stored_images(self) -> set[str]:
+        with self._lock:
+            return set(self.images)
+
+    def fetch(self, rel: str, local: Path) -> None:
+        self.remote.download(rel, local)
+
+    def flushed(self, paths: set[str]) -> None:
+        self.sync_parts()
+        self.drop_indexed_copies(paths)
+
+    def compacting(self) -> None:
+        self.wait_uploads()
+
+    def compacted(self) -> None:
+        self.sync_parts()
+
+    def publish(self, local: Path) -> None:
+        self.push_file(local)
+
+    def refresh_manifest(self) -> None:
+        self.pull_manifest_if_any()
+
+    def recovered(self) -> None:
+        self.push_missing_images()
+        self.sync_parts()
 
 
 # ----------------------------------------------------------------------------------- the dataset
@@ -365,166 +453,3 @@ def _staging_lock(staging: Path) -> Iterator[None]:
         os.close(fd)
 
 
-class RemoteDataset(Dataset):
-    """A :class:`Dataset` whose root is a staging folder mirrored to an object store."""
-
-    mirror: Mirror
-
-    def __init__(self, layout: Layout, writer: str, journal: WriterJournal) -> None:
-        super().__init__(layout, writer, journal)
-        self.uri = ""
-        self._appended: set[str] = set()  # rel paths of ok rows appended since the last flush
-        self._appended_lock = threading.Lock()
-
-    @classmethod
-    def open_remote(cls, uri: str, *, create: bool = True, staging: Path | None = None) -> RemoteDataset:
-        remote = RemoteRoot(uri)
-        folder = staging or staging_dir(uri)
-        mirror = Mirror(remote, folder)
-        try:
-            with _staging_lock(folder):
-                mirror.hydrate(create=create)
-            dataset = cls.open(folder, create=True)
-        except BaseException:
-            mirror.close()
-            raise
-        if not isinstance(dataset, RemoteDataset):  # cls.open returns cls for a staging folder
-            raise TypeError(f"{cls.__name__}.open returned {type(dataset).__name__}")
-        dataset.uri = remote.uri
-        dataset.mirror = mirror
-        if MANIFEST not in mirror.remote.listing():  # mark the prefix as a dataset from the start
-            mirror.push_file(dataset.layout.manifest)
-        return dataset
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            self.mirror.close()
-
-    # ------------------------------------------------------------------------- images
-
-    def place(self, tmp: Path, image_id: str, ext: str) -> str:
-        rel = super().place(tmp, image_id, ext)
-        self.mirror.upload_image_later(rel)
-        return rel
-
-    def _list_images(self) -> dict[str, None]:
-        found = super()._list_images()
-        with self.mirror._lock:  # noqa: SLF001 - the mirror's own lock
-            found.update(dict.fromkeys(sorted(self.mirror.images)))
-        return found
-
-    def existing_image(self, image_id: str) -> Path | None:
-        """Also an image in the bucket without a row: downloaded once so the runner can verify it."""
-        path = super().existing_image(image_id)
-        if path is not None or not self._unplaced:
-            return path
-        name = self._unplaced.get(image_id)
-        rel = f"images/{image_id[:2]}/{name}" if name else None
-        if rel is None or rel not in self.mirror.images:
-            return None
-        self.mirror.remote.download(rel, self.root / rel)
-        return self.root / rel
-
-    # ------------------------------------------------------------------------- rows and parts
-
-    def append(self, rows: Sequence[dict[str, Any]]) -> None:
-        super().append(rows)
-        with self._appended_lock:
-            self._appended.update(r["path"] for r in rows if r.get("status") == "ok" and r.get("path"))
-
-    def flush(self) -> None:
-        """Flush locally, wait for the image uploads, upload the part, drop the indexed local copies."""
-        with self._appended_lock:
-            flushed, self._appended = self._appended, set()
-        try:
-            super().flush()
-            self.mirror.sync_parts()
-        except BaseException:
-            with self._appended_lock:
-                self._appended |= flushed
-            raise
-        self.mirror.drop_indexed_copies(flushed)
-
-    def compact(self, *, target_rows: int = 1_000_000) -> CompactReport:
-        self.mirror.wait_uploads()
-        report = super().compact(target_rows=target_rows)
-        self.mirror.sync_parts()
-        return report
-
-    # ------------------------------------------------------------------------- metadata
-
-    def write_run_summary(self, run_id: str, summary: dict[str, Any]) -> Path:
-        path = super().write_run_summary(run_id, summary)
-        self.mirror.push_file(path)
-        return path
-
-    def update_manifest(self, spec_resolved: dict[str, Any], run: dict[str, Any]) -> None:
-        if MANIFEST in self.mirror.remote.listing():  # runs other machines added meanwhile
-            self.mirror._pull_manifest()  # noqa: SLF001
-        super().update_manifest(spec_resolved, run)
-        self.mirror.push_file(self.layout.manifest)
-
-
-# ----------------------------------------------------------------------------------- readers
-
-
-def open_index(uri: str) -> ds.Dataset:
-    """A pyarrow dataset over the bucket's ``index/part-*.parquet`` (raw rows, INDEX_SCHEMA)."""
-    remote = _existing(uri)
-    return ds.dataset(remote.parts(), schema=INDEX_SCHEMA, format="parquet", filesystem=remote.fs)
-
-
-def read_parts_remote(uri: str, columns: Sequence[str] | None = None) -> pa.Table:
-    """Every visible part, relisting when a compaction deletes one mid-read."""
-    remote = _existing(uri)
-    last: BaseException | None = None
-    for _ in range(8):
-        parts = remote.parts()
-        if not parts:
-            return INDEX_SCHEMA.empty_table().select(list(columns) if columns else INDEX_SCHEMA.names)
-        try:
-            dataset = ds.dataset(parts, schema=INDEX_SCHEMA, format="parquet", filesystem=remote.fs)
-            return dataset.to_table(columns=list(columns) if columns else None)
-        except FileNotFoundError as exc:
-            last = exc
-        except (OSError, pa.ArrowException) as exc:
-            if "not found" not in str(exc).lower() and "no such" not in str(exc).lower():
-                raise DatasetError(f"cannot read the index of {remote.uri}: {_short(exc)}") from None
-            last = exc
-    raise DatasetError(f"cannot read the index of {remote.uri}: {_short(last or Exception())}")
-
-
-def _existing(uri: str) -> RemoteRoot:
-    remote = RemoteRoot(uri)
-    with remote.errors("open the dataset"):
-        info = remote.fs.get_file_info([remote.key(MANIFEST), remote.key("index")])
-    if all(i.type == pafs.FileType.NotFound for i in info):
-        raise NotADatasetError(f"{remote.uri}: not a wanbatch dataset (no {MANIFEST} or index/)")
-    return remote
-
-
-def snapshot(uri: str) -> Path:
-    """A local read-only copy of the bucket's index parts and manifest, refreshed on each call, for
-    tools that read a dataset folder (``status``). Images are not copied."""
-    remote = _existing(uri)
-    stage = staging_dir(uri)
-    folder = stage.with_name(f"{stage.name}-snapshot")
-    layout = Layout(folder)
-    with disk_errors(f"create the snapshot folder {folder}"):
-        layout.index.mkdir(parents=True, exist_ok=True)
-    wanted = {p.rsplit("/", 1)[1] for p in remote.parts()}
-    for part in layout.parts():
-        if part.name not in wanted:
-            part.unlink(missing_ok=True)
-    for name in sorted(wanted - {p.name for p in layout.parts()}):
-        try:
-            remote.download(f"index/{name}", layout.index / name)
-        except FileNotFoundError:
-            continue  # compacted away since the listing; its rows are in the new part
-    try:
-        remote.download(MANIFEST, layout.manifest)
-    except FileNotFoundError:
-        layout.manifest.unlink(missing_ok=True)
-    return folder

@@ -1,4 +1,5 @@
-"""A read-only summary of a dataset for ``wanbatch status`` (never writes, never takes locks)."""
+"""A read-only summary of a dataset for ``wanbatch status`` (a :class:`DatasetView`: never writes,
+never takes locks; a folder or ``s3://…``)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from .journal import TASKS, read_tasks
-from .layout import Layout
-from .manifest import read_manifest
-from .parts import read_parts
-from .reader import _existing, failed_from
+from .view import DatasetView, failed_from
 
 
 @dataclass(slots=True)
@@ -35,10 +32,10 @@ class StatusReport:
         return asdict(self)
 
 
-def status(root: str | Path) -> StatusReport:
+def status(root: str | Path | DatasetView) -> StatusReport:
     """Counts from the index (deduplicated), the journals and the manifest."""
-    layout = _existing(root)
-    table = read_parts(layout, ["image_id", "job_id", "status", "error_kind", "created_at", "bytes"])
+    view = root if isinstance(root, DatasetView) else DatasetView.open(root)
+    table = view.read_parts(["image_id", "job_id", "status", "error_kind", "created_at", "bytes"])
     ok_mask = pc.equal(table["status"], "ok")
     ok = table.filter(ok_mask)
     ok_ids = pc.unique(ok["image_id"])
@@ -50,11 +47,11 @@ def status(root: str | Path) -> StatusReport:
     for kind in failed.values():
         by_kind[kind] = by_kind.get(kind, 0) + 1
     distinct = len(pc.unique(table["image_id"])) if table.num_rows else 0
-    parts = layout.parts()
-    manifest = read_manifest(layout)
-    pending, unindexed = _journals(layout, set(table["job_id"].to_pylist()) if table.num_rows else set())
+    parts = view.parts()
+    manifest = view.manifest()
+    pending, unindexed = view.journals(set(table["job_id"].to_pylist()) if table.num_rows else set())
     return StatusReport(
-        root=str(layout.root),
+        root=view.location,
         name=manifest.get("name"),
         images_ok=len(ok_ids),
         images_failed=len(failed),
@@ -65,34 +62,6 @@ def status(root: str | Path) -> StatusReport:
         duplicate_rows=table.num_rows - distinct,
         runs=[r for r in manifest.get("runs") or [] if isinstance(r, dict)],
         image_bytes=int(image_bytes or 0),
-        index_bytes=sum(_size(p) for p in parts),
+        index_bytes=sum(view.size(p) for p in parts),
         journal_rows_unindexed=unindexed,
     )
-
-
-def _journals(layout: Layout, jobs_with_rows: set[str]) -> tuple[int, int]:
-    """Pending async tasks over all writers, and rows still only in journals (an upper bound)."""
-    from .journal import segments
-
-    pending: set[str] = set()
-    unindexed = 0
-    if not layout.journal.is_dir():
-        return 0, 0
-    for folder in layout.journal.iterdir():
-        if not folder.is_dir():
-            continue
-        pending.update(j for j in read_tasks(folder / TASKS) if j not in jobs_with_rows)
-        for _, seg in segments(folder):
-            try:
-                with seg.open("rb") as fh:
-                    unindexed += sum(1 for _ in fh)
-            except OSError:
-                continue
-    return len(pending), unindexed
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0

@@ -21,7 +21,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._version import __version__
-from ..dataset import Dataset
+from ..dataset import DatasetView, DatasetWriter
 from ..fetch import DownloadLimits
 from ..errors import DatasetError, FatalError, GatewayError, WanbatchError
 from ..limits import AdaptiveConcurrency, RatePacer
@@ -63,7 +63,7 @@ class _Run:
         self.stopping = anyio.Event()
         self.error: WanbatchError | None = None
         self.notes: list[str] = []
-        self.dataset: Dataset | None = None
+        self.dataset: DatasetWriter | None = None
         self.jobs: JobRunner | None = None
         self.workers_scope = anyio.CancelScope()
 
@@ -86,7 +86,7 @@ class _Run:
             self.stats.finished = time.monotonic()
             return self._result()
         try:
-            self.dataset = await anyio.to_thread.run_sync(lambda: Dataset.open(self.root, create=True))
+            self.dataset = await anyio.to_thread.run_sync(lambda: DatasetWriter.open(self.root, create=True))
             state = await anyio.to_thread.run_sync(self._start_up, self.dataset)
             the_plan = make_plan(self.spec, shard=self.options.shard)
             self.stats.planned_jobs = the_plan.job_count
@@ -104,17 +104,16 @@ class _Run:
                 await self._finalise()
         return self._result()
 
-    def _start_up(self, dataset: Dataset) -> _Triage:
+    def _start_up(self, dataset: DatasetWriter) -> _Triage:
         """Recover what crashed writers left, then read what the dataset holds (in a worker thread)."""
         recovered = dataset.recover()
         if recovered.rows_recovered:
             self.notes.append(f"recovered {recovered.rows_recovered} rows from an interrupted run")
-        done = dataset.done_image_ids()
-        return _Triage(done=done, failed=dataset.failed_image_ids(),
-                       unindexed=dataset.unindexed_image_ids(),
+        held = DatasetView.open(self.root).triage()  # for s3://, the bucket (recovery synced it)
+        return _Triage(done=held.done, failed=held.failed, unindexed=set(held.unindexed),
                        pending=dataset.pending_tasks(forget_answered=True))
 
-    async def _fan_out(self, the_plan: Plan, dataset: Dataset, state: _Triage) -> None:
+    async def _fan_out(self, the_plan: Plan, dataset: DatasetWriter, state: _Triage) -> None:
         writer = WriterTask(dataset, self.stats, run_id=self.run_id, on_error=self._writer_failed,
                             provider=lambda: self.jobs.provider.name if self.jobs else self.spec.provider.name)
         async with anyio.create_task_group() as outer:
@@ -150,7 +149,7 @@ class _Run:
                 self.error = writer.error
             outer.cancel_scope.cancel()  # the signal watcher
 
-    def _job_runner(self, provider: Any, client: Any, writer: WriterTask, dataset: Dataset,
+    def _job_runner(self, provider: Any, client: Any, writer: WriterTask, dataset: DatasetWriter,
                     state: _Triage) -> JobRunner:
         initial, most = self.options.backoff_initial, self.options.backoff_max
         return JobRunner(
@@ -240,7 +239,7 @@ class _Run:
             except DatasetError as exc:
                 self.notes.append(f"could not close the dataset cleanly: {exc}")
 
-    def _write_out(self, dataset: Dataset, summary: RunSummary, entry: dict[str, Any]) -> None:
+    def _write_out(self, dataset: DatasetWriter, summary: RunSummary, entry: dict[str, Any]) -> None:
         dataset.flush()
         if dataset.should_compact():
             dataset.compact()

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ..dataset import Dataset
+from ..dataset import DatasetWriter
 from ..dataset.rows import failed_row, ok_row
 from ..errors import DatasetError, RefusedError
 from ..fetch import ext_for, verify_image
@@ -73,7 +73,7 @@ class _Applied:
 class WriterTask:
     """Owns ``dataset`` for the run. Start :meth:`run` in a task group; close with :meth:`close_input`."""
 
-    def __init__(self, dataset: Dataset, stats: RunStats, *, provider: Callable[[], str], run_id: str,
+    def __init__(self, dataset: DatasetWriter, stats: RunStats, *, provider: Callable[[], str], run_id: str,
                  on_error: Callable[[DatasetError], None]) -> None:
         self.dataset = dataset
         self.stats = stats

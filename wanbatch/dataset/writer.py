@@ -1,9 +1,15 @@
 """The dataset writer: images in place, rows journaled then indexed, tasks remembered.
 
-One :class:`Dataset` per process (or per shard) writing a root. The runner calls the small methods
-(``append``, ``place``, ``journal_task``…) from its event loop and the heavy ones (``flush``,
-``compact``, ``recover``, ``done_image_ids``) through a worker thread; the two sides never block each
-other for long (separate locks for rows and tasks).
+One :class:`DatasetWriter` per process (or per shard) writing a root. The runner calls the small
+methods (``append``, ``place``, ``journal_task``…) from its event loop and the heavy ones (``flush``,
+``compact``, ``recover``) through a worker thread; the two sides never block each other for long
+(separate locks for rows and tasks). Reading — what is done, failed or unindexed — is a
+:class:`~wanbatch.dataset.view.DatasetView`'s job (:meth:`DatasetWriter.triage` adds the rows not
+flushed yet).
+
+Where finished files end up is the :class:`Storage` the writer is composed with: :class:`LocalStorage`
+(nothing more to do) for a folder, the :class:`~wanbatch.dataset.remote.Mirror` for ``s3://…``,
+which writes through a local staging folder and copies finished files to the bucket.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,55 +31,140 @@ import pyarrow.compute as pc
 from ..errors import DatasetError, NotADatasetError
 from . import manifest as _manifest
 from .compaction import CompactReport, compact
-from .reader import failed_from
-from .recovery import RecoveryReport, recover
 from .fsutil import disk_errors, explain
 from .journal import WriterJournal, encode_lines, try_lock
 from .layout import Layout, check_ext, check_image_id
 from .parts import part_name, read_parts, rows_to_table, write_part
+from .recovery import RecoveryReport, recover
+from .remote import Mirror, is_remote
 from .schema import COLUMNS
+from .view import TriageState, triage_of
 
 _COLUMN_SET = frozenset(COLUMNS)
 _STATUSES = frozenset({"ok", "failed"})
+_IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tiff")
 FLUSH_ROWS = 5_000
 FLUSH_SECONDS = 10.0
 COMPACT_PARTS = 16
 
 
-class Dataset:
+class Storage(Protocol):
+    """Where a writer's finished files go besides its local root; every hook is called after the
+    local step succeeded (blocking calls: the runner makes them from a worker thread)."""
+
+    @property
+    def location(self) -> str: ...  # the dataset as users name it (folder or URI)
+    def opened(self, manifest: Path) -> None: ...  # the writer is open, its manifest exists
+    def placed(self, rel: str) -> None: ...  # an image was renamed into place
+    def stored_images(self) -> set[str]: ...  # relative paths of images kept elsewhere
+    def fetch(self, rel: str, local: Path) -> None: ...  # bring such an image back to ``local``
+    def flushed(self, paths: set[str]) -> None: ...  # a part was written; ``paths``: its ok images
+    def compacting(self) -> None: ...
+    def compacted(self) -> None: ...
+    def publish(self, local: Path) -> None: ...  # a run summary or the manifest was written
+    def refresh_manifest(self) -> None: ...  # before a read-modify-write of the manifest
+    def recovered(self) -> None: ...  # recovery finished (it may have rescued images, written a part)
+    def close(self) -> None: ...
+
+
+class LocalStorage:
+    """A plain folder: the local files are the dataset; nothing more to do."""
+
+    def __init__(self, root: Path) -> None:
+        self._location = str(root)
+
+    @property
+    def location(self) -> str:
+        return self._location
+
+    def opened(self, manifest: Path) -> None:
+        pass
+
+    def placed(self, rel: str) -> None:
+        pass
+
+    def stored_images(self) -> set[str]:
+        return set()
+
+    def fetch(self, rel: str, local: Path) -> None:
+        raise FileNotFoundError(rel)
+
+    def flushed(self, paths: set[str]) -> None:
+        pass
+
+    def compacting(self) -> None:
+        pass
+
+    def compacted(self) -> None:
+        pass
+
+    def publish(self, local: Path) -> None:
+        pass
+
+    def refresh_manifest(self) -> None:
+        pass
+
+    def recovered(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class DatasetWriter:
     """A writable dataset root. Use :meth:`open`; close it (or use ``with``) to flush."""
 
-    def __init__(self, layout: Layout, writer: str, journal: WriterJournal) -> None:
+    def __init__(self, layout: Layout, writer: str, journal: WriterJournal, storage: Storage) -> None:
         self.layout = layout
-        self.root = layout.root
+        self.root = layout.root  # the local folder (for ``s3://``: the staging folder)
         self.writer = writer
         self.journal = journal
+        self.storage = storage
         self._buffer: list[dict[str, Any]] = []
+        self._appended: set[str] = set()  # rel paths of ok rows appended since the last flush
         self._last_flush = time.monotonic()
         self._rows_lock = threading.Lock()  # journal write + buffer, against a flush in a thread
         self._made_dirs: set[str] = set()
         self._tmp_counter = itertools.count()
-        self._unplaced: dict[str, str] | None = None  # image_id → file name, from the last listing
-        self._known_failed: set[str] = set()
-        self._superseded = False
+        self._files_lock = threading.Lock()
+        self._files: dict[str, str] | None = None  # image_id → rel path, listed on first need
+        self._written: set[str] = set()  # image ids this writer put in parts
         self._closed = False
+
+    @property
+    def location(self) -> str:
+        """The dataset as users name it: the folder, or the object-store URI."""
+        return self.storage.location
 
     # ----------------------------------------------------------------------------------- open
 
     @classmethod
-    def open(cls, root: str | Path, *, create: bool = True) -> Dataset:
+    def open(cls, root: str | Path, *, create: bool = True, staging: Path | None = None) -> DatasetWriter:
         """Open (or create) the dataset at ``root`` for writing.
 
         Refuses early, with a message that says what to do: a file in the way, a non-empty folder
         that is not a dataset, a missing dataset when ``create=False``, and any folder where a probe
         file cannot be written (read-only, permissions, full disk). An object-store URI
-        (``s3://…``) opens a staging folder mirrored to it: see :mod:`wanbatch.dataset.remote`.
+        (``s3://…``) is written through a staging folder (``staging``, default one per URI) that a
+        :class:`~wanbatch.dataset.remote.Mirror` keeps in the bucket.
         """
-        if isinstance(root, str) and "://" in root:
-            from .remote import RemoteDataset, is_remote
+        if is_remote(root):
+            mirror = Mirror.open(str(root), create=create, staging=staging)
+            try:
+                writer = cls._open_local(mirror.staging, create=True, storage=mirror)
+            except BaseException:
+                mirror.close()
+                raise
+            try:
+                mirror.opened(writer.layout.manifest)
+            except BaseException:
+                writer.close()
+                raise
+            return writer
+        return cls._open_local(root, create=create, storage=None)
 
-            if is_remote(root):
-                return RemoteDataset.open_remote(root, create=create)
+    @classmethod
+    def _open_local(cls, root: str | Path, *, create: bool, storage: Storage | None) -> DatasetWriter:
         layout = Layout.of(root)
         path = layout.root
         if path.exists() and not path.is_dir():
@@ -97,19 +188,28 @@ class Dataset:
             probe = layout.tmp / f"probe-{secrets.token_hex(4)}"
             probe.write_bytes(b"wanbatch")
             probe.unlink()
-        _manifest.ensure_manifest(layout)
         writer = f"{os.getpid():x}{secrets.token_hex(4)}"
         folder = layout.writer_journal(writer)
+        tmp = layout.writer_tmp(writer)
         with disk_errors("create the journal"):
             folder.mkdir(parents=True)
-            layout.writer_tmp(writer).mkdir(parents=True)
         fd = try_lock(folder / "lock")
         if fd is None:
             raise DatasetError(f"{folder}: cannot lock the journal; is the file system a network mount "
                                "without locks?")
-        return cls(layout, writer, WriterJournal(folder, fd))
+        try:
+            with disk_errors("create the journal"):
+                tmp.mkdir(parents=True)
+            _manifest.ensure_manifest(layout)
+            journal = WriterJournal(folder, fd)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.close(fd)
+            raise
+        return cls(layout, writer, journal, storage or LocalStorage(layout.root))
 
-    def __enter__(self) -> Dataset:
+    def __enter__(self) -> DatasetWriter:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -130,18 +230,26 @@ class Dataset:
             self.flush()
         finally:
             self._closed = True
-            self.journal.close()
-            clean = not self._buffer and not self.journal.tasks
-            if clean:
-                shutil.rmtree(self.journal.folder, ignore_errors=True)
-                shutil.rmtree(self.layout.writer_tmp(self.writer), ignore_errors=True)
-            os.close(self.journal.lock_fd)
+            try:
+                self.journal.close()
+                clean = not self._buffer and not self.journal.tasks
+                if clean:
+                    shutil.rmtree(self.journal.folder, ignore_errors=True)
+                    shutil.rmtree(self.layout.writer_tmp(self.writer), ignore_errors=True)
+                os.close(self.journal.lock_fd)
+            finally:
+                self.storage.close()
 
     # ----------------------------------------------------------------------------------- recovery
 
     def recover(self) -> RecoveryReport:
         """Reconcile what crashed writers left behind; see :mod:`wanbatch.dataset.recovery`."""
-        return recover(self)
+        with self._rows_lock:
+            buffered = [r["image_id"] for r in self._buffer]
+        report = recover(self.layout, self.writer, adopt_task=self.journal_task, image_files=self._image_files,
+                         buffered_ids=buffered)
+        self.storage.recovered()
+        return report
 
     # ----------------------------------------------------------------------------------- images
 
@@ -165,24 +273,45 @@ class Dataset:
                 (self.layout.images / prefix).mkdir(parents=True, exist_ok=True)
                 self._made_dirs.add(prefix)
             os.replace(tmp, self.root / rel)
-        if self._unplaced is not None:  # on disk without a row until append() brings it
-            self._unplaced[image_id] = rel.rsplit("/", 1)[1]
+        with self._files_lock:
+            if self._files is not None:
+                self._files[image_id] = rel
+        self.storage.placed(rel)
         return rel
 
     def existing_image(self, image_id: str) -> Path | None:
-        """An image file on disk for ``image_id`` (any extension), e.g. one whose row was lost."""
+        """An image file for ``image_id`` (any extension), e.g. one whose row a crash lost.
+
+        The images are listed once, on the first call (object storage included: an image only in
+        the bucket is downloaded so the runner can verify it); :meth:`place` keeps that listing up
+        to date, so the answer never depends on what was called before.
+        """
         check_image_id(image_id)
-        folder = self.layout.images / image_id[:2]
-        if self._unplaced is not None:
-            name = self._unplaced.get(image_id)
-            if name is not None and (folder / name).is_file():
-                return folder / name
+        with self._files_lock:
+            if self._files is None:
+                self._files = {}
+                for listed in self._image_files():
+                    self._files.setdefault(listed.rsplit("/", 1)[1].rsplit(".", 1)[0], listed)
+            found = self._files.get(image_id)
+        if found is None:
             return None
-        for ext in ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tiff"):
-            candidate = folder / f"{image_id}.{ext}"
-            if candidate.is_file():
-                return candidate
-        return None
+        rel = found
+        path = self.root / rel
+        if path.is_file():
+            return path
+        if rel not in self.storage.stored_images():
+            return None
+        try:
+            self.storage.fetch(rel, path)
+        except FileNotFoundError:
+            return None
+        return path
+
+    def _image_files(self) -> list[str]:
+        """Every image, local or kept by the storage (relative paths, sorted, once each)."""
+        with disk_errors("list the images"):
+            local = self.layout.image_files()
+        return sorted(set(local) | self.storage.stored_images())
 
     # ----------------------------------------------------------------------------------- tasks
 
@@ -229,11 +358,7 @@ class Dataset:
         with self._rows_lock:
             self.journal.append_rows(data)
             self._buffer.extend(checked)
-        if self._unplaced:
-            for row in checked:
-                self._unplaced.pop(row["image_id"], None)
-        if self._known_failed and not self._superseded:
-            self._superseded = any(r["image_id"] in self._known_failed for r in checked)
+            self._appended.update(r["path"] for r in checked if r["status"] == "ok")
 
     @staticmethod
     def _check(row: dict[str, Any]) -> dict[str, Any]:
@@ -266,87 +391,68 @@ class Dataset:
         self.journal.sync()
         self.journal.shrink_tasks()
         with self._rows_lock:
+            flushed, self._appended = self._appended, set()
             if not self._buffer:
-                return
-            upto = self.journal.rotate()
-            taken, self._buffer = self._buffer, []
+                taken: list[dict[str, Any]] = []
+            else:
+                upto = self.journal.rotate()
+                taken, self._buffer = self._buffer, []
         try:
-            write_part(self.layout, rows_to_table(taken), {self.writer: upto}, part_name("w", self.writer))
+            if taken:
+                try:
+                    write_part(self.layout, rows_to_table(taken), {self.writer: upto},
+                               part_name("w", self.writer))
+                except BaseException:
+                    with self._rows_lock:
+                        self._buffer = taken + self._buffer
+                    raise
+                self._written.update(r["image_id"] for r in taken)
+                with disk_errors("drop flushed journal segments"):
+                    self.journal.drop_upto(upto)
+            self.storage.flushed(flushed)  # e.g. upload the part, then drop indexed local copies
         except BaseException:
             with self._rows_lock:
-                self._buffer = taken + self._buffer
+                self._appended |= flushed
             raise
-        with disk_errors("drop flushed journal segments"):
-            self.journal.drop_upto(upto)
 
     # ----------------------------------------------------------------------------------- reads
 
-    def done_image_ids(self) -> set[str]:
-        """Image ids with an ``ok`` row whose file exists (one listing of ``images/``, no stat per row).
-
-        Also remembers image files that no ok row claims, for :meth:`existing_image`.
-        """
-        on_disk = self._list_images()
-        ok = read_parts(self.layout, ["image_id", "path"], pc.field("status") == "ok")
-        buffered = [r for r in self._buffer if r["status"] == "ok"]
+    def triage(self) -> TriageState:
+        """Done, failed and unindexed slots of this root, rows not flushed yet included (see
+        :class:`~wanbatch.dataset.view.TriageState`); a run's start-up reads the same through a
+        :class:`~wanbatch.dataset.view.DatasetView`."""
+        table = read_parts(self.layout, ["image_id", "status", "path", "error_kind", "created_at"])
+        with self._rows_lock:
+            buffered = list(self._buffer)
         if buffered:
-            ok = pa.concat_tables([ok, pa.Table.from_pylist(
-                [{"image_id": r["image_id"], "path": r.get("path")} for r in buffered], schema=ok.schema)])
-        existing = pa.array(list(on_disk.keys()), pa.string())
-        mask = pc.is_in(ok["path"], value_set=existing)
-        done: set[str] = set(ok["image_id"].filter(mask).to_pylist())
-        unplaced: dict[str, str] = {}
-        for rel in on_disk:
-            name = rel.rsplit("/", 1)[1]
-            image_id = name.rsplit(".", 1)[0]
-            if image_id not in done:
-                unplaced[image_id] = name
-        self._unplaced = unplaced
-        return done
-
-    def unindexed_image_ids(self) -> set[str]:
-        """Image files on disk that no ok row claims yet (a crash came between the file and its row);
-        a run re-indexes them without a request. Valid after :meth:`done_image_ids`."""
-        return set(self._unplaced or ())
-
-    def _list_images(self) -> dict[str, None]:
-        """Relative paths of every file under ``images/*/`` (an ordered set)."""
-        found: dict[str, None] = {}
-        with disk_errors("list the images"):
-            try:
-                top = os.scandir(self.layout.images)
-            except FileNotFoundError:
-                return found
-            with top:
-                for sub in top:
-                    if not sub.is_dir():
-                        continue
-                    prefix = f"images/{sub.name}/"
-                    found.update(dict.fromkeys(prefix + n for n in os.listdir(sub.path) if n[0] != "."))
-        return found
-
-    def failed_image_ids(self) -> dict[str, str]:
-        """image_id → error_kind of slots whose deciding row is failed (no ok row; latest failure)."""
-        table = read_parts(self.layout, ["image_id", "status", "error_kind", "created_at"])
-        if self._buffer:
-            table = pa.concat_tables([table, rows_to_table(self._buffer).select(table.column_names)])
-        failed = failed_from(table)
-        self._known_failed = set(failed)
-        return failed
+            table = pa.concat_tables([table, rows_to_table(buffered).select(table.column_names)])
+        return triage_of(table, self._image_files())
 
     def should_compact(self) -> bool:
-        return self._superseded or len(self.layout.parts()) > COMPACT_PARTS
+        """Many parts, or slots this writer wrote that also have an older row (e.g. a retried failure)."""
+        if len(self.layout.parts()) > COMPACT_PARTS:
+            return True
+        if not self._written:
+            return False
+        ids = read_parts(self.layout, ["image_id"], pc.field("image_id").isin(pa.array(sorted(self._written))))
+        return ids.num_rows > len(pc.unique(ids["image_id"]))
 
     def compact(self, *, target_rows: int = 1_000_000) -> CompactReport:
         """Merge and deduplicate the parts; see :func:`wanbatch.dataset.compaction.compact`."""
+        self.storage.compacting()
         report = compact(self.root, target_rows=target_rows)
-        self._superseded = False
+        self._written.clear()
+        self.storage.compacted()
         return report
 
     # ----------------------------------------------------------------------------------- metadata
 
     def write_run_summary(self, run_id: str, summary: dict[str, Any]) -> Path:
-        return _manifest.write_run_summary(self.layout, run_id, summary)
+        path = _manifest.write_run_summary(self.layout, run_id, summary)
+        self.storage.publish(path)
+        return path
 
     def update_manifest(self, spec_resolved: dict[str, Any], run: dict[str, Any]) -> None:
+        self.storage.refresh_manifest()  # runs other machines added meanwhile
         _manifest.update_manifest(self.layout, spec_resolved, run)
+        self.storage.publish(self.layout.manifest)
