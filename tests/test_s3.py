@@ -304,3 +304,38 @@ def test_status_of_a_remote_dataset(
     assert (report.images_ok, report.images_failed) == (IMAGES // 2, IMAGES // 2)
     assert report.name == "s3-run" and len(report.runs) == 1 and report.parts == 1
 
+
+def test_read_commands_on_s3_read_the_bucket(
+    bucket: str, staging: Callable[[str], Path], gateway: Callable[..., str], tmp_path: Path
+) -> None:
+    """plan, status, export and gallery accept s3:// and read through pyarrow.fs (no staging)."""
+    base = gateway(latency=0.0)
+    uri = f"s3://{bucket}/ds"
+    spec_path = write_spec(tmp_path, base, uri)
+    staging("writer")
+    assert wanbatch.run(wanbatch.load_spec(spec_path), RunOptions(env={KEY_ENV: KEY})).exit_code == 0
+    readers = tmp_path / "staging-readers"  # the readers' machine: its staging must stay unused
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "wanbatch", *args], capture_output=True, text=True,
+                              timeout=60, env=cli_env(WANBATCH_STAGING=str(readers)))
+
+    plan = cli("plan", str(spec_path), "--json")
+    assert plan.returncode == 0, plan.stderr
+    report = json.loads(plan.stdout)
+    assert report["output"] == uri and report["existing"]["done"] == IMAGES and report["todo_images"] == 0
+    status = cli("status", uri, "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["images_ok"] == IMAGES and json.loads(status.stdout)["root"] == uri
+    export = cli("export", uri, "--format", "webdataset", "--to", str(tmp_path / "wds"), "--json")
+    assert export.returncode == 0, export.stderr
+    exported = json.loads(export.stdout)
+    assert exported["rows"] == IMAGES and exported["missing"] == []
+    gallery = cli("gallery", uri, "--to", str(tmp_path / "g.html"))
+    assert gallery.returncode == 0, gallery.stderr
+    page = (tmp_path / "g.html").read_text()
+    assert page.count("<img ") == IMAGES and "image file missing" not in page and uri in page
+    assert not readers.exists()
+    missing = cli("status", f"s3://{bucket}/nothing-here")
+    assert missing.returncode == 2 and "not a wanbatch dataset" in missing.stderr
+    assert "Traceback" not in missing.stderr

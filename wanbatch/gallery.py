@@ -2,18 +2,21 @@
 
 Thumbnails are made once with Pillow next to the page (``<stem>_thumbs/``), named after the image's
 sha256 so a replaced image gets a new thumbnail; full images are linked relatively, so the page, its
-thumbnails and the dataset can be moved together. A seed sweep is laid out as a grid (rows: prompts,
-columns: seeds, or any two axes the user names); anything else as a wall of cards. Failed slots stay
+thumbnails and the dataset can be moved together (a dataset in object storage is read through
+``pyarrow.fs``: its thumbnails are shown without a link to the full image). A seed sweep is laid out
+as a grid (rows: prompts, columns: seeds, or any two axes the user names); anything else as a wall of
+cards. Failed slots stay
 visible as red cells: a gallery that hides failures misleads.
 """
 
 from __future__ import annotations
 
-import json
+import io
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -23,8 +26,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image, UnidentifiedImageError
 
-from wanbatch.errors import UsageError
+from wanbatch.dataset.view import DatasetView
+from wanbatch.errors import UsageError, WanbatchError
 from wanbatch.export import _load_rows
+from wanbatch.export._common import dataset_name
 from wanbatch.images import safe_open_image
 from wanbatch.types import TIER_PIXELS
 
@@ -42,13 +47,14 @@ _ORDER = [("prompt", "ascending"), ("seed", "ascending"), ("size", "ascending"),
 class _Slot:
     row: dict[str, Any]
     vars: dict[str, str]
-    image: Path | None = None  # full image, when the row is ok and the file exists
+    found: bool = False  # the row is ok and its image exists
+    image: Path | None = None  # the full image to link to (local datasets)
     thumb: Path | None = None
     thumb_size: tuple[int, int] | None = None
 
 
 def build_gallery(
-    root: str | Path,
+    root: str | Path | DatasetView,
     to: str | Path,
     *,
     rows: str | None = None,
@@ -62,14 +68,15 @@ def build_gallery(
     naming either forces the grid layout. ``limit`` bounds the slots shown (default
     :data:`DEFAULT_LIMIT`); the page says when it shows fewer than the dataset holds.
     """
-    root, page = Path(root), Path(to)
+    view = root if isinstance(root, DatasetView) else DatasetView.open(root)
+    page = Path(to)
     if page.is_dir():
         page = page / "gallery.html"
     if not 32 <= thumb <= 1024:
         raise UsageError(f"thumb must be between 32 and 1024 pixels, got {thumb}")
     if limit is not None and limit < 1:
         raise UsageError(f"limit must be a positive number of images, got {limit}")
-    table = _load_rows(root, _COLUMNS).sort_by(_ORDER)
+    table = _load_rows(view, _COLUMNS).sort_by(_ORDER)
     cap = limit if limit is not None else DEFAULT_LIMIT
     totals = _totals(table)
     slots = [_Slot(row=r, vars=dict(r["vars"] or [])) for r in table.slice(0, cap).to_pylist()]
@@ -80,13 +87,13 @@ def build_gallery(
         thumbs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot write the gallery next to {page}: {exc.strerror or exc}") from None
-    _make_thumbs(root, slots, thumbs_dir, thumb)
+    _make_thumbs(view, slots, thumbs_dir, thumb)
 
     body = _grid(slots, *axes, page.parent) if axes else _wall(slots, page.parent)
-    title = _dataset_name(root)
+    title = _dataset_name(view)
     html = _PAGE.format(
         title=escape(title), css=_CSS.replace("THUMB", str(thumb)),
-        header=_header(title, root, totals, len(slots), table.num_rows, axes),
+        header=_header(title, view.location, totals, len(slots), table.num_rows, axes),
         body=body,
     )
     tmp = page.with_name(page.name + ".tmp")
@@ -195,16 +202,18 @@ def _card(slot: _Slot, base: Path, *, with_prompt: bool) -> str:
         message = escape(r["error_message"] or "no message recorded")
         visual = f'<div class="fail"{_ratio(r)}><strong>✕ {kind}</strong><span>{message}</span></div>'
         return _figure("card failed", title, visual, caption)
-    if slot.image is None or slot.thumb is None or slot.thumb_size is None:
-        why = "image file missing" if slot.image is None else "image unreadable"
+    if not slot.found or slot.thumb is None or slot.thumb_size is None:
+        why = "image file missing" if not slot.found else "image unreadable"
         where = escape(r["path"] or "")
         visual = f'<div class="fail missing"{_ratio(r)}><strong>{why}</strong><span>{where}</span></div>'
         return _figure("card missing", title, visual, caption)
     w, h = slot.thumb_size
     visual = (
-        f'<a href="{_href(slot.image, base)}"><img src="{_href(slot.thumb, base)}" width="{w}" height="{h}" '
-        f'loading="lazy" alt="{escape(r["prompt"] or "", quote=True)}"></a>'
+        f'<img src="{_href(slot.thumb, base)}" width="{w}" height="{h}" '
+        f'loading="lazy" alt="{escape(r["prompt"] or "", quote=True)}">'
     )
+    if slot.image is not None:
+        visual = f'<a href="{_href(slot.image, base)}">{visual}</a>'
     return _figure("card", title, visual, caption)
 
 
@@ -236,17 +245,26 @@ def _href(path: Path, base: Path) -> str:
 
 # -- thumbnails --------------------------------------------------------------------------------------
 
-def _make_thumbs(root: Path, slots: Iterable[_Slot], thumbs_dir: Path, size: int) -> None:
-    todo: list[tuple[_Slot, Path, Path]] = []
+def _make_thumbs(view: DatasetView, slots: Iterable[_Slot], thumbs_dir: Path, size: int) -> None:
+    todo: list[tuple[_Slot, Callable[[], Path | bytes | None], Path]] = []
+    stored = set(view.image_files()) if view.is_remote else set()
     for s in slots:
-        if s.row["status"] != "ok" or not s.row["path"]:
+        rel = s.row["path"]
+        if s.row["status"] != "ok" or not rel:
             continue
-        image = root / s.row["path"]
-        if not image.is_file():
-            continue
-        s.image = image
+        if view.is_remote:
+            if rel not in stored:
+                continue
+            source: Callable[[], Path | bytes | None] = partial(view.read_bytes, rel)
+        else:
+            image = view.local_path(rel)
+            if image is None:
+                continue
+            s.image = image
+            source = partial(_same, image)
+        s.found = True
         tag = (s.row["sha256"] or "nohash")[:10]
-        todo.append((s, image, thumbs_dir / f"{s.row['image_id']}-{tag}-{size}.webp"))
+        todo.append((s, source, thumbs_dir / f"{s.row['image_id']}-{tag}-{size}.webp"))
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         made = pool.map(lambda job: _thumbnail(job[1], job[2], size), todo)
         for (s, _, thumb), dims in zip(todo, made, strict=True):
@@ -254,8 +272,13 @@ def _make_thumbs(root: Path, slots: Iterable[_Slot], thumbs_dir: Path, size: int
                 s.thumb, s.thumb_size = thumb, dims
 
 
-def _thumbnail(src: Path, dst: Path, size: int) -> tuple[int, int] | None:
-    """Make ``dst`` from ``src`` unless it exists; return its pixel size, None if unreadable.
+def _same(path: Path) -> Path:
+    return path
+
+
+def _thumbnail(load: Callable[[], Path | bytes | None], dst: Path, size: int) -> tuple[int, int] | None:
+    """Make ``dst`` from the image ``load()`` gives (a local file, or the bytes of one in object storage)
+    unless it exists; return its pixel size, None if unreadable.
 
     Images are opened through :func:`safe_open_image`: one whose header claims more pixels than a
     model can deliver (a decompression bomb) gets no thumbnail instead of gigabytes of memory.
@@ -265,7 +288,10 @@ def _thumbnail(src: Path, dst: Path, size: int) -> tuple[int, int] | None:
         if dst.is_file():
             with safe_open_image(dst) as done:
                 return done.size
-        with safe_open_image(src) as im:
+        src = load()
+        if src is None:
+            return None
+        with safe_open_image(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
             im.draft("RGB", (size, size))  # JPEG sources decode at reduced scale: much faster
             im.thumbnail((size, size), Image.Resampling.LANCZOS)
             rgb = im.convert("RGB")
@@ -291,19 +317,19 @@ def _totals(table: pa.Table) -> dict[str, int]:
     }
 
 
-def _dataset_name(root: Path) -> str:
+def _dataset_name(view: DatasetView) -> str:
     try:
-        manifest = json.loads((root / "wanbatch.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = view.manifest()
+    except WanbatchError:
         manifest = {}
-    name = manifest.get("name") if isinstance(manifest, dict) else None
-    if not name and isinstance(manifest, dict) and isinstance(manifest.get("spec"), dict):
+    name = manifest.get("name")
+    if not name and isinstance(manifest.get("spec"), dict):
         name = manifest["spec"].get("name")
-    return str(name or root.resolve().name)
+    return str(name or dataset_name(view))
 
 
 def _header(
-    title: str, root: Path, totals: dict[str, int], shown: int, total: int, axes: tuple[str, str] | None
+    title: str, root: str, totals: dict[str, int], shown: int, total: int, axes: tuple[str, str] | None
 ) -> str:
     def stat(n: int, label: str, cls: str = "") -> str:
         return f'<div class="stat {cls}"><b>{n:,}</b><span>{label}</span></div>'
@@ -323,7 +349,7 @@ def _header(
             f"keep this page light. Rebuild with a larger <code>limit</code> to see more.</p>"
         )
     return (
-        f'<header><div><h1>{escape(title)}</h1><p class="sub">{escape(str(root))} · {layout} · '
+        f'<header><div><h1>{escape(title)}</h1><p class="sub">{escape(root)} · {layout} · '
         f"hover a card for its full caption, click for the full image</p></div>"
         f'<div class="stats">{stats}</div></header>{note}'
     )

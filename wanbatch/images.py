@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -38,7 +39,7 @@ def _formats() -> list[str]:
 
 
 @contextmanager
-def safe_open_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Iterator[Image.Image]:
+def safe_open_image(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> Iterator[Image.Image]:
     """``Image.open`` limited to :data:`SAFE_FORMATS`, raising :class:`ImageTooLarge` when the
     header's width × height exceeds ``max_pixels``; Pillow's own errors (``UnidentifiedImageError``,
     ``OSError``…) pass through. Decode (``load``, ``thumbnail``…) inside the ``with`` block."""

@@ -18,7 +18,7 @@ from typing import Literal, get_args
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from wanbatch.dataset import read_index
+from wanbatch.dataset import DatasetView
 from wanbatch.errors import DatasetError, UsageError
 from wanbatch.export import hf, imagefolder, webdataset
 from wanbatch.export._common import ExportReport, Output, check_destination, commit, staging_dir
@@ -26,7 +26,7 @@ from wanbatch.export._common import ExportReport, Output, check_destination, com
 Format = Literal["hf", "webdataset", "imagefolder"]
 FORMATS: tuple[str, ...] = get_args(Format)
 
-_Writer = Callable[[Path, pa.Table, Output, int | None], None]
+_Writer = Callable[[DatasetView, pa.Table, Output, int | None], None]
 _WRITERS: dict[str, _Writer] = {
     "hf": hf.write, "webdataset": webdataset.write, "imagefolder": imagefolder.write,
 }
@@ -35,7 +35,7 @@ _ORDER = [("prompt", "ascending"), ("seed", "ascending"), ("size", "ascending"),
 
 
 def export_dataset(
-    root: str | Path,
+    root: str | Path | DatasetView,
     fmt: Format,
     to: str | Path,
     *,
@@ -48,8 +48,10 @@ def export_dataset(
     Only ``ok`` rows unless ``include_failed`` (hf: ``image`` is null; webdataset: a ``.json`` without
     an image). ``shard_rows`` caps rows per shard (default: about 500 MB of images per shard).
     ``to`` must be empty or missing; ``overwrite`` replaces a previous wanbatch export there.
+    ``root`` is a folder, an object-store URI (``s3://…``, images read through ``pyarrow.fs``) or a
+    :class:`~wanbatch.dataset.DatasetView`.
     """
-    root, to = Path(root), Path(to)
+    to = Path(to)
     if fmt not in _WRITERS:
         raise UsageError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     if shard_rows is not None and shard_rows < 1:
@@ -61,17 +63,20 @@ def export_dataset(
             "an image folder holds images only, so failed rows cannot be exported to it; "
             "use the hf or webdataset format to keep failures"
         )
+    view = root if isinstance(root, DatasetView) else DatasetView.open(root)
     check_destination(to, overwrite=overwrite)
-    table = _select(_load_rows(root), include_failed=include_failed)
+    table = _select(_load_rows(view), include_failed=include_failed)
     staging = staging_dir(to)
     out = Output(staging)
     try:
-        _WRITERS[fmt](root, table, out, shard_rows)
+        _WRITERS[fmt](view, table, out, shard_rows)
         if out.rows == 0:
             raise DatasetError(
-                f"nothing exported from {root}: none of the {table.num_rows} selected rows has its image file"
+                f"nothing exported from {view.location}: none of the {table.num_rows} selected rows has its "
+                "image file"
             )
-        commit(staging, to, {"format": fmt, "rows": out.rows, "source": str(root.resolve())})
+        source = view.location if view.is_remote else str(Path(view.location).resolve())
+        commit(staging, to, {"format": fmt, "rows": out.rows, "source": source})
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -95,11 +100,11 @@ def _select(table: pa.Table, *, include_failed: bool) -> pa.Table:
     return table.sort_by(_ORDER)
 
 
-def _load_rows(root: Path, columns: list[str] | None = None) -> pa.Table:
+def _load_rows(view: DatasetView, columns: list[str] | None = None) -> pa.Table:
     """The index, one row per image_id (an ok row beats a failed one); all columns by default."""
-    table = read_index(root, columns)
+    table = view.read_index(columns)
     if table.num_rows == 0:
-        raise UsageError(f"{root}: the dataset's index has no rows yet (has a run written it?)")
+        raise UsageError(f"{view.location}: the dataset's index has no rows yet (has a run written it?)")
     return table
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from wanbatch.dataset.view import DatasetView
 from wanbatch.errors import DatasetError, UsageError
 
 #: Written into every export so ``overwrite=True`` only ever deletes a previous wanbatch export.
@@ -139,23 +140,32 @@ def iter_batches(table: pa.Table, rows: range) -> Iterator[list[dict[str, Any]]]
         yield batch
 
 
-def image_file(root: Path, row: dict[str, Any]) -> Path | None:
-    """The image file of an ``ok`` row, or None when the row has no image or the file is gone."""
+def image_source(view: DatasetView, row: dict[str, Any]) -> Path | bytes | None:
+    """The image of an ``ok`` row: its local file (streamed by the caller), or its bytes when the
+    dataset is in object storage; None when the row has no image or the file is gone."""
     rel = row.get("path")
     if row.get("status") != "ok" or not rel:
         return None
-    path = root / rel
-    return path if path.is_file() else None
+    if view.is_remote:
+        return view.read_bytes(rel)
+    return view.local_path(rel)
 
 
-def read_image(root: Path, row: dict[str, Any]) -> bytes | None:
-    path = image_file(root, row)
-    if path is None:
-        return None
+def read_image(view: DatasetView, row: dict[str, Any]) -> bytes | None:
+    source = image_source(view, row)
+    if not isinstance(source, Path):
+        return source
     try:
-        return path.read_bytes()
+        return source.read_bytes()
     except OSError as exc:
-        raise DatasetError(f"cannot read image {path}: {exc.strerror or exc}") from None
+        raise DatasetError(f"cannot read image {source}: {exc.strerror or exc}") from None
+
+
+def dataset_name(view: DatasetView) -> str:
+    """The last component of the dataset's folder or URI."""
+    if not view.is_remote:
+        return Path(view.location).resolve().name
+    return view.location.rstrip("/").rsplit("/", 1)[-1] or view.location
 
 
 def vars_json(value: Any) -> str:

@@ -15,9 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wanbatch.dataset.schema import INDEX_SCHEMA
+from wanbatch.dataset.view import DatasetView
 from wanbatch.export._common import (
     TARGET_SHARD_BYTES,
     Output,
+    dataset_name,
     iter_batches,
     plan_shards,
     read_image,
@@ -63,7 +65,7 @@ def _dtype(t: pa.DataType) -> str:
     return "string" if pa.types.is_string(t) or pa.types.is_large_string(t) else str(t)
 
 
-def write(root: Path, table: pa.Table, out: Output, shard_rows: int | None) -> None:
+def write(view: DatasetView, table: pa.Table, out: Output, shard_rows: int | None) -> None:
     schema = export_schema()
     sizes = [b or 0 for b in table.column("bytes").to_pylist()]
     shards = plan_shards(sizes, shard_rows=shard_rows, target_bytes=TARGET_SHARD_BYTES)
@@ -73,7 +75,7 @@ def write(root: Path, table: pa.Table, out: Output, shard_rows: int | None) -> N
             for batch in iter_batches(table, rows):
                 records = []
                 for row in batch:
-                    data = read_image(root, row)
+                    data = read_image(view, row)
                     if row["status"] == "ok" and data is None:
                         out.missing.append(row["image_id"])
                         continue
@@ -82,5 +84,5 @@ def write(root: Path, table: pa.Table, out: Output, shard_rows: int | None) -> N
                 if records:
                     writer.write_table(pa.Table.from_pylist(records, schema=schema))
                     out.rows += len(records)
-    name = root.resolve().name
+    name = dataset_name(view)
     out.path("README.md").write_text(README.format(name=name, rows=out.rows), encoding="utf-8")

@@ -12,24 +12,28 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from wanbatch.dataset.view import DatasetView
 from wanbatch.errors import DatasetError
-from wanbatch.export._common import Output, image_file, iter_batches, json_record
+from wanbatch.export._common import Output, image_source, iter_batches, json_record
 
 
-def write(root: Path, table: pa.Table, out: Output, shard_rows: int | None) -> None:
+def write(view: DatasetView, table: pa.Table, out: Output, shard_rows: int | None) -> None:
     metadata = out.path("metadata.jsonl")
     with metadata.open("w", encoding="utf-8") as meta:
         for batch in iter_batches(table, range(table.num_rows)):
             for row in batch:
-                image = image_file(root, row)
+                image = image_source(view, row)
                 if image is None:
                     out.missing.append(row["image_id"])
                     continue
-                rel = f"images/{row['image_id'][:2]}/{row['image_id']}{image.suffix.lower()}"
+                rel = f"images/{row['image_id'][:2]}/{row['image_id']}{Path(row['path']).suffix.lower()}"
                 try:
-                    shutil.copyfile(image, out.path(rel))
+                    if isinstance(image, bytes):
+                        out.path(rel).write_bytes(image)
+                    else:
+                        shutil.copyfile(image, out.path(rel))
                 except OSError as exc:
-                    raise DatasetError(f"cannot copy image {image}: {exc.strerror or exc}") from None
+                    raise DatasetError(f"cannot copy image {row['path']}: {exc.strerror or exc}") from None
                 # Nulls are left out: on an all-ok folder they would only become untyped columns.
                 fields = json_record(row, vars_as_object=False)
                 record = {"file_name": rel, **{k: v for k, v in fields.items() if v is not None}}

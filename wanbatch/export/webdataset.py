@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from wanbatch.dataset.view import DatasetView
 from wanbatch.export._common import (
     TARGET_SHARD_BYTES,
     Output,
-    image_file,
+    image_source,
     iter_batches,
     json_record,
     plan_shards,
@@ -32,7 +33,7 @@ def _member(name: str, size: int, mtime: float) -> tarfile.TarInfo:
     return info
 
 
-def write(root: Path, table: pa.Table, out: Output, shard_rows: int | None) -> None:
+def write(view: DatasetView, table: pa.Table, out: Output, shard_rows: int | None) -> None:
     sizes = [b or 0 for b in table.column("bytes").to_pylist()]
     shards = plan_shards(sizes, shard_rows=shard_rows, target_bytes=TARGET_SHARD_BYTES)
     for i, rows in enumerate(shards):
@@ -40,16 +41,19 @@ def write(root: Path, table: pa.Table, out: Output, shard_rows: int | None) -> N
         with tarfile.open(target, "w", format=tarfile.USTAR_FORMAT) as tar:
             for batch in iter_batches(table, rows):
                 for row in batch:
-                    image = image_file(root, row)
+                    image = image_source(view, row)
                     if row["status"] == "ok" and image is None:
                         out.missing.append(row["image_id"])
                         continue
                     key = sample_key(row["image_id"])
                     mtime = row["created_at"].timestamp() if row.get("created_at") else 0
                     if image is not None:
-                        ext = image.suffix.lstrip(".").lower() or "png"
-                        with image.open("rb") as fh:
-                            tar.addfile(_member(f"{key}.{ext}", image.stat().st_size, mtime), fh)
+                        ext = Path(row["path"]).suffix.lstrip(".").lower() or "png"
+                        if isinstance(image, bytes):
+                            tar.addfile(_member(f"{key}.{ext}", len(image), mtime), io.BytesIO(image))
+                        else:
+                            with image.open("rb") as fh:
+                                tar.addfile(_member(f"{key}.{ext}", image.stat().st_size, mtime), fh)
                     sidecar = json.dumps(json_record(row, vars_as_object=True), ensure_ascii=False)
                     data = sidecar.encode("utf-8")
                     tar.addfile(_member(f"{key}.json", len(data), mtime), io.BytesIO(data))
