@@ -199,3 +199,33 @@ def test_a_live_writer_is_left_alone(tmp_path: Path) -> None:
     second.close()
     first.close()
 
+
+KILLED_WHILE_PROBING = textwrap.dedent("""
+    import os, signal, sys
+    from wanbatch.dataset import DatasetWriter
+    ds = DatasetWriter.open(sys.argv[1])
+    # what a SIGKILL between the open's probe write and its unlink leaves: the probe, where it is written
+    probes = [p for p in ds.layout.writer_tmp(ds.writer).iterdir()]
+    (ds.layout.writer_tmp(ds.writer) / "probe-0badc0de").write_bytes(b"wanbatch")
+    print(len(probes), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_a_kill_during_the_open_probe_leaves_nothing_recovery_does_not_sweep(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    DatasetWriter.open(root).close()
+    legacy = root / ".tmp" / "probe-old1"  # written by an older version straight into .tmp/ and never unlinked
+    legacy.write_bytes(b"wanbatch")
+    os.utime(legacy, (time.time() - 3600, time.time() - 3600))
+    young = root / ".tmp" / "probe-new2"  # an older version's opener may be between write and unlink
+    young.write_bytes(b"wanbatch")
+    done = subprocess.run([sys.executable, "-c", KILLED_WHILE_PROBING, str(root)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert done.stdout.strip() == "0"  # the open's own probe was already unlinked
+    with DatasetWriter.open(root) as ds:
+        ds.recover()
+        left = sorted(p.relative_to(root / ".tmp").as_posix() for p in (root / ".tmp").rglob("*"))
+        assert left == [ds.writer, "probe-new2"]
+    assert not legacy.exists() and young.exists()

@@ -12,6 +12,10 @@ For every journal folder whose lock nobody holds (its writer is gone):
 Then leftovers nobody owns are removed: half-written parts and manifest temps, stray temp files. If
 anything was recovered, image files without any row are listed in ``orphan_images``: they were paid
 for, so they are kept for the runner to adopt (``DatasetWriter.existing_image``).
+
+Temp files: each writer keeps its temp files — the probe written when it opens included — in its own
+``.tmp/<writer>/`` folder, removed with its journal when it is found dead; so a SIGKILL at any moment
+leaves nothing behind that a later recovery does not sweep.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +37,10 @@ from .manifest import root_lock
 from .journal import TASKS, decode_row, read_lines, read_tasks, segments, try_lock
 from .layout import Layout
 from .parts import TMP_SUFFIX, all_covers, part_name, read_parts, rows_to_table, write_part
+
+#: Probes older versions wrote straight into ``.tmp/`` are swept once this old (a live opener of such
+#: a version unlinks its probe within milliseconds).
+LEGACY_PROBE_AGE = 60.0
 
 
 @dataclass(slots=True)
@@ -167,7 +176,7 @@ def _sweep(layout: Layout, report: RecoveryReport) -> None:
                     if entry.name not in live:
                         report.temp_files_removed += _count_files(entry)
                         shutil.rmtree(entry, ignore_errors=True)
-                elif not entry.name.startswith("probe-"):
+                elif not entry.name.startswith("probe-") or _older_than(entry, LEGACY_PROBE_AGE):
                     entry.unlink(missing_ok=True)
                     report.temp_files_removed += 1
     with root_lock(layout), disk_errors("clean temporary files"):  # compactions, manifest writes
@@ -190,6 +199,13 @@ def _count_files(folder: Path) -> int:
         return sum(1 for e in folder.iterdir() if e.is_file())
     except OSError:
         return 0
+
+
+def _older_than(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime > seconds
+    except FileNotFoundError:
+        return False
 
 
 def _orphans(layout: Layout, image_files: Iterable[str], buffered_ids: Collection[str]) -> list[str]:

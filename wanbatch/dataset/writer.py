@@ -185,9 +185,6 @@ class DatasetWriter:
             path.mkdir(parents=True, exist_ok=True)
             for folder in (layout.tmp, layout.journal, layout.index, layout.images):
                 folder.mkdir(exist_ok=True)
-            probe = layout.tmp / f"probe-{secrets.token_hex(4)}"
-            probe.write_bytes(b"wanbatch")
-            probe.unlink()
         writer = f"{os.getpid():x}{secrets.token_hex(4)}"
         folder = layout.writer_journal(writer)
         tmp = layout.writer_tmp(writer)
@@ -198,8 +195,13 @@ class DatasetWriter:
             raise DatasetError(f"{folder}: cannot lock the journal; is the file system a network mount "
                                "without locks?")
         try:
-            with disk_errors("create the journal"):
+            # The probe lives in this writer's own temp folder: a SIGKILL before its unlink leaves it
+            # where recovery sweeps a dead writer's temp files.
+            with disk_errors(f"create the dataset in {path}"):
                 tmp.mkdir(parents=True)
+                probe = tmp / f"probe-{secrets.token_hex(4)}"
+                probe.write_bytes(b"wanbatch")
+                probe.unlink()
             _manifest.ensure_manifest(layout)
             journal = WriterJournal(folder, fd)
         except BaseException:
