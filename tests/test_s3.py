@@ -318,7 +318,7 @@ def test_read_commands_on_s3_read_the_bucket(
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "wanbatch", *args], capture_output=True, text=True,
-                              timeout=60, env=cli_env(WANBATCH_STAGING=str(readers)))
+                              timeout=60, check=False, env=cli_env(WANBATCH_STAGING=str(readers)))
 
     plan = cli("plan", str(spec_path), "--json")
     assert plan.returncode == 0, plan.stderr

@@ -33,9 +33,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .fsutil import disk_errors
-from .manifest import root_lock
 from .journal import TASKS, decode_row, read_lines, read_tasks, segments, try_lock
 from .layout import Layout
+from .manifest import root_lock
 from .parts import TMP_SUFFIX, all_covers, part_name, read_parts, rows_to_table, write_part
 
 #: Probes older versions wrote straight into ``.tmp/`` are swept once this old (a live opener of such
