@@ -215,7 +215,7 @@ KILLED_WHILE_PROBING = textwrap.dedent("""
 def test_a_kill_during_the_open_probe_leaves_nothing_recovery_does_not_sweep(tmp_path: Path) -> None:
     root = tmp_path / "ds"
     DatasetWriter.open(root).close()
-    legacy = root / ".tmp" / "probe-old1"  # written by an older version straight into .tmp/ and never unlinked
+    legacy = root / ".tmp" / "probe-old1"  # an older version wrote probes straight into .tmp/, never swept
     legacy.write_bytes(b"wanbatch")
     os.utime(legacy, (time.time() - 3600, time.time() - 3600))
     young = root / ".tmp" / "probe-new2"  # an older version's opener may be between write and unlink

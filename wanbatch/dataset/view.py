@@ -64,7 +64,8 @@ class DatasetView:
         if view is None and not is_remote(str(path_or_uri)) and not Path(path_or_uri).expanduser().exists():
             raise NotADatasetError(f"{path_or_uri}: no such dataset folder")
         if view is None:
-            raise NotADatasetError(f"{_shown(path_or_uri)}: not a wanbatch dataset (no {MANIFEST} or index/ inside)")
+            raise NotADatasetError(
+                f"{_shown(path_or_uri)}: not a wanbatch dataset (no {MANIFEST} or index/ inside)")
         return view
 
     @classmethod
@@ -135,7 +136,8 @@ class DatasetView:
         if wanted is not None:
             unknown = [c for c in wanted if c not in INDEX_SCHEMA.names]
             if unknown:
-                raise DatasetError(f"unknown index column(s) {unknown}; known: {', '.join(INDEX_SCHEMA.names)}")
+                known = ", ".join(INDEX_SCHEMA.names)
+                raise DatasetError(f"unknown index column(s) {unknown}; known: {known}")
         if not dedupe:
             return self.read_parts(wanted)
         need = list(dict.fromkeys((wanted or INDEX_SCHEMA.names) + ["image_id", "status", "created_at"]))
@@ -258,7 +260,8 @@ def failed_from(table: pa.Table) -> dict[str, str]:
         return {}
     failed = failed.filter(pc.invert(pc.is_in(failed["image_id"], value_set=ok_ids.combine_chunks())))
     failed = failed.sort_by([("created_at", "ascending")])
-    return dict(zip(failed["image_id"].to_pylist(), failed["error_kind"].fill_null("unknown").to_pylist()))
+    kinds = failed["error_kind"].fill_null("unknown").to_pylist()
+    return dict(zip(failed["image_id"].to_pylist(), kinds, strict=True))
 
 
 def _dedupe(table: pa.Table) -> pa.Table:

@@ -248,8 +248,8 @@ class DatasetWriter:
         """Reconcile what crashed writers left behind; see :mod:`wanbatch.dataset.recovery`."""
         with self._rows_lock:
             buffered = [r["image_id"] for r in self._buffer]
-        report = recover(self.layout, self.writer, adopt_task=self.journal_task, image_files=self._image_files,
-                         buffered_ids=buffered)
+        report = recover(self.layout, self.writer, adopt_task=self.journal_task,
+                         image_files=self._image_files, buffered_ids=buffered)
         self.storage.recovered()
         return report
 
@@ -257,7 +257,8 @@ class DatasetWriter:
 
     def tmp_path(self, suffix: str = "") -> Path:
         """A fresh path in this writer's ``.tmp`` folder (same file system as ``images/``)."""
-        return self.layout.writer_tmp(self.writer) / f"{next(self._tmp_counter)}-{secrets.token_hex(4)}{suffix}"
+        name = f"{next(self._tmp_counter)}-{secrets.token_hex(4)}{suffix}"
+        return self.layout.writer_tmp(self.writer) / name
 
     def image_path(self, image_id: str, ext: str) -> Path:
         check_image_id(image_id)
@@ -436,7 +437,8 @@ class DatasetWriter:
             return True
         if not self._written:
             return False
-        ids = read_parts(self.layout, ["image_id"], pc.field("image_id").isin(pa.array(sorted(self._written))))
+        mine = pc.field("image_id").isin(pa.array(sorted(self._written)))
+        ids = read_parts(self.layout, ["image_id"], mine)
         return ids.num_rows > len(pc.unique(ids["image_id"]))
 
     def compact(self, *, target_rows: int = 1_000_000) -> CompactReport:
