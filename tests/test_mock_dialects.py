@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.helpers.mock_client import AUTH, DS_ASYNC, DS_SYNC, FLAT, PARAMS, gateway
-from wanbatch.mock.dialects import RESPONSE_FORMAT_MESSAGE
+from wanbatch.mock.flat import RESPONSE_FORMAT_MESSAGE
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 

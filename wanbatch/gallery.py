@@ -31,7 +31,7 @@ from wanbatch.errors import UsageError, WanbatchError
 from wanbatch.export import _load_rows
 from wanbatch.export._common import dataset_name
 from wanbatch.images import safe_open_image
-from wanbatch.types import TIER_PIXELS
+from wanbatch.models import TIER_PIXELS
 
 #: Slots shown when no ``limit`` is given: the page stays light enough for any browser.
 DEFAULT_LIMIT = 2000

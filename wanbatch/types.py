@@ -11,9 +11,6 @@ from typing import Any, Literal
 
 Status = Literal["ok", "failed"]
 
-#: Size tiers the Wan 2.7 models accept, and the square pixel size each stands for.
-TIER_PIXELS: dict[str, tuple[int, int]] = {"1K": (1024, 1024), "2K": (2048, 2048), "4K": (4096, 4096)}
-
 #: Most pixels a delivered image may have. The models' largest output is 4096×4096 (16.8 MP: the 4K
 #: tier, and the cap on explicit pixel sizes); delivered images need not have the requested size
 #: (a 2K request has come back 2985×1405), so twice that is allowed. Decoding the largest accepted

@@ -15,14 +15,15 @@ from wanbatch.mock.config import FAULTS, Latency, MockConfig
 
 if TYPE_CHECKING:
     from wanbatch.mock.app import create_app
-    from wanbatch.mock.dialects import PARAMETERS_SIZES, billing_key
+    from wanbatch.mock.dialects import billing_key
+    from wanbatch.mock.parameters import PARAMETERS_SIZES
     from wanbatch.mock.server import run_in_thread, serve
 
 # The app and server pull in Starlette and uvicorn: import them only when used, so validating a
 # spec (which checks fault names against FAULTS) stays fast.
 _LAZY = {
     "create_app": "app",
-    "PARAMETERS_SIZES": "dialects",
+    "PARAMETERS_SIZES": "parameters",
     "billing_key": "dialects",
     "run_in_thread": "server",
     "serve": "server",

@@ -1,13 +1,9 @@
 """The mock gateway as a Starlette app: every dialect of PROTOCOL.md, async tasks, faults, billing.
 
-Routes (``{dialect}`` is the server default, ``flat`` or ``parameters``):
-
-- ``POST /v1/images/generations`` ({dialect}), ``POST /flat/v1/images/generations``,
-  ``POST /parameters/v1/images/generations``; ``GET /parameters/v1/tasks/{id}`` and, when the default
-  dialect is ``parameters``, ``GET /v1/tasks/{id}``.
-- DashScope: ``POST /api/v1/services/aigc/multimodal-generation/generation`` (sync),
-  ``POST /api/v1/services/aigc/image-generation/generation`` (needs ``X-DashScope-Async: enable``),
-  ``GET /api/v1/tasks/{task_id}``.
+Routes come from the dialect handlers of :mod:`wanbatch.mock.registry`: each handler's routes are
+served under ``/{name}`` (``/flat/v1/images/generations``, ``/parameters/v1/tasks/{id}``, ...), and the
+server's default dialect (``config.dialect``) and handlers marked ``always_at_root`` (DashScope's
+``/api/v1/...``) also at the root (``/v1/images/generations``).
 - ``GET /files/{token}``: the temporary "object store" links that answers point to.
 - Mock-only, for tests and operations (no real gateway has them): ``GET /_mock/stats`` and
   ``POST /_mock/reset``.
@@ -26,7 +22,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -38,29 +34,16 @@ from starlette.routing import Route
 from wanbatch.mock import answers
 from wanbatch.mock.answers import Family
 from wanbatch.mock.config import MockConfig
-from wanbatch.mock.dialects import (
-    BadRequest,
-    DialectName,
-    GenRequest,
-    load_json,
-    parse_dashscope,
-    parse_flat,
-    parse_parameters,
-)
+from wanbatch.mock.dialects import BadRequest, GenRequest, load_json
 from wanbatch.mock.faults import FaultPicker
 from wanbatch.mock.images import ImageRef, PngRenderer, default_kb, image_digest, iter_parts
+from wanbatch.mock.registry import MockDialect, MockRoute, get_mock_dialect, mock_dialect_names
 from wanbatch.mock.stats import Stats
 from wanbatch.mock.tasks import Task, TaskStore
 
 #: Faults answered at once, before anything is generated (nothing billed).
 _EARLY = frozenset({"429", "429_retry_after", "500", "502", "503", "html_500", "empty_502", "200_error"})
 _STREAM_ABOVE = 1 << 20
-_PARSERS: dict[DialectName, Callable[[dict[str, Any]], GenRequest]] = {
-    "flat": parse_flat,
-    "parameters": parse_parameters,
-    "dashscope": parse_dashscope,
-}
-
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -81,21 +64,20 @@ class MockGateway:
 
     # -- generation -------------------------------------------------------------------------------
 
-    async def generate(self, request: Request, dialect: DialectName, route: str, submit: bool = False) -> Response:
-        family: Family = "dashscope" if dialect == "dashscope" else "openai"
+    async def generate(self, request: Request, dialect: MockDialect, route: str, submit: bool = False) -> Response:
+        family = dialect.family
         rid = _request_id(family)
         raw = await request.body()
         body = self._record(route, raw)
         denied = self._auth(request, family, rid)
         if denied is not None:
             return denied
-        if submit and request.headers.get("x-dashscope-async") != "enable":
-            return answers.dashscope_error(403, "AccessDenied", "current user api does not support synchronous calls",
-                                           request_id=rid)
+        if submit and (refused := dialect.before_submit(request, rid)) is not None:
+            return refused
         try:
-            req = _PARSERS[dialect](body if body is not None else load_json(raw))
+            req = dialect.parse(body if body is not None else load_json(raw))
         except BadRequest as exc:
-            return self._refuse(exc, dialect, rid)
+            return dialect.refuse(exc, self.config, rid)
         if any(word.lower() in req.prompt.lower() for word in self.config.moderation_words):
             return answers.error(family, 400, "DataInspectionFailed", "Input data may contain inappropriate content.",
                                  request_id=rid)
@@ -106,44 +88,37 @@ class MockGateway:
         self.stats.enter()
         try:
             if use_async:
-                return await self._submit(request, req, fault, rid)
-            return await self._sync(request, req, fault, rid)
+                return await self._submit(request, dialect, req, fault, rid)
+            return await self._sync(request, dialect, req, fault, rid)
         finally:
             self.stats.leave()
 
-    async def _sync(self, request: Request, req: GenRequest, fault: str | None, rid: str) -> Response:
+    async def _sync(self, request: Request, dialect: MockDialect, req: GenRequest, fault: str | None,
+                    rid: str) -> Response:
         await anyio.sleep(self.config.latency_dist.sample(self.latency_rng))
         delivered = req.n - 1 if fault == "short_data" else req.n
         self.stats.bill(req.billing_key(), delivered)
         if fault in ("timeout", "524"):
-            return await self._ambiguous(request, fault, req, rid)
+            return await self._ambiguous(request, fault, dialect.family, req, rid)
         expires = int(time.time() + self.config.url_ttl)
-        if req.dialect == "dashscope":
-            urls = [self._url(request, req, k, expires) for k in range(delivered)]
-            body = {"output": answers.dashscope_output(urls), "usage": self._usage(req, delivered), "request_id": rid}
-            return JSONResponse(body, headers={"x-request-id": rid})
-        items = await self._items(request, req, delivered, expires)
-        return JSONResponse(answers.openai_images(items, int(time.time())), headers={"x-request-id": rid})
+        return await dialect.answer(self, request, req, delivered, expires, rid)
 
-    async def _submit(self, request: Request, req: GenRequest, fault: str | None, rid: str) -> Response:
+    async def _submit(self, request: Request, dialect: MockDialect, req: GenRequest, fault: str | None,
+                      rid: str) -> Response:
         now = time.time()
         duration = self.config.task_duration
         if duration is None:
             duration = self.config.latency_dist.sample(self.latency_rng)
-        task_id = f"task_{uuid.uuid4().hex}" if req.dialect == "parameters" else str(uuid.uuid4())
+        task_id = dialect.new_task_id()
         delivered = req.n - 1 if fault == "short_data" else req.n
         self.tasks.add(Task(task_id, req, now, now + duration, fault == "task_fail", delivered), now)
         if fault in ("timeout", "524"):
-            return await self._ambiguous(request, fault, req, rid)
-        if req.dialect == "parameters":
-            return JSONResponse({"id": task_id, "status": "queued", "progress": 0}, headers={"x-request-id": rid})
-        body = {"request_id": rid, "output": {"task_id": task_id, "task_status": "PENDING"}}
-        return JSONResponse(body, headers={"x-request-id": rid})
+            return await self._ambiguous(request, fault, dialect.family, req, rid)
+        return dialect.submitted(task_id, rid)
 
-    async def _ambiguous(self, request: Request, fault: str, req: GenRequest, rid: str) -> Response:
+    async def _ambiguous(self, request: Request, fault: str, family: Family, req: GenRequest, rid: str) -> Response:
         if fault == "timeout":
             await _hang(request, self.config.hang)
-        family: Family = "dashscope" if req.dialect == "dashscope" else "openai"
         return answers.fault(fault, family, request_id=rid, model=req.model, variant=0)
 
     def _task_finished(self, task: Task) -> None:
@@ -152,53 +127,16 @@ class MockGateway:
 
     # -- tasks ----------------------------------------------------------------------------------
 
-    async def poll_parameters(self, request: Request) -> Response:
-        rid = _request_id("openai")
-        denied = self._auth(request, "openai", rid)
+    async def poll(self, request: Request, dialect: MockDialect) -> Response:
+        rid = _request_id(dialect.family)
+        denied = self._auth(request, dialect.family, rid)
         if denied is not None:
             return denied
-        now = time.time()
         task_id = request.path_params["task_id"]
         task = self.tasks.get(task_id)
-        if task is None or task.request.dialect != "parameters":
-            return answers.openai_error(404, f"task {task_id} not found", type_="invalid_request_error",
-                                        code="task_not_found", request_id=rid)
-        phase = task.phase(now)
-        headers = {"x-request-id": rid}
-        if phase in ("queued", "processing"):
-            return JSONResponse({"id": task_id, "status": phase, "progress": task.progress(now)}, headers=headers)
-        if phase == "failed":
-            error = {"message": f"Inner error: image generation failed (request id: {rid})", "type": "ali_error",
-                     "param": "", "code": "InternalError.Algo"}
-            return JSONResponse({"id": task_id, "status": "failed", "error": error}, headers=headers)
-        expires = int(task.done_at + self.config.url_ttl)
-        items = await self._items(request, task.request, task.delivered, expires)
-        return JSONResponse(answers.openai_images(items, int(task.done_at)), headers=headers)
-
-    async def poll_dashscope(self, request: Request) -> Response:
-        rid = _request_id("dashscope")
-        denied = self._auth(request, "dashscope", rid)
-        if denied is not None:
-            return denied
-        now = time.time()
-        task_id = request.path_params["task_id"]
-        task = self.tasks.get(task_id)
-        if task is None or task.request.dialect != "dashscope":
-            return JSONResponse({"request_id": rid, "output": {"task_id": task_id, "task_status": "UNKNOWN"}})
-        phase = task.phase(now)
-        status = {"queued": "PENDING", "processing": "RUNNING", "succeeded": "SUCCEEDED", "failed": "FAILED"}[phase]
-        output: dict[str, Any] = {"task_id": task_id, "task_status": status,
-                                  "submit_time": answers.iso(task.created)}
-        body: dict[str, Any] = {"request_id": rid, "output": output}
-        if phase == "failed":
-            output.update(end_time=answers.iso(task.done_at), code="InternalError.Algo",
-                          message="Inner error: image generation failed.")
-        elif phase == "succeeded":
-            expires = int(task.done_at + self.config.url_ttl)
-            urls = [self._url(request, task.request, k, expires) for k in range(task.delivered)]
-            output.update(end_time=answers.iso(task.done_at), **answers.dashscope_output(urls))
-            body["usage"] = self._usage(task.request, task.delivered)
-        return JSONResponse(body, headers={"x-request-id": rid})
+        if task is not None and task.request.dialect != dialect.name:
+            task = None
+        return await dialect.poll(self, request, task_id, task, time.time(), rid)
 
     # -- files ----------------------------------------------------------------------------------
 
@@ -260,36 +198,28 @@ class MockGateway:
                                  "Access denied, please make sure your account is in good standing.", request_id=rid)
         return None
 
-    def _refuse(self, exc: BadRequest, dialect: DialectName, rid: str) -> Response:
-        if dialect == "dashscope":
-            return answers.dashscope_error(400, "InvalidParameter", exc.message, request_id=rid)
-        if exc.kind == "malformed":
-            status = self.config.new_api_status if dialect == "flat" else 400
-            return answers.openai_error(status, exc.message, type_="new_api_error", code="invalid_request",
-                                        request_id=rid)
-        type_ = "ali_error" if dialect == "flat" else "invalid_request_error"
-        return answers.openai_error(400, exc.message, type_=type_, code="InvalidParameter", request_id=rid)
-
     def _ref(self, req: GenRequest, slot: int, expires: int) -> ImageRef:
         width = max(1, round(req.width * self.config.scale))
         height = max(1, round(req.height * self.config.scale))
         kb = round(self.config.image_kb) if self.config.image_kb is not None else default_kb(width, height)
         return ImageRef(width, height, max(1, kb), image_digest(req.prompt, req.seed, req.size, slot), expires)
 
-    def _url(self, request: Request, req: GenRequest, slot: int, expires: int) -> str:
+    def now(self) -> int:
+        return int(time.time())
+
+    def url(self, request: Request, req: GenRequest, slot: int, expires: int) -> str:
+        """A temporary link to image ``slot`` of ``req``, served by ``GET /files/{token}``."""
         return f"{request.base_url}files/{self._ref(req, slot, expires).token()}"
 
-    async def _items(self, request: Request, req: GenRequest, count: int, expires: int) -> list[tuple[str, str]]:
+    async def items(self, request: Request, req: GenRequest, count: int, expires: int) -> list[tuple[str, str]]:
+        """(url, b64_json) pairs of ``count`` images, as ``req.response_format`` asks."""
         if req.response_format == "url":
-            return [(self._url(request, req, k, expires), "") for k in range(count)]
+            return [(self.url(request, req, k, expires), "") for k in range(count)]
         items = []
         for k in range(count):
             png = await anyio.to_thread.run_sync(self.renderer.render, self._ref(req, k, expires))
             items.append(("", base64.b64encode(png).decode("ascii")))
         return items
-
-    def _usage(self, req: GenRequest, count: int) -> dict[str, Any]:
-        return answers.dashscope_usage(count, req.width, req.height)
 
 
 def create_app(config: MockConfig) -> Starlette:
@@ -304,26 +234,37 @@ def create_app(config: MockConfig) -> Starlette:
 
         return Route(path, endpoint, methods=[method])
 
-    def gen(dialect: DialectName, path: str, submit: bool = False) -> Route:
-        return route(path, lambda request: gw.generate(request, dialect, path, submit), "POST")
+    def serve(dialect: MockDialect, prefix: str, only: Iterable[MockRoute] | None = None) -> list[Route]:
+        served = []
+        for r in dialect.routes if only is None else only:
+            path = prefix + r.path
+            served.append(route(path, _action(gw, dialect, r, path), r.method))
+        return served
 
-    routes = [
-        gen(config.dialect, "/v1/images/generations"),
-        gen("flat", "/flat/v1/images/generations"),
-        gen("parameters", "/parameters/v1/images/generations"),
-        route("/parameters/v1/tasks/{task_id}", gw.poll_parameters, "GET"),
-        gen("dashscope", "/api/v1/services/aigc/multimodal-generation/generation"),
-        gen("dashscope", "/api/v1/services/aigc/image-generation/generation", submit=True),
-        route("/api/v1/tasks/{task_id}", gw.poll_dashscope, "GET"),
+    default = get_mock_dialect(config.dialect)
+    routes = serve(default, "")
+    taken = {(r.method, r.path) for r in default.routes}
+    for name in mock_dialect_names():
+        dialect = get_mock_dialect(name)
+        routes += serve(dialect, f"/{name}")
+        if dialect.always_at_root and dialect is not default:
+            free = [r for r in dialect.routes if (r.method, r.path) not in taken]
+            taken |= {(r.method, r.path) for r in free}
+            routes += serve(dialect, "", free)
+    routes += [
         route("/files/{token}", gw.download, "GET"),
         route("/_mock/stats", gw.stats_endpoint, "GET"),
         route("/_mock/reset", gw.reset_endpoint, "POST"),
     ]
-    if config.dialect == "parameters":
-        routes.append(route("/v1/tasks/{task_id}", gw.poll_parameters, "GET"))
     app = Starlette(routes=routes, exception_handlers={404: _not_found})
     app.state.gateway = gw
     return app
+
+
+def _action(gw: MockGateway, dialect: MockDialect, r: MockRoute, path: str) -> Handler:
+    if r.action == "poll":
+        return lambda request: gw.poll(request, dialect)
+    return lambda request: gw.generate(request, dialect, path, r.action == "submit")
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

@@ -11,6 +11,7 @@ import os
 import click
 
 from wanbatch.mock.config import FAULTS, MockConfig
+from wanbatch.mock.registry import get_mock_dialect
 from wanbatch.mock.server import serve
 
 
@@ -31,8 +32,9 @@ def _pairs(values: tuple[str, ...], option: str, convert: type[float] | type[int
 @click.command("mock-server")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="0 = any free port.")
-@click.option("--dialect", type=click.Choice(["flat", "parameters"]), default="flat", show_default=True,
-              help="Dialect of /v1 (both are also served under /flat/v1 and /parameters/v1).")
+@click.option("--dialect", default="flat", show_default=True,
+              help="Dialect served at the root, e.g. /v1 (flat, parameters, dashscope or a plugin's); "
+                   "every dialect is also served under /{name}/..., DashScope's /api/v1 always.")
 @click.option("--latency", default="0", show_default=True,
               help="Seconds per generation, or 'uniform:a,b' or 'lognormal:median,sigma'.")
 @click.option("--fault", "faults", multiple=True, metavar="NAME=RATE", help=f"Inject a fault: {', '.join(FAULTS)}.")
@@ -73,7 +75,7 @@ def mock_server(
     first = _pairs(fail_first, "--fail-first", int)
     try:
         config = MockConfig(
-            dialect=dialect,  # type: ignore[arg-type]  # click.Choice guarantees the literal
+            dialect=dialect,
             latency=latency,
             faults={k: float(v) for k, v in _pairs(faults, "--fault", float).items()},
             fail_first={k: int(v) for k, v in first.items()},
@@ -90,8 +92,8 @@ def mock_server(
         raise click.UsageError(str(exc)) from None
 
     def ready(base: str) -> None:
-        click.echo(f"wanbatch mock gateway: {base}/v1 (flat, parameters; default {dialect}) · "
-                   f"{base} (dashscope) · Ctrl-C to stop", err=False)
+        click.echo(f"wanbatch mock gateway: {base}{get_mock_dialect(dialect).base_path} ({dialect}; every "
+                   f"dialect also under {base}/NAME) · {base} (dashscope) · Ctrl-C to stop", err=False)
 
     try:
         serve(config, host=host, port=port, on_ready=ready)

@@ -11,8 +11,6 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
-Dialect = Literal["flat", "parameters"]
-
 #: Every fault the mock can inject, in the order rates are laid out on [0, 1) when one is drawn.
 FAULTS: tuple[str, ...] = (
     "429",
@@ -99,7 +97,7 @@ class MockConfig:
     ``task_duration`` ``None`` means one latency sample per task.
     """
 
-    dialect: Dialect = "flat"
+    dialect: str = "flat"
     latency: float | str = 0.0
     faults: dict[str, float] = field(default_factory=dict)
     fail_first: dict[str, int] = field(default_factory=dict)
@@ -115,8 +113,10 @@ class MockConfig:
     new_api_status: int = 500
 
     def __post_init__(self) -> None:
-        if self.dialect not in ("flat", "parameters"):
-            raise ValueError(f"dialect must be 'flat' or 'parameters', not {self.dialect!r}")
+        from wanbatch.mock.registry import mock_dialect_names  # handlers register when plugins load
+
+        if self.dialect not in (names := mock_dialect_names()):
+            raise ValueError(f"dialect must be one of {', '.join(map(repr, names))}, not {self.dialect!r}")
         self.latency_dist: Latency = Latency.parse(self.latency)
         for name, rate in self.faults.items():
             _check_fault_name(name)

@@ -11,6 +11,7 @@ from typing import Any
 
 from wanbatch.errors import RefusedError, TransientError
 from wanbatch.providers.base import Answer, Call, Provider
+from wanbatch.registry import Dialect, register_dialect
 from wanbatch.types import DeliveredImage, Generation, Job, TaskState
 
 SYNC_PATH = "api/v1/services/aigc/multimodal-generation/generation"
@@ -106,3 +107,14 @@ def _output_message(output: Any) -> str:
         if code or message:
             return f"{code}: {message}" if code and message else str(code or message)
     return "no reason given"
+
+
+#: What a spec may set over this dialect: enable_sequential travels in the body but, until image
+#: sets are modelled, only the parameters dialect lets a spec ask for it.
+DIALECT = Dialect("dashscope", DashScopeProvider,
+                  params=frozenset({"watermark", "thinking_mode", "color_palette"}),
+                  summary="native Alibaba Model Studio: messages-shaped body, sync or async task endpoints")
+
+
+def register() -> None:
+    register_dialect(DIALECT)

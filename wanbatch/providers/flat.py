@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from wanbatch.errors import FatalError
+from wanbatch.models import is_default
 from wanbatch.providers.base import Answer, Call, Provider, openai_images
+from wanbatch.registry import Dialect, register_dialect
 from wanbatch.types import Generation, Job
 
 #: The only request parameter the flat body can carry besides model, prompt, size, n and seed.
 FLAT_PARAMS = frozenset({"watermark"})
-#: Values the gateway applies anyway when a parameter is absent: asking for them needs no field.
-DEFAULTS: dict[str, Any] = {"thinking_mode": True, "enable_sequential": False, "color_palette": None}
 
 
 class FlatProvider(Provider):
@@ -31,8 +31,7 @@ class FlatProvider(Provider):
 
 def flat_body(job: Job) -> dict[str, Any]:
     """The request body; a parameter the dialect cannot express stops the run rather than being dropped."""
-    extra = sorted(k for k, v in job.params.items()
-                   if k not in FLAT_PARAMS and not (k in DEFAULTS and v == DEFAULTS[k]))
+    extra = sorted(k for k, v in job.params.items() if k not in FLAT_PARAMS and not is_default(k, v))
     if extra:
         raise FatalError(
             f"the flat dialect cannot send {', '.join(extra)}; use the parameters or dashscope dialect, "
@@ -43,3 +42,11 @@ def flat_body(job: Job) -> dict[str, Any]:
     if "watermark" in job.params:
         body["watermark"] = job.params["watermark"]
     return body
+
+
+DIALECT = Dialect("flat", FlatProvider, params=FLAT_PARAMS,
+                  summary="new-api style OpenAI Images endpoint; sync only; never sends response_format")
+
+
+def register() -> None:
+    register_dialect(DIALECT)

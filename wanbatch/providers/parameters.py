@@ -10,29 +10,20 @@ import uuid
 from typing import Any
 
 from wanbatch.errors import RefusedError, TransientError
+from wanbatch.models import BASE, PARAMETERS_SIZES, PRO, to_wxh
+from wanbatch.models import PARAM_KEYS as MODEL_PARAMS
 from wanbatch.providers.base import Answer, Call, Provider, openai_images
-from wanbatch.types import TIER_PIXELS, Generation, Job, TaskState
+from wanbatch.registry import Dialect, Problem, register_dialect
+from wanbatch.types import Generation, Job, TaskState
 
-PRO = "wan2.7-image-pro"
-_PRO_ONLY = ("4096x4096", "4096x2304", "2304x4096", "4096x3072", "3072x4096")
-_BOTH = ("2048x2048", "2688x1536", "1536x2688", "2368x1728", "1728x2368", "1024x1024", "1696x960",
-         "960x1696", "1472x1104", "1104x1472", "1248x832", "832x1248")
 #: The only sizes these gateways accept, per model (PROTOCOL.md, "Models").
-SIZES: dict[str, tuple[str, ...]] = {PRO: _PRO_ONLY + _BOTH, "wan2.7-image": _BOTH}
-PARAM_KEYS = ("seed", "watermark", "thinking_mode", "color_palette", "enable_sequential")
+SIZES = PARAMETERS_SIZES
+PARAM_KEYS = ("seed", *MODEL_PARAMS)
 _RUNNING = {"queued", "pending", "processing", "running", "in_progress", "submitted"}
 _SUCCEEDED = {"succeeded", "success", "completed", "done"}
 _FAILED = {"failed", "failure", "error", "cancelled", "canceled", "expired"}
 #: Prefix of the ids of answers that came back whole from an async submission (see ``parse_submit``).
 INLINE_PREFIX = "inline-"
-
-
-def to_wxh(size: str) -> str:
-    """``2K`` → ``2048x2048``, ``1696*960`` → ``1696x960``."""
-    if size in TIER_PIXELS:
-        width, height = TIER_PIXELS[size]
-        return f"{width}x{height}"
-    return size.replace("*", "x")
 
 
 class ParametersProvider(Provider):
@@ -45,7 +36,7 @@ class ParametersProvider(Provider):
 
     def body(self, job: Job, *, use_async: bool) -> dict[str, Any]:
         size = to_wxh(job.size)
-        allowed = SIZES.get(job.model, _BOTH)
+        allowed = SIZES.get(job.model, SIZES[BASE])
         if size not in allowed:
             raise RefusedError(
                 f"size {job.size} is not served by {job.model} over the parameters dialect; "
@@ -110,3 +101,22 @@ class ParametersProvider(Provider):
             generation = Generation(images=openai_images(body), task_id=task_id, request_id=answer.request_id)
             return TaskState(task_id, status or "succeeded", 100, generation)
         return TaskState(task_id, status or "unknown", progress)
+
+
+def size_rule(size: str, model: str) -> Problem | None:
+    """Only the fixed ``WxH`` list travels (tiers map to their square)."""
+    allowed = SIZES.get(model, ())
+    if to_wxh(size) in allowed:
+        return None
+    tiers = "1K/2K" + ("/4K" if model == PRO else "")
+    return (f"{size} is not offered by the parameters dialect for {model}; allowed: {', '.join(allowed)}",
+            f"pick one of the listed WxH sizes (or tiers {tiers})")
+
+
+DIALECT = Dialect("parameters", ParametersProvider, params=frozenset(MODEL_PARAMS), size_rule=size_rule,
+                  response_format=True,
+                  summary="OpenAI Images endpoint with a nested parameters object; fixed WxH sizes; async tasks")
+
+
+def register() -> None:
+    register_dialect(DIALECT)

@@ -4,10 +4,10 @@
 located at its line and column, all reported together.
 """
 
+from wanbatch.models import MAX_SEED, PARAMETERS_SIZES, TIERS, to_wxh
 from wanbatch.spec.loader import canonical_params, load_spec
 from wanbatch.spec.model import Limits, PromptSpec, ProviderConfig, Spec
-from wanbatch.spec.seeds import MAX_SEED, SeedSpec
-from wanbatch.spec.sizes import PARAMETERS_SIZES, TIERS, to_wxh
+from wanbatch.spec.seeds import SeedSpec
 
 __all__ = [
     "MAX_SEED",

@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from wanbatch.errors import SpecError, SpecErrors
+from wanbatch.models import MAX_N_SEQUENTIAL, is_default, max_n
+from wanbatch.registry import dialect_names, get_dialect
 from wanbatch.spec.files import MAX_SPEC_BYTES, FileProblem, read_text_capped
 from wanbatch.spec.issues import Issues, describe
 from wanbatch.spec.model import KEYS, ParamsIn, Spec, SpecIn
@@ -25,10 +27,6 @@ from wanbatch.spec.templates import resolve_prompts
 from wanbatch.spec.yaml_nodes import Document, Path, compose
 
 _NAME = re.compile(r"^[a-z0-9_-]+$")
-#: Values the gateways assume when a param is absent: sending them changes nothing, so they are
-#: dropped from the canonical params (and from job identity).
-PARAM_DEFAULTS: dict[str, Any] = {"watermark": False, "thinking_mode": True, "enable_sequential": False}
-_FLAT_PARAMS = {"watermark"}
 
 
 def load_spec(path: str | os.PathLike[str], *, text: str | None = None) -> Spec:
@@ -89,11 +87,12 @@ def _build(raw: SpecIn, doc: Document, issues: Issues, spec_dir: FsPath) -> Spec
     dialect = provider.dialect if provider else "flat"
     sizes = _sizes(raw, doc, issues, dialect)
     params = _params(raw.params, issues, dialect)
-    max_n = 12 if raw.params.enable_sequential else 4
-    if raw.n > max_n:
-        why = "with enable_sequential" if max_n == 12 else "(1–12 only with params.enable_sequential)"
-        issues.add(("n",), f"must be within 1–{max_n} {why}; got {raw.n}",
-                   f"ask for at most {max_n} images per request; use more seeds for more images")
+    most = max_n(bool(raw.params.enable_sequential))
+    if raw.n > most:
+        why = ("with enable_sequential" if raw.params.enable_sequential
+               else f"(1–{MAX_N_SEQUENTIAL} only with params.enable_sequential)")
+        issues.add(("n",), f"must be within 1–{most} {why}; got {raw.n}",
+                   f"ask for at most {most} images per request; use more seeds for more images")
     if raw.limits.max_cost is not None and raw.price_per_image is None:
         issues.add(("limits", "max_cost"), "max_cost needs price_per_image to know what an image costs",
                    "add price_per_image: <price of one image>", at_key=True)
@@ -131,17 +130,12 @@ def _params(p: ParamsIn, issues: Issues, dialect: str) -> dict[str, Any]:
         value = getattr(p, key)
         if value is None:
             continue
-        if dialect == "flat" and key not in _FLAT_PARAMS:
-            issues.add(("params", key),
-                       f"{key} cannot be sent by the flat dialect (it accepts only watermark)",
-                       "use a provider with dialect: parameters or dashscope, or remove it", at_key=True)
-        elif key == "enable_sequential" and dialect != "parameters":
-            issues.add(("params", key), f"enable_sequential needs the parameters dialect, not {dialect}",
-                       "use a provider with dialect: parameters, or remove it", at_key=True)
+        if dialect in dialect_names() and (
+                problem := get_dialect(dialect).param_problem(key)) is not None:
+            issues.add(("params", key), *problem, at_key=True)
     return canonical_params(p.model_dump())
 
 
 def canonical_params(params: dict[str, Any]) -> dict[str, Any]:
     """Params as they identify a job: ``None`` and documented defaults dropped, keys sorted."""
-    return {k: v for k, v in sorted(params.items())
-            if v is not None and not (k in PARAM_DEFAULTS and v == PARAM_DEFAULTS[k])}
+    return {k: v for k, v in sorted(params.items()) if not is_default(k, v)}

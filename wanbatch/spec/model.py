@@ -2,7 +2,7 @@
 
 Input models forbid unknown keys and are strict (``"8"`` is not an integer, ``1`` is not ``true``),
 so a typo never passes silently. Cross-field rules (sizes per model and dialect, params per dialect,
-templates against vars) live in :mod:`wanbatch.spec.loader`, where each error can be pinned to the
+dialect and provider-type names, templates against vars) live in :mod:`wanbatch.spec.loader`, where each error can be pinned to the
 line that caused it.
 """
 
@@ -15,12 +15,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Fiel
 from wanbatch.spec.bytesizes import parse_bytes
 from wanbatch.spec.durations import parse_duration
 from wanbatch.spec.issues import describe, fail
-from wanbatch.spec.seeds import SeedSpec, SeedsIn
+from wanbatch.spec.seeds import SeedsIn, SeedSpec
 from wanbatch.spec.sizes import normalize_size
 from wanbatch.types import MAX_IMAGE_BYTES, MIN_DOWNLOAD_RATE
 
 Model = Literal["wan2.7-image-pro", "wan2.7-image"]
-Dialect = Literal["flat", "parameters", "dashscope"]
+#: Dialect and provider-type names are checked against :mod:`wanbatch.registry` in ``spec.provider``.
+Dialect = str
 
 
 class _In(BaseModel):
@@ -94,7 +95,7 @@ def _template_shorthand(value: Any) -> Any:
 
 
 class ProviderIn(_In):
-    type: Literal["mock", "gateway"] | None = None
+    type: str | None = None
     name: str | None = None
     base_url: str | None = None
     api_key_env: str = "WAN_API_KEY"
@@ -179,7 +180,7 @@ class _Out(BaseModel):
 class ProviderConfig(_Out):
     """Where and how requests go. Holds the *name* of the key's env var, never the key."""
 
-    kind: Literal["mock", "gateway"]
+    kind: str
     name: str
     base_url: str | None
     api_key_env: str

@@ -11,13 +11,20 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path as FsPath
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from wanbatch.errors import SpecError
-from wanbatch.mock.config import FAULTS
+from wanbatch.registry import (
+    dialect_names,
+    dialects,
+    get_dialect,
+    get_provider_kind,
+    provider_kind_names,
+    provider_kinds,
+)
 from wanbatch.spec.issues import Issues, did_you_mean
 from wanbatch.spec.model import KEYS, ProviderConfig, ProviderIn
 from wanbatch.spec.yaml_nodes import Document, Path, compose
@@ -26,7 +33,6 @@ CONFIG_FILE = "wanbatch.yaml"
 _ENV_REF = re.compile(r"\$\{([^}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_KEYS = {"api_key", "apikey"}
-_MOCK_ONLY = ("latency", "scale", "faults")
 
 
 def strip_secrets(data: Any, path: Path, issues: Issues, doc: Document | None = None) -> Any:
@@ -113,28 +119,49 @@ def build_config(p: ProviderIn, path: Path, issues: Issues, doc: Document | None
     def bad(key: str, message: str, hint: str) -> None:
         issues.add((*path, key), message, hint, at_key=True, doc=doc)
 
-    if p.type == "mock" and p.base_url is not None:
-        bad("base_url", "base_url is for gateways, but type is mock", "remove type: mock or base_url")
-    kind: Literal["mock", "gateway"] = "mock" if p.type == "mock" or (p.type is None and p.base_url is None and default_name == "mock") \
-        else "gateway"
+    kind_name = p.type or ("mock" if p.base_url is None and default_name == "mock" else "gateway")
+    kinds = provider_kind_names()
+    if kind_name not in kinds:
+        guess = did_you_mean(kind_name, kinds)
+        bad("type", f"unknown provider type {kind_name!r}; allowed: {', '.join(kinds)}",
+            f"did you mean {guess!r}?" if guess else f"use one of {', '.join(kinds)}")
+        return None
+    kind = get_provider_kind(kind_name)
     base_url = None
-    if kind == "gateway":
+    if not kind.needs_base_url and p.base_url is not None:
+        bad("base_url", f"base_url is for gateways, but type is {kind_name}", f"remove type: {kind_name} or base_url")
+    if kind.needs_base_url:
         if p.base_url is None:
             issues.add(path, "a gateway provider needs base_url",
                        "add base_url: https://gateway.example/v1, or use provider: mock", doc=doc)
         else:
             base_url = _expand(p.base_url, (*path, "base_url"), issues, doc, env)
-        for key in _MOCK_ONLY:
-            if key in given:
-                bad(key, f"{key} applies only to the mock provider", f"remove {key}")
-    if kind == "mock":
-        _check_mock(p, path, issues, doc)
-    if p.use_async and p.dialect == "flat":
-        bad("async", "the flat dialect is synchronous only; async is not available",
-            "remove async, or use dialect: parameters or dashscope if the gateway speaks it")
-    if "response_format" in given and p.dialect != "parameters":
-        bad("response_format", f"response_format applies only to the parameters dialect, not {p.dialect}",
-            "remove response_format")
+    for key in sorted(k for k in _kind_options() if k in given and k not in kind.options):
+        owners = " or ".join(k_.name for k_ in provider_kinds() if key in k_.options)
+        bad(key, f"{key} applies only to the {owners} provider", f"remove {key}")
+    if kind.check_options is not None:
+        options = {key: getattr(p, key) for key in kind.options}
+        for where, message, hint in kind.check_options(options):
+            issues.add((*path, *where), message, hint, at_key=len(where) > 1, doc=doc)
+    speaks = list(kind.dialect_names())
+    if p.dialect not in speaks:
+        known = dialect_names()
+        if p.dialect in known:
+            bad("dialect", f"the {kind_name} provider speaks {', '.join(speaks)}, not {p.dialect}",
+                f"use dialect: {' or '.join(speaks)} with the {kind_name} provider")
+        else:
+            guess = did_you_mean(p.dialect, known)
+            bad("dialect", f"unknown dialect {p.dialect!r}; allowed: {', '.join(known)}",
+                f"did you mean {guess!r}?" if guess else f"use one of {', '.join(known)}")
+    dialect = get_dialect(p.dialect) if p.dialect in speaks else None
+    if dialect is not None and p.use_async and not dialect.has_async:
+        with_async = [d.name for d in dialects() if d.has_async]
+        bad("async", f"the {dialect.name} dialect is synchronous only; async is not available",
+            f"remove async, or use dialect: {' or '.join(with_async)} if the gateway speaks it")
+    if dialect is not None and "response_format" in given and not dialect.response_format:
+        takes = [d.name for d in dialects() if d.response_format]
+        bad("response_format", f"response_format applies only to the {' or '.join(takes)} dialect, "
+            f"not {dialect.name}", "remove response_format")
     if not _ENV_NAME.match(p.api_key_env):
         bad("api_key_env", f"must be the name of an environment variable, got {p.api_key_env!r}",
             "write e.g. api_key_env: WAN_API_KEY")
@@ -142,33 +169,23 @@ def build_config(p: ProviderIn, path: Path, issues: Issues, doc: Document | None
         return None
     host = urlsplit(base_url).hostname if base_url else None
     return ProviderConfig(
-        kind=kind,
-        name=p.name or default_name or host or "mock",
+        kind=kind_name,
+        name=p.name or default_name or host or kind_name,
         base_url=base_url,
         api_key_env=p.api_key_env,
         dialect=p.dialect,
         use_async=p.use_async,
         response_format=p.response_format,
-        poll_interval=p.poll_interval if p.poll_interval is not None else (0.05 if kind == "mock" else 5.0),
-        latency=(p.latency if p.latency is not None else 0.05) if kind == "mock" else 0.0,
+        poll_interval=p.poll_interval if p.poll_interval is not None else kind.defaults.get("poll_interval", 5.0),
+        latency=p.latency if p.latency is not None else kind.defaults.get("latency", 0.0),
         scale=p.scale,
         faults=dict(p.faults),
     )
 
 
-def _check_mock(p: ProviderIn, path: Path, issues: Issues, doc: Document | None) -> None:
-    if p.dialect == "dashscope":
-        issues.add((*path, "dialect"), "the mock gateway speaks flat or parameters, not dashscope",
-                   "use dialect: flat or parameters with the mock", doc=doc)
-    for name in p.faults:
-        if name not in FAULTS:
-            guess = did_you_mean(name, FAULTS)
-            issues.add((*path, "faults", name), f"unknown fault {name!r}; known: {', '.join(FAULTS)}",
-                       f"did you mean {guess!r}?" if guess else "use one of the known faults", at_key=True,
-                       doc=doc)
-    if sum(p.faults.values()) > 1 + 1e-9:
-        issues.add((*path, "faults"), f"fault rates add up to {sum(p.faults.values()):g}; at most 1 is possible",
-                   "lower the rates", doc=doc)
+def _kind_options() -> set[str]:
+    """Spec keys that some provider kind takes (and the others refuse)."""
+    return {key for kind in provider_kinds() for key in kind.options}
 
 
 def _expand(url: str, path: Path, issues: Issues, doc: Document | None, env: Mapping[str, str]) -> str | None:

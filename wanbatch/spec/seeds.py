@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from wanbatch.models import MAX_SEED
 from wanbatch.spec.issues import describe, fail
 
-MAX_SEED = 2_147_483_647
 #: A random draw is materialised; beyond this a range is the better tool.
 MAX_RANDOM = 1_000_000
 _RANGE_TEXT = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")
