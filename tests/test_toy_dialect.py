@@ -47,7 +47,8 @@ class ToyProvider(Provider):
 
     def generate_call(self, job: Job) -> Call:
         width, height = pixels(job.size)
-        body = {"what": job.prompt, "model": job.model, "dims": [width, height], "count": job.n, "seed": job.seed}
+        body = {"what": job.prompt, "model": job.model, "dims": [width, height], "count": job.n,
+                "seed": job.seed}
         return Call("POST", self.url("generate"), json=body)
 
     def parse_generation(self, answer: Answer) -> Generation:
@@ -77,7 +78,8 @@ class ToyHandler(MockDialect):
         if set(body) != {"what", "model", "dims", "count", "seed"}:
             raise BadRequest("malformed", f"toy wants what, model, dims, count, seed; got {sorted(body)}")
         dims = body["dims"]
-        if not (isinstance(dims, list) and len(dims) == 2 and dims[0] == dims[1] and isinstance(dims[0], int)):
+        square = isinstance(dims, list) and len(dims) == 2 and dims[0] == dims[1]
+        if not (square and isinstance(dims[0], int)):
             raise BadRequest("invalid", f"dims must be [side, side], not {dims!r}")
         side = dims[0]
         return GenRequest("toy", check_model(body["model"]), check_prompt(body["what"]), f"{side}*{side}",
@@ -127,7 +129,8 @@ def test_the_toy_dialect_runs_end_to_end_through_the_in_process_mock(toy: None, 
     assert "toy" in dialect_names() and "toy" in mock_dialect_names()
     out = tmp_path / "ds"
     spec = wanbatch.load_spec(tmp_path / "s.yaml", text=spec_text(
-        out, "{type: mock, dialect: toy, scale: 0.0625, latency: 0}", sizes="[1K]", params="{watermark: true}"))
+        out, "{type: mock, dialect: toy, scale: 0.0625, latency: 0}", sizes="[1K]",
+        params="{watermark: true}"))
     result = wanbatch.run(spec)
     assert result.exit_code == 0, result.summary
     found = rows(out)
@@ -143,11 +146,13 @@ def test_the_toy_dialect_runs_against_the_mock_over_a_socket(toy: None, tmp_path
     out = tmp_path / "ds"
     with run_in_thread(MockConfig(dialect="toy", scale=1 / 64)) as base:
         provider = f"{{base_url: '{base}/toy', dialect: toy, api_key_env: TOY_KEY, name: toygw}}"
-        result = wanbatch.run(wanbatch.load_spec(tmp_path / "s.yaml", text=spec_text(out, provider, sizes="[1K]")))
+        spec = wanbatch.load_spec(tmp_path / "s.yaml", text=spec_text(out, provider, sizes="[1K]"))
+        result = wanbatch.run(spec)
         assert result.exit_code == 0, result.summary
         stats = httpx.get(f"{base}/_mock/stats").json()
     found = rows(out)
-    assert len(found) == 8 and {r["status"] for r in found} == {"ok"} and {r["provider"] for r in found} == {"toygw"}
+    assert len(found) == 8 and {r["status"] for r in found} == {"ok"}
+    assert {r["provider"] for r in found} == {"toygw"}
     bodies = [b["body"] for b in stats["bodies"] if b["route"] == "/toy/generate"]
     assert len(bodies) == 4 and all(set(b) == {"what", "model", "dims", "count", "seed"} for b in bodies)
     assert {json.dumps(b["dims"]) for b in bodies} == {"[1024, 1024]"}

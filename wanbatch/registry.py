@@ -173,7 +173,8 @@ def get_provider_kind(name: str) -> ProviderKind:
     try:
         return _kinds[name]
     except KeyError:
-        raise KeyError(f"unknown provider type {name!r}; use one of {', '.join(provider_kind_names())}") from None
+        known = ", ".join(provider_kind_names())
+        raise KeyError(f"unknown provider type {name!r}; use one of {known}") from None
 
 
 def provider_kind_names() -> list[str]:

@@ -61,7 +61,8 @@ class DashScope(MockDialect):
 
     def before_submit(self, request: Request, rid: str) -> Response | None:
         if request.headers.get("x-dashscope-async") != "enable":
-            return answers.dashscope_error(403, "AccessDenied", "current user api does not support synchronous calls",
+            return answers.dashscope_error(403, "AccessDenied",
+                                           "current user api does not support synchronous calls",
                                            request_id=rid)
         return None
 
@@ -116,7 +117,8 @@ def _prompt(value: Any) -> str:
     texts = []
     for item in content:
         if not isinstance(item, dict) or set(item) != {"text"}:
-            raise BadRequest("invalid", "the mock serves text-to-image only: content items must be {\"text\": ...}")
+            raise BadRequest("invalid",
+                             "the mock serves text-to-image only: content items must be {\"text\": ...}")
         texts.append(item["text"])
     if len(texts) != 1:
         raise BadRequest("invalid", "input.messages[0].content must hold exactly one text item")

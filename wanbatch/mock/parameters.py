@@ -25,8 +25,7 @@ from wanbatch.mock.dialects import (
 from wanbatch.mock.flat import OpenAIImages
 from wanbatch.mock.registry import MockRoute, register_mock_dialect
 from wanbatch.mock.tasks import Task
-from wanbatch.models import PARAM_KEYS, PRO, max_n
-from wanbatch.models import PARAMETERS_SIZES as SIZES_BY_MODEL
+from wanbatch.models import PARAM_KEYS, PARAMETERS_SIZES as SIZES_BY_MODEL, PRO, max_n
 
 #: The fixed size list of the "parameters" dialect (the pro model's; the first five are pro only).
 PARAMETERS_SIZES: tuple[str, ...] = SIZES_BY_MODEL[PRO]
@@ -57,13 +56,15 @@ class Parameters(OpenAIImages):
             raise BadRequest("malformed", "invalid request body: 'async' must be a boolean")
         response_format = body["response_format"]
         if response_format not in ("url", "b64_json"):
-            raise BadRequest("invalid", f"response_format must be 'url' or 'b64_json', not {response_format!r}")
+            raise BadRequest("invalid",
+                             f"response_format must be 'url' or 'b64_json', not {response_format!r}")
         model = check_model(body.get("model"))
         prompt = check_prompt(body.get("prompt"))
         size = body["size"]
         allowed = SIZES_BY_MODEL[model]
         if not isinstance(size, str) or size not in allowed:
-            raise BadRequest("invalid", f"size {size!r} is not supported by {model}; use one of: {', '.join(allowed)}")
+            raise BadRequest("invalid",
+                             f"size {size!r} is not supported by {model}; use one of: {', '.join(allowed)}")
         norm, width, height = check_size(model, size, allow_x=True, allow_star=False, allow_tiers=False)
         n = int_in(body["n"], "n", 1, max_n(inner.get("enable_sequential") is True))
         seed = check_seed(inner.get("seed"))
@@ -86,10 +87,11 @@ class Parameters(OpenAIImages):
         phase = task.phase(now)
         headers = {"x-request-id": rid}
         if phase in ("queued", "processing"):
-            return JSONResponse({"id": task_id, "status": phase, "progress": task.progress(now)}, headers=headers)
+            body = {"id": task_id, "status": phase, "progress": task.progress(now)}
+            return JSONResponse(body, headers=headers)
         if phase == "failed":
-            error = {"message": f"Inner error: image generation failed (request id: {rid})", "type": "ali_error",
-                     "param": "", "code": "InternalError.Algo"}
+            error = {"message": f"Inner error: image generation failed (request id: {rid})",
+                     "type": "ali_error", "param": "", "code": "InternalError.Algo"}
             return JSONResponse({"id": task_id, "status": "failed", "error": error}, headers=headers)
         expires = int(task.done_at + gw.config.url_ttl)
         items = await gw.items(request, task.request, task.delivered, expires)

@@ -78,7 +78,8 @@ def check_options(options: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str
     faults: Mapping[str, float] = options.get("faults") or {}
     problems: list[tuple[tuple[str, ...], str, str]] = []
     if sum(faults.values()) > 1 + 1e-9:
-        problems.append((("faults",), f"fault rates add up to {sum(faults.values()):g}; at most 1 is possible",
+        total = sum(faults.values())
+        problems.append((("faults",), f"fault rates add up to {total:g}; at most 1 is possible",
                          "lower the rates"))
     for name in faults:
         if name not in FAULTS:
@@ -89,7 +90,8 @@ def check_options(options: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str
     return problems
 
 
-KIND = ProviderKind(MOCK_NAME, open_client=open_client, make_provider=make_provider, check_settings=check_settings,
+KIND = ProviderKind(MOCK_NAME, open_client=open_client, make_provider=make_provider,
+                    check_settings=check_settings,
                     dialect_names=dialect_names, needs_base_url=False, options=OPTIONS,
                     defaults={"poll_interval": 0.05, "latency": 0.05}, check_options=check_options)
 

@@ -80,7 +80,8 @@ def _environment_matters() -> bool:
 
 
 KIND = ProviderKind("gateway", open_client=open_client, make_provider=make_provider,
-                    check_settings=check_settings, dialect_names=dialect_names, defaults={"poll_interval": 5.0})
+                    check_settings=check_settings, dialect_names=dialect_names,
+                    defaults={"poll_interval": 5.0})
 
 
 def register() -> None:

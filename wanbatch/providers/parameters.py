@@ -10,8 +10,7 @@ import uuid
 from typing import Any
 
 from wanbatch.errors import RefusedError, TransientError
-from wanbatch.models import BASE, PARAMETERS_SIZES, PRO, to_wxh
-from wanbatch.models import PARAM_KEYS as MODEL_PARAMS
+from wanbatch.models import BASE, PARAM_KEYS as MODEL_PARAMS, PARAMETERS_SIZES, PRO, to_wxh
 from wanbatch.providers.base import Answer, Call, Provider, openai_images
 from wanbatch.registry import Dialect, Problem, register_dialect
 from wanbatch.types import Generation, Job, TaskState
@@ -115,7 +114,7 @@ def size_rule(size: str, model: str) -> Problem | None:
 
 DIALECT = Dialect("parameters", ParametersProvider, params=frozenset(MODEL_PARAMS), size_rule=size_rule,
                   response_format=True,
-                  summary="OpenAI Images endpoint with a nested parameters object; fixed WxH sizes; async tasks")
+                  summary="OpenAI Images endpoint, nested parameters object, fixed WxH sizes, async tasks")
 
 
 def register() -> None:

@@ -60,7 +60,8 @@ def resolve_provider(ref: ProviderIn | str, path: Path, issues: Issues, spec_dir
     if isinstance(ref, ProviderIn):
         return build_config(ref, path, issues, None, env, default_name=None)
     if ref == "mock":
-        return build_config(ProviderIn.model_validate({"type": "mock"}), path, issues, None, env, default_name="mock")
+        mock = ProviderIn.model_validate({"type": "mock"})
+        return build_config(mock, path, issues, None, env, default_name="mock")
     return _named(ref, path, issues, spec_dir, env)
 
 
@@ -129,7 +130,8 @@ def build_config(p: ProviderIn, path: Path, issues: Issues, doc: Document | None
     kind = get_provider_kind(kind_name)
     base_url = None
     if not kind.needs_base_url and p.base_url is not None:
-        bad("base_url", f"base_url is for gateways, but type is {kind_name}", f"remove type: {kind_name} or base_url")
+        bad("base_url", f"base_url is for gateways, but type is {kind_name}",
+            f"remove type: {kind_name} or base_url")
     if kind.needs_base_url:
         if p.base_url is None:
             issues.add(path, "a gateway provider needs base_url",
@@ -176,7 +178,8 @@ def build_config(p: ProviderIn, path: Path, issues: Issues, doc: Document | None
         dialect=p.dialect,
         use_async=p.use_async,
         response_format=p.response_format,
-        poll_interval=p.poll_interval if p.poll_interval is not None else kind.defaults.get("poll_interval", 5.0),
+        poll_interval=p.poll_interval if p.poll_interval is not None
+        else kind.defaults.get("poll_interval", 5.0),
         latency=p.latency if p.latency is not None else kind.defaults.get("latency", 0.0),
         scale=p.scale,
         faults=dict(p.faults),

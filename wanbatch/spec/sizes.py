@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wanbatch.models import TIERS
-from wanbatch.models import normalize_size as model_normalize_size
-from wanbatch.models import size_problem as model_size_problem
+from wanbatch.models import TIERS, normalize_size as model_normalize_size, size_problem as model_size_problem
 from wanbatch.registry import dialect_names, get_dialect
 from wanbatch.spec.issues import describe, fail
 
