@@ -10,9 +10,9 @@ Routes (``{dialect}`` is the server default, ``flat`` or ``parameters``):
   ``GET /api/v1/tasks/{task_id}``.
 - ``GET /files/{token}``: the temporary "object store" links that answers point to.
 - Mock-only, for tests and operations (no real gateway has them): ``GET /_mock/stats`` and
-  ``POST /_mock/reset``.
+  ``POST /_mock/reset``; ``GET``/``POST /_mock/quota`` (the hidden quota, :mod:`wanbatch.mock.quota`).
 
-Order of checks for a generation: auth → body → moderation → fault → generate. A generation is billed
+Order of checks for a generation: auth → body → moderation → quota → fault → generate. A generation is billed
 when it is finished: sync answers, async tasks at completion, and the ``timeout``/``524`` faults
 (billed, then hang or answer 524; for async submissions the task still runs and bills).
 """
@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from wanbatch.mock import answers
+from wanbatch.mock import answers, quota
 from wanbatch.mock.answers import Family
 from wanbatch.mock.config import MockConfig
 from wanbatch.mock.dialects import (
@@ -78,6 +78,9 @@ class MockGateway:
         self.latency_rng = random.Random(f"latency-{self.config.fault_seed}")
         self.tasks = TaskStore(self._task_finished)
         self.variants = itertools.count()
+        cfg = self.config
+        self.quota = quota.Quota(cfg.max_inflight, cfg.quota_rpm, window=cfg.quota_window,
+                                 retry_after=cfg.quota_retry_after)
 
     # -- generation -------------------------------------------------------------------------------
 
@@ -99,6 +102,8 @@ class MockGateway:
         if any(word.lower() in req.prompt.lower() for word in self.config.moderation_words):
             return answers.error(family, 400, "DataInspectionFailed", "Input data may contain inappropriate content.",
                                  request_id=rid)
+        if not self.quota.admit(time.time(), self.stats.in_flight + self.tasks.pending):
+            return quota.throttled_response(self.quota, family, rid)
         use_async = submit or req.use_async
         fault = self.faults.pick(req.billing_key(), n=req.n, use_async=use_async)
         if fault in _EARLY:
@@ -307,6 +312,9 @@ def create_app(config: MockConfig) -> Starlette:
     def gen(dialect: DialectName, path: str, submit: bool = False) -> Route:
         return route(path, lambda request: gw.generate(request, dialect, path, submit), "POST")
 
+    async def quota_endpoint(request: Request) -> Response:
+        return await quota.endpoint(gw.quota, request)
+
     routes = [
         gen(config.dialect, "/v1/images/generations"),
         gen("flat", "/flat/v1/images/generations"),
@@ -318,6 +326,7 @@ def create_app(config: MockConfig) -> Starlette:
         route("/files/{token}", gw.download, "GET"),
         route("/_mock/stats", gw.stats_endpoint, "GET"),
         route("/_mock/reset", gw.reset_endpoint, "POST"),
+        Route("/_mock/quota", quota_endpoint, methods=["GET", "POST"]),
     ]
     if config.dialect == "parameters":
         routes.append(route("/v1/tasks/{task_id}", gw.poll_parameters, "GET"))
