@@ -19,17 +19,21 @@ Netflix's concurrency-limits, with three refinements that matter at a quota:
   round = as many successes as the limit); each clean round doubles that step (like CUBIC/BIC
   probing), so a quota that grows mid-run is found in a few rounds, while at a steady quota one
   429 per round or two is the price of holding it. The limit grows only while it binds (at least
-  half of it in use, as concurrency-limits does), so a quiet phase does not inflate it.
+  half of it in use, as concurrency-limits does), so a quiet phase does not inflate it, and only
+  while answers are not slowing down (short-term latency within ``latency_tolerance`` of the long-term
+  average, the Vegas / Gradient2 signal): a gateway that queues instead of refusing shows it that way.
 
 Only 429s are congestion: 5xx and other errors (``on_error``) leave the limit alone. A Retry-After
 pauses every new request until it has passed, then releases them spread over one round trip (the
 smoothed latency, or the pause itself if shorter) with a random start, so a pause does not turn
 into one synchronised burst that trips the quota again.
 
-A throttled request keeps its slot for one smoothed latency after it was sent, as if it had been
-accepted: a 429 comes back at once, and without this hold the freed slot would be refilled at once,
-so against a full rate window the attempt rate would be bounded by nothing but the callers'
-backoff. With it, attempts never exceed ``limit / latency``.
+A throttled request that did not cause a cut keeps its slot for one smoothed latency after it was
+sent, as if it had been accepted: a 429 comes back at once, and without this hold the freed slot
+would be refilled at once, so against a full rate window the attempt rate would be bounded by
+nothing but the callers' backoff. With it, attempts stay near ``limit / latency``. (The 429 that
+cuts holds nothing: the cut already took its slot away, and holding it too would leave the pipe one
+short for a round after every probe.)
 
 A slot is otherwise held only while a request is on the wire: callers sleep their retry backoff outside it.
 ``on_success``/``on_throttled``/``on_error`` are called inside the slot (the controller reads the
@@ -80,7 +84,8 @@ class ConcurrencyController:
     """Admit at most ``limit`` requests at once; learn ``limit`` from 429s (see the module doc).
 
     ``max_limit`` is the spec's concurrency; ``initial`` the starting limit (default
-    ``min(max_limit, 4)``); ``backoff`` the multiplicative cut; ``clock`` and ``rng`` may be
+    ``min(max_limit, 4)``); ``backoff`` the multiplicative cut; ``latency_tolerance`` how much slower
+    than usual answers may get before growth stops; ``clock`` and ``rng`` may be
     injected (default: anyio's clock and a fresh ``random.Random``).
     """
 
@@ -91,6 +96,7 @@ class ConcurrencyController:
         initial: int | None = None,
         min_limit: int = 1,
         backoff: float = 0.9,
+        latency_tolerance: float = 1.5,
         clock: Callable[[], float] = anyio.current_time,
         rng: random.Random | None = None,
     ) -> None:
@@ -112,7 +118,9 @@ class ConcurrencyController:
         self._round = 0  # successes since the round began
         self._last_cut = -math.inf
         self._in_flight = 0
-        self._rtt: float | None = None  # smoothed latency of successes
+        self._rtt: float | None = None  # smoothed latency of successes (short term)
+        self._long_rtt: float | None = None  # and long term, the baseline queueing is measured against
+        self.latency_tolerance = latency_tolerance
         self._pause_until = -math.inf
         self._next_admit = -math.inf  # paced release after a pause
         self._release_interval = 0.0
@@ -131,6 +139,11 @@ class ConcurrencyController:
     def limit(self) -> int:
         """Requests admitted at once right now."""
         return max(self.min_limit, int(self._limit))
+
+    @property
+    def latency(self) -> float | None:
+        """Smoothed latency of recent successes (seconds), ``None`` before the first."""
+        return self._rtt
 
     @property
     def in_flight(self) -> int:
@@ -211,8 +224,11 @@ class ConcurrencyController:
         self._delivered.append(self._clock())
         if latency_s is not None and latency_s >= 0:
             self._rtt = latency_s if self._rtt is None else 0.8 * self._rtt + 0.2 * latency_s
+            self._long_rtt = latency_s if self._long_rtt is None else 0.98 * self._long_rtt + 0.02 * latency_s
         if self._in_flight * 2 < self._limit:
             return  # the limit is not what holds us back: no evidence it could be higher
+        if self._queueing():
+            return  # answers slow down: the gateway queues what we send, more would only wait
         if self._slow_start:
             self._set(self._limit + 1)
             return
@@ -227,10 +243,10 @@ class ConcurrencyController:
         self._throttled += 1
         now = self._clock()
         slot = _CURRENT.get() or _Slot(now, self._in_flight + 1)
-        slot.throttled = True
         if retry_after_s is not None and retry_after_s > 0:
             self._pause(now, retry_after_s)
         if slot.started < self._last_cut or now - self._last_cut < (self._rtt or 0.0):
+            slot.throttled = True  # keeps its slot for a round trip (see the module doc)
             return  # sent before the last cut, or within a round trip of it: already accounted for
         self._slow_start = False
         self._step = 1.0
@@ -251,6 +267,12 @@ class ConcurrencyController:
         self._lowest = min(self._lowest, self.limit)
         self._highest = max(self._highest, self.limit)
         self._notify()
+
+    def _queueing(self) -> bool:
+        """Short-term latency well above the long-term baseline (Vegas / Gradient2's signal)."""
+        if self._rtt is None or self._long_rtt is None or self._successes < 20:
+            return False  # no baseline yet
+        return self._rtt > self.latency_tolerance * self._long_rtt
 
     def _delivered_per_round(self, now: float) -> float:
         """Successes per smoothed latency over the last few round trips: what the gateway let through.
