@@ -10,18 +10,21 @@ Netflix's concurrency-limits, with three refinements that matter at a quota:
 - **Cut once per round trip, to what was known to fit**: a 429 on a request sent *after* the last
   cut, at least one smoothed latency later (as TCP cuts once per window), lowers the limit to
   ``min(limit * backoff, in_flight_when_sent - 1)``; other 429s say nothing new and are only counted
-  (a full rate window would otherwise cut the limit to 1 in a cascade). A cut never goes below
+  (a full rate window would otherwise cut the limit to 1 in a cascade). With an in-flight cap the
+  second term lands exactly on the cap; with a rate quota the limit settles where limit / latency
+  matches the rate (Little's law), so no separate rate estimate is needed. A cut never goes below
   the delivered rate × latency over the last four round trips (BBR's bandwidth-delay product):
-  what the gateway demonstrably carried. With an in-flight cap the second term lands
-  exactly on the cap; with a rate quota the limit settles where limit / latency matches the rate
-  (Little's law), so no separate rate estimate is needed.
+  what the gateway demonstrably carried.
 - **Probe faster the longer it stays clean**: after a cut the limit grows by one per round (one
   round = as many successes as the limit); each clean round doubles that step (like CUBIC/BIC
   probing), so a quota that grows mid-run is found in a few rounds, while at a steady quota one
   429 per round or two is the price of holding it. The limit grows only while it binds (at least
-  half of it in use, as concurrency-limits does), so a quiet phase does not inflate it, and only
-  while answers are not slowing down (short-term latency within ``latency_tolerance`` of the long-term
-  average, the Vegas / Gradient2 signal): a gateway that queues instead of refusing shows it that way.
+  half of it in use, as concurrency-limits does), so a quiet phase does not inflate it.
+
+Latency is not a congestion signal here (no Vegas / Gradient2 growth brake): a generation takes 10 to
+60 s depending on prompt and size, so its spread says little about queueing, and a gateway with a
+hidden quota refuses beyond it rather than queueing. Latency times everything else: what a round is,
+how long a throttled slot is held, the delivered-rate floor, the spread of a release.
 
 Only 429s are congestion: 5xx and other errors (``on_error``) leave the limit alone. A Retry-After
 pauses every new request until it has passed, then releases them spread over one round trip (the
@@ -35,7 +38,8 @@ nothing but the callers' backoff. With it, attempts stay near ``limit / latency`
 cuts holds nothing: the cut already took its slot away, and holding it too would leave the pipe one
 short for a round after every probe.)
 
-A slot is otherwise held only while a request is on the wire: callers sleep their retry backoff outside it.
+A slot is otherwise held only while a request is on the wire: callers sleep their retry backoff
+outside it.
 ``on_success``/``on_throttled``/``on_error`` are called inside the slot (the controller reads the
 slot's start from a context variable); called outside a slot they count as sent just now.
 """
@@ -84,8 +88,7 @@ class ConcurrencyController:
     """Admit at most ``limit`` requests at once; learn ``limit`` from 429s (see the module doc).
 
     ``max_limit`` is the spec's concurrency; ``initial`` the starting limit (default
-    ``min(max_limit, 4)``); ``backoff`` the multiplicative cut; ``latency_tolerance`` how much slower
-    than usual answers may get before growth stops; ``clock`` and ``rng`` may be
+    ``min(max_limit, 4)``); ``backoff`` the multiplicative cut; ``clock`` and ``rng`` may be
     injected (default: anyio's clock and a fresh ``random.Random``).
     """
 
@@ -96,7 +99,6 @@ class ConcurrencyController:
         initial: int | None = None,
         min_limit: int = 1,
         backoff: float = 0.9,
-        latency_tolerance: float = 1.5,
         clock: Callable[[], float] = anyio.current_time,
         rng: random.Random | None = None,
     ) -> None:
@@ -119,8 +121,6 @@ class ConcurrencyController:
         self._last_cut = -math.inf
         self._in_flight = 0
         self._rtt: float | None = None  # smoothed latency of successes (short term)
-        self._long_rtt: float | None = None  # and long term, the baseline queueing is measured against
-        self.latency_tolerance = latency_tolerance
         self._pause_until = -math.inf
         self._next_admit = -math.inf  # paced release after a pause
         self._release_interval = 0.0
@@ -224,11 +224,8 @@ class ConcurrencyController:
         self._delivered.append(self._clock())
         if latency_s is not None and latency_s >= 0:
             self._rtt = latency_s if self._rtt is None else 0.8 * self._rtt + 0.2 * latency_s
-            self._long_rtt = latency_s if self._long_rtt is None else 0.98 * self._long_rtt + 0.02 * latency_s
         if self._in_flight * 2 < self._limit:
             return  # the limit is not what holds us back: no evidence it could be higher
-        if self._queueing():
-            return  # answers slow down: the gateway queues what we send, more would only wait
         if self._slow_start:
             self._set(self._limit + 1)
             return
@@ -267,12 +264,6 @@ class ConcurrencyController:
         self._lowest = min(self._lowest, self.limit)
         self._highest = max(self._highest, self.limit)
         self._notify()
-
-    def _queueing(self) -> bool:
-        """Short-term latency well above the long-term baseline (Vegas / Gradient2's signal)."""
-        if self._rtt is None or self._long_rtt is None or self._successes < 20:
-            return False  # no baseline yet
-        return self._rtt > self.latency_tolerance * self._long_rtt
 
     def _delivered_per_round(self, now: float) -> float:
         """Successes per smoothed latency over the last few round trips: what the gateway let through.
