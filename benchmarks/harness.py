@@ -36,9 +36,12 @@ def pinned(core: int, cmd: list[str]) -> list[str]:
 
 
 def env(first_on_path: str | None = None) -> dict[str, str]:
-    """The children's environment; ``first_on_path`` shadows the installed wanbatch (e.g. an old copy)."""
+    """The children's environment; ``first_on_path`` shadows this tree's wanbatch (e.g. an old copy).
+
+    This tree comes before the installed package: an editable install may point at another checkout.
+    """
     e = dict(os.environ)
-    path = [p for p in (first_on_path, str(ROOT / "benchmarks")) if p]
+    path = [p for p in (first_on_path, str(ROOT), str(ROOT / "benchmarks")) if p]
     e.update({KEY_ENV: KEY, "NO_COLOR": "1", "PYTHONPATH": os.pathsep.join(path)})
     return e
 
@@ -103,13 +106,14 @@ def free_port() -> int:
 class MockGateway:
     """``wanbatch mock-server`` in its own process, pinned to core 1."""
 
-    def __init__(self, *, latency: float = 0.0, image_kb: float | None = None) -> None:
+    def __init__(self, *, latency: float = 0.0, image_kb: float | None = None, extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         cmd = [PY, "-m", "wanbatch", "mock-server", "--port", str(self.port), "--latency", str(latency),
                "--api-key-env", KEY_ENV]
         if image_kb is not None:
             cmd += ["--image-kb", str(image_kb)]
+        cmd += list(extra)
         self.proc = subprocess.Popen(pinned(1, cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      env=env(), cwd=ROOT)
         deadline = time.monotonic() + 30
@@ -134,6 +138,13 @@ class MockGateway:
 
     def billed(self) -> int:
         return int(httpx.get(f"{self.base}/_mock/stats", timeout=10).json()["billed"])
+
+    def quota(self) -> dict[str, Any]:
+        """The hidden quota and its counters (``throttled``: 429s answered since the last reset)."""
+        return dict(httpx.get(f"{self.base}/_mock/quota", timeout=10).json())
+
+    def set_quota(self, **changes: Any) -> None:
+        httpx.post(f"{self.base}/_mock/quota", json=changes, timeout=10).raise_for_status()
 
     def close(self) -> None:
         if self.proc.poll() is None:

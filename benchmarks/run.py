@@ -2,7 +2,11 @@
 
 Scenarios (NAME): ``zero`` (zero latency, 100 KB images: throughput and CPU per 1,000 jobs),
 ``latency`` (1 s per generation: makespan against the ideal), ``big`` (4K PNGs: wanbatch's peak RSS
-at two job counts), ``scale`` (plan and resume check over a 1,000,000-job spec). Contenders run one
+at two job counts), ``scale`` (plan and resume check over a 1,000,000-job spec), and at a hidden
+gateway quota (spec concurrency 64; efficiency = ideal makespan ÷ actual, 429s per image):
+``quota`` (8 in flight), ``rpm-quota`` (a per-minute rate over a sliding window), ``quota-change``
+(8 → 4 → 16 in flight mid-run), ``quota-5xx`` (8 in flight and 10% random 500s); these run
+``wanbatch run`` and ``controller`` (a bare httpx loop around ``wanbatch.concurrency``). Contenders run one
 at a time, alternating round by round; each number is a median of the rounds. Working data goes to
 ``benchmarks/_work/`` (git-ignored); a JSON record of every round goes to ``_work/results-*.json``
 and a Markdown report to stdout.
@@ -17,6 +21,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -30,11 +35,14 @@ from harness import HAS_TASKSET, KEY_ENV, PY, ROOT, WORK, Measured, MockGateway,
 
 BEFORE: str | None = None  # --before DIR: a folder holding an older ``wanbatch`` package to compare
 CONTENDERS = ("wanbatch", "aiohttp", "httpx", "openai-sdk")
-SCRIPTS = {"aiohttp": "bare_aiohttp.py", "httpx": "bare_httpx.py", "openai-sdk": "openai_sdk.py"}
+SCRIPTS = {"aiohttp": "bare_aiohttp.py", "httpx": "bare_httpx.py", "openai-sdk": "openai_sdk.py",
+           "controller": "bare_controlled.py", "oracle": "bare_controlled.py"}
+#: At a hidden quota: the CLI, and the bare httpx loop with the adaptive controller (what it achieves alone).
+QUOTA_CONTENDERS = ("wanbatch", "controller")
 Row = dict[str, Any]
 
 
-def spec_text(base: str, *, jobs: int, concurrency: int, size: str, model: str, out: Path) -> str:
+def spec_text(base: str, *, jobs: int, concurrency: int, size: str, model: str, out: Path, retries: int = 2) -> str:
     return (
         "name: bench\n"
         f"model: {model}\n"
@@ -42,30 +50,41 @@ def spec_text(base: str, *, jobs: int, concurrency: int, size: str, model: str, 
         'prompt: "a bench image"\n'
         f"seeds: {{start: 0, count: {jobs}}}\n"
         f"sizes: ['{size}']\n"
-        f"limits: {{concurrency: {concurrency}, retries: 2, request_timeout: 600s}}\n"
+        f"limits: {{concurrency: {concurrency}, retries: {retries}, request_timeout: 600s}}\n"
         f"output: '{out}'\n"
     )
 
 
 def contender_cmd(name: str, base: str, *, jobs: int, concurrency: int, size: str, model: str,
-                  out: Path) -> list[str]:
+                  out: Path, retries: int = 2, oracle: int | None = None) -> list[str]:
     if name.startswith("wanbatch"):
         spec = out.with_suffix(".yaml")
-        spec.write_text(spec_text(base, jobs=jobs, concurrency=concurrency, size=size, model=model, out=out))
+        spec.write_text(spec_text(base, jobs=jobs, concurrency=concurrency, size=size, model=model, out=out,
+                                  retries=retries))
         return [PY, "-m", "wanbatch", "run", str(spec), "--no-progress", "--json"]
     return [PY, str(ROOT / "benchmarks" / SCRIPTS[name]), "--base", f"{base}/v1", "--jobs", str(jobs),
             "--concurrency", str(concurrency), "--size", size, "--model", model, "--out", str(out),
-            "--key-env", KEY_ENV]
+            "--key-env", KEY_ENV, *(["--fixed-limit", str(oracle)] if name == "oracle" and oracle else [])]
 
 
 def one_round(gw: MockGateway, name: str, tag: str, *, jobs: int, concurrency: int, size: str,
-              model: str = "wan2.7-image") -> Measured:
+              model: str = "wan2.7-image", retries: int = 2,
+              quota_changes: tuple[tuple[float, dict[str, Any]], ...] = (), oracle: int | None = None) -> Measured:
     out = WORK / tag / name
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    gw.reset()
-    m = measure(contender_cmd(name, gw.base, jobs=jobs, concurrency=concurrency, size=size, model=model,
-                              out=out), first_on_path=BEFORE if name == "wanbatch-before" else None)
+    gw.reset()  # also restores the gateway's configured quota
+    timers = [threading.Timer(at, gw.set_quota, kwargs=change) for at, change in quota_changes]
+    for timer in timers:
+        timer.start()
+    try:
+        m = measure(contender_cmd(name, gw.base, jobs=jobs, concurrency=concurrency, size=size, model=model,
+                                  out=out, retries=retries, oracle=oracle),
+                    first_on_path=BEFORE if name == "wanbatch-before" else None)
+    finally:
+        for timer in timers:
+            timer.cancel()
+    m.out["throttled"] = gw.quota()["throttled"]
     done = m.out.get("done_images")
     billed = gw.billed()
     m.out["disk_bytes"] = sum(f.stat().st_size for f in (out / "images").rglob("*") if f.is_file())
@@ -233,8 +252,85 @@ def scale(quick: bool, rounds: int, log: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def ideal_makespan(jobs: int, lat: float, caps: list[tuple[int, int]]) -> float:
+    """Shortest makespan when generations of ``lat`` s fill the in-flight cap; ``caps`` = (from round, cap)."""
+    rounds, left = 0, jobs
+    while left > 0:
+        left -= [cap for start, cap in caps if start <= rounds][-1]
+        rounds += 1
+    return rounds * lat
+
+
+def quota_run(tag: str, title: str, quick: bool, rounds: int, log: list[Row], *, mock: tuple[str, ...],
+              caps: list[tuple[int, int]], oracle: int | None, jobs: tuple[int, int] = (64, 400),
+              ideal: Callable[[int, float], float] | None = None) -> str:
+    """One hidden-quota scenario: ``wanbatch run`` with spec concurrency 64, the controller alone around
+    bare httpx, and (``oracle``) the same loop told the quota in advance (a fixed limit): the practical
+    ceiling on this machine. ``caps`` (from round, in-flight cap) define the ideal and mid-run changes."""
+    lat = 0.2 if quick else 0.5
+    n = jobs[0] if quick else jobs[1]
+    conc = 64
+    best = ideal(n, lat) if ideal else ideal_makespan(n, lat, caps)
+    changes = tuple((start * lat, {"max_inflight": cap}) for start, cap in caps[1:])
+    if quick:  # a smoke test: the CLI only where the quota is fixed, to stay under 3 minutes in all
+        contenders: tuple[str, ...] = QUOTA_CONTENDERS if tag == "quota" else ("controller",)
+    else:
+        contenders = QUOTA_CONTENDERS if oracle is None else (*QUOTA_CONTENDERS, "oracle")
+    with MockGateway(latency=lat, image_kb=100, extra=mock) as gw:
+        got = rounds_of(gw, tag, rounds, log, contenders, jobs=n, concurrency=conc, size="1K",
+                        retries=40, quota_changes=changes, oracle=oracle)
+    moves = "; quota changes at " + ", ".join(f"{at:g} s → {c['max_inflight']}" for at, c in changes) if changes else ""
+    lines = [f"### {title}: {n} images, latency {lat:g} s, spec concurrency {conc}, ideal makespan {best:.2f} s "
+             f"(median of {rounds})", "",
+             f"Mock: `mock-server --latency {lat:g} --image-kb 100 {' '.join(mock)}`{moves}.", "",
+             "| contender | makespan s (process) | in-process s | efficiency (ideal ÷ in-process) "
+             "| ÷ oracle | 429s per image |", "|---|---:|---:|---:|---:|---:|"]
+    ceiling = med([inner(m) for m in got["oracle"]]) if "oracle" in got else None
+    for name, ms in got.items():
+        wall, own = med([m.wall for m in ms]), med([inner(m) for m in ms])
+        per = med([m.out["throttled"] / n for m in ms])
+        vs = f"{ceiling / own:.2f}" if ceiling else "–"
+        lines.append(f"| {name} | {wall:.2f} | {own:.2f} | {best / own:.2f} | {vs} | {per:.3f} |")
+    own = med([inner(m) for m in got["controller"]])
+    per = med([m.out["throttled"] / n for m in got["controller"]])
+    lines += ["", f"Goal (issue 15): ≥ 0.90 of the ideal makespan with ≤ 0.3 429s per image → controller "
+              f"**{best / own:.2f}** of the ideal" + (f", **{ceiling / own:.2f}** of the oracle" if ceiling else "")
+              + f", **{per:.3f}** 429s per image (in-process clock: the goal is about the gateway's pipe, "
+              "not interpreter start-up)."]
+    return "\n".join(lines)
+
+
+def quota(quick: bool, rounds: int, log: list[Row]) -> str:
+    return quota_run("quota", "Hidden quota of 8 in flight", quick, rounds, log, mock=("--max-inflight", "8"),
+                     caps=[(0, 8)], oracle=8)
+
+
+def rpm_quota(quick: bool, rounds: int, log: list[Row]) -> str:
+    # 16 per second over a sliding 2 s window (32 per window): 8 in flight at 0.5 s; 40/s (80) at 0.2 s
+    rate = 40 if quick else 16
+    window = 2.0
+
+    def ideal(n: int, lat: float) -> float:  # at the quota's sustained rate (the first window may burst)
+        return n / rate
+
+    return quota_run("rpm-quota", f"Hidden rate quota of {rate * 60} per minute (sliding {window:g} s window)",
+                     quick, rounds, log, mock=("--quota-rpm", str(rate * 60), "--quota-window", f"{window:g}"),
+                     caps=[(0, 8)], oracle=8, jobs=(160, 400), ideal=ideal)
+
+
+def quota_change(quick: bool, rounds: int, log: list[Row]) -> str:
+    return quota_run("quota-change", "Quota changes mid-run (8 → 4 → 16 in flight)", quick, rounds, log,
+                     mock=("--max-inflight", "8"), caps=[(0, 8), (8, 4), (16, 16)], oracle=None, jobs=(160, 400))
+
+
+def quota_5xx(quick: bool, rounds: int, log: list[Row]) -> str:
+    return quota_run("quota-5xx", "Hidden quota of 8 in flight and 10% random 500s", quick, rounds, log,
+                     mock=("--max-inflight", "8", "--fault", "500=0.1"), caps=[(0, 8)], oracle=8)
+
+
 SCENARIOS: dict[str, Callable[[bool, int, list[Row]], str]] = {
-    "zero": zero, "latency": latency, "big": big, "scale": scale}
+    "zero": zero, "latency": latency, "big": big, "scale": scale, "quota": quota, "rpm-quota": rpm_quota,
+    "quota-change": quota_change, "quota-5xx": quota_5xx}
 
 
 def machine() -> str:

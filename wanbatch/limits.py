@@ -32,6 +32,9 @@ class RatePacer:
 class AdaptiveConcurrency:
     """A capacity limiter that halves on sustained throttling and grows back one slot at a time.
 
+    Superseded by :class:`wanbatch.concurrency.ConcurrencyController` (issue 15: 0.36 of the ideal
+    makespan at a hidden 8-in-flight quota); kept until the runner switches over.
+
     AIMD as in TCP: ``throttled()`` cuts the limit in half at most once per ``cooldown`` seconds when
     at least ``burst`` throttles arrived within that window; ``succeeded()`` adds one slot back after
     a full round (as many successes as the current limit) without throttling.

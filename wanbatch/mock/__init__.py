@@ -5,8 +5,9 @@
     with run_in_thread(MockConfig()) as base:                    # "http://127.0.0.1:PORT"
         ...                                                      # base + "/v1", base + "/api/v1/..."
 
-Routes, billing and the mock-only ``/_mock/stats`` and ``/_mock/reset`` are described in
-:mod:`wanbatch.mock.app`; images in :mod:`wanbatch.mock.images`.
+Routes, billing and the mock-only ``/_mock/stats``, ``/_mock/reset`` and ``/_mock/quota`` are
+described in :mod:`wanbatch.mock.app`; hidden quotas in :mod:`wanbatch.mock.quota`; images in
+:mod:`wanbatch.mock.images`.
 """
 
 from typing import TYPE_CHECKING, Any

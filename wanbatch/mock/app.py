@@ -6,9 +6,9 @@ server's default dialect (``config.dialect``) and handlers marked ``always_at_ro
 ``/api/v1/...``) also at the root (``/v1/images/generations``).
 - ``GET /files/{token}``: the temporary "object store" links that answers point to.
 - Mock-only, for tests and operations (no real gateway has them): ``GET /_mock/stats`` and
-  ``POST /_mock/reset``.
+  ``POST /_mock/reset``; ``GET``/``POST /_mock/quota`` (the hidden quota, :mod:`wanbatch.mock.quota`).
 
-Order of checks for a generation: auth → body → moderation → fault → generate. A generation is billed
+Order of checks for a generation: auth → body → moderation → quota → fault → generate. A generation is billed
 when it is finished: sync answers, async tasks at completion, and the ``timeout``/``524`` faults
 (billed, then hang or answer 524; for async submissions the task still runs and bills).
 """
@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from wanbatch.mock import answers
+from wanbatch.mock import answers, quota
 from wanbatch.mock.answers import Family
 from wanbatch.mock.config import MockConfig
 from wanbatch.mock.dialects import BadRequest, GenRequest, load_json
@@ -61,6 +61,9 @@ class MockGateway:
         self.latency_rng = random.Random(f"latency-{self.config.fault_seed}")
         self.tasks = TaskStore(self._task_finished)
         self.variants = itertools.count()
+        cfg = self.config
+        self.quota = quota.Quota(cfg.max_inflight, cfg.quota_rpm, window=cfg.quota_window,
+                                 retry_after=cfg.quota_retry_after)
 
     # -- generation -------------------------------------------------------------------------------
 
@@ -81,6 +84,8 @@ class MockGateway:
         if any(word.lower() in req.prompt.lower() for word in self.config.moderation_words):
             return answers.error(family, 400, "DataInspectionFailed", "Input data may contain inappropriate content.",
                                  request_id=rid)
+        if not self.quota.admit(time.time(), self.stats.in_flight + self.tasks.pending):
+            return quota.throttled_response(self.quota, family, rid)
         use_async = submit or req.use_async
         fault = self.faults.pick(req.billing_key(), n=req.n, use_async=use_async)
         if fault in _EARLY:
@@ -241,6 +246,9 @@ def create_app(config: MockConfig) -> Starlette:
             served.append(route(path, _action(gw, dialect, r, path), r.method))
         return served
 
+    async def quota_endpoint(request: Request) -> Response:
+        return await quota.endpoint(gw.quota, request)
+
     default = get_mock_dialect(config.dialect)
     routes = serve(default, "")
     taken = {(r.method, r.path) for r in default.routes}
@@ -255,6 +263,7 @@ def create_app(config: MockConfig) -> Starlette:
         route("/files/{token}", gw.download, "GET"),
         route("/_mock/stats", gw.stats_endpoint, "GET"),
         route("/_mock/reset", gw.reset_endpoint, "POST"),
+        Route("/_mock/quota", quota_endpoint, methods=["GET", "POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={404: _not_found})
     app.state.gateway = gw

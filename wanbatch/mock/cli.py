@@ -48,6 +48,14 @@ def _pairs(values: tuple[str, ...], option: str, convert: type[float] | type[int
 @click.option("--image-kb", type=float, default=None, help="Approximate PNG size in KB (default: ~25000 at 4K).")
 @click.option("--hang", type=float, default=600.0, show_default=True, help="Seconds a 'timeout' fault hangs.")
 @click.option("--task-duration", type=float, default=None, help="Seconds an async task takes (default: latency).")
+@click.option("--max-inflight", type=click.IntRange(min=1), default=None,
+              help="Hidden quota: generations in progress at once; 429 beyond (not billed).")
+@click.option("--quota-rpm", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Hidden quota: generations accepted per minute (sliding window); 429 beyond.")
+@click.option("--quota-window", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Seconds of the --quota-rpm sliding window (the rate is scaled to it).")
+@click.option("--quota-retry-after", type=click.FloatRange(min=0), default=None,
+              help="Send this Retry-After (seconds) with quota 429s (default: none, as real gateways).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault and latency RNG.")
 def mock_server(
     host: str,
@@ -63,6 +71,10 @@ def mock_server(
     image_kb: float | None,
     hang: float,
     task_duration: float | None,
+    max_inflight: int | None,
+    quota_rpm: float | None,
+    quota_window: float,
+    quota_retry_after: float | None,
     seed: int,
 ) -> None:
     """Serve the built-in mock gateway (all dialects of PROTOCOL.md) until interrupted."""
@@ -87,6 +99,10 @@ def mock_server(
             image_kb=image_kb,
             hang=hang,
             task_duration=task_duration,
+            max_inflight=max_inflight,
+            quota_rpm=quota_rpm,
+            quota_window=quota_window,
+            quota_retry_after=quota_retry_after,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

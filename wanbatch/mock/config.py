@@ -11,6 +11,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
+from wanbatch.mock import quota
+
 #: Every fault the mock can inject, in the order rates are laid out on [0, 1) when one is drawn.
 FAULTS: tuple[str, ...] = (
     "429",
@@ -94,7 +96,9 @@ class MockConfig:
     and are drawn from an RNG seeded with ``fault_seed``. ``fail_first`` maps a fault name to K: the
     first K requests of each distinct job key get that fault (several entries stack, in order).
     ``image_kb`` is the approximate PNG size; ``None`` scales with pixels (about 25000 KB at 4096²).
-    ``task_duration`` ``None`` means one latency sample per task.
+    ``task_duration`` ``None`` means one latency sample per task. ``max_inflight``, ``quota_rpm``
+    (per ``quota_window`` seconds, scaled), ``quota_retry_after``: the hidden quota of
+    :mod:`wanbatch.mock.quota` (``None``: no limit, no Retry-After).
     """
 
     dialect: str = "flat"
@@ -111,6 +115,10 @@ class MockConfig:
     hang: float = 600.0
     task_duration: float | None = None
     new_api_status: int = 500
+    max_inflight: int | None = None
+    quota_rpm: float | None = None
+    quota_window: float = 60.0
+    quota_retry_after: float | None = None
 
     def __post_init__(self) -> None:
         from wanbatch.mock.registry import mock_dialect_names  # handlers register when plugins load
@@ -142,6 +150,7 @@ class MockConfig:
             raise ValueError(f"new_api_status must be 400 or 500, not {self.new_api_status!r}")
         if any(not w for w in self.moderation_words):
             raise ValueError("moderation words must not be empty")
+        quota.check(self.max_inflight, self.quota_rpm, self.quota_window, self.quota_retry_after)
 
 
 def _check_fault_name(name: str) -> None:

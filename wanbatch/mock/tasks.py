@@ -63,5 +63,10 @@ class TaskStore:
             task.finished = True
             self._on_finish(task)
 
+    @property
+    def pending(self) -> int:
+        """Tasks still being generated (as of the last :meth:`settle`)."""
+        return len(self._due)
+
     def __len__(self) -> int:
         return len(self._tasks)

@@ -1,0 +1,295 @@
+"""An adaptive concurrency limit that finds a gateway's hidden quota and holds it.
+
+Gateways throttle per account (an in-flight cap, a per-minute rate, or both) without saying where
+the line is; a 429 is the only signal. The controller is AIMD as in TCP congestion control and
+Netflix's concurrency-limits, with three refinements that matter at a quota:
+
+- **Slow start**: from a small ``initial`` the limit grows by one per success (doubling per round)
+  until the first 429, so it reaches the quota in a few round trips instead of starting at the
+  spec's maximum and cutting down through a wall of 429s.
+- **Cut once per round trip, to what was known to fit**: a 429 on a request sent *after* the last
+  cut, at least one smoothed latency later (as TCP cuts once per window), lowers the limit to
+  ``min(limit * backoff, in_flight_when_sent - 1)``; other 429s say nothing new and are only counted
+  (a full rate window would otherwise cut the limit to 1 in a cascade). With an in-flight cap the
+  second term lands exactly on the cap; with a rate quota the limit settles where limit / latency
+  matches the rate (Little's law), so no separate rate estimate is needed. A cut never goes below
+  the delivered rate × latency over the last four round trips (BBR's bandwidth-delay product):
+  what the gateway demonstrably carried.
+- **Probe faster the longer it stays clean**: after a cut the limit grows by one per round (one
+  round = as many successes as the limit); each clean round doubles that step (like CUBIC/BIC
+  probing), so a quota that grows mid-run is found in a few rounds, while at a steady quota one
+  429 per round or two is the price of holding it. The limit grows only while it binds (at least
+  half of it in use, as concurrency-limits does), so a quiet phase does not inflate it.
+
+Latency is not a congestion signal here (no Vegas / Gradient2 growth brake): a generation takes 10 to
+60 s depending on prompt and size, so its spread says little about queueing, and a gateway with a
+hidden quota refuses beyond it rather than queueing. Latency times everything else: what a round is,
+how long a throttled slot is held, the delivered-rate floor, the spread of a release.
+
+Only 429s are congestion: 5xx and other errors (``on_error``) leave the limit alone. A Retry-After
+pauses every new request until it has passed, then releases them spread over one round trip (the
+smoothed latency, or the pause itself if shorter) with a random start, so a pause does not turn
+into one synchronised burst that trips the quota again.
+
+A throttled request that did not cause a cut keeps its slot for one smoothed latency after it was
+sent, as if it had been accepted: a 429 comes back at once, and without this hold the freed slot
+would be refilled at once, so against a full rate window the attempt rate would be bounded by
+nothing but the callers' backoff. With it, attempts stay near ``limit / latency``. (The 429 that
+cuts holds nothing: the cut already took its slot away, and holding it too would leave the pipe one
+short for a round after every probe.)
+
+A slot is otherwise held only while a request is on the wire: callers sleep their retry backoff
+outside it.
+``on_success``/``on_throttled``/``on_error`` are called inside the slot (the controller reads the
+slot's start from a context variable); called outside a slot they count as sent just now.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import anyio
+
+__all__ = ["ConcurrencyController", "ControllerStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerStats:
+    """What the controller did: for the run summary and for tests."""
+
+    limit: int
+    cuts: int
+    lowest: int
+    highest: int
+    throttled: int
+    errors: int
+    successes: int
+    paused_seconds: float
+
+
+@dataclass(slots=True)
+class _Slot:
+    started: float
+    in_flight: int  # requests on the wire when this one was sent, itself included
+    throttled: bool = False
+
+
+_CURRENT: ContextVar[_Slot | None] = ContextVar("wanbatch_concurrency_slot", default=None)
+
+
+class ConcurrencyController:
+    """Admit at most ``limit`` requests at once; learn ``limit`` from 429s (see the module doc).
+
+    ``max_limit`` is the spec's concurrency; ``initial`` the starting limit (default
+    ``min(max_limit, 4)``); ``backoff`` the multiplicative cut; ``clock`` and ``rng`` may be
+    injected (default: anyio's clock and a fresh ``random.Random``).
+    """
+
+    def __init__(
+        self,
+        max_limit: int,
+        *,
+        initial: int | None = None,
+        min_limit: int = 1,
+        backoff: float = 0.9,
+        clock: Callable[[], float] = anyio.current_time,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_limit < 1 or min_limit < 1 or min_limit > max_limit:
+            raise ValueError(f"need 1 <= min_limit <= max_limit, got {min_limit} and {max_limit}")
+        if not 0 < backoff < 1:
+            raise ValueError(f"backoff must be in (0, 1), not {backoff!r}")
+        start = min(max_limit, 4) if initial is None else initial
+        if not min_limit <= start <= max_limit:
+            raise ValueError(f"initial must be within [{min_limit}, {max_limit}], not {start!r}")
+        self.max_limit = max_limit
+        self.min_limit = min_limit
+        self.backoff = backoff
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._limit = float(start)
+        self._slow_start = True
+        self._step = 1.0  # additive growth per round after the first cut
+        self._round = 0  # successes since the round began
+        self._last_cut = -math.inf
+        self._in_flight = 0
+        self._rtt: float | None = None  # smoothed latency of successes (short term)
+        self._pause_until = -math.inf
+        self._next_admit = -math.inf  # paced release after a pause
+        self._release_interval = 0.0
+        self._paced_left = 0
+        self._delivered: deque[float] = deque()  # completion times of recent successes
+        self._holds: list[float] = []  # until when throttled slots still count (a heap)
+        self._waiters: deque[object] = deque()
+        self._changed: anyio.Event | None = None
+        self._cuts = self._throttled = self._errors = self._successes = 0
+        self._lowest = self._highest = start
+        self._paused = 0.0
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    @property
+    def limit(self) -> int:
+        """Requests admitted at once right now."""
+        return max(self.min_limit, int(self._limit))
+
+    @property
+    def latency(self) -> float | None:
+        """Smoothed latency of recent successes (seconds), ``None`` before the first."""
+        return self._rtt
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def stats(self) -> ControllerStats:
+        return ControllerStats(self.limit, self._cuts, self._lowest, self._highest, self._throttled, self._errors,
+                               self._successes, round(self._paused, 3))
+
+    # -- the slot ---------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Wait for room under the limit (and any Retry-After pause); hold it while the request runs."""
+        await self._acquire()
+        self._in_flight += 1
+        token = _CURRENT.set(_Slot(self._clock(), self._in_flight))
+        try:
+            yield
+        finally:
+            slot = _CURRENT.get()
+            _CURRENT.reset(token)
+            self._in_flight -= 1
+            if slot is not None and slot.throttled and self._rtt is not None:
+                until = slot.started + self._rtt
+                if until > self._clock():
+                    heapq.heappush(self._holds, until)
+            self._notify()
+
+    async def _acquire(self) -> None:
+        me = object()
+        self._waiters.append(me)
+        try:
+            while True:
+                event = self._event()
+                wake: float | None = None
+                if self._waiters[0] is me:
+                    now = self._clock()
+                    while self._holds and self._holds[0] <= now:
+                        heapq.heappop(self._holds)
+                    if self._in_flight + len(self._holds) < self.limit:
+                        wake = max(self._pause_until, self._next_admit)
+                        if wake <= now:
+                            break
+                    elif self._holds and self._in_flight < self.limit:
+                        wake = self._holds[0]
+                if wake is None:
+                    await event.wait()
+                else:
+                    with anyio.move_on_after(wake - self._clock()):
+                        await event.wait()
+        except BaseException:
+            self._waiters.remove(me)
+            self._notify()
+            raise
+        self._waiters.popleft()
+        if self._paced_left > 0:
+            self._paced_left -= 1
+            self._next_admit = max(self._clock(), self._next_admit) + self._release_interval
+        self._notify()  # the next in line may fit too
+
+    def _event(self) -> anyio.Event:
+        if self._changed is None:
+            self._changed = anyio.Event()
+        return self._changed
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    # -- signals ----------------------------------------------------------------------------------
+
+    def on_success(self, latency_s: float | None = None) -> None:
+        """The request went through: grow (only while the limit binds)."""
+        self._successes += 1
+        self._delivered.append(self._clock())
+        if latency_s is not None and latency_s >= 0:
+            self._rtt = latency_s if self._rtt is None else 0.8 * self._rtt + 0.2 * latency_s
+        if self._in_flight * 2 < self._limit:
+            return  # the limit is not what holds us back: no evidence it could be higher
+        if self._slow_start:
+            self._set(self._limit + 1)
+            return
+        self._round += 1
+        self._set(self._limit + self._step / self._limit)
+        if self._round >= self._limit:  # a clean round: probe harder
+            self._round = 0
+            self._step = min(self._step * 2, max(1.0, self._limit / 2))
+
+    def on_throttled(self, retry_after_s: float | None = None) -> None:
+        """A 429: the quota is exceeded. Cut (once per signal) and honour ``retry_after_s``."""
+        self._throttled += 1
+        now = self._clock()
+        slot = _CURRENT.get() or _Slot(now, self._in_flight + 1)
+        if retry_after_s is not None and retry_after_s > 0:
+            self._pause(now, retry_after_s)
+        if slot.started < self._last_cut or now - self._last_cut < (self._rtt or 0.0):
+            slot.throttled = True  # keeps its slot for a round trip (see the module doc)
+            return  # sent before the last cut, or within a round trip of it: already accounted for
+        self._slow_start = False
+        self._step = 1.0
+        self._round = 0
+        self._last_cut = now
+        self._cuts += 1
+        cut = min(self._limit * self.backoff, slot.in_flight - 1)
+        self._set(min(self._limit, max(cut, self._delivered_per_round(now))))
+
+    def on_error(self) -> None:
+        """Any other failure (5xx, timeout, refused): not a congestion signal, the limit stays."""
+        self._errors += 1
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _set(self, value: float) -> None:
+        self._limit = min(float(self.max_limit), max(float(self.min_limit), value))
+        self._lowest = min(self._lowest, self.limit)
+        self._highest = max(self._highest, self.limit)
+        self._notify()
+
+    def _delivered_per_round(self, now: float) -> float:
+        """Successes per smoothed latency over the last few round trips: what the gateway let through.
+
+        Little's law (BBR's bandwidth × delay): the concurrency that carries the delivered rate. It is
+        the floor of a cut, so a full rate window (429s to everything for a while) does not drive the
+        limit to 1 while the gateway still delivers at its quota.
+        """
+        if self._rtt is None or self._rtt <= 0:
+            return 0.0
+        span = 4 * self._rtt
+        while self._delivered and self._delivered[0] < now - span:
+            self._delivered.popleft()
+        if len(self._delivered) < 4:
+            return 0.0
+        return len(self._delivered) / span * self._rtt
+
+    def _pause(self, now: float, seconds: float) -> None:
+        until = now + seconds
+        if until <= self._pause_until:
+            return
+        self._paused += until - max(now, self._pause_until)
+        self._pause_until = until
+        spread = max(0.05, min(seconds, self._rtt if self._rtt is not None else seconds))
+        count = max(1, self.limit)
+        self._release_interval = spread / count
+        self._paced_left = count
+        self._next_admit = until + self._rng.uniform(0, self._release_interval)
+        self._notify()
