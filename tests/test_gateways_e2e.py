@@ -519,3 +519,24 @@ def test_shipped_pipelines_run_against_the_mock_server_as_documented(
     assert stats(base)["billed"] == len(rows)
     manifest = (out / "wanbatch.json").read_text()
     assert base in manifest and KEY not in manifest  # the resolved URL is recorded, never the key
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_a_hidden_in_flight_quota_is_found_and_held(
+    use_async: bool, gateway: Callable[..., str], write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The spec allows 32 at once; the gateway takes 4 and refuses the rest (429, not billed). The
+    run must learn the 4 from the 429s, not keep knocking: few 429s per image, nothing paid twice."""
+    dialect = "parameters" if use_async else "flat"
+    base = gateway(max_inflight=4, latency=0.15, dialect=dialect)
+    out = tmp_path / "ds"
+    spec = write_gateway_spec(write_spec, out, provider_yaml(base, dialect, use_async), subjects=12, seeds=4,
+                              limits="concurrency: 32, retries: 8")
+    result = run(spec)
+    assert result.exit_code == 0, result.summary
+    assert by_status(read_rows(out)) == {"ok": 48}
+    seen = stats(base)
+    assert seen["billed"] == 48 and max(seen["billed_by_key"].values()) == 1
+    print(f"\n[{dialect}] 429s: {result.summary.throttled}, lowest limit {result.summary.lowest_concurrency}")
+    assert result.summary.throttled <= 0.3 * 48, result.summary  # the issue's bound: 0.3 per image
+    assert result.summary.lowest_concurrency <= 6 and result.summary.concurrency_cuts >= 1

@@ -3,7 +3,7 @@
 import anyio
 import pytest
 
-from wanbatch.limits import AdaptiveConcurrency, RatePacer
+from wanbatch.limits import RatePacer
 
 
 @pytest.mark.anyio
@@ -31,23 +31,3 @@ async def test_pacer_unlimited_does_not_wait() -> None:
     for _ in range(1000):
         await pacer.wait()
     assert anyio.current_time() - t0 < 0.2
-
-
-@pytest.mark.anyio
-async def test_adaptive_halves_on_sustained_throttling_then_recovers() -> None:
-    adaptive = AdaptiveConcurrency(16, cooldown=10.0, burst=3)
-    adaptive.throttled()
-    adaptive.throttled()
-    assert adaptive.current == 16  # two 429s are not yet "sustained"
-    adaptive.throttled()
-    assert adaptive.current == 8
-    for _ in range(5):
-        adaptive.throttled()  # within the cooldown: no second cut
-    assert adaptive.current == 8 and adaptive.cuts == 1
-    for _ in range(8):
-        adaptive.succeeded()
-    assert adaptive.current == 9  # one slot back after a full round of successes
-    for _ in range(200):
-        adaptive.succeeded()
-    assert adaptive.current == 16  # never above the configured maximum
-    assert adaptive.lowest == 8

@@ -1,6 +1,6 @@
-"""Request pacing and adaptive concurrency for the runner.
+"""Request pacing for the runner (adaptive concurrency lives in :mod:`wanbatch.concurrency`).
 
-Both are anyio-native (they work under any backend) and cost nothing when unused.
+It is anyio-native (works under any backend) and costs nothing when unused.
 """
 
 from __future__ import annotations
@@ -27,50 +27,3 @@ class RatePacer:
         self._next = slot + self.interval
         if slot > now:
             await anyio.sleep(slot - now)
-
-
-class AdaptiveConcurrency:
-    """A capacity limiter that halves on sustained throttling and grows back one slot at a time.
-
-    Superseded by :class:`wanbatch.concurrency.ConcurrencyController` (issue 15: 0.36 of the ideal
-    makespan at a hidden 8-in-flight quota); kept until the runner switches over.
-
-    AIMD as in TCP: ``throttled()`` cuts the limit in half at most once per ``cooldown`` seconds when
-    at least ``burst`` throttles arrived within that window; ``succeeded()`` adds one slot back after
-    a full round (as many successes as the current limit) without throttling.
-    """
-
-    def __init__(self, maximum: int, *, cooldown: float = 5.0, burst: int = 3) -> None:
-        self.maximum = maximum
-        self.limiter = anyio.CapacityLimiter(maximum)
-        self.cooldown = cooldown
-        self.burst = burst
-        self.cuts = 0
-        self.lowest = maximum
-        self._recent: list[float] = []
-        self._last_cut = -1e9
-        self._streak = 0
-
-    @property
-    def current(self) -> int:
-        return int(self.limiter.total_tokens)
-
-    def throttled(self) -> None:
-        now = anyio.current_time()
-        self._streak = 0
-        self._recent = [t for t in self._recent if now - t < self.cooldown]
-        self._recent.append(now)
-        if len(self._recent) >= self.burst and now - self._last_cut >= self.cooldown and self.current > 1:
-            self.limiter.total_tokens = max(1, self.current // 2)
-            self._last_cut = now
-            self._recent.clear()
-            self.cuts += 1
-            self.lowest = min(self.lowest, self.current)
-
-    def succeeded(self) -> None:
-        if self.current >= self.maximum:
-            return
-        self._streak += 1
-        if self._streak >= self.current:
-            self._streak = 0
-            self.limiter.total_tokens = self.current + 1

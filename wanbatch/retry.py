@@ -32,15 +32,19 @@ class RetryPolicy:
 class _WaitRetryAfter:
     """Exponential backoff with jitter, raised to the gateway's Retry-After when it names one."""
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: RetryPolicy, throttle_wait: Callable[[], float] | None = None) -> None:
         self._backoff = wait_exponential_jitter(
             multiplier=policy.backoff_initial, max=policy.backoff_max, jitter=policy.backoff_initial
         )
         self._max = policy.retry_after_max
+        self._throttle_wait = throttle_wait
 
     def __call__(self, state: RetryCallState) -> float:
-        wait = float(self._backoff(state))
         exc = state.outcome.exception() if state.outcome else None
+        if self._throttle_wait is not None and isinstance(exc, GatewayError) and exc.kind == "rate_limited":
+            wait = self._throttle_wait()  # a concurrency controller holds the job back already
+        else:
+            wait = float(self._backoff(state))
         if isinstance(exc, GatewayError) and exc.retry_after is not None:
             wait = max(wait, min(exc.retry_after, self._max))
         return wait
@@ -52,10 +56,12 @@ async def call_with_retries(
     *,
     on_retry: Callable[[GatewayError], None] | None = None,
     allow_ambiguous: bool = True,
+    throttle_wait: Callable[[], float] | None = None,
 ) -> tuple[T, int]:
     """Await ``fn()`` under ``policy``; return its result and the number of attempts made.
 
     ``on_retry`` sees each error that is about to be retried (for counters and adaptive limits).
+    ``throttle_wait`` replaces the exponential backoff after a 429 (Retry-After still wins).
     """
     ambiguous_left = policy.ambiguous_retries if allow_ambiguous else 0
     # Fast path: most calls succeed at once, and building tenacity's machinery for each of them costs
@@ -95,7 +101,7 @@ async def call_with_retries(
     retrying = AsyncRetrying(
         retry=should_retry,
         stop=stop_after_attempt(policy.retries + 1),
-        wait=_WaitRetryAfter(policy),
+        wait=_WaitRetryAfter(policy, throttle_wait),
         sleep=anyio.sleep,
         before_sleep=before_sleep,
         reraise=True,

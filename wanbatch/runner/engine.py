@@ -24,7 +24,8 @@ from .._version import __version__
 from ..dataset import DatasetView, DatasetWriter
 from ..fetch import DownloadLimits
 from ..errors import DatasetError, FatalError, GatewayError, WanbatchError
-from ..limits import AdaptiveConcurrency, RatePacer
+from ..concurrency import ConcurrencyController
+from ..limits import RatePacer
 from ..plan import Plan, plan as make_plan
 from ..providers.factory import check_settings, make_provider, open_client
 from ..resume import triage
@@ -59,7 +60,7 @@ class _Run:
         self.run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
         self.stats = RunStats(run_id=self.run_id, price_per_image=spec.price_per_image)
         self.root = resolve_output(spec, options)
-        self.adaptive = AdaptiveConcurrency(self.limits.concurrency)
+        self.controller = ConcurrencyController(self.limits.concurrency)
         self.stopping = anyio.Event()
         self.error: WanbatchError | None = None
         self.notes: list[str] = []
@@ -91,7 +92,7 @@ class _Run:
             the_plan = make_plan(self.spec, shard=self.options.shard)
             self.stats.planned_jobs = the_plan.job_count
             self.stats.planned_images = the_plan.image_count
-            self.stats.concurrency = self.adaptive.current
+            self.stats.concurrency = self.controller.limit
             if self.options.on_start:
                 self.options.on_start(self.stats)
             await self._fan_out(the_plan, self.dataset, state)
@@ -159,7 +160,7 @@ class _Run:
             policy=RetryPolicy(retries=self.limits.retries, ambiguous_retries=self.limits.ambiguous_retries,
                                backoff_initial=initial, backoff_max=most),
             download_policy=RetryPolicy(retries=self.limits.retries, backoff_initial=initial, backoff_max=most),
-            pacer=RatePacer(self.limits.rpm), adaptive=self.adaptive, tmp_path=dataset.tmp_path,
+            pacer=RatePacer(self.limits.rpm), controller=self.controller, tmp_path=dataset.tmp_path,
             request_timeout=self.limits.request_timeout, download_timeout=self.limits.download_timeout,
             download_limits=DownloadLimits(max_bytes=self.limits.max_image_bytes,
                                            min_rate=self.limits.min_download_rate),
@@ -281,7 +282,7 @@ class _Run:
             provider=self.jobs.provider.name if self.jobs else self.spec.provider.name,
             dialect=self.spec.provider.dialect, output=str(self.root), shard=self.options.shard,
             tool_version=__version__, exit_code=code, error=str(self.error) if self.error else None,
-            concurrency_cuts=self.adaptive.cuts, lowest_concurrency=self.adaptive.lowest,
+            concurrency_cuts=self.controller.stats.cuts, lowest_concurrency=self.controller.stats.lowest,
         )
 
 

@@ -6,8 +6,10 @@ concern only this job become failed slots; a :class:`FatalError` stops the run.
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
@@ -15,7 +17,8 @@ import httpx
 
 from ..errors import AmbiguousError, FatalError, GatewayError, RefusedError, TransientError
 from ..fetch import DownloadLimits, fetch_verified
-from ..limits import AdaptiveConcurrency, RatePacer
+from ..concurrency import ConcurrencyController
+from ..limits import RatePacer
 from ..providers.base import Provider
 from ..retry import RetryPolicy, call_with_retries
 from ..stats import RunStats
@@ -31,7 +34,7 @@ class JobRunner:
     def __init__(
         self, *, provider: Provider, client: httpx.AsyncClient, writer: WriterTask, stats: RunStats,
         budget: Budget, policy: RetryPolicy, download_policy: RetryPolicy, pacer: RatePacer,
-        adaptive: AdaptiveConcurrency, tmp_path: Callable[[str], Any], request_timeout: float,
+        controller: ConcurrencyController, tmp_path: Callable[[str], Any], request_timeout: float,
         download_timeout: float, download_limits: DownloadLimits, unindexed: set[str], pending: dict[str, tuple[str, str]],
         notes: list[str], stop: Callable[[str], None],
     ) -> None:
@@ -43,7 +46,7 @@ class JobRunner:
         self.policy = policy
         self.download_policy = download_policy
         self.pacer = pacer
-        self.adaptive = adaptive
+        self.controller = controller
         self.tmp_path = tmp_path
         self.request_timeout = request_timeout
         self.download_timeout = download_timeout
@@ -73,23 +76,17 @@ class JobRunner:
             self.stop(reason)
             return JobOutcome(job, slots, attempts=0) if slots else None
         started = time.monotonic()
-        async with self.adaptive.limiter:
-            self.stats.in_flight += 1
-            try:
-                try:
-                    generation, attempts, task_id = await self._generate(job, pending)
-                except (RefusedError, TransientError, AmbiguousError) as exc:
-                    return self._failed_job(job, need, slots, exc, started)
-                if generation is None:  # async task still running past the deadline: poll on resume
-                    self.stats.pending_tasks += 1
-                    return JobOutcome(job, slots, attempts=0) if slots else None
-                self.adaptive.succeeded()
-                self.answered = True
-                self.stats.billed_images += len(generation.images)
-                latency = int((time.monotonic() - started) * 1000)
-                slots += await self._download_all(job, need, generation)
-            finally:
-                self.stats.in_flight -= 1
+        try:
+            generation, attempts, task_id = await self._generate(job, pending)
+        except (RefusedError, TransientError, AmbiguousError) as exc:
+            return self._failed_job(job, need, slots, exc, started)
+        if generation is None:  # async task still running past the deadline: poll on resume
+            self.stats.pending_tasks += 1
+            return JobOutcome(job, slots, attempts=0) if slots else None
+        self.answered = True
+        self.stats.billed_images += len(generation.images)
+        latency = int((time.monotonic() - started) * 1000)
+        slots += await self._download_all(job, need, generation)  # downloads hold no slot
         return JobOutcome(job, slots, attempts=max(attempts, 1), latency_ms=latency, task_id=task_id,
                           finishes_task=task_id is not None)
 
@@ -116,15 +113,53 @@ class JobRunner:
         self.stats.retries += 1
         if exc.kind == "rate_limited":
             self.stats.throttled += 1
-            self.adaptive.throttled()
-            self.stats.concurrency = self.adaptive.current
         elif isinstance(exc, AmbiguousError):
             self.stats.ambiguous += 1
             self.stats.billed_images += images
 
-    async def _paced(self, call: Callable[[], Any]) -> Any:
-        await self.pacer.wait()
-        return await call()
+    def throttle_wait(self) -> float:
+        """How long a throttled call waits before its retry: about one round trip.
+
+        The controller already holds the job back (it waits for a slot under the lowered limit), so a
+        long exponential backoff would only leave a tail of late retries; jitter keeps them apart.
+        """
+        return random.uniform(0.5, 1.5) * (self.controller.latency or self.policy.backoff_initial)
+
+    async def _on_wire(self, call: Callable[[], Awaitable[Any]], hold: AsyncExitStack | None = None, *,
+                       paced: bool = True) -> Any:
+        """One attempt, paced and in a slot of the controller, which hears how it went.
+
+        The slot is held only while the request is on the wire (backoff sleeps are outside it); with
+        ``hold`` it stays held after success, until the caller closes ``hold`` (an async task runs at the
+        gateway until its poll settles).
+        """
+        if paced:
+            await self.pacer.wait()
+        stack = hold if hold is not None else AsyncExitStack()
+        await stack.enter_async_context(self.controller.slot())
+        self.stats.in_flight += 1
+        stack.callback(self._left_wire)
+        started = anyio.current_time()
+        try:
+            result = await call()
+        except GatewayError as exc:
+            if exc.kind == "rate_limited":
+                self.controller.on_throttled(exc.retry_after)
+            else:
+                self.controller.on_error()
+            await stack.aclose()
+            raise
+        except BaseException:
+            await stack.aclose()
+            raise
+        if hold is None:
+            self.controller.on_success(anyio.current_time() - started)
+            await stack.aclose()
+        return result
+
+    def _left_wire(self) -> None:
+        self.stats.in_flight -= 1
+        self.stats.concurrency = self.controller.limit
 
     async def _generate(
         self, job: Job, pending: tuple[str, str] | None
@@ -132,23 +167,43 @@ class JobRunner:
         provider = self.provider
         if not provider.use_async:
             generation, attempts = await call_with_retries(
-                lambda: self._paced(lambda: provider.generate(job)), self.policy,
-                on_retry=lambda exc: self.on_retry(exc, job.n),
+                lambda: self._on_wire(lambda: provider.generate(job)), self.policy,
+                on_retry=lambda exc: self.on_retry(exc, job.n), throttle_wait=self.throttle_wait,
             )
             return generation, attempts, None
         if pending is not None and pending[0] == provider.name:
             self.stats.resumed_tasks += 1
             try:
-                return await self._poll(pending[1]), 0, pending[1]
+                async with AsyncExitStack() as hold:
+                    await self._on_wire(self._noop, hold, paced=False)  # a poll, not a new generation
+                    return await self._settle(pending[1], anyio.current_time()), 0, pending[1]
             except RefusedError as exc:
                 if exc.kind != "task_unknown":  # older than 24 h or unknown: only then submit again
                     raise
                 self.notes.append(f"task {pending[1]} of job {job.job_id} is unknown to the gateway: resubmitted")
-        task_id, attempts = await call_with_retries(
-            lambda: self._paced(lambda: self._submit(job)), self.policy,
-            on_retry=lambda exc: self.on_retry(exc, job.n),
-        )
-        return await self._poll(task_id), attempts, task_id
+        async with AsyncExitStack() as hold:
+            # The task holds its slot from submission until it settles: it is a generation in flight.
+            started = anyio.current_time()
+            task_id, attempts = await call_with_retries(
+                lambda: self._on_wire(lambda: self._submit(job), hold), self.policy,
+                on_retry=lambda exc: self.on_retry(exc, job.n), throttle_wait=self.throttle_wait,
+            )
+            return await self._settle(task_id, started), attempts, task_id
+
+    @staticmethod
+    async def _noop() -> None:
+        return None
+
+    async def _settle(self, task_id: str, started: float) -> Generation | None:
+        """Poll a task in the caller's slot; the controller hears the task's whole duration."""
+        try:
+            generation = await self._poll(task_id)
+        except GatewayError:
+            self.controller.on_error()
+            raise
+        if generation is not None:
+            self.controller.on_success(anyio.current_time() - started)
+        return generation
 
     async def _submit(self, job: Job) -> str:
         """One submission, journaled before any other may start.
