@@ -289,7 +289,7 @@ def gallery(dataset: str, to: str, rows: str | None, cols: str | None, limit: in
 
 @main.command()
 @click.argument("dataset")  # a folder or an object-store URI (s3://…)
-@click.option("--format", "fmt", required=True, type=click.Choice(["hf", "webdataset", "imagefolder"]))
+@click.option("--format", "fmt", required=True, help="hf, webdataset, imagefolder (or a registered format).")
 @click.option("--to", "to", required=True, type=click.Path(), help="Destination folder.")
 @click.option("--include-failed", is_flag=True,
               help="Also export failed slots (hf: null image; webdataset: json only; "
@@ -303,7 +303,7 @@ def export(dataset: str, fmt: str, to: str, include_failed: bool, shard_rows: in
     from .export import export_dataset
 
     with user_errors(as_json):
-        report = export_dataset(dataset, fmt, Path(to), include_failed=include_failed,  # type: ignore[arg-type]
+        report = export_dataset(dataset, fmt, Path(to), include_failed=include_failed,
                                 shard_rows=shard_rows, overwrite=overwrite)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, default=str))

@@ -1,5 +1,7 @@
 """Export a wanbatch dataset to the formats people train and browse with.
 
+Built-in formats (each one module, registered through :mod:`.registry` like a plugin's):
+
 - ``hf``: Hugging Face ``datasets`` Parquet shards with an ``Image`` column (:mod:`.hf`)
 - ``webdataset``: tar shards of ``<key>.png`` + ``<key>.json`` (:mod:`.webdataset`)
 - ``imagefolder``: image files plus ``metadata.jsonl`` (:mod:`.imagefolder`)
@@ -11,32 +13,22 @@ which a run happened to write its index parts.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, get_args
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from wanbatch.dataset import DatasetView
 from wanbatch.errors import DatasetError, UsageError
-from wanbatch.export import hf, imagefolder, webdataset
 from wanbatch.export._common import ExportReport, Output, check_destination, commit, staging_dir
-
-Format = Literal["hf", "webdataset", "imagefolder"]
-FORMATS: tuple[str, ...] = get_args(Format)
-
-_Writer = Callable[[DatasetView, pa.Table, Output, int | None], None]
-_WRITERS: dict[str, _Writer] = {
-    "hf": hf.write, "webdataset": webdataset.write, "imagefolder": imagefolder.write,
-}
+from wanbatch.export.registry import ExportFormat, format_names, get_format, register_format
 
 _ORDER = [("prompt", "ascending"), ("seed", "ascending"), ("size", "ascending"), ("image_id", "ascending")]
 
 
 def export_dataset(
     root: str | Path | DatasetView,
-    fmt: Format,
+    fmt: str,
     to: str | Path,
     *,
     include_failed: bool = False,
@@ -52,15 +44,14 @@ def export_dataset(
     :class:`~wanbatch.dataset.DatasetView`.
     """
     to = Path(to)
-    if fmt not in _WRITERS:
-        raise UsageError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    format_ = get_format(fmt)
     if shard_rows is not None and shard_rows < 1:
         raise UsageError(f"shard_rows must be a positive number of rows, got {shard_rows}")
-    if fmt == "imagefolder" and shard_rows is not None:
-        raise UsageError("imagefolder exports are not sharded; drop shard_rows or use hf/webdataset")
-    if fmt == "imagefolder" and include_failed:
+    if not format_.sharded and shard_rows is not None:
+        raise UsageError(f"{fmt} exports are not sharded; drop shard_rows or use a sharded format")
+    if format_.images_only and include_failed:
         raise UsageError(
-            "an image folder holds images only, so failed rows cannot be exported to it; "
+            f"a {fmt} export holds images only, so failed rows cannot be exported to it; "
             "use the hf or webdataset format to keep failures"
         )
     view = root if isinstance(root, DatasetView) else DatasetView.open(root)
@@ -69,7 +60,7 @@ def export_dataset(
     staging = staging_dir(to)
     out = Output(staging)
     try:
-        _WRITERS[fmt](view, table, out, shard_rows)
+        format_.write(view, table, out, shard_rows)
         if out.rows == 0:
             raise DatasetError(
                 f"nothing exported from {view.location}: none of the {table.num_rows} selected rows has its "
@@ -108,4 +99,4 @@ def _load_rows(view: DatasetView, columns: list[str] | None = None) -> pa.Table:
     return table
 
 
-__all__ = ["FORMATS", "ExportReport", "Format", "export_dataset"]
+__all__ = ["ExportFormat", "ExportReport", "export_dataset", "format_names", "get_format", "register_format"]

@@ -86,3 +86,10 @@ def write(view: DatasetView, table: pa.Table, out: Output, shard_rows: int | Non
                     out.rows += len(records)
     name = dataset_name(view)
     out.path("README.md").write_text(README.format(name=name, rows=out.rows), encoding="utf-8")
+
+
+def register() -> None:
+    from wanbatch.export.registry import ExportFormat, register_format
+
+    register_format(ExportFormat("hf", write, "Hugging Face datasets Parquet shards with an Image column",
+                                 sharded=True, images_only=False))

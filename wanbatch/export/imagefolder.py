@@ -39,3 +39,10 @@ def write(view: DatasetView, table: pa.Table, out: Output, shard_rows: int | Non
                 record = {"file_name": rel, **{k: v for k, v in fields.items() if v is not None}}
                 meta.write(json.dumps(record, ensure_ascii=False) + "\n")
                 out.rows += 1
+
+
+def register() -> None:
+    from wanbatch.export.registry import ExportFormat, register_format
+
+    register_format(ExportFormat("imagefolder", write, "image files plus metadata.jsonl",
+                                 sharded=False, images_only=True))

@@ -58,3 +58,10 @@ def write(view: DatasetView, table: pa.Table, out: Output, shard_rows: int | Non
                     data = sidecar.encode("utf-8")
                     tar.addfile(_member(f"{key}.json", len(data), mtime), io.BytesIO(data))
                     out.rows += 1
+
+
+def register() -> None:
+    from wanbatch.export.registry import ExportFormat, register_format
+
+    register_format(ExportFormat("webdataset", write, "WebDataset tar shards",
+                                 sharded=True, images_only=False))
