@@ -93,3 +93,26 @@ def test_no_import_cycle_in_the_dataset_package() -> None:
 
 def test_no_import_cycle_in_wanbatch() -> None:
     assert find_cycle(package_graph()) is None
+
+
+#: (importer prefix, forbidden prefix): data flows spec → plan → runner → provider → dataset.
+LAYERS = [
+    ("wanbatch.providers", "wanbatch.dataset"),
+    ("wanbatch.providers", "wanbatch.mock"),
+    ("wanbatch.spec", "wanbatch.mock"),
+    ("wanbatch.spec", "wanbatch.runner"),
+    ("wanbatch.plan", "wanbatch.runner"),
+    ("wanbatch.runner", "wanbatch.cli"),
+    ("wanbatch.dataset", "wanbatch.runner"),
+    ("wanbatch.dataset", "wanbatch.providers"),
+]
+
+
+def test_modules_import_only_downstream() -> None:
+    graph = package_graph()
+    def within(module: str, prefix: str) -> bool:
+        return module == prefix or module.startswith(prefix + ".")
+
+    wrong = sorted(f"{name} imports {dep}" for name, deps in graph.items() for dep in deps
+                   for importer, forbidden in LAYERS if within(name, importer) and within(dep, forbidden))
+    assert wrong == []
