@@ -20,6 +20,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pyarrow.parquet as pq
 import pytest
@@ -101,7 +102,13 @@ class Front:
 @contextmanager
 def fronted_gateway(answer: Callable[[str, dict[str, Any]], Canned | None], **config: Any) -> Iterator[str]:
     """A mock gateway behind a :class:`Front`, served on loopback in a thread."""
-    app = Front(create_app(MockConfig(**{**FAST, **config})), answer)
+    with serve(Front(create_app(MockConfig(**{**FAST, **config})), answer)) as base:
+        yield base
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Any ASGI app served on loopback in a thread; yields its base URL."""
     sock = bind("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
                                            timeout_graceful_shutdown=0.5))
@@ -109,7 +116,7 @@ def fronted_gateway(answer: Callable[[str, dict[str, Any]], Canned | None], **co
     thread.start()
     try:
         while not server.started:
-            assert thread.is_alive(), "the fronted gateway failed to start"
+            assert thread.is_alive(), "the loopback server failed to start"
             thread.join(0.01)
         yield socket_url(sock)
     finally:
@@ -540,3 +547,41 @@ def test_a_hidden_in_flight_quota_is_found_and_held(
     print(f"\n[{dialect}] 429s: {result.summary.throttled}, lowest limit {result.summary.lowest_concurrency}")
     assert result.summary.throttled <= 0.3 * 48, result.summary  # the issue's bound: 0.3 per image
     assert result.summary.lowest_concurrency <= 6 and result.summary.concurrency_cuts >= 1
+
+
+class SlowSubmits:
+    """ASGI middleware: every generation POST takes ``delay`` s before reaching the mock; counts how
+    many were in the middleware at once (submissions between client and gateway)."""
+
+    def __init__(self, app: Any, delay: float) -> None:
+        self.app, self.delay = app, delay
+        self.now = self.most = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].startswith("/_mock"):
+            await self.app(scope, receive, send)
+            return
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            await anyio.sleep(self.delay)
+            await self.app(scope, receive, send)
+        finally:
+            self.now -= 1
+
+
+@pytest.mark.parametrize("submit_concurrency", [1, 4])
+def test_async_submissions_are_pipelined_up_to_submit_concurrency(
+    submit_concurrency: int, write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    front = SlowSubmits(create_app(MockConfig(**{**FAST, "dialect": "parameters"})), delay=0.2)
+    with serve(front) as base:
+        out = tmp_path / "ds"
+        spec = write_gateway_spec(write_spec, out, provider_yaml(base, "parameters", use_async=True),
+                                  subjects=4, seeds=4,
+                                  limits=f"concurrency: 16, submit_concurrency: {submit_concurrency}")
+        result = run(spec)
+        assert result.exit_code == 0, result.summary
+        assert by_status(read_rows(out)) == {"ok": 16}
+        assert stats(base)["billed"] == 16
+    assert front.most == submit_concurrency  # never more between gateway and journal; and used

@@ -164,7 +164,8 @@ class _Run:
             request_timeout=self.limits.request_timeout, download_timeout=self.limits.download_timeout,
             download_limits=DownloadLimits(max_bytes=self.limits.max_image_bytes,
                                            min_rate=self.limits.min_download_rate),
-            unindexed=state.unindexed, pending=dict(state.pending), notes=self.notes, stop=self.stop,
+            submit_concurrency=self.limits.submit_concurrency, unindexed=state.unindexed,
+            pending=dict(state.pending), notes=self.notes, stop=self.stop,
         )
 
     def _writer_failed(self, exc: DatasetError) -> None:

@@ -36,7 +36,7 @@ class JobRunner:
         budget: Budget, policy: RetryPolicy, download_policy: RetryPolicy, pacer: RatePacer,
         controller: ConcurrencyController, tmp_path: Callable[[str], Any], request_timeout: float,
         download_timeout: float, download_limits: DownloadLimits, unindexed: set[str], pending: dict[str, tuple[str, str]],
-        notes: list[str], stop: Callable[[str], None],
+        notes: list[str], stop: Callable[[str], None], submit_concurrency: int = 1,
     ) -> None:
         self.provider = provider
         self.client = client
@@ -56,7 +56,7 @@ class JobRunner:
         self.notes = notes
         self.stop = stop
         self.answered = False  # the gateway has answered a generation in this run
-        self.submit_lock = anyio.Lock()
+        self.submit_slots = anyio.Semaphore(submit_concurrency)
 
     async def run(self, job: Job, need: list[int]) -> JobOutcome | None:
         """The outcome of ``job`` for the slots in ``need`` (None: nothing to record)."""
@@ -206,13 +206,13 @@ class JobRunner:
         return generation
 
     async def _submit(self, job: Job) -> str:
-        """One submission, journaled before any other may start.
+        """One submission, its task id journaled before its slot is given to another.
 
         A task is paid for once submitted, and only its journaled id lets a resumed run poll instead
-        of paying again; so at most one submission is ever between the gateway and the journal, and a
-        crash at any moment costs at most one task. Polls stay concurrent.
+        of paying again; so at most ``submit_concurrency`` submissions are ever between the gateway and
+        the journal, and a crash at any moment costs at most that many tasks. Polls stay concurrent.
         """
-        async with self.submit_lock:
+        async with self.submit_slots:
             task_id = await self.provider.submit(job)
             await self.writer.journal_task(job.job_id, self.provider.name, task_id)
         return task_id

@@ -131,10 +131,12 @@ class Limits(_In):
     ``download_timeout`` is the deadline of one image download, headers and body together; a body
     still arriving then, or arriving under ``min_download_rate`` on average after its first 10 s,
     fails its slot as ``too_slow`` (not retried: a slow link stays slow). ``max_image_bytes`` caps an
-    image on the wire and decoded (``too_large``).
+    image on the wire and decoded (``too_large``). ``submit_concurrency`` async submissions may be
+    between the gateway and the journal at once: what a kill at the worst moment can cost.
     """
 
     concurrency: Annotated[int, Field(ge=1)] = 8
+    submit_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     rpm: Annotated[float, Field(gt=0)] | None = None
     retries: Annotated[int, Field(ge=0)] = 6
     request_timeout: Annotated[Seconds, Field(gt=0)] = 300.0
