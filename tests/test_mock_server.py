@@ -95,7 +95,10 @@ def test_cli_serves_prints_its_urls_and_reads_the_key_from_the_environment() -> 
         right = httpx.post(base + "/images/generations", json=body, timeout=5,
                            headers={"Authorization": "Bearer sk-from-env-4242"})
         assert right.status_code == 200, right.text
-        assert httpx.get(root + "/_mock/stats", timeout=5).json()["billed"] == 1
+        full = httpx.get(root + "/_mock/stats", timeout=5).json()
+        brief = httpx.get(root + "/_mock/stats?bodies=0", timeout=5).json()
+        assert full["billed"] == brief["billed"] == 1
+        assert len(full["bodies"]) == 2 and "bodies" not in brief  # the cheap form to poll
     finally:
         proc.terminate()
         proc.communicate(timeout=10)

@@ -170,7 +170,8 @@ class MockGateway:
     # -- mock-only ------------------------------------------------------------------------------
 
     async def stats_endpoint(self, request: Request) -> Response:
-        return JSONResponse(self.stats.snapshot())
+        """The counters; ``?bodies=0`` leaves out the recent request bodies (cheap enough to poll)."""
+        return JSONResponse(self.stats.snapshot(bodies=request.query_params.get("bodies") != "0"))
 
     async def reset_endpoint(self, request: Request) -> Response:
         self.reset()

@@ -30,13 +30,15 @@ class Stats:
     def leave(self) -> None:
         self.in_flight -= 1
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
+    def snapshot(self, *, bodies: bool = True) -> dict[str, Any]:
+        out = {
             "billed": self.billed,
             "billed_by_key": dict(self.billed_by_key),
             "requests": dict(self.requests),
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "download_auth_headers": self.download_auth,
-            "bodies": list(self.bodies),
         }
+        if bodies:
+            out["bodies"] = list(self.bodies)
+        return out
