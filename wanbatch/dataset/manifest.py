@@ -116,6 +116,29 @@ def update_manifest(layout: Layout, spec_resolved: dict[str, Any], run: dict[str
         atomic_write(layout.manifest, _dump(data))
 
 
+def record_ledger(layout: Layout, run_id: str, ledger: dict[str, int]) -> bool:
+    """Fold the ledger of a run whose writer died into its manifest entry (added if missing, marked
+    ``killed``). A run entry that already has a ledger is left alone (the run folded it before it
+    died). Returns whether the manifest changed."""
+    check_run_id(run_id)
+    with root_lock(layout):
+        data = read_manifest(layout)
+        runs = [r for r in data.get("runs") or [] if isinstance(r, dict)]
+        for run in runs:
+            if run.get("run_id") == run_id:
+                if isinstance(run.get("ledger"), dict):
+                    return False
+                run["ledger"] = dict(ledger)
+                break
+        else:
+            runs.append({"run_id": run_id, "status": "killed", "recovered_at": datetime.now(UTC).isoformat(
+                timespec="seconds"), "ledger": dict(ledger)})
+        data["runs"] = runs
+        data.setdefault("format_version", FORMAT_VERSION)
+        atomic_write(layout.manifest, _dump(data))
+    return True
+
+
 def write_run_summary(layout: Layout, run_id: str, summary: dict[str, Any]) -> Path:
     check_run_id(run_id)
     path = layout.run_summary(run_id)

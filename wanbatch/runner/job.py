@@ -77,7 +77,7 @@ class JobRunner:
             self.stats.in_flight += 1
             try:
                 try:
-                    generation, attempts, task_id = await self._generate(job, pending)
+                    generation, attempts, task_id = await self._generate(job, pending, need)
                 except (RefusedError, TransientError, AmbiguousError) as exc:
                     return self._failed_job(job, need, slots, exc, started)
                 if generation is None:  # async task still running past the deadline: poll on resume
@@ -85,7 +85,6 @@ class JobRunner:
                     return JobOutcome(job, slots, attempts=0) if slots else None
                 self.adaptive.succeeded()
                 self.answered = True
-                self.stats.billed_images += len(generation.images)
                 latency = int((time.monotonic() - started) * 1000)
                 slots += await self._download_all(job, need, generation)
             finally:
@@ -97,7 +96,6 @@ class JobRunner:
                     started: float) -> JobOutcome:
         if isinstance(exc, AmbiguousError):
             self.stats.ambiguous += 1
-            self.stats.billed_images += job.n
         if exc.status is not None:
             self.answered = True
         if exc.kind == "network" and self.stats.done_images == 0 and not self.answered:
@@ -111,8 +109,8 @@ class JobRunner:
 
     # ------------------------------------------------------------------ the gateway
 
-    def on_retry(self, exc: GatewayError, images: int = 0) -> None:
-        """Count a retry; ``images`` is what an ambiguous failure of this call may have billed."""
+    def on_retry(self, exc: GatewayError) -> None:
+        """Count a retry (what it may have billed is in the ledger)."""
         self.stats.retries += 1
         if exc.kind == "rate_limited":
             self.stats.throttled += 1
@@ -120,57 +118,89 @@ class JobRunner:
             self.stats.concurrency = self.adaptive.current
         elif isinstance(exc, AmbiguousError):
             self.stats.ambiguous += 1
-            self.stats.billed_images += images
 
     async def _paced(self, call: Callable[[], Any]) -> Any:
         await self.pacer.wait()
         return await call()
 
     async def _generate(
-        self, job: Job, pending: tuple[str, str] | None
+        self, job: Job, pending: tuple[str, str] | None, need: list[int]
     ) -> tuple[Generation | None, int, str | None]:
         provider = self.provider
         if not provider.use_async:
             generation, attempts = await call_with_retries(
-                lambda: self._paced(lambda: provider.generate(job)), self.policy,
-                on_retry=lambda exc: self.on_retry(exc, job.n),
+                lambda: self._paced(lambda: self._paid(job, need, lambda: provider.generate(job))), self.policy,
+                on_retry=self.on_retry,
             )
             return generation, attempts, None
         if pending is not None and pending[0] == provider.name:
             self.stats.resumed_tasks += 1
             try:
-                return await self._poll(pending[1]), 0, pending[1]
+                return await self._poll(job, pending[1]), 0, pending[1]
             except RefusedError as exc:
                 if exc.kind != "task_unknown":  # older than 24 h or unknown: only then submit again
                     raise
                 self.notes.append(f"task {pending[1]} of job {job.job_id} is unknown to the gateway: resubmitted")
         task_id, attempts = await call_with_retries(
-            lambda: self._paced(lambda: self._submit(job)), self.policy,
-            on_retry=lambda exc: self.on_retry(exc, job.n),
+            lambda: self._paced(lambda: self._submit(job, need)), self.policy, on_retry=self.on_retry,
         )
-        return await self._poll(task_id), attempts, task_id
+        return await self._poll(job, task_id), attempts, task_id
 
-    async def _submit(self, job: Job) -> str:
+    async def _paid(self, job: Job, need: list[int], call: Callable[[], Any]) -> Any:
+        """One synchronous generation under a write-ahead intent (:mod:`wanbatch.dataset.ledger`).
+
+        The intent is durable before the request leaves; its outcome says what was billed: the
+        images delivered, all ``n`` in doubt for an ambiguous failure, none for any other. Cancelled
+        mid-request (a second signal, a fatal error elsewhere), the intent stays open: in doubt.
+        """
+        intent = await self.writer.intend(job, need)
+        try:
+            generation = await call()
+        except AmbiguousError:
+            await self.writer.settle(intent, billed=0, in_doubt=job.n)
+            raise
+        except GatewayError:
+            await self.writer.settle(intent, billed=0)
+            raise
+        await self.writer.settle(intent, billed=len(generation.images))
+        return generation
+
+    async def _submit(self, job: Job, need: list[int]) -> str:
         """One submission, journaled before any other may start.
 
         A task is paid for once submitted, and only its journaled id lets a resumed run poll instead
         of paying again; so at most one submission is ever between the gateway and the journal, and a
-        crash at any moment costs at most one task. Polls stay concurrent.
+        crash at any moment costs at most one task. Polls stay concurrent. The submission has its
+        intent like a synchronous call; the task stays in doubt until a poll sees it end.
         """
         async with self.submit_lock:
-            task_id = await self.provider.submit(job)
-            await self.writer.journal_task(job.job_id, self.provider.name, task_id)
+            intent = await self.writer.intend(job, need)
+            try:
+                task_id = await self.provider.submit(job)
+            except AmbiguousError:
+                await self.writer.settle(intent, billed=0, in_doubt=job.n)
+                raise
+            except GatewayError:
+                await self.writer.settle(intent, billed=0)
+                raise
+            await self.writer.journal_task(job.job_id, self.provider.name, task_id, intent=intent, images=job.n)
         return task_id
 
-    async def _poll(self, task_id: str) -> Generation | None:
+    async def _poll(self, job: Job, task_id: str) -> Generation | None:
         poll_policy = RetryPolicy(retries=self.policy.retries, backoff_initial=self.policy.backoff_initial,
                                   backoff_max=self.policy.backoff_max)
         with anyio.move_on_after(max(self.request_timeout, 60.0)):
             while True:
-                state, _ = await call_with_retries(
-                    lambda: self.provider.poll(task_id), poll_policy, on_retry=self.on_retry
-                )
+                try:
+                    state, _ = await call_with_retries(
+                        lambda: self.provider.poll(task_id), poll_policy, on_retry=self.on_retry
+                    )
+                except RefusedError as exc:
+                    if exc.kind != "task_unknown":  # the task failed: it bills nothing
+                        await self.writer.resolve(job.job_id, images=job.n, billed=0)
+                    raise
                 if state.generation is not None:
+                    await self.writer.resolve(job.job_id, images=job.n, billed=len(state.generation.images))
                     return state.generation
                 await anyio.sleep(self.provider.poll_interval)
         return None
