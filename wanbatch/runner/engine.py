@@ -69,6 +69,7 @@ class _Run:
         self.jobs: JobRunner | None = None
         self.workers_scope = anyio.CancelScope()
         self.base_ledger = DatasetLedger()
+        self.fatal = anyio.Event()
 
     # ----------------------------------------------------------------------------------- control
 
@@ -187,11 +188,27 @@ class _Run:
     async def _workers(self, the_plan: Plan, state: _Triage, jobs: JobRunner) -> None:
         width = self.limits.concurrency
         send, recv = anyio.create_memory_object_stream[_Work](width * 2)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._produce, the_plan, state, send)
-            async with recv:
-                for _ in range(width):
-                    tg.start_soon(self._worker, recv.clone(), jobs)
+        async with anyio.create_task_group() as guard:
+            guard.start_soon(self._drain_after_fatal)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._produce, the_plan, state, send)
+                async with recv:
+                    for _ in range(width):
+                        tg.start_soon(self._worker, recv.clone(), jobs)
+            guard.cancel_scope.cancel()
+
+    def _fatal(self, exc: FatalError) -> None:
+        """A fatal answer (bad key, quota, wrong route): stop submitting; requests already on the
+        wire get the grace period to come back (they may be billed: their images are kept)."""
+        if self.error is None:
+            self.error = exc
+            self.stop(f"fatal: {exc.kind}")
+        self.fatal.set()
+
+    async def _drain_after_fatal(self) -> None:
+        await self.fatal.wait()
+        await anyio.sleep(self.options.grace_period)
+        self.workers_scope.cancel()
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -230,7 +247,11 @@ class _Run:
             async for job, need in jobs:
                 if self.stopping.is_set():
                     continue
-                outcome = await runner.run(job, need)
+                try:
+                    outcome = await runner.run(job, need)
+                except FatalError as exc:
+                    self._fatal(exc)
+                    continue
                 if outcome is not None:
                     await runner.writer.deliver(outcome)
 
