@@ -33,6 +33,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from ..types import Job
 from .journal import read_lines
 
@@ -147,6 +150,17 @@ class DatasetLedger:
     def to_dict(self) -> dict[str, Any]:
         return {"billed_images": self.billed_images, "in_doubt_images": self.in_doubt_images,
                 "spent": self.spent, "max_images": self.max_images, "max_cost": self.max_cost}
+
+
+def ok_images_by_run(table: pa.Table) -> dict[str | None, int]:
+    """run_id → ok images (each image once, by its first ok row) of rows with ``image_id``, ``status``
+    and ``run_id``."""
+    ok = table.filter(pc.equal(table["status"], "ok")).select(["image_id", "run_id"])
+    if not ok.num_rows:
+        return {}
+    first = ok.group_by("image_id", use_threads=False).aggregate([("run_id", "first")])
+    counts = first.group_by("run_id_first").aggregate([("image_id", "count")])
+    return dict(zip(counts["run_id_first"].to_pylist(), counts["image_id_count"].to_pylist(), strict=True))
 
 
 def run_ids_with_ledger(manifest: Mapping[str, Any]) -> set[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,6 +114,27 @@ def update_manifest(layout: Layout, spec_resolved: dict[str, Any], run: dict[str
         runs.append(scrub(dict(run)))
         data["runs"] = runs
         atomic_write(layout.manifest, _dump(data))
+
+
+def migrate(layout: Layout, legacy: Callable[[dict[str, Any]], dict[str, int]]) -> bool:
+    """Bring a format-1 manifest to the current format: every run entry gets a ``ledger``
+    (``legacy(manifest)`` gives run_id → billed images). Returns whether it changed anything."""
+    if not layout.manifest.exists():
+        return False
+    if read_manifest(layout).get("format_version", 1) >= FORMAT_VERSION:
+        return False
+    with root_lock(layout):
+        data = read_manifest(layout)
+        if data.get("format_version", 1) >= FORMAT_VERSION:
+            return False
+        billed = legacy(data)
+        for run in data.get("runs") or []:
+            if isinstance(run, dict) and not isinstance(run.get("ledger"), dict):
+                run["ledger"] = {"billed_images": billed.get(str(run.get("run_id")), 0), "in_doubt_images": 0,
+                                 "resolved_images": 0, "migrated_from_format": 1}
+        data["format_version"] = FORMAT_VERSION
+        atomic_write(layout.manifest, _dump(data))
+    return True
 
 
 def record_ledger(layout: Layout, run_id: str, ledger: dict[str, int]) -> bool:

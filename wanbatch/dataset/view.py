@@ -28,7 +28,15 @@ from ..errors import DatasetError, NotADatasetError
 from .fsutil import disk_errors
 from .journal import TASKS, read_tasks, segments
 from .layout import MANIFEST, Layout, is_dataset, is_part
-from .ledger import LEDGER, DatasetLedger, RunLedger, dataset_ledger, read_ledger, summary_billed_reader
+from .ledger import (
+    LEDGER,
+    DatasetLedger,
+    RunLedger,
+    dataset_ledger,
+    ok_images_by_run,
+    read_ledger,
+    summary_billed_reader,
+)
 from .parts import dedupe, read_parts
 from .remote import RemoteRoot, is_remote, short
 from .schema import INDEX_SCHEMA
@@ -232,13 +240,7 @@ class DatasetView:
         every row (saves a read)."""
         if table is None:
             table = self.read_parts(["image_id", "status", "run_id"])
-        ok = table.filter(pc.equal(table["status"], "ok")).select(["image_id", "run_id"])
-        ok_by_run: dict[str | None, int] = {}
-        if ok.num_rows:
-            first = ok.group_by("image_id", use_threads=False).aggregate([("run_id", "first")])  # each image once
-            counts = first.group_by("run_id_first").aggregate([("image_id", "count")])
-            ok_by_run = dict(zip(counts["run_id_first"].to_pylist(), counts["image_id_count"].to_pylist(),
-                                 strict=True))
+        ok_by_run = ok_images_by_run(table)
         return dataset_ledger(self.manifest(), ok_by_run, summary_billed_reader(self.read_bytes),
                               self.journal_ledgers())
 

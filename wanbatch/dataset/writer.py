@@ -35,7 +35,15 @@ from .compaction import CompactReport, compact
 from .fsutil import disk_errors, explain
 from .journal import AppendFile, WriterJournal, encode_lines, try_lock
 from .layout import Layout, check_ext, check_image_id
-from .ledger import IN_DOUBT, LEDGER, RunLedger, intent_line
+from .ledger import (
+    IN_DOUBT,
+    LEDGER,
+    RunLedger,
+    intent_line,
+    legacy_billed,
+    ok_images_by_run,
+    summary_billed_reader,
+)
 from .parts import part_name, read_parts, rows_to_table, write_part
 from .recovery import RecoveryReport, recover
 from .remote import Mirror, is_remote
@@ -112,6 +120,23 @@ class LocalStorage:
 
     def close(self) -> None:
         pass
+
+
+def _migrate(layout: Layout) -> None:
+    """A format-1 dataset (before ledgers): give its run entries the ledger their rows imply."""
+
+    def legacy(manifest: dict[str, Any]) -> dict[str, int]:
+        table = read_parts(layout, ["image_id", "status", "run_id"])
+
+        def read(rel: str) -> bytes | None:
+            try:
+                return (layout.root / rel).read_bytes()
+            except OSError:
+                return None
+
+        return legacy_billed(manifest, ok_images_by_run(table), summary_billed_reader(read))
+
+    _manifest.migrate(layout, legacy)
 
 
 class DatasetWriter:
@@ -211,6 +236,7 @@ class DatasetWriter:
                 probe.write_bytes(b"wanbatch")
                 probe.unlink()
             _manifest.ensure_manifest(layout)
+            _migrate(layout)
             journal = WriterJournal(folder, fd)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
