@@ -162,8 +162,8 @@ def test_sigkill_at_random_moments_then_finish(use_async: bool, tmp_path: Path) 
         summary = json.loads(out)
         stats = settled_stats(base)
 
-    status = subprocess.run([sys.executable, "-m", "wanbatch", "status", str(root), "--json"], capture_output=True,
-                            text=True, env=cli_env(), check=False)
+    status = subprocess.run([sys.executable, "-m", "wanbatch", "status", str(root), "--json"],
+                            capture_output=True, text=True, env=cli_env(), check=False)
     ledger = json.loads(status.stdout)["ledger"]
     ok = assert_consistent(root)
     assert set(ok) == set(reference), "the chaos run holds other images than the reference"

@@ -87,12 +87,13 @@ def cap_warnings(spec: Spec, todo_images: int, spent_images: int) -> list[str]:
     limits, price = spec.limits, spec.price_per_image
     if limits.max_images is not None and spent_images + todo_images > limits.max_images:
         left = max(limits.max_images - spent_images, 0)
-        warnings.append(f"the plan needs {todo_images:,} images but limits.max_images ({limits.max_images:,}) "
-                        f"leaves {left:,} (the dataset has used {spent_images:,}): a run stops at the cap")
+        warnings.append(f"the plan needs {todo_images:,} images but limits.max_images "
+                        f"({limits.max_images:,}) leaves {left:,} (the dataset has used {spent_images:,}): "
+                        "a run stops at the cap")
     if limits.max_cost is not None and price is not None \
             and (spent_images + todo_images) * price > limits.max_cost + 1e-9:
         left_cost = max(limits.max_cost - spent_images * price, 0.0)
-        warnings.append(f"the plan costs {todo_images * price:,.2f} but limits.max_cost ({limits.max_cost:g}) "
-                        f"leaves {left_cost:,.2f} (the dataset has spent {spent_images * price:,.2f}): a run stops "
-                        "at the cap")
+        warnings.append(f"the plan costs {todo_images * price:,.2f} but limits.max_cost "
+                        f"({limits.max_cost:g}) leaves {left_cost:,.2f} (the dataset has spent "
+                        f"{spent_images * price:,.2f}): a run stops at the cap")
     return warnings

@@ -185,7 +185,8 @@ def legacy_billed(manifest: Mapping[str, Any], ok_by_run: Mapping[str | None, in
 
 
 def dataset_ledger(manifest: Mapping[str, Any], ok_by_run: Mapping[str | None, int],
-                   summary_billed: Callable[[str], int | None], journals: Iterable[RunLedger]) -> DatasetLedger:
+                   summary_billed: Callable[[str], int | None],
+                   journals: Iterable[RunLedger]) -> DatasetLedger:
     """The dataset's ledger: run entries' ledgers, legacy runs (see :func:`legacy_billed`), ok rows of
     runs the manifest does not know, and journal ledgers of runs not folded into the manifest yet."""
     billed = in_doubt = 0

@@ -138,9 +138,9 @@ def _recover_writers(
         write_part(layout, rows_to_table(rows), new_covers, part_name("r", live_writer))
         report.rows_recovered = len(rows)
     for ledger in ledgers:  # after the rows: a crash here replays them (duplicates dedupe), never loses them
-        if ledger.run_id is not None and not ledger.empty:
-            if record_ledger(layout, ledger.run_id, ledger.entry()):
-                report.ledgers_folded += 1
+        if ledger.run_id is not None and not ledger.empty \
+                and record_ledger(layout, ledger.run_id, ledger.entry()):
+            report.ledgers_folded += 1
     for writer, folder, _ in dead:
         for job, (provider, task) in read_tasks(folder / TASKS).items():
             adopt_task(job, provider, task)

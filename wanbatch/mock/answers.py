@@ -9,7 +9,6 @@ are HTML or empty on purpose: a client must never assume JSON.
 from __future__ import annotations
 
 import json
-
 import time
 from typing import Any, Literal
 

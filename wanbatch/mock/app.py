@@ -42,7 +42,8 @@ from wanbatch.mock.stats import Stats
 from wanbatch.mock.tasks import Task, TaskStore
 
 #: Faults answered at once, before anything is generated (nothing billed).
-_EARLY = frozenset({"429", "429_retry_after", "500", "502", "503", "html_500", "empty_502", "200_error", "403"})
+_EARLY = frozenset({"429", "429_retry_after", "500", "502", "503", "html_500", "empty_502", "200_error",
+                    "403"})
 #: Faults answered after the images were made and billed, with a 200 the client cannot read.
 _UNREADABLE = frozenset({"200_html", "200_truncated", "200_not_a_list"})
 _STREAM_ABOVE = 1 << 20

@@ -23,8 +23,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._version import __version__
 from ..dataset import DatasetView, DatasetWriter
 from ..dataset.ledger import DatasetLedger
-from ..fetch import DownloadLimits
 from ..errors import DatasetError, FatalError, GatewayError, WanbatchError
+from ..fetch import DownloadLimits
 from ..limits import AdaptiveConcurrency, RatePacer
 from ..plan import Plan, plan as make_plan
 from ..providers.factory import check_settings, make_provider, open_client
@@ -262,8 +262,9 @@ class _Run:
         if dataset is None:
             return
         try:
-            abandoned = await anyio.to_thread.run_sync(lambda: dataset.abandon_open_intents(
-                provider=self.jobs.provider.name if self.jobs else self.spec.provider.name, run_id=self.run_id))
+            provider = self.jobs.provider.name if self.jobs else self.spec.provider.name
+            abandoned = await anyio.to_thread.run_sync(
+                lambda: dataset.abandon_open_intents(provider=provider, run_id=self.run_id))
         except DatasetError as exc:
             abandoned = 0
             self.notes.append(f"could not record the requests left unanswered: {exc}")

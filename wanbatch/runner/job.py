@@ -129,8 +129,8 @@ class JobRunner:
         provider = self.provider
         if not provider.use_async:
             generation, attempts = await call_with_retries(
-                lambda: self._paced(lambda: self._paid(job, need, lambda: provider.generate(job))), self.policy,
-                on_retry=self.on_retry,
+                lambda: self._paced(lambda: self._paid(job, need, lambda: provider.generate(job))),
+                self.policy, on_retry=self.on_retry,
             )
             return generation, attempts, None
         if pending is not None and pending[0] == provider.name:
@@ -183,7 +183,8 @@ class JobRunner:
             except GatewayError:
                 await self.writer.settle(intent, billed=0)
                 raise
-            await self.writer.journal_task(job.job_id, self.provider.name, task_id, intent=intent, images=job.n)
+            await self.writer.journal_task(job.job_id, self.provider.name, task_id, intent=intent,
+                                           images=job.n)
         return task_id
 
     async def _poll(self, job: Job, task_id: str) -> Generation | None:
