@@ -148,10 +148,10 @@ class _Run:
                         self.jobs = self._job_runner(provider, client, writer, dataset, state)
                         await self._workers(the_plan, state, self.jobs)
             except* FatalError as group:
-                self.error = group.exceptions[0]  # type: ignore[assignment]
+                self.error = _first(group)  # type: ignore[assignment]
                 self.stop(f"fatal: {self.error.kind}")  # type: ignore[union-attr]
             except* DatasetError as group:
-                self.error = self.error or group.exceptions[0]  # type: ignore[assignment]
+                self.error = self.error or _first(group)  # type: ignore[assignment]
                 self.stop("dataset error")
             finally:
                 writer.close_input()
@@ -356,6 +356,14 @@ class _Run:
             price_per_image=spec.price_per_image, max_images=self.limits.max_images,
             max_cost=self.limits.max_cost,
         )
+
+
+def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first error of a (possibly nested: task groups inside task groups) exception group."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 async def run_async(spec: Spec, options: RunOptions | None = None) -> RunResult:
