@@ -5,6 +5,8 @@ it billed). The finished dataset must equal an uninterrupted reference run's, im
 for byte, with nothing duplicated, orphaned or left half-written, and the extra billing must stay
 within what a kill can cost: the requests in flight at that instant (sync), or a submission whose task
 id had not been journaled yet (async; journaled tasks are polled on resume, never submitted again).
+Requests a kill left unanswered are in doubt; this spec retries them (``limits.in_doubt: retry``) so
+the dataset completes, and the dataset's ledger (billed + in doubt) must cover the gateway's bill.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ vars:
   style: {styles}
 seeds: {{start: 0, count: {seeds}}}
 sizes: [1K]
-limits: {{concurrency: {concurrency}, retries: 4}}
+limits: {{concurrency: {concurrency}, retries: 4, in_doubt: retry}}
 output: {output}
 """
 
@@ -162,6 +164,9 @@ def test_sigkill_at_random_moments_then_finish(use_async: bool, tmp_path: Path) 
         summary = json.loads(out)
         stats = settled_stats(base)
 
+    status = subprocess.run([sys.executable, "-m", "wanbatch", "status", str(root), "--json"],
+                            capture_output=True, text=True, env=cli_env(), check=False)
+    ledger = json.loads(status.stdout)["ledger"]
     ok = assert_consistent(root)
     assert set(ok) == set(reference), "the chaos run holds other images than the reference"
     assert {i: r["sha256"] for i, r in ok.items()} == {i: r["sha256"] for i, r in reference.items()}
@@ -176,6 +181,11 @@ def test_sigkill_at_random_moments_then_finish(use_async: bool, tmp_path: Path) 
           f"generation_posts={generations} "
           f"polls={polls} tasks_journaled_at_kills={journaled}")
     assert kills == KILLS, f"only {kills} kills landed before the run finished: the test proves little"
+    # The ledger covers the bill; it exceeds it only by intents journaled by a killed run whose
+    # request never reached the gateway (at most the requests in flight at each kill).
+    accounted = ledger["billed_images"] + ledger["in_doubt_images"]
+    print(f"[chaos] ledger={ledger}")
+    assert billed <= accounted <= billed + kills * CONCURRENCY
     if use_async:
         # Each submission creates one task that bills once; so resubmissions = extra billing, and a
         # task found journaled after a kill was polled by the next run, not submitted again.

@@ -25,6 +25,7 @@ from wanbatch.dataset import (
     read_index,
     status,
 )
+from wanbatch.dataset.layout import FORMAT_VERSION
 from wanbatch.errors import DatasetError
 from wanbatch.types import Job, StoredImage
 
@@ -321,7 +322,7 @@ def test_manifest_and_run_summaries(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == {"done": 3, "errors": {"timeout": 1}}
     assert path == root / "runs" / "run-1.json"
     manifest = json.loads((root / "wanbatch.json").read_text())
-    assert manifest["name"] == "flower-shops" and manifest["format_version"] == 1
+    assert manifest["name"] == "flower-shops" and manifest["format_version"] == FORMAT_VERSION == 2
     assert [r["run_id"] for r in manifest["runs"]] == ["run-1", "run-2"]
     assert manifest["runs"][1]["finished_at"] == 5.0
     assert manifest["spec"]["provider"]["api_key_env"] == "WAN_API_KEY"

@@ -208,8 +208,8 @@ def test_a_billion_jobs_validate_plan_and_run_under_max_images_in_constant_memor
     assert (report["jobs"], report["samples"][:2]) == (10**9, ["a0 b0 c0", "a0 b0 c1"])
     assert peak < 400_000
     proc, peak = _cli("run", str(spec), "--json")
-    assert proc.returncode == 3, proc.stdout + proc.stderr  # stopped by max_images: resume to go on
-    assert "max_images reached (2)" in proc.stdout + proc.stderr
+    assert proc.returncode == 3, proc.stdout + proc.stderr  # stopped by max_images (the dataset's cap)
+    assert "cap reached: limits.max_images 2" in proc.stdout + proc.stderr
     assert len(pq.read_table(tmp_path / "out" / "index").to_pylist()) == 2
     assert peak < 500_000
     # with a dataset in place, `plan` still answers at once rather than comparing 10⁹ jobs with it

@@ -297,8 +297,14 @@ ERROR_TABLE: list[tuple[str, Handler, type[GatewayError], str]] = [
      "upstream_error"),
     ("200 throttled", openai_error(200, "rate limited upstream", "ali_error", "Throttling.RateQuota"),
      TransientError, "rate_limited"),
-    ("200 html", raw(200, b"<html><body>maintenance</body></html>"), TransientError, "bad_response"),
-    ("200 empty", raw(200, b"", "application/json"), TransientError, "bad_response"),
+    # A 200 that cannot be read was made and billed all the same: ambiguous, not transient.
+    ("200 html", raw(200, b"<html><body>maintenance</body></html>"), AmbiguousError, "ambiguous"),
+    ("200 empty", raw(200, b"", "application/json"), AmbiguousError, "ambiguous"),
+    ("200 truncated", raw(200, b'{"created": 1, "data": [{"url": "http://x/a.png"', "application/json"),
+     AmbiguousError, "ambiguous"),
+    ("200 data not a list",
+     raw(200, b'{"created": 1, "data": {"url": "http://x/a.png"}}', "application/json"),
+     AmbiguousError, "ambiguous"),
     ("html 500", raw(500, b"<html><title>500 Internal Server Error</title></html>"), TransientError,
      "server_error"),
     ("empty 502", raw(502, b""), TransientError, "server_error"),
@@ -333,6 +339,15 @@ async def test_dashscope_error_bodies_classify_the_same_way() -> None:
         assert (type(info.value), info.value.kind, info.value.request_id) == (cls, kind, f"rid-{code}")
 
 
+async def test_a_submission_answered_with_an_unreadable_task_id_is_ambiguous() -> None:
+    """The task exists and will bill; without a readable id it cannot be polled: never resubmit it
+    as if the submission had failed."""
+    for body in (b'{"id": 12345, "status": "queued"}', b"<html>ok</html>"):
+        provider, _ = make(ParametersProvider, raw(200, body, "application/json"), use_async=True)
+        with pytest.raises(AmbiguousError):
+            await provider.submit(job())
+
+
 async def test_524_and_html_while_polling_are_transient() -> None:
     provider, _ = make(ParametersProvider, raw(524, b"<html>timeout</html>"), use_async=True)
     with pytest.raises(TransientError):
@@ -362,7 +377,7 @@ async def test_the_key_is_in_no_error_message_of_the_table() -> None:
                 body = json.loads(answer.content)
                 body["error"]["message"] += f" key={KEY}"
                 content = json.dumps(body).encode()
-            except ValueError:
+            except (ValueError, KeyError, TypeError):  # not JSON, or JSON without an error object
                 content = f"bad key {KEY}".encode() + answer.content
             return httpx.Response(answer.status_code, content=content, headers={"x-request-id": "rid"})
 

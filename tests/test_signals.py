@@ -70,9 +70,9 @@ def wait_for_posts(base: str, count: int, proc: subprocess.Popen[str], limit: fl
     raise AssertionError(f"the run never reached {count} requests: {proc.communicate()}")
 
 
-def finish(spec: Path, jobs: int = JOBS) -> None:
-    """A plain rerun completes the dataset."""
-    result = wanbatch.run(wanbatch.load_spec(spec), RunOptions(env={KEY_ENV: KEY}))
+def finish(spec: Path, jobs: int = JOBS, *, retry_failed: bool = False) -> None:
+    """A rerun completes the dataset (slots left in doubt need ``retry_failed``)."""
+    result = wanbatch.run(wanbatch.load_spec(spec), RunOptions(env={KEY_ENV: KEY}, retry_failed=retry_failed))
     assert result.exit_code == 0, result.summary
     assert result.stats.skipped_images + result.stats.done_images == jobs
 
@@ -123,7 +123,10 @@ def test_a_second_sigint_exits_at_once_and_a_rerun_completes(tmp_path: Path) -> 
         print(f"\n[second SIGINT] exited {took:.2f} s after it; in-flight requests had >= 1.9 s to go")
         assert took < 1.5, f"the second signal took {took:.1f} s to stop the run"
         assert_consistent(out)  # whatever was cut short left nothing half-done
-        finish(spec, jobs)
+        # The requests cut short are in doubt: a plain rerun leaves them, --retry-failed asks again.
+        in_doubt = [r for r in wanbatch.read_index(out).to_pylist() if r["error_kind"] == "in_doubt"]
+        assert 0 < len(in_doubt) <= CONCURRENCY
+        finish(spec, jobs, retry_failed=True)
         billed = mock_stats(base)["billed"]
     assert len(assert_consistent(out)) == jobs
     assert billed <= jobs + CONCURRENCY  # only the requests cut short were paid twice

@@ -161,8 +161,15 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
                       f"{report['todo_images']:,} images ({report['todo_jobs']:,} jobs)")
         if report["todo_cost"] is not None:
             table.add_row("  costing", f"{report['todo_cost']:,.2f}")
+    if report.get("ledger"):
+        ledger = report["ledger"]
+        spent = f", spent {ledger['spent']:,.2f}" if ledger.get("spent") is not None else ""
+        table.add_row("dataset ledger", f"{ledger['billed_images']:,} billed + {ledger['in_doubt_images']:,} "
+                                        f"in doubt{spent}")
     table.add_row("output", report["output"])
     out.print(table)
+    for warning in report.get("warnings") or []:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     if report["samples"]:
         out.print("[bold]sample prompts[/]")
         for prompt in report["samples"]:
@@ -180,12 +187,18 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
 @click.option("--grace", default=30.0, show_default=True,
               help="Seconds in-flight work may take after Ctrl-C.")
 @click.option("--progress/--no-progress", default=None, help="Live display (default: when on a terminal).")
+@click.option("--max-images-this-run", type=click.IntRange(min=1),
+              help="Cap this run alone (limits.max_images caps the whole dataset, over all runs).")
+@click.option("--max-cost-this-run", type=click.FloatRange(min=0),
+              help="Cap this run's cost alone (limits.max_cost caps the whole dataset).")
 @json_option
 def run(spec_path: str, shard: str | None, output: str | None, retry_failed: bool, grace: float,
-        progress: bool | None, as_json: bool) -> None:
+        progress: bool | None, max_images_this_run: int | None, max_cost_this_run: float | None,
+        as_json: bool) -> None:
     """Generate what the output dataset still lacks (rerun to resume)."""
     from .progress import LiveProgress, summary_table
     from .runner import RunOptions, run as run_spec
+    from .runner.budget import CAP_REACHED
     from .spec import load_spec
 
     with user_errors(as_json):
@@ -195,6 +208,7 @@ def run(spec_path: str, shard: str | None, output: str | None, retry_failed: boo
     options = RunOptions(
         retry_failed=retry_failed, shard=parse_shard(shard), output=output, handle_signals=True,
         grace_period=grace, on_start=display.attach if display else None,
+        max_images_this_run=max_images_this_run, max_cost_this_run=max_cost_this_run,
     )
     with user_errors(as_json):
         try:
@@ -211,7 +225,11 @@ def run(spec_path: str, shard: str | None, output: str | None, retry_failed: boo
             out.print(summary_table(result.summary))
         if result.error is not None:
             err.print(f"[bold red]stopped:[/] {result.error}", soft_wrap=True)
-        if result.exit_code == EXIT_ABORTED and result.error is None:
+        reason = result.stats.stop_reason or ""
+        if result.exit_code == EXIT_ABORTED and result.error is None and reason.startswith(CAP_REACHED):
+            err.print(f"[yellow]stopped: {escape(reason)}.[/] Nothing more is requested while the cap "
+                      "holds; raise it in the spec (or the --…-this-run flag) to spend more.", soft_wrap=True)
+        elif result.exit_code == EXIT_ABORTED and result.error is None:
             err.print(f"[yellow]stopped early ({result.stats.stop_reason}).[/] "
                       f"Resume with: wanbatch run {spec_path}")
         elif result.exit_code == EXIT_FAILED:

@@ -7,7 +7,7 @@ from typing import Any
 
 from .plan import plan as make_plan
 from .resume import triage
-from .spec import load_spec
+from .spec import Spec, load_spec
 
 #: Beyond this many jobs `plan` does not compare the plan with the dataset (one pass costs a few µs
 #: per job: 10⁹ jobs would take an hour); the report then says so under ``existing_not_compared``.
@@ -41,12 +41,19 @@ def plan_report(
         "todo_images": the_plan.image_count,
         "todo_cost": the_plan.estimated_cost,
         "existing_not_compared": None,
+        "ledger": None,
+        "warnings": [],
     }
     from .dataset import DatasetView
 
     view = DatasetView.find(target)
     if view is None:
+        report["warnings"] = cap_warnings(spec, report["todo_images"], 0)
         return report
+    ledger = view.ledger()
+    report["ledger"] = {**ledger.to_dict(), "max_images": spec.limits.max_images,
+                        "max_cost": spec.limits.max_cost if price is not None else None,
+                        "spent": None if price is None else round(ledger.images * price, 6)}
     if the_plan.job_count > MAX_COMPARED_JOBS:
         report["existing_not_compared"] = (
             f"the plan has {the_plan.job_count:,} jobs, too many to compare with the dataset (limit "
@@ -70,4 +77,23 @@ def plan_report(
         todo_images=todo_images,
         todo_cost=None if price is None else round(todo_images * price, 6),
     )
+    report["warnings"] = cap_warnings(spec, todo_images, ledger.images)
     return report
+
+
+def cap_warnings(spec: Spec, todo_images: int, spent_images: int) -> list[str]:
+    """What the caps (which hold for the dataset: billed + in doubt, all runs) leave of the plan."""
+    warnings = []
+    limits, price = spec.limits, spec.price_per_image
+    if limits.max_images is not None and spent_images + todo_images > limits.max_images:
+        left = max(limits.max_images - spent_images, 0)
+        warnings.append(f"the plan needs {todo_images:,} images but limits.max_images "
+                        f"({limits.max_images:,}) leaves {left:,} (the dataset has used {spent_images:,}): "
+                        "a run stops at the cap")
+    if limits.max_cost is not None and price is not None \
+            and (spent_images + todo_images) * price > limits.max_cost + 1e-9:
+        left_cost = max(limits.max_cost - spent_images * price, 0.0)
+        warnings.append(f"the plan costs {todo_images * price:,.2f} but limits.max_cost "
+                        f"({limits.max_cost:g}) leaves {left_cost:,.2f} (the dataset has spent "
+                        f"{spent_images * price:,.2f}): a run stops at the cap")
+    return warnings

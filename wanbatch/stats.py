@@ -22,7 +22,10 @@ class RunStats:
     failed_images: int = 0
     in_flight: int = 0
     submitted_images: int = 0  # images asked of the gateway by this run (what caps count against)
-    billed_images: int = 0  # images the gateway delivered, plus ambiguous outcomes (may be billed)
+    billed_images: int = 0  # images this run's requests certainly billed (the writer's ledger)
+    in_doubt_images: int = 0  # images maybe billed: ambiguous answers, unanswered requests, running tasks
+    in_doubt_skipped: int = 0  # slots in doubt from earlier runs left alone (limits.in_doubt: skip)
+    in_doubt_retried: int = 0  # ... requested again (limits.in_doubt: retry or --retry-failed)
     retries: int = 0
     throttled: int = 0
     ambiguous: int = 0
@@ -61,10 +64,10 @@ class RunStats:
 
     @property
     def spent(self) -> float | None:
-        """Estimated spend of this run: images delivered or possibly billed × price."""
+        """Estimated spend of this run: images billed or in doubt × price."""
         if self.price_per_image is None:
             return None
-        return round(self.billed_images * self.price_per_image, 6)
+        return round((self.billed_images + self.in_doubt_images) * self.price_per_image, 6)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +83,9 @@ class RunStats:
             "failed_images": self.failed_images,
             "submitted_images": self.submitted_images,
             "billed_images": self.billed_images,
+            "in_doubt_images": self.in_doubt_images,
+            "in_doubt_skipped": self.in_doubt_skipped,
+            "in_doubt_retried": self.in_doubt_retried,
             "retries": self.retries,
             "throttled": self.throttled,
             "ambiguous": self.ambiguous,

@@ -16,7 +16,9 @@ import pyarrow.fs as pafs
 from ..errors import DatasetError
 
 MANIFEST = "wanbatch.json"
-FORMAT_VERSION = 1
+#: 2: run entries in the manifest carry their ``ledger`` (see :mod:`.ledger`); a format-1 dataset is
+#: migrated when a writer opens it (its runs' ledgers are derived from their ok rows and summaries).
+FORMAT_VERSION = 2
 
 _IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _EXT = re.compile(r"^[A-Za-z0-9]{1,8}$")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,6 +114,50 @@ def update_manifest(layout: Layout, spec_resolved: dict[str, Any], run: dict[str
         runs.append(scrub(dict(run)))
         data["runs"] = runs
         atomic_write(layout.manifest, _dump(data))
+
+
+def migrate(layout: Layout, legacy: Callable[[dict[str, Any]], dict[str, int]]) -> bool:
+    """Bring a format-1 manifest to the current format: every run entry gets a ``ledger``
+    (``legacy(manifest)`` gives run_id → billed images). Returns whether it changed anything."""
+    if not layout.manifest.exists():
+        return False
+    if read_manifest(layout).get("format_version", 1) >= FORMAT_VERSION:
+        return False
+    with root_lock(layout):
+        data = read_manifest(layout)
+        if data.get("format_version", 1) >= FORMAT_VERSION:
+            return False
+        billed = legacy(data)
+        for run in data.get("runs") or []:
+            if isinstance(run, dict) and not isinstance(run.get("ledger"), dict):
+                run["ledger"] = {"billed_images": billed.get(str(run.get("run_id")), 0), "in_doubt_images": 0,
+                                 "resolved_images": 0, "migrated_from_format": 1}
+        data["format_version"] = FORMAT_VERSION
+        atomic_write(layout.manifest, _dump(data))
+    return True
+
+
+def record_ledger(layout: Layout, run_id: str, ledger: dict[str, int]) -> bool:
+    """Fold the ledger of a run whose writer died into its manifest entry (added if missing, marked
+    ``killed``). A run entry that already has a ledger is left alone (the run folded it before it
+    died). Returns whether the manifest changed."""
+    check_run_id(run_id)
+    with root_lock(layout):
+        data = read_manifest(layout)
+        runs = [r for r in data.get("runs") or [] if isinstance(r, dict)]
+        for run in runs:
+            if run.get("run_id") == run_id:
+                if isinstance(run.get("ledger"), dict):
+                    return False
+                run["ledger"] = dict(ledger)
+                break
+        else:
+            runs.append({"run_id": run_id, "status": "killed", "recovered_at": datetime.now(UTC).isoformat(
+                timespec="seconds"), "ledger": dict(ledger)})
+        data["runs"] = runs
+        data.setdefault("format_version", FORMAT_VERSION)
+        atomic_write(layout.manifest, _dump(data))
+    return True
 
 
 def write_run_summary(layout: Layout, run_id: str, summary: dict[str, Any]) -> Path:

@@ -35,8 +35,10 @@ import pyarrow.compute as pc
 from .fsutil import disk_errors
 from .journal import TASKS, decode_row, read_lines, read_tasks, segments, try_lock
 from .layout import Layout
-from .manifest import root_lock
+from .ledger import IN_DOUBT, LEDGER, read_ledger
+from .manifest import record_ledger, root_lock
 from .parts import TMP_SUFFIX, all_covers, part_name, read_parts, rows_to_table, write_part
+from .rows import failed_row
 
 #: Probes older versions wrote straight into ``.tmp/`` are swept once this old (a live opener of such
 #: a version unlinks its probe within milliseconds).
@@ -53,6 +55,8 @@ class RecoveryReport:
     torn_lines: int = 0
     images_rescued: int = 0
     tasks_adopted: int = 0
+    ledgers_folded: int = 0  # dead writers' ledgers folded into the manifest
+    images_in_doubt: int = 0  # requests they sent and never saw answered
     temp_files_removed: int = 0
     partial_parts_removed: int = 0
     orphan_images: list[str] = field(default_factory=list)
@@ -116,10 +120,27 @@ def _recover_writers(
                     report.rows_dropped += 1
                     continue
                 rows.append(row)
+    ledgers = []
+    for writer, folder, _ in dead:
+        ledger = read_ledger(folder / LEDGER)
+        ledgers.append(ledger)
+        polled = read_tasks(folder / TASKS)  # a journaled task is polled on resume, not in doubt
+        for intent in ledger.open.values():  # sent, never answered: maybe billed
+            if intent.job.job_id in polled:
+                continue
+            report.images_in_doubt += intent.images
+            rows += [failed_row(intent.job, k, kind=IN_DOUBT, provider="", run_id=ledger.run_id or writer,
+                                message="the request was sent when its run was killed; it may have been "
+                                        "billed")
+                     for k in intent.slots]
     if rows:
         # Covers only the writers whose rows are in this part: a crash before it is renamed replays all.
         write_part(layout, rows_to_table(rows), new_covers, part_name("r", live_writer))
         report.rows_recovered = len(rows)
+    for ledger in ledgers:  # after the rows: a crash here replays them (duplicates dedupe), never loses them
+        if ledger.run_id is not None and not ledger.empty \
+                and record_ledger(layout, ledger.run_id, ledger.entry()):
+            report.ledgers_folded += 1
     for writer, folder, _ in dead:
         for job, (provider, task) in read_tasks(folder / TASKS).items():
             adopt_task(job, provider, task)

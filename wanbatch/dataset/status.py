@@ -27,6 +27,8 @@ class StatusReport:
     image_bytes: int = 0
     index_bytes: int = 0
     journal_rows_unindexed: int = 0
+    #: billed_images, in_doubt_images, spent, max_images, max_cost (see :mod:`.ledger`)
+    ledger: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -35,7 +37,7 @@ class StatusReport:
 def status(root: str | Path | DatasetView) -> StatusReport:
     """Counts from the index (deduplicated), the journals and the manifest."""
     view = root if isinstance(root, DatasetView) else DatasetView.open(root)
-    table = view.read_parts(["image_id", "job_id", "status", "error_kind", "created_at", "bytes"])
+    table = view.read_parts(["image_id", "job_id", "status", "error_kind", "created_at", "bytes", "run_id"])
     ok_mask = pc.equal(table["status"], "ok")
     ok = table.filter(ok_mask)
     ok_ids = pc.unique(ok["image_id"])
@@ -64,4 +66,5 @@ def status(root: str | Path | DatasetView) -> StatusReport:
         image_bytes=int(image_bytes or 0),
         index_bytes=sum(view.size(p) for p in parts),
         journal_rows_unindexed=unindexed,
+        ledger=view.ledger(table).to_dict(),
     )

@@ -28,6 +28,15 @@ from ..errors import DatasetError, NotADatasetError
 from .fsutil import disk_errors
 from .journal import TASKS, read_tasks, segments
 from .layout import MANIFEST, Layout, is_dataset, is_part
+from .ledger import (
+    LEDGER,
+    DatasetLedger,
+    RunLedger,
+    dataset_ledger,
+    ok_images_by_run,
+    read_ledger,
+    summary_billed_reader,
+)
 from .parts import dedupe, read_parts
 from .remote import RemoteRoot, is_remote, short
 from .schema import INDEX_SCHEMA
@@ -223,6 +232,30 @@ class DatasetView:
                 except OSError:
                     continue
         return len(pending), unindexed
+
+    def ledger(self, table: pa.Table | None = None) -> DatasetLedger:
+        """What the dataset has cost so far (billed + in doubt, over every run): see :mod:`.ledger`.
+
+        ``table``, if given, holds at least the ``image_id``, ``status`` and ``run_id`` columns of
+        every row (saves a read)."""
+        if table is None:
+            table = self.read_parts(["image_id", "status", "run_id"])
+        ok_by_run = ok_images_by_run(table)
+        return dataset_ledger(self.manifest(), ok_by_run, summary_billed_reader(self.read_bytes),
+                              self.journal_ledgers())
+
+    def journal_ledgers(self) -> list[RunLedger]:
+        """The ledgers still in writers' journals (runs in progress, or dead and not recovered yet)."""
+        if self.layout is None or not self.layout.journal.is_dir():
+            return []
+        found = []
+        for folder in sorted(self.layout.journal.iterdir()):
+            if folder.is_dir():
+                try:
+                    found.append(read_ledger(folder / LEDGER))
+                except DatasetError:
+                    continue  # removed while we read it: folded already
+        return found
 
     def size(self, path: str) -> int:
         """Size in bytes of ``path`` (inside :attr:`fs`), 0 if it is gone."""

@@ -29,14 +29,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import DatasetError, NotADatasetError
+from ..types import Job
 from . import manifest as _manifest
 from .compaction import CompactReport, compact
 from .fsutil import disk_errors, explain
-from .journal import WriterJournal, encode_lines, try_lock
+from .journal import AppendFile, WriterJournal, encode_lines, try_lock
 from .layout import Layout, check_ext, check_image_id
+from .ledger import (
+    IN_DOUBT,
+    LEDGER,
+    RunLedger,
+    intent_line,
+    legacy_billed,
+    ok_images_by_run,
+    summary_billed_reader,
+)
 from .parts import part_name, read_parts, rows_to_table, write_part
 from .recovery import RecoveryReport, recover
 from .remote import Mirror, is_remote
+from .rows import failed_row
 from .schema import COLUMNS
 from .view import TriageState, triage_of
 
@@ -111,6 +122,23 @@ class LocalStorage:
         pass
 
 
+def _migrate(layout: Layout) -> None:
+    """A format-1 dataset (before ledgers): give its run entries the ledger their rows imply."""
+
+    def legacy(manifest: dict[str, Any]) -> dict[str, int]:
+        table = read_parts(layout, ["image_id", "status", "run_id"])
+
+        def read(rel: str) -> bytes | None:
+            try:
+                return (layout.root / rel).read_bytes()
+            except OSError:
+                return None
+
+        return legacy_billed(manifest, ok_images_by_run(table), summary_billed_reader(read))
+
+    _manifest.migrate(layout, legacy)
+
+
 class DatasetWriter:
     """A writable dataset root. Use :meth:`open`; close it (or use ``with``) to flush."""
 
@@ -130,6 +158,11 @@ class DatasetWriter:
         self._files: dict[str, str] | None = None  # image_id → rel path, listed on first need
         self._written: set[str] = set()  # image ids this writer put in parts
         self._closed = False
+        self._ledger_lock = threading.Lock()
+        self._ledger_file: AppendFile | None = None  # journal/<writer>/ledger.jsonl, opened by begin_run
+        self.ledger = RunLedger()
+        self._intents = itertools.count(1)
+        self._ledger_folded = False  # the ledger is in the manifest (update_manifest)
 
     @property
     def location(self) -> str:
@@ -203,6 +236,7 @@ class DatasetWriter:
                 probe.write_bytes(b"wanbatch")
                 probe.unlink()
             _manifest.ensure_manifest(layout)
+            _migrate(layout)
             journal = WriterJournal(folder, fd)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -234,7 +268,10 @@ class DatasetWriter:
             self._closed = True
             try:
                 self.journal.close()
-                clean = not self._buffer and not self.journal.tasks
+                if self._ledger_file is not None:
+                    self._ledger_file.close()
+                unfolded = not self.ledger.empty and not self._ledger_folded
+                clean = not self._buffer and not self.journal.tasks and not unfolded
                 if clean:
                     shutil.rmtree(self.journal.folder, ignore_errors=True)
                     shutil.rmtree(self.layout.writer_tmp(self.writer), ignore_errors=True)
@@ -248,8 +285,11 @@ class DatasetWriter:
         """Reconcile what crashed writers left behind; see :mod:`wanbatch.dataset.recovery`."""
         with self._rows_lock:
             buffered = [r["image_id"] for r in self._buffer]
+        self.storage.refresh_manifest()  # dead writers' ledgers are folded into the latest manifest
         report = recover(self.layout, self.writer, adopt_task=self.journal_task,
                          image_files=self._image_files, buffered_ids=buffered)
+        if report.ledgers_folded:
+            self.storage.publish(self.layout.manifest)
         self.storage.recovered()
         return report
 
@@ -347,6 +387,56 @@ class DatasetWriter:
             for job_id in sorted(with_rows & jobs):
                 self.finish_task(job_id)
         return {j: t for j, t in tasks.items() if j not in with_rows}
+
+    # ----------------------------------------------------------------------------------- the ledger
+
+    def begin_run(self, run_id: str) -> None:
+        """Start this writer's ledger (see :mod:`.ledger`) for the run ``run_id``."""
+        with self._ledger_lock:
+            if self._ledger_file is None:
+                self._ledger_file = AppendFile(self.journal.folder / LEDGER)
+            self._ledger_write({"op": "run", "run": run_id})
+
+    def _ledger_write(self, item: dict[str, Any]) -> None:
+        if self._ledger_file is None:
+            raise DatasetError("the ledger is not started (begin_run)")
+        self._ledger_file.write(encode_lines([item]))
+        self.ledger.apply(item)
+
+    def intend(self, job: Job, slots: list[int]) -> int:
+        """Journal that a request that may bill ``job.n`` images is about to leave; returns its id.
+        Durable against SIGKILL on return: only then may the request be sent."""
+        with self._ledger_lock:
+            intent = next(self._intents)
+            self._ledger_write(intent_line(intent, job, slots))
+            return intent
+
+    def settle(self, intent: int, *, billed: int, in_doubt: int) -> None:
+        """The outcome of ``intent``: ``billed`` images certainly billed, ``in_doubt`` maybe."""
+        with self._ledger_lock:
+            self._ledger_write({"op": "outcome", "id": intent, "billed": billed, "in_doubt": in_doubt})
+
+    def resolve(self, job_id: str, *, images: int, billed: int) -> None:
+        """An async task counted in doubt (``images``) has ended: ``billed`` images were billed."""
+        with self._ledger_lock:
+            self._ledger_write({"op": "resolve", "job": job_id, "images": images, "billed": billed})
+
+    def abandon_open_intents(self, *, provider: str, run_id: str) -> int:
+        """Requests that left and were never answered (a second Ctrl-C, the end of the grace period, a
+        fatal error): settle them in doubt and give their slots ``in_doubt`` rows, so a rerun does not
+        pay for them again unless told to. Returns the images in doubt."""
+        with self._ledger_lock:
+            if self._ledger_file is None:
+                return 0
+            opened = dict(self.ledger.open)
+        rows = [failed_row(i.job, k, kind=IN_DOUBT, provider=provider, run_id=run_id, attempts=1,
+                           message="the request was sent and never answered (the run stopped); "
+                                   "it may have been billed")
+                for i in opened.values() for k in i.slots]
+        self.append(rows)
+        for intent, entry in opened.items():
+            self.settle(intent, billed=0, in_doubt=entry.images)
+        return sum(i.images for i in opened.values())
 
     # ----------------------------------------------------------------------------------- rows
 
@@ -457,6 +547,13 @@ class DatasetWriter:
         return path
 
     def update_manifest(self, spec_resolved: dict[str, Any], run: dict[str, Any]) -> None:
+        """Record the spec and the entry of ``run``, with this writer's ledger when it serves that run."""
         self.storage.refresh_manifest()  # runs other machines added meanwhile
+        with self._ledger_lock:
+            mine = self.ledger.run_id is not None and run.get("run_id") == self.ledger.run_id
+            if mine:
+                run = {**run, "ledger": self.ledger.entry()}
         _manifest.update_manifest(self.layout, spec_resolved, run)
+        if mine:
+            self._ledger_folded = True
         self.storage.publish(self.layout.manifest)

@@ -8,6 +8,7 @@ are HTML or empty on purpose: a client must never assume JSON.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Literal
 
@@ -87,6 +88,9 @@ def fault(name: str, family: Family, *, request_id: str, model: str, variant: in
     if name == "200_error":
         return error(family, 200, "InternalError.Algo", "Inner error: image generation failed, please retry.",
                      request_id=request_id)
+    if name == "403":
+        return error(family, 403, "AccessDenied", "Access denied, please make sure your account is in good "
+                     "standing.", request_id=request_id)
     if name == "html_500":
         return Response(HTML_500, status_code=500, media_type="text/html")
     if name == "empty_502":
@@ -96,6 +100,19 @@ def fault(name: str, family: Family, *, request_id: str, model: str, variant: in
     if name == "timeout":
         return Response(HTML_504, status_code=504, media_type="text/html")
     raise ValueError(f"no direct answer for fault {name!r}")
+
+
+def unreadable_200(name: str, body: dict[str, Any]) -> Response:
+    """A 200 whose body a client cannot read, after the images were made and billed: an HTML page
+    (a proxy's), the JSON cut short, or ``data`` that is not a list."""
+    if name == "200_html":
+        return Response(b"<html><head><title>OK</title></head><body>done</body></html>", status_code=200,
+                        media_type="text/html")
+    raw = json.dumps(body).encode()
+    if name == "200_truncated":
+        return Response(raw[: len(raw) // 2], status_code=200, media_type="application/json")
+    return Response(json.dumps({**body, "data": {"items": body.get("data")}}).encode(), status_code=200,
+                    media_type="application/json")
 
 
 def openai_images(items: list[tuple[str, str]], created: int) -> dict[str, Any]:

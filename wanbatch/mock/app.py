@@ -42,7 +42,10 @@ from wanbatch.mock.stats import Stats
 from wanbatch.mock.tasks import Task, TaskStore
 
 #: Faults answered at once, before anything is generated (nothing billed).
-_EARLY = frozenset({"429", "429_retry_after", "500", "502", "503", "html_500", "empty_502", "200_error"})
+_EARLY = frozenset({"429", "429_retry_after", "500", "502", "503", "html_500", "empty_502", "200_error",
+                    "403"})
+#: Faults answered after the images were made and billed, with a 200 the client cannot read.
+_UNREADABLE = frozenset({"200_html", "200_truncated", "200_not_a_list"})
 _STREAM_ABOVE = 1 << 20
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -106,7 +109,10 @@ class MockGateway:
         if fault in ("timeout", "524"):
             return await self._ambiguous(request, fault, dialect.family, req, rid)
         expires = int(time.time() + self.config.url_ttl)
-        return await dialect.answer(self, request, req, delivered, expires, rid)
+        answer = await dialect.answer(self, request, req, delivered, expires, rid)
+        if fault in _UNREADABLE and isinstance(answer, JSONResponse):  # made and billed, then mangled
+            return answers.unreadable_200(fault, json.loads(bytes(answer.body)))
+        return answer
 
     async def _submit(self, request: Request, dialect: MockDialect, req: GenRequest, fault: str | None,
                       rid: str) -> Response:

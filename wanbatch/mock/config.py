@@ -27,6 +27,10 @@ FAULTS: tuple[str, ...] = (
     "html_500",
     "empty_502",
     "task_fail",
+    "403",
+    "200_html",
+    "200_truncated",
+    "200_not_a_list",
 )
 
 

@@ -18,7 +18,8 @@ import math
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
@@ -144,7 +145,8 @@ class Provider(ABC):
     async def generate(self, job: Job) -> Generation:
         """One synchronous call: the answer comes when the images are done."""
         answer = await self._send(self.generate_call(job), "generate")
-        return self.parse_generation(answer)
+        with unreadable_is_ambiguous():
+            return self.parse_generation(answer)
 
     async def submit(self, job: Job) -> str:
         """Start an async task; the caller must journal the returned id before polling it."""
@@ -152,7 +154,8 @@ class Provider(ABC):
             raise FatalError(f"the {self.dialect} dialect has no async submission; set async: false",
                              kind="unsupported")
         answer = await self._send(self.submit_call(job), "submit")
-        return self.parse_submit(answer)
+        with unreadable_is_ambiguous():
+            return self.parse_submit(answer)
 
     async def poll(self, task_id: str) -> TaskState:
         """One look at a task. Errors here are transient (polling costs nothing) unless they are final."""
@@ -223,6 +226,19 @@ class Provider(ABC):
 # ---------------------------------------------------------------------- classification
 
 
+@contextmanager
+def unreadable_is_ambiguous() -> Iterator[None]:
+    """A successful generation or submission whose answer cannot be read (``data`` not a list, no
+    usable task id) was made and billed all the same: ambiguous, never retried as transient."""
+    try:
+        yield
+    except TransientError as exc:
+        if exc.kind != "bad_response":
+            raise
+        raise AmbiguousError(f"{exc.message}; the images may have been made and billed",
+                             kind="ambiguous", status=exc.status, request_id=exc.request_id) from None
+
+
 def translate_exception(exc: BaseException, phase: Phase, context: ErrorContext) -> GatewayError:
     """An httpx (or raw transport) exception as the one GatewayError it stands for."""
     detail = context.redact(_short(str(exc)) or type(exc).__name__)
@@ -264,6 +280,12 @@ def check_answer(
     status = response.status_code
     if 200 <= status < 300:
         if not isinstance(body, dict):
+            if phase != "poll":  # made and billed, but unreadable (HTML, truncated JSON): ambiguous
+                raise AmbiguousError(
+                    f"{status} from {context.base_url} but the body is not a JSON object: "
+                    f"{context.redact(_snippet(response.content))}; the images may have been made and billed",
+                    kind="ambiguous", status=status, request_id=request_id,
+                )
             raise TransientError(
                 f"{status} from {context.base_url} but the body is not a JSON object: "
                 f"{context.redact(_snippet(response.content))}",

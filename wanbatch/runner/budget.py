@@ -1,26 +1,63 @@
-"""The run's caps: ``max_images`` and ``max_cost`` stop new submissions before they would be exceeded."""
+"""The caps: ``limits.max_images`` / ``max_cost`` hold for the *dataset* (its ledger: billed + in doubt,
+over every run and shard), ``--max-images-this-run`` / ``--max-cost-this-run`` for one run. A job is
+reserved against them before it is submitted, so a cap stops new submissions before it is exceeded."""
 
 from __future__ import annotations
 
 from ..stats import RunStats
 
+#: ``RunStats.stop_reason`` of a run stopped by a cap starts with this: resuming would spend more, so
+#: the CLI says how to raise the cap instead of "resume with".
+CAP_REACHED = "cap reached"
+
 
 class Budget:
-    """Reserves each job's images against the caps before it is submitted (the count is in ``stats``)."""
+    """Reserves each job's images against the caps before it is submitted (the count is in ``stats``).
+
+    ``spent_before``: images the dataset's ledger held when the run started (billed + in doubt).
+    """
 
     def __init__(self, stats: RunStats, *, max_images: int | None, max_cost: float | None,
-                 price_per_image: float | None) -> None:
+                 price_per_image: float | None, spent_before: int = 0, run_max_images: int | None = None,
+                 run_max_cost: float | None = None) -> None:
         self.stats = stats
         self.max_images = max_images
         self.max_cost = max_cost if price_per_image is not None else None
+        self.run_max_images = run_max_images
+        self.run_max_cost = run_max_cost if price_per_image is not None else None
         self.price = price_per_image
+        self.spent_before = spent_before
+
+    def left(self) -> int | None:
+        """Images the caps still allow (None: no cap)."""
+        lefts = []
+        run = self.stats.submitted_images
+        total = self.spent_before + run
+        if self.max_images is not None:
+            lefts.append(self.max_images - total)
+        if self.run_max_images is not None:
+            lefts.append(self.run_max_images - run)
+        if self.price:
+            if self.max_cost is not None:
+                lefts.append(int(self.max_cost / self.price + 1e-9) - total)
+            if self.run_max_cost is not None:
+                lefts.append(int(self.run_max_cost / self.price + 1e-9) - run)
+        return max(min(lefts), 0) if lefts else None
 
     def reserve(self, images: int) -> str | None:
         """Count ``images`` as submitted and return None, or return why they would exceed a cap."""
-        after = self.stats.submitted_images + images
-        if self.max_images is not None and after > self.max_images:
-            return f"max_images reached ({self.max_images})"
-        if self.max_cost is not None and self.price is not None and after * self.price > self.max_cost:
-            return f"max_cost reached ({self.max_cost:g})"
-        self.stats.submitted_images = after
+        run = self.stats.submitted_images + images
+        total = self.spent_before + run
+        price = self.price
+        if self.max_images is not None and total > self.max_images:
+            return (f"{CAP_REACHED}: limits.max_images {self.max_images} — the dataset has used "
+                    f"{self.spent_before + self.stats.submitted_images} (billed + in doubt, all runs)")
+        if self.max_cost is not None and price is not None and total * price > self.max_cost + 1e-9:
+            return (f"{CAP_REACHED}: limits.max_cost {self.max_cost:g} — the dataset has used "
+                    f"{(self.spent_before + self.stats.submitted_images) * price:g} (all runs)")
+        if self.run_max_images is not None and run > self.run_max_images:
+            return f"{CAP_REACHED}: --max-images-this-run {self.run_max_images}"
+        if self.run_max_cost is not None and price is not None and run * price > self.run_max_cost + 1e-9:
+            return f"{CAP_REACHED}: --max-cost-this-run {self.run_max_cost:g}"
+        self.stats.submitted_images = run
         return None

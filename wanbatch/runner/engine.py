@@ -22,9 +22,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._version import __version__
 from ..dataset import DatasetView, DatasetWriter
-from ..fetch import DownloadLimits
+from ..dataset.ledger import DatasetLedger
 from ..errors import DatasetError, FatalError, GatewayError, WanbatchError
 from ..concurrency import ConcurrencyController
+from ..fetch import DownloadLimits
 from ..limits import RatePacer
 from ..plan import Plan, plan as make_plan
 from ..providers.factory import check_settings, make_provider, open_client
@@ -50,6 +51,7 @@ class _Triage:
     failed: dict[str, str]
     unindexed: set[str]
     pending: dict[str, tuple[str, str]]
+    spent_before: int  # the dataset's ledger (billed + in doubt) when the run started
 
 
 class _Run:
@@ -67,6 +69,8 @@ class _Run:
         self.dataset: DatasetWriter | None = None
         self.jobs: JobRunner | None = None
         self.workers_scope = anyio.CancelScope()
+        self.base_ledger = DatasetLedger()
+        self.fatal = anyio.Event()
 
     # ----------------------------------------------------------------------------------- control
 
@@ -110,9 +114,16 @@ class _Run:
         recovered = dataset.recover()
         if recovered.rows_recovered:
             self.notes.append(f"recovered {recovered.rows_recovered} rows from an interrupted run")
-        held = DatasetView.open(self.root).triage()  # for s3://, the bucket (recovery synced it)
+        if recovered.images_in_doubt:
+            self.notes.append(f"{recovered.images_in_doubt} image(s) requested by a killed run were never "
+                              "answered: counted in doubt (maybe billed)")
+        view = DatasetView.open(self.root)  # for s3://, the bucket (recovery synced it)
+        held = view.triage()
+        self.base_ledger = view.ledger()
+        dataset.begin_run(self.run_id)
         return _Triage(done=held.done, failed=held.failed, unindexed=set(held.unindexed),
-                       pending=dataset.pending_tasks(forget_answered=True))
+                       pending=dataset.pending_tasks(forget_answered=True),
+                       spent_before=self.base_ledger.images)
 
     async def _fan_out(self, the_plan: Plan, dataset: DatasetWriter, state: _Triage) -> None:
         writer = WriterTask(dataset, self.stats, run_id=self.run_id, on_error=self._writer_failed,
@@ -138,10 +149,10 @@ class _Run:
                         self.jobs = self._job_runner(provider, client, writer, dataset, state)
                         await self._workers(the_plan, state, self.jobs)
             except* FatalError as group:
-                self.error = group.exceptions[0]  # type: ignore[assignment]
+                self.error = _first(group)  # type: ignore[assignment]
                 self.stop(f"fatal: {self.error.kind}")  # type: ignore[union-attr]
             except* DatasetError as group:
-                self.error = self.error or group.exceptions[0]  # type: ignore[assignment]
+                self.error = self.error or _first(group)  # type: ignore[assignment]
                 self.stop("dataset error")
             finally:
                 writer.close_input()
@@ -156,7 +167,9 @@ class _Run:
         return JobRunner(
             provider=provider, client=client, writer=writer, stats=self.stats,
             budget=Budget(self.stats, max_images=self.limits.max_images, max_cost=self.limits.max_cost,
-                          price_per_image=self.spec.price_per_image),
+                          price_per_image=self.spec.price_per_image, spent_before=state.spent_before,
+                          run_max_images=self.options.max_images_this_run,
+                          run_max_cost=self.options.max_cost_this_run),
             policy=RetryPolicy(retries=self.limits.retries, ambiguous_retries=self.limits.ambiguous_retries,
                                backoff_initial=initial, backoff_max=most),
             download_policy=RetryPolicy(retries=self.limits.retries, backoff_initial=initial, backoff_max=most),
@@ -177,11 +190,27 @@ class _Run:
     async def _workers(self, the_plan: Plan, state: _Triage, jobs: JobRunner) -> None:
         width = self.limits.concurrency
         send, recv = anyio.create_memory_object_stream[_Work](width * 2)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._produce, the_plan, state, send)
-            async with recv:
-                for _ in range(width):
-                    tg.start_soon(self._worker, recv.clone(), jobs)
+        async with anyio.create_task_group() as guard:
+            guard.start_soon(self._drain_after_fatal)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._produce, the_plan, state, send)
+                async with recv:
+                    for _ in range(width):
+                        tg.start_soon(self._worker, recv.clone(), jobs)
+            guard.cancel_scope.cancel()
+
+    def _fatal(self, exc: FatalError) -> None:
+        """A fatal answer (bad key, quota, wrong route): stop submitting; requests already on the
+        wire get the grace period to come back (they may be billed: their images are kept)."""
+        if self.error is None:
+            self.error = exc
+            self.stop(f"fatal: {exc.kind}")
+        self.fatal.set()
+
+    async def _drain_after_fatal(self) -> None:
+        await self.fatal.wait()
+        await anyio.sleep(self.options.grace_period)
+        self.workers_scope.cancel()
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -200,9 +229,12 @@ class _Run:
             for job in the_plan.jobs():
                 if self.stopping.is_set():
                     return
-                slots = triage(job, state.done, state.failed, retry_failed=self.options.retry_failed)
+                slots = triage(job, state.done, state.failed, retry_failed=self.options.retry_failed,
+                               retry_in_doubt=self.limits.in_doubt == "retry")
                 self.stats.skipped_images += slots.done
-                self.stats.skipped_failed += slots.refused
+                self.stats.skipped_failed += slots.refused + slots.in_doubt
+                self.stats.in_doubt_skipped += slots.in_doubt
+                self.stats.in_doubt_retried += slots.in_doubt_retried
                 if not slots.need:
                     continue
                 try:
@@ -217,7 +249,11 @@ class _Run:
             async for job, need in jobs:
                 if self.stopping.is_set():
                     continue
-                outcome = await runner.run(job, need)
+                try:
+                    outcome = await runner.run(job, need)
+                except FatalError as exc:
+                    self._fatal(exc)
+                    continue
                 if outcome is not None:
                     await runner.writer.deliver(outcome)
 
@@ -227,6 +263,27 @@ class _Run:
         dataset = self.dataset
         if dataset is None:
             return
+        try:
+            provider = self.jobs.provider.name if self.jobs else self.spec.provider.name
+            abandoned = await anyio.to_thread.run_sync(
+                lambda: dataset.abandon_open_intents(provider=provider, run_id=self.run_id))
+        except DatasetError as exc:
+            abandoned = 0
+            self.notes.append(f"could not record the requests left unanswered: {exc}")
+        if abandoned:
+            self.notes.append(f"{abandoned} image(s) were requested and never answered (the run stopped): "
+                              "counted in doubt, maybe billed; a rerun leaves them alone unless "
+                              "limits.in_doubt is retry")
+        ledger = dataset.ledger
+        self.stats.billed_images = ledger.billed
+        self.stats.in_doubt_images = max(ledger.in_doubt_total - ledger.resolved, 0)
+        if self.stats.in_doubt_skipped:
+            self.notes.append(f"{self.stats.in_doubt_skipped} slot(s) in doubt from earlier runs (maybe "
+                              "billed) were not requested (limits.in_doubt: skip); set limits.in_doubt: "
+                              "retry or use --retry-failed to request them again")
+        if self.stats.in_doubt_retried:
+            self.notes.append(f"{self.stats.in_doubt_retried} slot(s) in doubt from earlier runs were "
+                              "requested again (limits.in_doubt: retry)")
         summary = self.summary()
         entry = self._run_entry(summary)
         try:
@@ -284,7 +341,31 @@ class _Run:
             dialect=self.spec.provider.dialect, output=str(self.root), shard=self.options.shard,
             tool_version=__version__, exit_code=code, error=str(self.error) if self.error else None,
             concurrency_cuts=self.controller.stats.cuts, lowest_concurrency=self.controller.stats.lowest,
+            in_doubt_images=stats.in_doubt_images, in_doubt_skipped=stats.in_doubt_skipped,
+            in_doubt_retried=stats.in_doubt_retried, ledger=self.dataset_ledger().to_dict(),
         )
+
+    def dataset_ledger(self) -> DatasetLedger:
+        """The dataset's ledger now: as it was when the run started, plus this run's."""
+        base, spec = self.base_ledger, self.spec
+        billed, in_doubt = self.stats.billed_images, self.stats.in_doubt_images
+        if self.dataset is not None:
+            mine = self.dataset.ledger
+            billed, in_doubt = mine.billed, mine.in_doubt_total - mine.resolved
+        return DatasetLedger(
+            billed_images=base.billed_images + billed,
+            in_doubt_images=max(base.in_doubt_images + in_doubt, 0),
+            price_per_image=spec.price_per_image, max_images=self.limits.max_images,
+            max_cost=self.limits.max_cost,
+        )
+
+
+def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first error of a (possibly nested: task groups inside task groups) exception group."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 async def run_async(spec: Spec, options: RunOptions | None = None) -> RunResult:

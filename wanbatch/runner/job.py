@@ -77,14 +77,13 @@ class JobRunner:
             return JobOutcome(job, slots, attempts=0) if slots else None
         started = time.monotonic()
         try:
-            generation, attempts, task_id = await self._generate(job, pending)
+            generation, attempts, task_id = await self._generate(job, pending, need)
         except (RefusedError, TransientError, AmbiguousError) as exc:
             return self._failed_job(job, need, slots, exc, started)
         if generation is None:  # async task still running past the deadline: poll on resume
             self.stats.pending_tasks += 1
             return JobOutcome(job, slots, attempts=0) if slots else None
         self.answered = True
-        self.stats.billed_images += len(generation.images)
         latency = int((time.monotonic() - started) * 1000)
         slots += await self._download_all(job, need, generation)  # downloads hold no slot
         return JobOutcome(job, slots, attempts=max(attempts, 1), latency_ms=latency, task_id=task_id,
@@ -94,7 +93,6 @@ class JobRunner:
                     started: float) -> JobOutcome:
         if isinstance(exc, AmbiguousError):
             self.stats.ambiguous += 1
-            self.stats.billed_images += job.n
         if exc.status is not None:
             self.answered = True
         if exc.kind == "network" and self.stats.done_images == 0 and not self.answered:
@@ -108,14 +106,13 @@ class JobRunner:
 
     # ------------------------------------------------------------------ the gateway
 
-    def on_retry(self, exc: GatewayError, images: int = 0) -> None:
-        """Count a retry; ``images`` is what an ambiguous failure of this call may have billed."""
+    def on_retry(self, exc: GatewayError) -> None:
+        """Count a retry (what it may have billed is in the ledger)."""
         self.stats.retries += 1
         if exc.kind == "rate_limited":
             self.stats.throttled += 1
         elif isinstance(exc, AmbiguousError):
             self.stats.ambiguous += 1
-            self.stats.billed_images += images
 
     def throttle_wait(self) -> float:
         """How long a throttled call waits before its retry: about one round trip.
@@ -162,13 +159,13 @@ class JobRunner:
         self.stats.concurrency = self.controller.limit
 
     async def _generate(
-        self, job: Job, pending: tuple[str, str] | None
+        self, job: Job, pending: tuple[str, str] | None, need: list[int]
     ) -> tuple[Generation | None, int, str | None]:
         provider = self.provider
         if not provider.use_async:
             generation, attempts = await call_with_retries(
-                lambda: self._on_wire(lambda: provider.generate(job)), self.policy,
-                on_retry=lambda exc: self.on_retry(exc, job.n), throttle_wait=self.throttle_wait,
+                lambda: self._on_wire(lambda: self._paid(job, need, lambda: provider.generate(job))),
+                self.policy, on_retry=self.on_retry, throttle_wait=self.throttle_wait,
             )
             return generation, attempts, None
         if pending is not None and pending[0] == provider.name:
@@ -176,7 +173,7 @@ class JobRunner:
             try:
                 async with AsyncExitStack() as hold:
                     await self._on_wire(self._noop, hold, paced=False)  # a poll, not a new generation
-                    return await self._settle(pending[1], anyio.current_time()), 0, pending[1]
+                    return await self._settle(job, pending[1], anyio.current_time()), 0, pending[1]
             except RefusedError as exc:
                 if exc.kind != "task_unknown":  # older than 24 h or unknown: only then submit again
                     raise
@@ -185,19 +182,19 @@ class JobRunner:
             # The task holds its slot from submission until it settles: it is a generation in flight.
             started = anyio.current_time()
             task_id, attempts = await call_with_retries(
-                lambda: self._on_wire(lambda: self._submit(job), hold), self.policy,
-                on_retry=lambda exc: self.on_retry(exc, job.n), throttle_wait=self.throttle_wait,
+                lambda: self._on_wire(lambda: self._submit(job, need), hold), self.policy,
+                on_retry=self.on_retry, throttle_wait=self.throttle_wait,
             )
-            return await self._settle(task_id, started), attempts, task_id
+            return await self._settle(job, task_id, started), attempts, task_id
 
     @staticmethod
     async def _noop() -> None:
         return None
 
-    async def _settle(self, task_id: str, started: float) -> Generation | None:
+    async def _settle(self, job: Job, task_id: str, started: float) -> Generation | None:
         """Poll a task in the caller's slot; the controller hears the task's whole duration."""
         try:
-            generation = await self._poll(task_id)
+            generation = await self._poll(job, task_id)
         except GatewayError:
             self.controller.on_error()
             raise
@@ -205,27 +202,62 @@ class JobRunner:
             self.controller.on_success(anyio.current_time() - started)
         return generation
 
-    async def _submit(self, job: Job) -> str:
-        """One submission, its task id journaled before its slot is given to another.
+    async def _paid(self, job: Job, need: list[int], call: Callable[[], Any]) -> Any:
+        """One synchronous generation under a write-ahead intent (:mod:`wanbatch.dataset.ledger`).
+
+        The intent is durable before the request leaves; its outcome says what was billed: the
+        images delivered, all ``n`` in doubt for an ambiguous failure, none for any other. Cancelled
+        mid-request (a second signal, a fatal error elsewhere), the intent stays open: in doubt.
+        """
+        intent = await self.writer.intend(job, need)
+        try:
+            generation = await call()
+        except AmbiguousError:
+            await self.writer.settle(intent, billed=0, in_doubt=job.n)
+            raise
+        except GatewayError:
+            await self.writer.settle(intent, billed=0)
+            raise
+        await self.writer.settle(intent, billed=len(generation.images))
+        return generation
+
+    async def _submit(self, job: Job, need: list[int]) -> str:
+        """One submission under its intent, its task id journaled before its slot is given to another.
 
         A task is paid for once submitted, and only its journaled id lets a resumed run poll instead
         of paying again; so at most ``submit_concurrency`` submissions are ever between the gateway and
-        the journal, and a crash at any moment costs at most that many tasks. Polls stay concurrent.
+        the journal, and a crash at any moment costs at most that many tasks (in doubt). Polls stay
+        concurrent. The task stays in doubt until a poll sees it end.
         """
         async with self.submit_slots:
-            task_id = await self.provider.submit(job)
-            await self.writer.journal_task(job.job_id, self.provider.name, task_id)
+            intent = await self.writer.intend(job, need)
+            try:
+                task_id = await self.provider.submit(job)
+            except AmbiguousError:
+                await self.writer.settle(intent, billed=0, in_doubt=job.n)
+                raise
+            except GatewayError:
+                await self.writer.settle(intent, billed=0)
+                raise
+            await self.writer.journal_task(job.job_id, self.provider.name, task_id, intent=intent,
+                                           images=job.n)
         return task_id
 
-    async def _poll(self, task_id: str) -> Generation | None:
+    async def _poll(self, job: Job, task_id: str) -> Generation | None:
         poll_policy = RetryPolicy(retries=self.policy.retries, backoff_initial=self.policy.backoff_initial,
                                   backoff_max=self.policy.backoff_max)
         with anyio.move_on_after(max(self.request_timeout, 60.0)):
             while True:
-                state, _ = await call_with_retries(
-                    lambda: self.provider.poll(task_id), poll_policy, on_retry=self.on_retry
-                )
+                try:
+                    state, _ = await call_with_retries(
+                        lambda: self.provider.poll(task_id), poll_policy, on_retry=self.on_retry
+                    )
+                except RefusedError as exc:
+                    if exc.kind != "task_unknown":  # the task failed: it bills nothing
+                        await self.writer.resolve(job.job_id, images=job.n, billed=0)
+                    raise
                 if state.generation is not None:
+                    await self.writer.resolve(job.job_id, images=job.n, billed=len(state.generation.images))
                     return state.generation
                 await anyio.sleep(self.provider.poll_interval)
         return None

@@ -25,6 +25,8 @@ class RunOptions:
     backoff_max: float = 60.0
     env: Mapping[str, str] | None = None  # where API keys are read from (default: os.environ)
     on_start: Callable[[RunStats], None] | None = None  # e.g. to attach a progress display
+    max_images_this_run: int | None = None  # a cap for this run alone (limits.* cap the dataset)
+    max_cost_this_run: float | None = None
 
 
 @dataclass

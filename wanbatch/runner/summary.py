@@ -30,7 +30,10 @@ class RunSummary:
     done_images: int = 0
     failed_images: int = 0
     submitted_images: int = 0  # images asked of the gateway by this run (what caps count against)
-    billed_images: int = 0  # images delivered, plus ambiguous outcomes (which may be billed)
+    billed_images: int = 0  # images this run certainly paid for (its ledger)
+    in_doubt_images: int = 0  # images this run maybe paid for (ambiguous, unanswered, tasks still running)
+    in_doubt_skipped: int = 0  # slots in doubt from earlier runs not requested (limits.in_doubt: skip)
+    in_doubt_retried: int = 0  # slots in doubt from earlier runs requested again (limits.in_doubt: retry)
     retries: int = 0
     throttled: int = 0
     ambiguous: int = 0
@@ -54,6 +57,9 @@ class RunSummary:
     error: str | None = None
     concurrency_cuts: int = 0
     lowest_concurrency: int = 0
+    #: The dataset's ledger once this run ended (billed_images, in_doubt_images, spent, max_images,
+    #: max_cost), as ``wanbatch status --json`` reports it.
+    ledger: dict[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -73,6 +79,7 @@ class RunSummary:
         values["shard"] = (int(shard[0]), int(shard[1])) if isinstance(shard, list | tuple) and len(shard) == 2 \
             else None
         values["errors_by_kind"] = dict(values.get("errors_by_kind") or {})
+        values["ledger"] = dict(values.get("ledger") or {})
         values.setdefault("run_id", "")
         return cls(**values)
 

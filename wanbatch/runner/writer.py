@@ -22,7 +22,7 @@ from ..dataset.rows import failed_row, ok_row
 from ..errors import DatasetError, RefusedError
 from ..fetch import ext_for, verify_image
 from ..stats import RunStats
-from ..types import StoredImage
+from ..types import Job, StoredImage
 from .outcome import Adopted, Fetched, JobOutcome, SlotFailed
 
 BATCH = 64  # messages applied per thread hop at most
@@ -49,6 +49,31 @@ class _JournalTask:
     provider: str
     task_id: str
     reply: _Reply
+    intent: int | None = None  # the submission's intent: settled in doubt until a poll resolves it
+    images: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Intend:
+    job: Job
+    slots: list[int]
+    reply: _Reply
+
+
+@dataclass(frozen=True, slots=True)
+class _Settle:
+    intent: int
+    billed: int
+    in_doubt: int
+    reply: _Reply
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolve:
+    job_id: str
+    images: int
+    billed: int
+    reply: _Reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +82,8 @@ class _Adopt:
     reply: _Reply
 
 
-_Message = JobOutcome | _JournalTask | _Adopt
+_Message = JobOutcome | _JournalTask | _Adopt | _Intend | _Settle | _Resolve
+_Request = _JournalTask | _Adopt | _Intend | _Settle | _Resolve
 
 
 @dataclass(slots=True)
@@ -93,10 +119,33 @@ class WriterTask:
         """Hand over a job's outcome (returns once the writer has taken it; applied in order)."""
         await self._put(outcome)
 
-    async def journal_task(self, job_id: str, provider: str, task_id: str) -> None:
-        """Returns once the task id is durable (survives SIGKILL): only then may it be polled."""
+    async def journal_task(self, job_id: str, provider: str, task_id: str, *, intent: int | None = None,
+                           images: int = 0) -> None:
+        """Returns once the task id is durable (survives SIGKILL): only then may it be polled. With
+        ``intent``, the submission's intent is settled in the same step: ``images`` in doubt until
+        :meth:`resolve`."""
         reply = _Reply()
-        await self._put(_JournalTask(job_id, provider, task_id, reply))
+        await self._put(_JournalTask(job_id, provider, task_id, reply, intent, images))
+        await reply.wait()
+
+    async def intend(self, job: Job, slots: list[int]) -> int:
+        """Journal the intent of a paid request (see :mod:`wanbatch.dataset.ledger`); returns once it
+        is durable, with its id. Only then may the request leave."""
+        reply = _Reply()
+        await self._put(_Intend(job, list(slots), reply))
+        intent: int = await reply.wait()
+        return intent
+
+    async def settle(self, intent: int, *, billed: int, in_doubt: int = 0) -> None:
+        """Journal the outcome of ``intent``."""
+        reply = _Reply()
+        await self._put(_Settle(intent, billed, in_doubt, reply))
+        await reply.wait()
+
+    async def resolve(self, job_id: str, *, images: int, billed: int) -> None:
+        """An async task counted in doubt has ended (``billed`` images, 0 for a failed task)."""
+        reply = _Reply()
+        await self._put(_Resolve(job_id, images, billed, reply))
         await reply.wait()
 
     async def adopt(self, image_id: str) -> StoredImage | None:
@@ -146,7 +195,7 @@ class WriterTask:
     def _fail(self, batch: list[_Message]) -> None:
         error = self.error or DatasetError("the dataset writer has stopped")
         for message in batch:
-            if isinstance(message, _JournalTask | _Adopt) and not message.reply.done.is_set():
+            if isinstance(message, _Request) and not message.reply.done.is_set():
                 message.reply.error = error
                 message.reply.done.set()
 
@@ -156,6 +205,9 @@ class WriterTask:
         for kind, count in applied.failed.items():
             self.stats.failed_images += count
             self.stats.errors[kind] += count
+        ledger = self.dataset.ledger
+        self.stats.billed_images = ledger.billed
+        self.stats.in_doubt_images = max(ledger.in_doubt_total - ledger.resolved, 0)
         for reply, value in applied.replies:
             reply.value = value
             reply.done.set()
@@ -169,6 +221,16 @@ class WriterTask:
         for message in batch:
             if isinstance(message, _JournalTask):
                 self.dataset.journal_task(message.job_id, message.provider, message.task_id)
+                if message.intent is not None:
+                    self.dataset.settle(message.intent, billed=0, in_doubt=message.images)
+                applied.replies.append((message.reply, None))
+            elif isinstance(message, _Intend):
+                applied.replies.append((message.reply, self.dataset.intend(message.job, message.slots)))
+            elif isinstance(message, _Settle):
+                self.dataset.settle(message.intent, billed=message.billed, in_doubt=message.in_doubt)
+                applied.replies.append((message.reply, None))
+            elif isinstance(message, _Resolve):
+                self.dataset.resolve(message.job_id, images=message.images, billed=message.billed)
                 applied.replies.append((message.reply, None))
             elif isinstance(message, _Adopt):
                 applied.replies.append((message.reply, self._adopt(message.image_id)))

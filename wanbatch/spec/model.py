@@ -146,6 +146,9 @@ class Limits(_In):
     max_images: Annotated[int, Field(ge=1)] | None = None
     max_cost: Annotated[float, Field(ge=0)] | None = None
     ambiguous_retries: Annotated[int, Field(ge=0)] = 0
+    #: Slots an earlier run left in doubt (maybe billed, no image): ``skip`` leaves them, ``retry``
+    #: requests them again (which may pay twice).
+    in_doubt: Literal["skip", "retry"] = "skip"
 
 
 class SpecIn(_In):
