@@ -7,11 +7,11 @@ import time
 from typing import Any
 
 import aiohttp
+from jobshape import CHUNK, Args, body, finish, image_path, parse_args, save
 
-from jobshape import Args, CHUNK, body, finish, image_path, parse_args, save
 
-
-async def one(session: aiohttp.ClientSession, sem: asyncio.Semaphore, args: Args, seed: int) -> dict[str, Any]:
+async def one(session: aiohttp.ClientSession, sem: asyncio.Semaphore, args: Args,
+              seed: int) -> dict[str, Any]:
     async with sem:
         async with session.post(f"{args.base}/images/generations", json=body(args, seed),
                                 headers={"Authorization": f"Bearer {args.key}"}) as resp:

@@ -22,8 +22,8 @@ import time
 from typing import Any
 
 import httpx
+from jobshape import CHUNK, Args, body, finish, image_path, parse_args, save
 
-from jobshape import Args, CHUNK, body, finish, image_path, parse_args, save
 from wanbatch.concurrency import ConcurrencyController
 
 
@@ -81,7 +81,8 @@ async def main(args: Args, fixed: int | None) -> None:
         ctl = ConcurrencyController(max_limit=fixed, initial=fixed, min_limit=fixed)
     else:
         ctl = ConcurrencyController(max_limit=args.concurrency)
-    limits = httpx.Limits(max_connections=2 * args.concurrency, max_keepalive_connections=2 * args.concurrency)
+    limits = httpx.Limits(max_connections=2 * args.concurrency,
+                          max_keepalive_connections=2 * args.concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=600) as client:
         rows = await asyncio.gather(*(one(client, ctl, args, s) for s in range(args.jobs)))
     print(json.dumps({"controller": ctl.stats.__repr__()}), file=sys.stderr)

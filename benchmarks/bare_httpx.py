@@ -7,8 +7,7 @@ import time
 from typing import Any
 
 import httpx
-
-from jobshape import Args, CHUNK, body, finish, image_path, parse_args, save
+from jobshape import CHUNK, Args, body, finish, image_path, parse_args, save
 
 
 async def one(client: httpx.AsyncClient, sem: asyncio.Semaphore, args: Args, seed: int) -> dict[str, Any]:
@@ -26,7 +25,8 @@ async def one(client: httpx.AsyncClient, sem: asyncio.Semaphore, args: Args, see
 async def main(args: Args) -> None:
     started = time.perf_counter()
     sem = asyncio.Semaphore(args.concurrency)
-    limits = httpx.Limits(max_connections=2 * args.concurrency, max_keepalive_connections=2 * args.concurrency)
+    limits = httpx.Limits(max_connections=2 * args.concurrency,
+                          max_keepalive_connections=2 * args.concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=600) as client:
         rows = await asyncio.gather(*(one(client, sem, args, s) for s in range(args.jobs)))
     finish(args, list(rows), started)

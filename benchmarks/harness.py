@@ -56,7 +56,8 @@ class Measured:
     stderr: str
 
 
-def measure(cmd: list[str], *, core: int = 0, timeout: float = 600, first_on_path: str | None = None) -> Measured:
+def measure(cmd: list[str], *, core: int = 0, timeout: float = 600,
+            first_on_path: str | None = None) -> Measured:
     """Run ``cmd`` pinned to ``core``; wall time, CPU seconds, peak RSS (incl. children), its JSON stdout."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -106,7 +107,8 @@ def free_port() -> int:
 class MockGateway:
     """``wanbatch mock-server`` in its own process, pinned to core 1."""
 
-    def __init__(self, *, latency: float = 0.0, image_kb: float | None = None, extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, *, latency: float = 0.0, image_kb: float | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         cmd = [PY, "-m", "wanbatch", "mock-server", "--port", str(self.port), "--latency", str(latency),

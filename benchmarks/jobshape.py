@@ -81,7 +81,8 @@ def finish(args: Args, rows: list[dict[str, Any]], started: float) -> None:
 
     pq.write_table(pa.Table.from_pylist(rows), args.out / "index.parquet", compression="zstd")
     ok = len(rows)
-    print(json.dumps({"done_images": ok, "jobs": args.jobs, "elapsed": round(time.perf_counter() - started, 3),
+    print(json.dumps({"done_images": ok, "jobs": args.jobs,
+                      "elapsed": round(time.perf_counter() - started, 3),
                       "bytes": sum(r["bytes"] for r in rows)}))
     if ok != args.jobs:
         sys.exit(1)

@@ -13,9 +13,8 @@ import time
 from typing import Any
 
 import httpx
+from jobshape import CHUNK, PROMPT, Args, finish, image_path, parse_args, save
 from openai import AsyncOpenAI
-
-from jobshape import Args, CHUNK, PROMPT, finish, image_path, parse_args, save
 
 
 async def one(sdk: AsyncOpenAI, http: httpx.AsyncClient, sem: asyncio.Semaphore, args: Args,
@@ -35,7 +34,8 @@ async def one(sdk: AsyncOpenAI, http: httpx.AsyncClient, sem: asyncio.Semaphore,
 async def main(args: Args) -> None:
     started = time.perf_counter()
     sem = asyncio.Semaphore(args.concurrency)
-    async with AsyncOpenAI(base_url=args.base, api_key=args.key) as sdk, httpx.AsyncClient(timeout=600) as http:
+    async with AsyncOpenAI(base_url=args.base, api_key=args.key) as sdk, \
+            httpx.AsyncClient(timeout=600) as http:
         rows = await asyncio.gather(*(one(sdk, http, sem, args, s) for s in range(args.jobs)))
     finish(args, list(rows), started)
 

@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import HAS_TASKSET, KEY_ENV, PY, ROOT, WORK, Measured, MockGateway, measure  # noqa: E402
+from harness import HAS_TASKSET, KEY_ENV, PY, ROOT, WORK, Measured, MockGateway, measure
 
 BEFORE: str | None = None  # --before DIR: a folder holding an older ``wanbatch`` package to compare
 CONTENDERS = ("wanbatch", "aiohttp", "httpx", "openai-sdk")
@@ -42,7 +42,8 @@ QUOTA_CONTENDERS = ("wanbatch", "controller")
 Row = dict[str, Any]
 
 
-def spec_text(base: str, *, jobs: int, concurrency: int, size: str, model: str, out: Path, retries: int = 2) -> str:
+def spec_text(base: str, *, jobs: int, concurrency: int, size: str, model: str, out: Path,
+              retries: int = 2) -> str:
     return (
         "name: bench\n"
         f"model: {model}\n"
@@ -69,7 +70,8 @@ def contender_cmd(name: str, base: str, *, jobs: int, concurrency: int, size: st
 
 def one_round(gw: MockGateway, name: str, tag: str, *, jobs: int, concurrency: int, size: str,
               model: str = "wan2.7-image", retries: int = 2,
-              quota_changes: tuple[tuple[float, dict[str, Any]], ...] = (), oracle: int | None = None) -> Measured:
+              quota_changes: tuple[tuple[float, dict[str, Any]], ...] = (),
+              oracle: int | None = None) -> Measured:
     out = WORK / tag / name
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -89,7 +91,8 @@ def one_round(gw: MockGateway, name: str, tag: str, *, jobs: int, concurrency: i
     billed = gw.billed()
     m.out["disk_bytes"] = sum(f.stat().st_size for f in (out / "images").rglob("*") if f.is_file())
     if m.returncode != 0 or done != jobs or billed != jobs:
-        raise SystemExit(f"{tag}/{name}: exit {m.returncode}, done {done} of {jobs}, billed {billed}\n{m.stderr}")
+        raise SystemExit(f"{tag}/{name}: exit {m.returncode}, done {done} of {jobs}, billed {billed}\n"
+                         f"{m.stderr}")
     shutil.rmtree(out, ignore_errors=True)
     return m
 
@@ -109,8 +112,8 @@ def rounds_of(gw: MockGateway, tag: str, rounds: int, log: list[Row], contenders
             m.out["mock_cpu"] = gw.cpu() - cpu_before
             got[name].append(m)
             log.append({"scenario": tag, "contender": name, "round": r, **asdict(m)})
-            print(f"  {tag} r{r} {name:10s} wall {m.wall:6.2f} s  cpu {m.cpu:6.2f} s  rss {m.peak_rss_mb:6.0f} MB",
-                  file=sys.stderr, flush=True)
+            print(f"  {tag} r{r} {name:10s} wall {m.wall:6.2f} s  cpu {m.cpu:6.2f} s  "
+                  f"rss {m.peak_rss_mb:6.0f} MB", file=sys.stderr, flush=True)
     return got
 
 
@@ -124,15 +127,18 @@ def with_before(contenders: tuple[str, ...]) -> tuple[str, ...]:
 def zero(quick: bool, rounds: int, log: list[Row]) -> str:
     jobs, conc = (500 if quick else 2000), 64
     with MockGateway(latency=0, image_kb=100) as gw:
-        got = rounds_of(gw, "zero", rounds, log, with_before(CONTENDERS), jobs=jobs, concurrency=conc, size="1K")
+        got = rounds_of(gw, "zero", rounds, log, with_before(CONTENDERS), jobs=jobs, concurrency=conc,
+                        size="1K")
     ceiling = med([m.wall for m in got["aiohttp"]])
     sdk = med([m.wall for m in got["openai-sdk"]])
     lines = [f"### Zero latency: {jobs} jobs, concurrency {conc}, ~100 KB PNGs (median of {rounds})", "",
-             "| contender | wall s | jobs/s | CPU s per 1,000 jobs | peak RSS MB | wall ÷ aiohttp | mock CPU s |",
+             "| contender | wall s | jobs/s | CPU s per 1,000 jobs | peak RSS MB | wall ÷ aiohttp "
+             "| mock CPU s |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, ms in got.items():
         wall = med([m.wall for m in ms])
-        lines.append(f"| {name} | {wall:.2f} | {jobs / wall:.0f} | {med([m.cpu for m in ms]) * 1000 / jobs:.2f} "
+        lines.append(f"| {name} | {wall:.2f} | {jobs / wall:.0f} "
+                     f"| {med([m.cpu for m in ms]) * 1000 / jobs:.2f} "
                      f"| {med([m.peak_rss_mb for m in ms]):.0f} | {wall / ceiling:.2f} "
                      f"| {med([m.out['mock_cpu'] for m in ms]):.2f} |")
     wb = med([m.wall for m in got["wanbatch"]])
@@ -164,8 +170,9 @@ def latency(quick: bool, rounds: int, log: list[Row]) -> str:
                      f"| {own / inner_ceiling:.3f} | {med([m.cpu for m in ms]):.2f} |")
     wb = med([m.wall for m in got["wanbatch"]])
     lines += ["", f"Target: wanbatch makespan ≤ 1.05× aiohttp → **{wb / ceiling:.3f}×** "
-              f"({'met' if wb <= 1.05 * ceiling else 'NOT met'}). Process makespans include interpreter start-up "
-              "and imports; in-process times are each contender's own clock (wanbatch: `elapsed_seconds`)."]
+              f"({'met' if wb <= 1.05 * ceiling else 'NOT met'}). "
+              "Process makespans include interpreter start-up and imports; "
+              "in-process times are each contender's own clock (wanbatch: `elapsed_seconds`)."]
     return "\n".join(lines)
 
 
@@ -184,7 +191,8 @@ def big(quick: bool, rounds: int, log: list[Row]) -> str:
         peak = max(m.peak_rss_mb for m in ms)
         if name == "wanbatch":
             peaks.append(peak)
-        lines.append(f"| {name} | {n} | {wall:.2f} | {mb / wall:.0f} | {mb / n:.1f} | {peak:.0f} | {med([m.cpu for m in ms]):.2f} |")
+        lines.append(f"| {name} | {n} | {wall:.2f} | {mb / wall:.0f} | {mb / n:.1f} | {peak:.0f} "
+                     f"| {med([m.cpu for m in ms]):.2f} |")
     lines += ["", f"Target: peak RSS < 300 MB and independent of job count → max **{max(peaks):.0f} MB**, "
               f"{counts[0]} vs {counts[1]} jobs differ by {abs(peaks[1] - peaks[0]):.0f} MB "
               f"({'met' if max(peaks) < 300 and abs(peaks[1] - peaks[0]) < 50 else 'NOT met'})."]
@@ -205,7 +213,8 @@ def scale(quick: bool, rounds: int, log: list[Row]) -> str:
         "name: scale\nmodel: wan2.7-image\nprompt: '{subject}, studio photo'\n"
         "vars: {subject: {file: subjects.txt}}\n"
         f"seeds: {{start: 0, count: {seeds}}}\nsizes: {json.dumps(sizes)}\noutput: ds\n")
-    lines = [f"### Scale: {jobs:,} jobs ({subjects} subjects from a file × {seeds} seeds × {len(sizes)} sizes)", ""]
+    lines = [f"### Scale: {jobs:,} jobs ({subjects} subjects from a file × {seeds} seeds "
+             f"× {len(sizes)} sizes)", ""]
     built = "reused from an earlier run"
     if not (ds / ".synthetic-complete").exists():
         shutil.rmtree(ds, ignore_errors=True)
@@ -218,7 +227,8 @@ def scale(quick: bool, rounds: int, log: list[Row]) -> str:
     empty = folder / "no-dataset-here"
     shutil.rmtree(empty, ignore_errors=True)
     steps: list[tuple[str, list[str], Callable[[dict[str, Any]], str]]] = [
-        ("plan --json, no dataset", [PY, "-m", "wanbatch", "plan", str(spec), "--json", "--output", str(empty)],
+        ("plan --json, no dataset",
+         [PY, "-m", "wanbatch", "plan", str(spec), "--json", "--output", str(empty)],
          lambda o: f"{o.get('jobs', '?'):,} jobs"),
         (f"plan --json over the {jobs:,}-row dataset (resume check)",
          [PY, "-m", "wanbatch", "plan", str(spec), "--json", "--output", str(ds)],
@@ -238,7 +248,8 @@ def scale(quick: bool, rounds: int, log: list[Row]) -> str:
                 raise SystemExit(f"scale/{label}: exit {m.returncode}\n{m.stderr}")
             ms.append(m)
             log.append({"scenario": "scale", "step": label, "round": r, **asdict(m)})
-            print(f"  scale r{r} {label}: wall {m.wall:.2f} s rss {m.peak_rss_mb:.0f} MB", file=sys.stderr, flush=True)
+            print(f"  scale r{r} {label}: wall {m.wall:.2f} s rss {m.peak_rss_mb:.0f} MB",
+                  file=sys.stderr, flush=True)
         wall, peak = med([m.wall for m in ms]), max(m.peak_rss_mb for m in ms)
         results[label] = wall
         lines.append(f"| {label} | {wall:.2f} | {peak:.0f} | {show(ms[-1].out)} |")
@@ -253,7 +264,8 @@ def scale(quick: bool, rounds: int, log: list[Row]) -> str:
 
 
 def ideal_makespan(jobs: int, lat: float, caps: list[tuple[int, int]]) -> float:
-    """Shortest makespan when generations of ``lat`` s fill the in-flight cap; ``caps`` = (from round, cap)."""
+    """Shortest makespan when generations of ``lat`` s fill the in-flight cap;
+    ``caps`` = (from round, cap)."""
     rounds, left = 0, jobs
     while left > 0:
         left -= [cap for start, cap in caps if start <= rounds][-1]
@@ -279,9 +291,10 @@ def quota_run(tag: str, title: str, quick: bool, rounds: int, log: list[Row], *,
     with MockGateway(latency=lat, image_kb=100, extra=mock) as gw:
         got = rounds_of(gw, tag, rounds, log, contenders, jobs=n, concurrency=conc, size="1K",
                         retries=40, quota_changes=changes, oracle=oracle)
-    moves = "; quota changes at " + ", ".join(f"{at:g} s → {c['max_inflight']}" for at, c in changes) if changes else ""
-    lines = [f"### {title}: {n} images, latency {lat:g} s, spec concurrency {conc}, ideal makespan {best:.2f} s "
-             f"(median of {rounds})", "",
+    moves = ("; quota changes at " + ", ".join(f"{at:g} s → {c['max_inflight']}" for at, c in changes)
+             if changes else "")
+    lines = [f"### {title}: {n} images, latency {lat:g} s, spec concurrency {conc}, "
+             f"ideal makespan {best:.2f} s (median of {rounds})", "",
              f"Mock: `mock-server --latency {lat:g} --image-kb 100 {' '.join(mock)}`{moves}.", "",
              "| contender | makespan s (process) | in-process s | efficiency (ideal ÷ in-process) "
              "| ÷ oracle | 429s per image |", "|---|---:|---:|---:|---:|---:|"]
@@ -294,7 +307,8 @@ def quota_run(tag: str, title: str, quick: bool, rounds: int, log: list[Row], *,
     own = med([inner(m) for m in got["controller"]])
     per = med([m.out["throttled"] / n for m in got["controller"]])
     lines += ["", f"Goal (issue 15): ≥ 0.90 of the ideal makespan with ≤ 0.3 429s per image → controller "
-              f"**{best / own:.2f}** of the ideal" + (f", **{ceiling / own:.2f}** of the oracle" if ceiling else "")
+              f"**{best / own:.2f}** of the ideal"
+              + (f", **{ceiling / own:.2f}** of the oracle" if ceiling else "")
               + f", **{per:.3f}** 429s per image (in-process clock: the goal is about the gateway's pipe, "
               "not interpreter start-up)."]
     return "\n".join(lines)
@@ -313,14 +327,16 @@ def rpm_quota(quick: bool, rounds: int, log: list[Row]) -> str:
     def ideal(n: int, lat: float) -> float:  # at the quota's sustained rate (the first window may burst)
         return n / rate
 
-    return quota_run("rpm-quota", f"Hidden rate quota of {rate * 60} per minute (sliding {window:g} s window)",
-                     quick, rounds, log, mock=("--quota-rpm", str(rate * 60), "--quota-window", f"{window:g}"),
+    title = f"Hidden rate quota of {rate * 60} per minute (sliding {window:g} s window)"
+    return quota_run("rpm-quota", title, quick, rounds, log,
+                     mock=("--quota-rpm", str(rate * 60), "--quota-window", f"{window:g}"),
                      caps=[(0, 8)], oracle=8, jobs=(160, 400), ideal=ideal)
 
 
 def quota_change(quick: bool, rounds: int, log: list[Row]) -> str:
     return quota_run("quota-change", "Quota changes mid-run (8 → 4 → 16 in flight)", quick, rounds, log,
-                     mock=("--max-inflight", "8"), caps=[(0, 8), (8, 4), (16, 16)], oracle=None, jobs=(160, 400))
+                     mock=("--max-inflight", "8"), caps=[(0, 8), (8, 4), (16, 16)], oracle=None,
+                     jobs=(160, 400))
 
 
 def quota_5xx(quick: bool, rounds: int, log: list[Row]) -> str:
@@ -339,19 +355,23 @@ def machine() -> str:
     mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
                    if line.startswith("MemTotal"))) / 2**20
     libs = ", ".join(f"{p} {metadata.version(p)}" for p in
-                     ("wanbatch", "httpx", "httpx-aiohttp", "aiohttp", "openai", "anyio", "pyarrow", "uvicorn"))
+                     ("wanbatch", "httpx", "httpx-aiohttp", "aiohttp", "openai", "anyio", "pyarrow",
+                      "uvicorn"))
     load = Path("/proc/loadavg").read_text().split()[:3]
     return (f"nproc {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} · {cpu} · "
             f"{mem:.1f} GiB RAM · Python {platform.python_version()} · {libs} · load average at start "
-            f"{' '.join(load)} · pinning: {'mock on core 1, contenders on core 0 (taskset)' if HAS_TASKSET else 'none'}")
+            f"{' '.join(load)} · pinning: "
+            f"{'mock on core 1, contenders on core 0 (taskset)' if HAS_TASKSET else 'none'}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller jobs, one round (about 2 minutes)")
-    p.add_argument("--only", choices=sorted(SCENARIOS), action="append", help="run only this scenario (repeatable)")
+    p.add_argument("--only", choices=sorted(SCENARIOS), action="append",
+                   help="run only this scenario (repeatable)")
     p.add_argument("--rounds", type=int, default=None, help="rounds per contender (default 3, --quick 1)")
-    p.add_argument("--before", metavar="DIR", help="also run the wanbatch package found in DIR (e.g. an older "
+    p.add_argument("--before", metavar="DIR",
+                   help="also run the wanbatch package found in DIR (e.g. an older "
                    "commit's tree) as contender 'wanbatch-before' in zero and big")
     args = p.parse_args()
     global BEFORE

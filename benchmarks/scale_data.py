@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,7 +28,7 @@ PART_ROWS = 100_000
 
 def write_part(out: Path, number: int, cols: dict[str, list]) -> None:
     n = len(cols["image_id"])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     given = {
         **cols,
         "status": ["ok"] * n, "pipeline": ["scale"] * n, "n": [1] * n, "slot": [0] * n,

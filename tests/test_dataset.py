@@ -60,7 +60,7 @@ def test_append_flush_reopen_reads_the_same_rows(tmp_path: Path) -> None:
         ds.append(written)
         ds.flush()
         assert len(list((root / "index").glob("*.parquet"))) == 1
-        assert list((root / "journal" / ds.writer).glob("rows-*.jsonl"))[0].stat().st_size == 0
+        assert next((root / "journal" / ds.writer).glob("rows-*.jsonl")).stat().st_size == 0
 
     table = read_index(root)
     assert table.schema.equals(INDEX_SCHEMA)
@@ -99,7 +99,7 @@ def abandon(ds: DatasetWriter) -> None:
     """Drop a writer the way a crash does: buffered rows lost, journal and temp files left behind."""
     ds.journal.close()
     os.close(ds.journal.lock_fd)
-    ds._closed = True  # noqa: SLF001 - keep the test's own object from flushing later
+    ds._closed = True  # keep the test's own object from flushing later
 
 
 def test_done_and_failed_ids(tmp_path: Path) -> None:
@@ -169,7 +169,7 @@ def test_bad_rows_are_refused_before_anything_is_journaled(tmp_path: Path) -> No
         with pytest.raises(DatasetError, match="path"):
             ds.append([{**good, "status": "ok"}])
         assert ds.journal.folder.joinpath(f"rows-{ds.journal.seq:08d}.jsonl").stat().st_size == 0
-        assert not ds.should_flush() and ds._buffer == []  # noqa: SLF001
+        assert not ds.should_flush() and ds._buffer == []
         with pytest.raises(DatasetError, match="image id"):
             ds.place(ds.tmp_path(), "../../etc/passwd", "png")
         with pytest.raises(DatasetError, match="extension"):
@@ -187,7 +187,7 @@ def test_a_bad_row_that_reaches_flush_does_not_damage_the_index(tmp_path: Path) 
         with pytest.raises(DatasetError, match="does not fit the index schema"):
             ds.flush()
         assert read_index(root, dedupe=False).num_rows == 1
-        ds._buffer.clear()  # noqa: SLF001 - drop the poisoned row so close() succeeds
+        ds._buffer.clear()  # drop the poisoned row so close() succeeds
 
 
 def test_open_refuses_what_is_not_a_dataset(tmp_path: Path) -> None:
@@ -240,7 +240,7 @@ def test_read_only_folder_is_a_clear_error(tmp_path: Path) -> None:
         script = tmp_path / "child.py"
         script.write_text(READONLY_CHILD)
         cmd = [unshare, "-m", "sh", "-c",
-               f'mount --bind -o ro "$0" "$0" && exec "$1" "$2" "$0/ds"', str(target), sys.executable,
+               'mount --bind -o ro "$0" "$0" && exec "$1" "$2" "$0/ds"', str(target), sys.executable,
                str(script)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
         if done.returncode == 0:
@@ -315,7 +315,8 @@ def test_manifest_and_run_summaries(tmp_path: Path) -> None:
     with DatasetWriter.open(root) as ds:
         path = ds.write_run_summary("run-1", {"done": 3, "errors": {"timeout": 1}})
         ds.update_manifest(spec, {"run_id": "run-1", "started_at": 1.0, "finished_at": 2.0, "status": "done"})
-        ds.update_manifest(spec, {"run_id": "run-2", "started_at": 3.0, "finished_at": 4.0, "status": "aborted"})
+        ds.update_manifest(spec, {"run_id": "run-2", "started_at": 3.0, "finished_at": 4.0,
+                                  "status": "aborted"})
         ds.update_manifest(spec, {"run_id": "run-2", "started_at": 3.0, "finished_at": 5.0, "status": "done"})
         with pytest.raises(DatasetError, match="run id"):
             ds.write_run_summary("../escape", {})
@@ -364,7 +365,7 @@ def test_should_flush_and_status(tmp_path: Path) -> None:
         job = make_job(1, n=1)
         ds.append([failed_row(job, 0, kind="timeout", message="x", provider="p", run_id="r")])
         assert not ds.should_flush()
-        ds._last_flush = time.monotonic() - 11  # noqa: SLF001 - the clock is the only input here
+        ds._last_flush = time.monotonic() - 11  # the clock is the only input here
         assert ds.should_flush()
         ds.flush()
         assert not ds.should_flush()
@@ -389,7 +390,7 @@ def test_triage_on_a_synthetic_200k_index(tmp_path: Path) -> None:
     })
     table = pa.Table.from_arrays(
         [table[c] if c in table.column_names else pa.nulls(n, f.type) for c, f in
-         zip(INDEX_SCHEMA.names, INDEX_SCHEMA)], schema=INDEX_SCHEMA)
+         zip(INDEX_SCHEMA.names, INDEX_SCHEMA, strict=True)], schema=INDEX_SCHEMA)
     for k in range(4):
         pq.write_table(table.slice(k * n // 4, n // 4), root / "index" / f"part-{k}.parquet")
     for prefix in {i[:2] for i in ids[:on_disk]}:

@@ -80,7 +80,8 @@ def adopt(ds: DatasetWriter, image_id: str) -> dict[str, object]:
 
 def run_and_kill(tmp_path: Path, root: Path, run: int, delay: float) -> list[str]:
     log = tmp_path / f"log-{run}.txt"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONPATH=path)
     child = subprocess.Popen([sys.executable, str(tmp_path / "child.py"), str(root), str(run), str(log)],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -170,7 +171,7 @@ def test_torn_journal_line_and_half_written_part_and_temp_rescue(tmp_path: Path)
     (root / "index" / ".part-123-wdead-000000.parquet.tmp").write_bytes(b"PAR1 half")
     ds.journal.close()
     os.close(ds.journal.lock_fd)  # the writer "dies"
-    ds._closed = True  # noqa: SLF001
+    ds._closed = True
 
     with DatasetWriter.open(root) as again:
         report = again.recover()

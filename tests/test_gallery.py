@@ -101,7 +101,7 @@ def test_axes_can_be_chosen_by_name(tmp_path: Path) -> None:
     assert set(ds.prompts) <= set(parsed.text)  # no axis names the prompt: the cards show it
     parsed = _parse(build_gallery(ds.root, tmp_path / "g.html", rows="seed", cols="prompt", thumb=48))
     assert (parsed.rows, parsed.cols) == (2, 6)
-    with pytest.raises(WanbatchError, match="unknown gallery axis 'mood'.*subject"):
+    with pytest.raises(WanbatchError, match=r"unknown gallery axis 'mood'.*subject"):
         build_gallery(ds.root, tmp_path / "g.html", rows="mood")
 
 

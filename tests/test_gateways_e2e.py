@@ -126,7 +126,8 @@ def serve(app: Any) -> Iterator[str]:
 
 
 def openai_error(status: int, code: str, message: str, type_: str = "ali_error") -> Canned:
-    body = {"error": {"message": f"{message} (request id: front-1)", "type": type_, "param": "", "code": code}}
+    body = {"error": {"message": f"{message} (request id: front-1)", "type": type_, "param": "",
+                      "code": code}}
     return status, {"content-type": "application/json"}, json.dumps(body).encode()
 
 
@@ -176,7 +177,8 @@ def run(spec_path: Path, *, key: str = KEY, **options: Any) -> RunResult:
     return wanbatch.run(wanbatch.load_spec(spec_path), opts)
 
 
-def wanbatch_cli(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def wanbatch_cli(*args: str, env: dict[str, str],
+                 cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "wanbatch", *args], capture_output=True, text=True,
                           timeout=60, env=env, cwd=cwd)
 
@@ -208,7 +210,8 @@ DIALECTS = [("flat", False), ("parameters", False), ("parameters", True), ("dash
 @pytest.mark.parametrize(("dialect", "use_async"), DIALECTS, ids=[f"{d}-{'async' if a else 'sync'}"
                                                                    for d, a in DIALECTS])
 def test_each_dialect_completes_and_sends_exactly_the_protocol_body(
-    dialect: str, use_async: bool, gateway: Callable[..., str], write_spec: Callable[..., Path], tmp_path: Path,
+    dialect: str, use_async: bool, gateway: Callable[..., str], write_spec: Callable[..., Path],
+    tmp_path: Path,
 ) -> None:
     base = gateway(latency=0.02)
     out = tmp_path / "ds"
@@ -250,7 +253,8 @@ def test_each_dialect_completes_and_sends_exactly_the_protocol_body(
             async_route = "/api/v1/services/aigc/image-generation/generation"
             assert route == (async_route if use_async else sync_route)
             assert set(body) == {"model", "input", "parameters"}
-            assert body["input"] == {"messages": [{"role": "user", "content": [{"text": body["input"]["messages"][0]["content"][0]["text"]}]}]}
+            text = body["input"]["messages"][0]["content"][0]["text"]
+            assert body["input"] == {"messages": [{"role": "user", "content": [{"text": text}]}]}
             assert body["input"]["messages"][0]["content"][0]["text"] in prompts
             assert set(body["parameters"]) == {"size", "n", "seed", "watermark", "thinking_mode"}
             assert body["parameters"]["size"] in ("1K", "1696*960") and body["parameters"]["n"] == 1
@@ -394,7 +398,8 @@ def test_an_error_in_a_200_answer_is_a_failed_row(
 
 @pytest.mark.parametrize(("dialect", "use_async"), [("flat", False), ("parameters", True)])
 def test_short_data_fails_only_the_missing_slots(
-    dialect: str, use_async: bool, gateway: Callable[..., str], write_spec: Callable[..., Path], tmp_path: Path,
+    dialect: str, use_async: bool, gateway: Callable[..., str], write_spec: Callable[..., Path],
+    tmp_path: Path,
 ) -> None:
     base = gateway(fail_first={"short_data": 1})
     out = tmp_path / "ds"

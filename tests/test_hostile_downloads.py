@@ -22,13 +22,12 @@ import psutil
 import pytest
 from PIL import Image
 
+from tests.helpers.synthetic import make_dataset
 from wanbatch.errors import RefusedError, TransientError
 from wanbatch.fetch import DownloadLimits, fetch_image, fetch_verified, verify_image
 from wanbatch.gallery import build_gallery
 from wanbatch.images import ImageTooLarge, safe_open_image
 from wanbatch.types import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, DeliveredImage
-
-from tests.helpers.synthetic import make_dataset
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60),
               pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")]

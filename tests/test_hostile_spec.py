@@ -248,7 +248,8 @@ def test_identical_prompt_entries_are_planned_once(tmp_path: Path) -> None:
 def test_download_limits_have_defaults_and_accept_units(tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path, "prompt: a cat\n"))
     assert (spec.limits.max_image_bytes, spec.limits.min_download_rate) == (64 << 20, 32 << 10)
-    spec = load_spec(write(tmp_path, 'prompt: a cat\nlimits: {max_image_bytes: 8MiB, min_download_rate: "100 KB/s"}\n'))
+    spec = load_spec(write(tmp_path, 'prompt: a cat\n'
+                                     'limits: {max_image_bytes: 8MiB, min_download_rate: "100 KB/s"}\n'))
     assert (spec.limits.max_image_bytes, spec.limits.min_download_rate) == (8 << 20, 100_000)
     err = spec_error(write(tmp_path, "prompt: a cat\nlimits: {max_image_bytes: lots}\n"))
     assert err.field == "limits.max_image_bytes" and "64MB" in (err.hint or "")
@@ -259,7 +260,8 @@ def test_download_limits_have_defaults_and_accept_units(tmp_path: Path) -> None:
     ("deep.jsonl", '{"x": ' + "[" * 100_000 + "]" * 100_000 + "}\n", "nested too deeply"),
     ("number.jsonl", '{"x": ' + "9" * 10_000 + "}\n", "too many digits"),
 ])
-def test_hostile_vars_file_contents_are_spec_errors(tmp_path: Path, name: str, content: str, message: str) -> None:
+def test_hostile_vars_file_contents_are_spec_errors(tmp_path: Path, name: str, content: str,
+                                                    message: str) -> None:
     (tmp_path / name).write_text(content, encoding="utf-8")
     err = spec_error(write(tmp_path, f"prompt: a {{x}}\nvars:\n  x: {{file: {name}}}\n"))
     assert message in err.message and name in err.message and err.field == "vars.x.file"

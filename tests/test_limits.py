@@ -1,5 +1,7 @@
 """Pacing and adaptive concurrency, on anyio's real clock."""
 
+import itertools
+
 import anyio
 import pytest
 
@@ -19,7 +21,7 @@ async def test_pacer_spaces_requests_evenly_without_burst() -> None:
         for _ in range(6):
             tg.start_soon(one)
     starts.sort()
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.095, gaps  # never two within one interval, even when all ask at once
     assert starts[-1] - starts[0] == pytest.approx(0.5, abs=0.08)
 

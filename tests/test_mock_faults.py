@@ -57,7 +57,8 @@ async def test_early_faults_answer_as_documented_and_bill_nothing(fault: str, st
 
 async def test_429_alternates_between_ali_and_gateway_limiter_bodies() -> None:
     async with gateway(faults={"429": 1.0}) as client:
-        codes = {(await client.post(FLAT, json=flat_body(), headers=AUTH)).json()["error"]["code"] for _ in range(2)}
+        codes = {(await client.post(FLAT, json=flat_body(), headers=AUTH)).json()["error"]["code"]
+                 for _ in range(2)}
         assert codes == {"Throttling.RateQuota", ""}
 
 
@@ -72,7 +73,8 @@ async def test_429_retry_after_carries_a_retry_header() -> None:
 
 async def test_dashscope_faults_use_dashscope_error_bodies() -> None:
     async with gateway(faults={"429": 1.0}) as client:
-        body = {"model": "wan2.7-image", "input": {"messages": [{"role": "user", "content": [{"text": "x"}]}]},
+        body = {"model": "wan2.7-image",
+                "input": {"messages": [{"role": "user", "content": [{"text": "x"}]}]},
                 "parameters": {"size": "1024*1024", "n": 1}}
         response = await client.post(DS_SYNC, json=body, headers=AUTH)
         assert response.status_code == 429
@@ -121,23 +123,26 @@ async def test_task_fail_ends_tasks_failed_without_billing() -> None:
     async with gateway(faults={"task_fail": 1.0}, task_duration=0.0) as client:
         sync = await client.post(FLAT, json=flat_body(), headers=AUTH)
         assert sync.status_code == 200  # task_fail only concerns async tasks
-        body = {"model": "wan2.7-image-pro", "prompt": "p", "size": "1024x1024", "n": 1, "response_format": "url",
-                "async": True}
+        body = {"model": "wan2.7-image-pro", "prompt": "p", "size": "1024x1024", "n": 1,
+                "response_format": "url", "async": True}
         task = (await client.post(PARAMS, json=body, headers=AUTH)).json()
         poll = (await client.get(f"/parameters/v1/tasks/{task['id']}", headers=AUTH)).json()
         assert poll["status"] == "failed" and poll["error"]["code"] and "data" not in poll
-        ds_body = {"model": "wan2.7-image", "input": {"messages": [{"role": "user", "content": [{"text": "x"}]}]},
+        ds_body = {"model": "wan2.7-image",
+                   "input": {"messages": [{"role": "user", "content": [{"text": "x"}]}]},
                    "parameters": {"size": "2K", "n": 1}}
-        submitted = await client.post(DS_ASYNC, json=ds_body, headers={**AUTH, "X-DashScope-Async": "enable"})
-        output = (await client.get(f"/api/v1/tasks/{submitted.json()['output']['task_id']}", headers=AUTH)).json()
+        submitted = await client.post(DS_ASYNC, json=ds_body,
+                                      headers={**AUTH, "X-DashScope-Async": "enable"})
+        task_id = submitted.json()["output"]["task_id"]
+        output = (await client.get(f"/api/v1/tasks/{task_id}", headers=AUTH)).json()
         assert output["output"]["task_status"] == "FAILED" and output["output"]["code"]
         assert (await stats(client))["billed"] == 1
 
 
 async def test_async_tasks_bill_when_they_finish_not_when_submitted() -> None:
     async with gateway(task_duration=0.2) as client:
-        body = {"model": "wan2.7-image-pro", "prompt": "p", "size": "1024x1024", "n": 2, "response_format": "url",
-                "async": True}
+        body = {"model": "wan2.7-image-pro", "prompt": "p", "size": "1024x1024", "n": 2,
+                "response_format": "url", "async": True}
         assert (await client.post(PARAMS, json=body, headers=AUTH)).status_code == 200
         assert (await stats(client))["billed"] == 0
         await anyio.sleep(0.25)
@@ -147,7 +152,8 @@ async def test_async_tasks_bill_when_they_finish_not_when_submitted() -> None:
 async def test_fail_first_is_per_job_key_and_stacks() -> None:
     async with gateway(fail_first={"429": 1, "500": 1}) as client:
         for prompt in ("one", "two"):
-            statuses = [(await client.post(FLAT, json=flat_body(prompt), headers=AUTH)).status_code for _ in range(4)]
+            statuses = [(await client.post(FLAT, json=flat_body(prompt), headers=AUTH)).status_code
+                        for _ in range(4)]
             assert statuses == [429, 500, 200, 200]
         assert (await stats(client))["billed"] == 4
 
@@ -175,7 +181,8 @@ async def test_stats_count_routes_bodies_and_concurrency_and_reset_clears_them()
         assert {b["route"] for b in snapshot["bodies"]} == {FLAT}
         assert (await client.post("/_mock/reset")).json() == {"ok": True}
         cleared = await stats(client)
-        assert cleared["billed"] == 0 and cleared["bodies"] == [] and cleared["requests"] == {"/_mock/stats": 1}
+        assert cleared["billed"] == 0 and cleared["bodies"] == []
+        assert cleared["requests"] == {"/_mock/stats": 1}
 
 
 async def _post(client: httpx.AsyncClient, body: dict[str, Any]) -> None:

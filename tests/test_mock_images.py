@@ -23,7 +23,8 @@ def gateway(**overrides: Any) -> AbstractAsyncContextManager[httpx.AsyncClient]:
 
 
 async def image_bytes(client: httpx.AsyncClient, **body: Any) -> list[bytes]:
-    request = {"model": "wan2.7-image-pro", "prompt": "a flower shop", "size": "1K", "n": 1, "seed": 1, **body}
+    request = {"model": "wan2.7-image-pro", "prompt": "a flower shop", "size": "1K", "n": 1, "seed": 1,
+               **body}
     response = await client.post(FLAT, json=request, headers=AUTH)
     assert response.status_code == 200, response.text
     downloads = [await client.get(item["url"]) for item in response.json()["data"]]

@@ -64,7 +64,8 @@ def test_async_tasks_count_as_in_flight_until_they_finish() -> None:
                  for s in range(3)]
         assert codes == [200, 200, 429]  # two tasks are still generating
         time.sleep(1.0)
-        assert client.post("/v1/images/generations", json={**submit, "parameters": {"seed": 9}}).status_code == 200
+        later = client.post("/v1/images/generations", json={**submit, "parameters": {"seed": 9}})
+        assert later.status_code == 200
 
 
 def test_rpm_quota_is_a_sliding_window_with_optional_retry_after() -> None:

@@ -31,7 +31,7 @@ KEY = "sk-loop-SECRET-77777777"
 Behaviour = Callable[[socket.socket, bytes, threading.Event], None]
 
 
-def Gateway(**overrides: Any) -> Settings:  # noqa: N802 - reads like the settings it builds
+def Gateway(**overrides: Any) -> Settings:  # reads like the settings it builds
     return Settings(**{"name": "loop", **overrides})
 
 

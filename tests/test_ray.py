@@ -100,7 +100,8 @@ def test_three_shards_fill_one_dataset_exactly_once_and_a_rerun_bills_nothing(
     assert sum(planned) == 30 and all(p > 0 for p in planned)  # a partition, every shard has work
     assert {tuple(s.summary.shard) for s in report.shards if s.summary} == {(0, 3), (1, 3), (2, 3)}
     t = report.totals
-    assert (t["planned_images"], t["done_images"], t["failed_images"], t["submitted_images"]) == (30, 30, 0, 30)
+    images = (t["planned_images"], t["done_images"], t["failed_images"], t["submitted_images"])
+    assert images == (30, 30, 0, 30)
     assert t["done_images"] == sum(s.summary.done_images for s in report.shards if s.summary)
     assert t["shards_failed"] == 0 and t["cost"] is None
     assert report.output == str(out.resolve())
@@ -181,7 +182,8 @@ def test_shards_by_hand_through_the_cli_equal_one_full_run(
         return json.loads(done.stdout)
 
     spec_full = write_spec(SPEC_30.format(base=gateway, key_env=KEY_ENV, output=full), name="full.yaml")
-    whole = wanbatch.run(wanbatch.load_spec(spec_full), wanbatch.RunOptions(env={KEY_ENV: KEY})).summary.to_dict()
+    whole = wanbatch.run(wanbatch.load_spec(spec_full),
+                         wanbatch.RunOptions(env={KEY_ENV: KEY})).summary.to_dict()
     first, second = run("--shard", "0/2"), run("--shard", "1/2")
     assert first["planned_jobs"] + second["planned_jobs"] == whole["planned_jobs"] == 30
     assert first["planned_jobs"] > 0 and second["planned_jobs"] > 0

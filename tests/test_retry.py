@@ -23,7 +23,8 @@ def failing(errors: list[Exception], result: str = "ok"):
 
 @pytest.mark.anyio
 async def test_transient_errors_are_retried_until_success() -> None:
-    fn, calls = failing([TransientError("429", kind="rate_limited"), TransientError("503", kind="server_error")])
+    fn, calls = failing([TransientError("429", kind="rate_limited"),
+                         TransientError("503", kind="server_error")])
     seen: list[str] = []
     result, attempts = await call_with_retries(fn, FAST, on_retry=lambda e: seen.append(e.kind))
     assert (result, attempts, calls["n"]) == ("ok", 3, 3)

@@ -227,7 +227,8 @@ def test_builtin_mock_can_speak_the_parameters_dialect_with_async_tasks(
     assert {json.loads(r["params"])["color_palette"] for r in rows} == {"warm tones"}
 
 
-def test_missing_key_stops_before_anything_is_written(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+def test_missing_key_stops_before_anything_is_written(write_spec: Callable[..., Path],
+                                                      tmp_path: Path) -> None:
     out = tmp_path / "never"
     spec = write_spec(SPEC_24.format(provider=gateway_provider("http://127.0.0.1:9"), concurrency=2,
                                      output=out))
@@ -292,7 +293,8 @@ def test_plan_counts_images_whose_rows_a_crash_lost_as_done(
     assert rerun["submitted_images"] == 0 and rerun["adopted_images"] == 24
 
 
-def test_the_specs_download_limits_reach_every_download(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+def test_the_specs_download_limits_reach_every_download(write_spec: Callable[..., Path],
+                                                        tmp_path: Path) -> None:
     out = tmp_path / "ds"
     text = SPEC_24.format(provider="mock", concurrency=4, output=out).replace(
         "retries: 4}", "retries: 4, max_image_bytes: 1KiB}")

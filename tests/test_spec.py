@@ -401,7 +401,8 @@ def test_params_are_canonical() -> None:
             "params: {watermark: false, thinking_mode: true, color_palette: null}\n")
     assert load_spec("s.yaml", text=text).params == {}
     text = text.replace("watermark: false", "watermark: true").replace("true, color", "false, color")
-    assert list(load_spec("s.yaml", text=text).params.items()) == [("thinking_mode", False), ("watermark", True)]
+    params = load_spec("s.yaml", text=text).params
+    assert list(params.items()) == [("thinking_mode", False), ("watermark", True)]
 
 
 # ------------------------------------------------------------------------------- provider
@@ -434,7 +435,8 @@ def test_missing_env_in_base_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         provider:
           base_url: ${WANBATCH_TEST_MISSING_ENV}/v1
     """)
-    at(err, 3, 13, "provider.base_url", "WANBATCH_TEST_MISSING_ENV is not set", "export WANBATCH_TEST_MISSING_ENV")
+    at(err, 3, 13, "provider.base_url", "WANBATCH_TEST_MISSING_ENV is not set",
+       "export WANBATCH_TEST_MISSING_ENV")
 
 
 def test_env_in_base_url_and_gateway_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -443,7 +445,8 @@ def test_env_in_base_url_and_gateway_defaults(monkeypatch: pytest.MonkeyPatch) -
     provider = load_spec("s.yaml", text=text).provider
     assert provider.kind == "gateway" and provider.base_url == "https://gw.example:8443/v1"
     assert provider.name == "gw.example" and provider.poll_interval == 5.0
-    assert (provider.api_key_env, provider.use_async, provider.response_format) == ("WAN_API_KEY", False, "url")
+    assert (provider.api_key_env, provider.use_async, provider.response_format) == \
+        ("WAN_API_KEY", False, "url")
 
 
 def test_mock_provider_options() -> None:
@@ -497,7 +500,8 @@ def test_durations_and_limit_defaults() -> None:
     limits = load_spec("s.yaml", text=text).limits
     assert (limits.request_timeout, limits.download_timeout, limits.rpm) == (300.0, 0.25, 1.5)
     assert (limits.concurrency, limits.retries, limits.ambiguous_retries) == (8, 6, 0)
-    assert load_spec("s.yaml", text="prompt: x\nlimits: {request_timeout: 1h}\n").limits.request_timeout == 3600
+    hour = load_spec("s.yaml", text="prompt: x\nlimits: {request_timeout: 1h}\n")
+    assert hour.limits.request_timeout == 3600
 
 
 # ------------------------------------------------------------------------------ the whole spec
@@ -506,7 +510,8 @@ def test_durations_and_limit_defaults() -> None:
 def test_full_example_loads_and_resolves_to_json() -> None:
     spec = load_spec(DATA / "flower-shops.yaml")
     assert isinstance(spec, Spec)
-    assert (spec.name, spec.model, spec.n, spec.price_per_image) == ("flower-shops", "wan2.7-image-pro", 1, 0.2)
+    assert (spec.name, spec.model, spec.n, spec.price_per_image) == \
+        ("flower-shops", "wan2.7-image-pro", 1, 0.2)
     assert spec.sizes == ["2K", "1920*1080"] and spec.params == {}
     assert spec.output == "datasets/flower-shops" and spec.source == str(DATA / "flower-shops.yaml")
     resolved = json.loads(json.dumps(spec.resolved()))
@@ -562,4 +567,5 @@ def test_mock_faults_are_checked(tmp_path: Path) -> None:
           faults: {"429": 0.7, "5O3": 0.5}
     """)
     at(found[0], 4, 11, "provider.faults", "add up to 1.2")
-    at(found[1], 4, 24, "provider.faults.5O3", "unknown fault '5O3'", "429_retry_after", "did you mean '503'?")
+    at(found[1], 4, 24, "provider.faults.5O3", "unknown fault '5O3'", "429_retry_after",
+       "did you mean '503'?")

@@ -41,7 +41,8 @@ def go(spec: Spec, out: Path) -> int:
         return exc.exit_code
     table: pa.Table = wanbatch.read_index(result.root, ["image_id", "status"])
     summary: RunSummary = result.summary
-    rows: int = summary.done_images + table.num_rows + wanbatch.open_index(result.root).count_rows()  # pyarrow is untyped
+    # pyarrow is untyped
+    rows: int = summary.done_images + table.num_rows + wanbatch.open_index(result.root).count_rows()
     return result.exit_code + rows
 
 

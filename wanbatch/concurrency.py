@@ -151,8 +151,8 @@ class ConcurrencyController:
 
     @property
     def stats(self) -> ControllerStats:
-        return ControllerStats(self.limit, self._cuts, self._lowest, self._highest, self._throttled, self._errors,
-                               self._successes, round(self._paused, 3))
+        return ControllerStats(self.limit, self._cuts, self._lowest, self._highest, self._throttled,
+                               self._errors, self._successes, round(self._paused, 3))
 
     # -- the slot ---------------------------------------------------------------------------------
 

@@ -173,7 +173,8 @@ async def _download(
                     if wait.cancelled_caught:
                         raise RefusedError(
                             f"the image at {where} arrived too slowly ({size} bytes in "
-                            f"{time.monotonic() - started:.0f} s, under {min_rate:g} bytes/s)", kind="too_slow")
+                            f"{time.monotonic() - started:.0f} s, under {min_rate:g} bytes/s)",
+                            kind="too_slow")
                     if chunk is None:
                         break
                     size += len(chunk)  # decoded bytes; the wire's count is num_bytes_downloaded

@@ -70,7 +70,8 @@ async def call_with_retries(
     try:
         return await fn(), 1
     except GatewayError as exc:
-        retryable = isinstance(exc, TransientError) or (isinstance(exc, AmbiguousError) and ambiguous_left > 0)
+        retryable = isinstance(exc, TransientError) or (
+            isinstance(exc, AmbiguousError) and ambiguous_left > 0)
         if not retryable or policy.retries == 0:
             exc.attempts = 1
             raise

@@ -18,6 +18,7 @@ A SIGKILL can tear the last line of a file; readers skip a line that does not pa
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -163,20 +164,16 @@ class AppendFile:
         """Cut a half-written record so the next write does not follow a torn line."""
         if size < 0:
             return
-        try:
+        with contextlib.suppress(OSError):
             os.ftruncate(self.fd, size)
-        except OSError:
-            pass
 
     def sync(self) -> None:
         with disk_errors("sync the journal"):
             os.fsync(self.fd)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.close(self.fd)
-        except OSError:
-            pass
 
 
 class WriterJournal:

@@ -27,7 +27,7 @@ def tool_version() -> str:
         from importlib.metadata import version
 
         return version("wanbatch")
-    except Exception:  # noqa: BLE001 - running from a source tree
+    except Exception:  # running from a source tree
         from .._version import __version__
 
         return __version__

@@ -175,11 +175,8 @@ class RemoteRoot:
             tmp.unlink(missing_ok=True)
 
     def delete(self, rel: str) -> None:
-        with self.errors(f"delete {rel}"):
-            try:
-                self.fs.delete_file(self.key(rel))
-            except FileNotFoundError:
-                pass
+        with self.errors(f"delete {rel}"), contextlib.suppress(FileNotFoundError):
+            self.fs.delete_file(self.key(rel))
 
 
 def _is_part(name: str) -> bool:
@@ -260,9 +257,11 @@ class Mirror:
         with root_lock(self.layout):
             local = read_manifest(self.layout) if self.layout.manifest.exists() else {}
             known = {r.get("run_id") for r in data.get("runs") or [] if isinstance(r, dict)}
-            extra = [r for r in local.get("runs") or [] if isinstance(r, dict) and r.get("run_id") not in known]
+            extra = [r for r in local.get("runs") or []
+                     if isinstance(r, dict) and r.get("run_id") not in known]
             data["runs"] = list(data.get("runs") or []) + extra
-            atomic_write(self.layout.manifest, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
+            text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+            atomic_write(self.layout.manifest, text.encode())
 
     def _local_images(self) -> list[str]:
         found: list[str] = []

@@ -14,6 +14,7 @@ which writes through a local staging folder and copies finished files to the buc
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
@@ -253,10 +254,9 @@ class DatasetWriter:
         if exc_type is None:
             self.close()
         else:
-            try:
+            # the original error matters more; the journal keeps the rows
+            with contextlib.suppress(DatasetError):
                 self.close()
-            except DatasetError:
-                pass  # the original error matters more; the journal keeps the rows
 
     def close(self) -> None:
         """Flush, then release the journal (kept on disk if tasks are pending or a flush failed)."""

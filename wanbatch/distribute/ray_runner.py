@@ -257,7 +257,8 @@ def _gather(ray: Any, refs: dict[Any, int]) -> list[ShardOutcome]:
             outcomes[shard] = ShardOutcome(shard, EXIT_ABORTED, None, _task_error(exc))
             continue
         summary = RunSummary.from_dict(data["summary"]) if data["summary"] is not None else None
-        outcomes[shard] = ShardOutcome(shard, int(data["exit_code"]), summary, data["error"], list(data["notes"]))
+        outcomes[shard] = ShardOutcome(shard, int(data["exit_code"]), summary, data["error"],
+                                       list(data["notes"]))
     return [outcomes[i] for i in sorted(outcomes)]
 
 

@@ -18,7 +18,8 @@ Family = Literal["openai", "dashscope"]
 
 HTML_500 = (
     "<html>\r\n<head><title>500 Internal Server Error</title></head>\r\n<body>\r\n"
-    "<center><h1>500 Internal Server Error</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+    "<center><h1>500 Internal Server Error</h1></center>\r\n"
+    "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
 )
 HTML_504 = (
     "<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n"
@@ -41,7 +42,8 @@ def openai_error(
     request_id: str,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = {"error": {"message": f"{message} (request id: {request_id})", "type": type_, "param": "", "code": code}}
+    body = {"error": {"message": f"{message} (request id: {request_id})", "type": type_, "param": "",
+                      "code": code}}
     return JSONResponse(body, status_code=status, headers={"x-request-id": request_id, **(headers or {})})
 
 
@@ -73,7 +75,8 @@ def fault(name: str, family: Family, *, request_id: str, model: str, variant: in
             headers = {"Retry-After": "1"} if variant % 2 == 0 else {"retry-after-ms": "200"}
         if family == "openai" and variant % 2 == 1:
             message = "The current group's load is saturated, please try again later"
-            return openai_error(429, message, type_="new_api_error", code="", request_id=request_id, headers=headers)
+            return openai_error(429, message, type_="new_api_error", code="", request_id=request_id,
+                                headers=headers)
         message = "Requests rate limit exceeded, please try again later."
         return error(family, 429, "Throttling.RateQuota", message, request_id=request_id, headers=headers)
     if name == "500":
@@ -131,7 +134,8 @@ def dashscope_usage(count: int, width: int, height: int) -> dict[str, Any]:
     return {"image_count": count, "size": f"{width}*{height}", "input_tokens": 0, "output_tokens": 0}
 
 
-def oss_error(status: int, code: str, message: str, *, request_id: str, extra: dict[str, str] | None = None) -> Response:
+def oss_error(status: int, code: str, message: str, *, request_id: str,
+              extra: dict[str, str] | None = None) -> Response:
     fields = "".join(f"  <{k}>{v}</{k}>\n" for k, v in (extra or {}).items())
     body = (
         '<?xml version="1.0" encoding="UTF-8"?>\n<Error>\n'

@@ -70,7 +70,8 @@ class MockGateway:
 
     # -- generation -------------------------------------------------------------------------------
 
-    async def generate(self, request: Request, dialect: MockDialect, route: str, submit: bool = False) -> Response:
+    async def generate(self, request: Request, dialect: MockDialect, route: str,
+                       submit: bool = False) -> Response:
         family = dialect.family
         rid = _request_id(family)
         raw = await request.body()
@@ -85,8 +86,8 @@ class MockGateway:
         except BadRequest as exc:
             return dialect.refuse(exc, self.config, rid)
         if any(word.lower() in req.prompt.lower() for word in self.config.moderation_words):
-            return answers.error(family, 400, "DataInspectionFailed", "Input data may contain inappropriate content.",
-                                 request_id=rid)
+            return answers.error(family, 400, "DataInspectionFailed",
+                                 "Input data may contain inappropriate content.", request_id=rid)
         if not self.quota.admit(time.time(), self.stats.in_flight + self.tasks.pending):
             return quota.throttled_response(self.quota, family, rid)
         use_async = submit or req.use_async
@@ -127,7 +128,8 @@ class MockGateway:
             return await self._ambiguous(request, fault, dialect.family, req, rid)
         return dialect.submitted(task_id, rid)
 
-    async def _ambiguous(self, request: Request, fault: str, family: Family, req: GenRequest, rid: str) -> Response:
+    async def _ambiguous(self, request: Request, fault: str, family: Family, req: GenRequest,
+                         rid: str) -> Response:
         if fault == "timeout":
             await _hang(request, self.config.hang)
         return answers.fault(fault, family, request_id=rid, model=req.model, variant=0)
@@ -207,14 +209,16 @@ class MockGateway:
                                  type_="invalid_request_error")
         if key in self.config.forbidden_keys:
             return answers.error(family, 403, "Arrearage",
-                                 "Access denied, please make sure your account is in good standing.", request_id=rid)
+                                 "Access denied, please make sure your account is in good standing.",
+                                 request_id=rid)
         return None
 
     def _ref(self, req: GenRequest, slot: int, expires: int) -> ImageRef:
         width = max(1, round(req.width * self.config.scale))
         height = max(1, round(req.height * self.config.scale))
         kb = round(self.config.image_kb) if self.config.image_kb is not None else default_kb(width, height)
-        return ImageRef(width, height, max(1, kb), image_digest(req.prompt, req.seed, req.size, slot), expires)
+        digest = image_digest(req.prompt, req.seed, req.size, slot)
+        return ImageRef(width, height, max(1, kb), digest, expires)
 
     def now(self) -> int:
         return int(time.time())
@@ -223,7 +227,8 @@ class MockGateway:
         """A temporary link to image ``slot`` of ``req``, served by ``GET /files/{token}``."""
         return f"{request.base_url}files/{self._ref(req, slot, expires).token()}"
 
-    async def items(self, request: Request, req: GenRequest, count: int, expires: int) -> list[tuple[str, str]]:
+    async def items(self, request: Request, req: GenRequest, count: int,
+                    expires: int) -> list[tuple[str, str]]:
         """(url, b64_json) pairs of ``count`` images, as ``req.response_format`` asks."""
         if req.response_format == "url":
             return [(self.url(request, req, k, expires), "") for k in range(count)]

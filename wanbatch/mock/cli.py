@@ -31,23 +31,28 @@ def _pairs(values: tuple[str, ...], option: str, convert: type[float] | type[int
 
 @click.command("mock-server")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="0 = any free port.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
+              help="0 = any free port.")
 @click.option("--dialect", default="flat", show_default=True,
               help="Dialect served at the root, e.g. /v1 (flat, parameters, dashscope or a plugin's); "
                    "every dialect is also served under /{name}/..., DashScope's /api/v1 always.")
 @click.option("--latency", default="0", show_default=True,
               help="Seconds per generation, or 'uniform:a,b' or 'lognormal:median,sigma'.")
-@click.option("--fault", "faults", multiple=True, metavar="NAME=RATE", help=f"Inject a fault: {', '.join(FAULTS)}.")
+@click.option("--fault", "faults", multiple=True, metavar="NAME=RATE",
+              help=f"Inject a fault: {', '.join(FAULTS)}.")
 @click.option("--fail-first", "fail_first", multiple=True, metavar="NAME=K",
               help="The first K requests of each job get this fault.")
 @click.option("--api-key-env", metavar="VAR", help="Accept only the key held by this environment variable.")
 @click.option("--moderation-word", "moderation_words", multiple=True,
               help="Prompts containing it are refused (default: forbidden-word).")
-@click.option("--url-ttl", type=float, default=86400.0, show_default=True, help="Seconds image URLs stay valid.")
+@click.option("--url-ttl", type=float, default=86400.0, show_default=True,
+              help="Seconds image URLs stay valid.")
 @click.option("--scale", type=float, default=1.0, show_default=True, help="Shrink delivered images (0-1].")
-@click.option("--image-kb", type=float, default=None, help="Approximate PNG size in KB (default: ~25000 at 4K).")
+@click.option("--image-kb", type=float, default=None,
+              help="Approximate PNG size in KB (default: ~25000 at 4K).")
 @click.option("--hang", type=float, default=600.0, show_default=True, help="Seconds a 'timeout' fault hangs.")
-@click.option("--task-duration", type=float, default=None, help="Seconds an async task takes (default: latency).")
+@click.option("--task-duration", type=float, default=None,
+              help="Seconds an async task takes (default: latency).")
 @click.option("--max-inflight", type=click.IntRange(min=1), default=None,
               help="Hidden quota: generations in progress at once; 429 beyond (not billed).")
 @click.option("--quota-rpm", type=click.FloatRange(min=0, min_open=True), default=None,

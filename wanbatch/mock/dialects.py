@@ -1,6 +1,7 @@
 """What every dialect handler of the mock shares: the ``GenRequest`` a body becomes, and strict checks.
 
-Each dialect's own parsing lives in its handler module (:mod:`wanbatch.mock.flat`, ...). The mock refuses whatever PROTOCOL.md does not allow, so a client that passes against the mock
+Each dialect's own parsing lives in its handler module (:mod:`wanbatch.mock.flat`, ...). The mock
+refuses whatever PROTOCOL.md does not allow, so a client that passes against the mock
 does not lean on leniency a real gateway may lack. Two kinds of refusal: ``malformed`` (the body
 does not fit the dialect at all — new-api's ``invalid_request``) and ``invalid`` (a well-formed body
 with a value the model refuses — ``InvalidParameter``).
@@ -61,7 +62,8 @@ def load_json(raw: bytes) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("malformed", f"invalid request body: {exc}") from None
     if not isinstance(body, dict):
-        raise BadRequest("malformed", "invalid request body: json: cannot unmarshal into Go value of type object")
+        raise BadRequest("malformed",
+                         "invalid request body: json: cannot unmarshal into Go value of type object")
     return body
 
 
@@ -114,7 +116,8 @@ def check_palette(value: Any) -> None:
 _PIXELS = re.compile(r"^([1-9][0-9]{0,5})([*x])([1-9][0-9]{0,5})$")
 
 
-def check_size(model: str, value: Any, *, allow_x: bool, allow_star: bool, allow_tiers: bool) -> tuple[str, int, int]:
+def check_size(model: str, value: Any, *, allow_x: bool, allow_star: bool,
+               allow_tiers: bool) -> tuple[str, int, int]:
     """Check a size against the model's rules; return (normalised, width, height)."""
     if not isinstance(value, str):
         raise BadRequest("invalid", f"size must be a string, not {value!r}")
@@ -130,7 +133,8 @@ def check_size(model: str, value: Any, *, allow_x: bool, allow_star: bool, allow
     width, height = int(match[1]), int(match[3])
     limit = MAX_PIXELS if model == PRO else BASE_MODEL_MAX_PIXELS
     if not MIN_PIXELS <= width * height <= limit:
-        raise BadRequest("invalid", f"size {value}: total pixels must be within [768*768, {_root(limit)}] for {model}")
+        raise BadRequest("invalid",
+                         f"size {value}: total pixels must be within [768*768, {_root(limit)}] for {model}")
     if not 1 / 8 <= width / height <= 8:
         raise BadRequest("invalid", f"size {value}: aspect ratio must be within [1:8, 8:1]")
     return f"{width}*{height}", width, height

@@ -104,7 +104,8 @@ def throttled_response(quota: Quota, family: Family, request_id: str) -> Respons
     from wanbatch.mock import answers
 
     headers = {} if quota.retry_after is None else {"Retry-After": f"{quota.retry_after:g}"}
-    return answers.error(family, 429, "Throttling.RateQuota", "Requests rate limit exceeded, please try again later.",
+    message = "Requests rate limit exceeded, please try again later."
+    return answers.error(family, 429, "Throttling.RateQuota", message,
                          request_id=request_id, headers=headers)
 
 

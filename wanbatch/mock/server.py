@@ -67,7 +67,8 @@ def run_in_thread(config: MockConfig, host: str = "127.0.0.1", port: int = 0) ->
     """Serve the mock on a real socket in a thread; yields ``"http://127.0.0.1:PORT"``."""
     sock = bind(host, port)
     server = _server(config, graceful=0.5)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="wanbatch-mock", daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="wanbatch-mock",
+                              daemon=True)
     thread.start()
     try:
         while not server.started:

@@ -21,10 +21,10 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._version import __version__
+from ..concurrency import ConcurrencyController
 from ..dataset import DatasetView, DatasetWriter
 from ..dataset.ledger import DatasetLedger
 from ..errors import DatasetError, FatalError, GatewayError, WanbatchError
-from ..concurrency import ConcurrencyController
 from ..fetch import DownloadLimits
 from ..limits import RatePacer
 from ..plan import Plan, plan as make_plan
@@ -127,7 +127,8 @@ class _Run:
 
     async def _fan_out(self, the_plan: Plan, dataset: DatasetWriter, state: _Triage) -> None:
         writer = WriterTask(dataset, self.stats, run_id=self.run_id, on_error=self._writer_failed,
-                            provider=lambda: self.jobs.provider.name if self.jobs else self.spec.provider.name)
+                            provider=lambda: (self.jobs.provider.name if self.jobs
+                                              else self.spec.provider.name))
         async with anyio.create_task_group() as outer:
             if self.options.handle_signals:
                 outer.start_soon(self._watch_signals)
@@ -172,7 +173,8 @@ class _Run:
                           run_max_cost=self.options.max_cost_this_run),
             policy=RetryPolicy(retries=self.limits.retries, ambiguous_retries=self.limits.ambiguous_retries,
                                backoff_initial=initial, backoff_max=most),
-            download_policy=RetryPolicy(retries=self.limits.retries, backoff_initial=initial, backoff_max=most),
+            download_policy=RetryPolicy(retries=self.limits.retries, backoff_initial=initial,
+                                        backoff_max=most),
             pacer=RatePacer(self.limits.rpm), controller=self.controller, tmp_path=dataset.tmp_path,
             request_timeout=self.limits.request_timeout, download_timeout=self.limits.download_timeout,
             download_limits=DownloadLimits(max_bytes=self.limits.max_image_bytes,
@@ -322,8 +324,8 @@ class _Run:
 
     def summary(self) -> RunSummary:
         stats = self.stats
-        code = exit_code_for(error=self.error, stop_reason=stats.stop_reason, failed_images=stats.failed_images,
-                             pending_tasks=stats.pending_tasks)
+        code = exit_code_for(error=self.error, stop_reason=stats.stop_reason,
+                             failed_images=stats.failed_images, pending_tasks=stats.pending_tasks)
         return RunSummary(
             run_id=self.run_id,
             planned_jobs=stats.planned_jobs, planned_images=stats.planned_images, todo_jobs=stats.todo_jobs,

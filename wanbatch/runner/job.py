@@ -15,9 +15,9 @@ from typing import Any
 import anyio
 import httpx
 
+from ..concurrency import ConcurrencyController
 from ..errors import AmbiguousError, FatalError, GatewayError, RefusedError, TransientError
 from ..fetch import DownloadLimits, fetch_verified
-from ..concurrency import ConcurrencyController
 from ..limits import RatePacer
 from ..providers.base import Provider
 from ..retry import RetryPolicy, call_with_retries
@@ -35,8 +35,9 @@ class JobRunner:
         self, *, provider: Provider, client: httpx.AsyncClient, writer: WriterTask, stats: RunStats,
         budget: Budget, policy: RetryPolicy, download_policy: RetryPolicy, pacer: RatePacer,
         controller: ConcurrencyController, tmp_path: Callable[[str], Any], request_timeout: float,
-        download_timeout: float, download_limits: DownloadLimits, unindexed: set[str], pending: dict[str, tuple[str, str]],
-        notes: list[str], stop: Callable[[str], None], submit_concurrency: int = 1,
+        download_timeout: float, download_limits: DownloadLimits, unindexed: set[str],
+        pending: dict[str, tuple[str, str]], notes: list[str], stop: Callable[[str], None],
+        submit_concurrency: int = 1,
     ) -> None:
         self.provider = provider
         self.client = client
@@ -101,7 +102,8 @@ class JobRunner:
             raise FatalError(f"cannot reach the gateway ({exc.message}); check base_url and the network",
                              kind="network") from None
         slots += [SlotFailed(k, exc.kind, exc.message) for k in need]
-        return JobOutcome(job, slots, attempts=exc.attempts, latency_ms=int((time.monotonic() - started) * 1000),
+        latency_ms = int((time.monotonic() - started) * 1000)
+        return JobOutcome(job, slots, attempts=exc.attempts, latency_ms=latency_ms,
                           finishes_task=self.provider.use_async)
 
     # ------------------------------------------------------------------ the gateway
@@ -177,7 +179,8 @@ class JobRunner:
             except RefusedError as exc:
                 if exc.kind != "task_unknown":  # older than 24 h or unknown: only then submit again
                     raise
-                self.notes.append(f"task {pending[1]} of job {job.job_id} is unknown to the gateway: resubmitted")
+                self.notes.append(
+                    f"task {pending[1]} of job {job.job_id} is unknown to the gateway: resubmitted")
         async with AsyncExitStack() as hold:
             # The task holds its slot from submission until it settles: it is a generation in flight.
             started = anyio.current_time()

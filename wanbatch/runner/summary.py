@@ -76,8 +76,8 @@ class RunSummary:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         shard = values.get("shard")
-        values["shard"] = (int(shard[0]), int(shard[1])) if isinstance(shard, list | tuple) and len(shard) == 2 \
-            else None
+        values["shard"] = (int(shard[0]), int(shard[1])) \
+            if isinstance(shard, list | tuple) and len(shard) == 2 else None
         values["errors_by_kind"] = dict(values.get("errors_by_kind") or {})
         values["ledger"] = dict(values.get("ledger") or {})
         values.setdefault("run_id", "")

@@ -248,8 +248,8 @@ class WriterTask:
         rows: list[dict[str, Any]] = []
         for slot in outcome.slots:
             if isinstance(slot, SlotFailed):
-                rows.append(failed_row(job, slot.slot, kind=slot.kind, message=slot.message, provider=provider,
-                                       run_id=self.run_id, attempts=outcome.attempts,
+                rows.append(failed_row(job, slot.slot, kind=slot.kind, message=slot.message,
+                                       provider=provider, run_id=self.run_id, attempts=outcome.attempts,
                                        latency_ms=outcome.latency_ms, task_id=outcome.task_id))
                 applied.failed[slot.kind] = applied.failed.get(slot.kind, 0) + 1
             elif isinstance(slot, Adopted):

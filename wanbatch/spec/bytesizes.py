@@ -10,7 +10,8 @@ from typing import Any
 
 from wanbatch.spec.issues import describe, fail
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9,
+          "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmg]i?b|b)?\s*(/\s*s)?\s*$", re.IGNORECASE)
 _HINT = "write a number of bytes or a string like 64MB, 512KiB, 2GB (rates: 32KB/s)"
 

@@ -111,7 +111,7 @@ class Issues:
         suggested: set[Path] = set()
         pending: list[tuple[Path, bool, str, str | None]] = []
         for err in raw:
-            path, found = data_path(data, err["loc"])
+            path, _found = data_path(data, err["loc"])
             full = (*base, *path)
             kind = err["type"]
             if kind == "extra_forbidden":

@@ -2,8 +2,8 @@
 
 Input models forbid unknown keys and are strict (``"8"`` is not an integer, ``1`` is not ``true``),
 so a typo never passes silently. Cross-field rules (sizes per model and dialect, params per dialect,
-dialect and provider-type names, templates against vars) live in :mod:`wanbatch.spec.loader`, where each error can be pinned to the
-line that caused it.
+dialect and provider-type names, templates against vars) live in :mod:`wanbatch.spec.loader`, where
+each error can be pinned to the line that caused it.
 """
 
 from __future__ import annotations

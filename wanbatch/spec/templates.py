@@ -198,7 +198,8 @@ def _entries(spec: SpecIn, issues: Issues) -> list[_Entry]:
     return entries
 
 
-def _resolve_vars(values: dict[str, Any], base: Path, issues: Issues, spec_dir: FsPath) -> dict[str, list[str]]:
+def _resolve_vars(values: dict[str, Any], base: Path, issues: Issues,
+                  spec_dir: FsPath) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for name, value in values.items():
         if not name.isidentifier():
@@ -248,7 +249,8 @@ def _equal_lengths(groups: list[tuple[list[str], Path]], merged: dict[str, list[
         if ok and len(set(lengths.values())) > 1:
             detail = ", ".join(f"{k}={v}" for k, v in lengths.items())
             issues.add(path, f"zipped vars must have equal lengths; got {detail}",
-                       "give each zipped var the same number of values, or drop zip for the cartesian product")
+                       "give each zipped var the same number of values, "
+                       "or drop zip for the cartesian product")
             ok = False
         if ok:
             good.append((group, path))

@@ -96,10 +96,13 @@ def _jsonl_key(text: str, key: str, file: str) -> list[str]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise VarFileError(f"{file} line {lineno} is not JSON: {exc.msg}", "one JSON object per line") from None
+            raise VarFileError(f"{file} line {lineno} is not JSON: {exc.msg}",
+                               "one JSON object per line") from None
         except (ValueError, RecursionError) as exc:  # a 5000-digit number, arrays nested 10⁵ deep
-            problem = "nested too deeply" if isinstance(exc, RecursionError) else "a number with too many digits"
-            raise VarFileError(f"{file} line {lineno} cannot be read: {problem}", "one flat JSON object per line") from None
+            problem = ("nested too deeply" if isinstance(exc, RecursionError)
+                       else "a number with too many digits")
+            raise VarFileError(f"{file} line {lineno} cannot be read: {problem}",
+                               "one flat JSON object per line") from None
         if not isinstance(record, dict) or key not in record:
             keys = ", ".join(record) if isinstance(record, dict) else "none"
             raise VarFileError(f"{file} line {lineno} has no key {key!r}; keys: {keys}",

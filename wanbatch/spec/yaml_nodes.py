@@ -182,7 +182,8 @@ def compose(text: str, file: str) -> Document:
         m = _mark(big)
         raise SpecErrors([SpecError(f"this value expands to more than {MAX_NODES} values (an alias bomb?)",
                                     file=file, line=m.line, column=m.column,
-                                    hint="use fewer aliases (*name); put long lists of values in a vars file")])
+                                    hint="use fewer aliases (*name); "
+                                         "put long lists of values in a vars file")])
     builder = _Builder(doc)
     try:
         doc.data = builder.build(root, ())
