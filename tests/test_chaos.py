@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 import wanbatch
@@ -94,8 +93,7 @@ def start_cli(spec: Path) -> subprocess.Popen[bytes]:
 
 
 def posts(base: str) -> int:
-    stats = httpx.get(f"{base}/_mock/stats?bodies=0", timeout=10).json()  # polled: keep it small
-    return int(stats["requests"].get(POSTS, 0))
+    return int(mock_stats(base)["requests"].get(POSTS, 0))
 
 
 def wait_for_posts(base: str, target: int, proc: subprocess.Popen[bytes], limit: float = 60) -> bool:

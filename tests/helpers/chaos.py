@@ -11,9 +11,14 @@ import httpx
 
 from wanbatch.dataset import compact, read_index
 
+#: One client for every poll: ``httpx.get`` builds a client (and an SSL context: tens of ms of CPU)
+#: per call, which in tight polling loops starved the run being watched.
+_CLIENT = httpx.Client(timeout=10)
+
 
 def mock_stats(base: str) -> dict[str, Any]:
-    return httpx.get(f"{base}/_mock/stats", timeout=10).json()
+    """The mock's counters, without the recent request bodies (cheap enough to poll)."""
+    return _CLIENT.get(f"{base}/_mock/stats?bodies=0").json()
 
 
 def settled_stats(base: str) -> dict[str, Any]:
