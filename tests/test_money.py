@@ -85,7 +85,7 @@ def test_status_ledger_equals_the_bill_after_a_plain_run(tmp_path: Path) -> None
     assert saved["ledger"]["billed_images"] == 8 and saved["in_doubt_images"] == 0
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(150)
 def test_a_second_sigint_leaves_the_unanswered_requests_in_doubt_and_a_rerun_does_not_pay_them_again(
     tmp_path: Path,
 ) -> None:
