@@ -19,6 +19,7 @@ from rich.table import Table
 
 from ._version import __version__
 from .errors import EXIT_ABORTED, EXIT_BAD_INPUT, EXIT_FAILED, SpecError, WanbatchError
+from .redact import redact
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -46,8 +47,8 @@ class LazyGroup(click.Group):
 
 
 def fail(message: str, code: int, hint: str | None = None) -> NoReturn:
-    """Print ``message`` (plain text: brackets such as ``[ray]`` are kept) and exit with ``code``."""
-    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
+    """Print ``message`` (plain text, brackets such as ``[ray]`` kept, keys masked); exit with ``code``."""
+    err.print(f"[bold red]error:[/] {escape(redact(message))}", markup=True, soft_wrap=True)
     if hint:
         err.print(f"[dim]hint:[/] {escape(hint)}")
     sys.exit(code)
@@ -224,7 +225,7 @@ def run(spec_path: str, shard: str | None, output: str | None, retry_failed: boo
         if not (result.error is not None and result.stats.planned_jobs == 0):  # stopped before starting
             out.print(summary_table(result.summary))
         if result.error is not None:
-            err.print(f"[bold red]stopped:[/] {result.error}", soft_wrap=True)
+            err.print(f"[bold red]stopped:[/] {escape(redact(str(result.error)))}", soft_wrap=True)
         reason = result.stats.stop_reason or ""
         if result.exit_code == EXIT_ABORTED and result.error is None and reason.startswith(CAP_REACHED):
             err.print(f"[yellow]stopped: {escape(reason)}.[/] Nothing more is requested while the cap "

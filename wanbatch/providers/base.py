@@ -28,6 +28,7 @@ import anyio
 import httpx
 
 from wanbatch.errors import AmbiguousError, FatalError, GatewayError, RefusedError, TransientError
+from wanbatch.redact import redact_short
 from wanbatch.types import DeliveredImage, Generation, Job, TaskState
 
 Phase = Literal["generate", "submit", "poll"]
@@ -40,7 +41,8 @@ _QUOTA = ("insufficient_quota", "arrearage", "quota_exceeded", "insufficient_bal
 _REQUEST_ID_IN_MESSAGE = re.compile(r"\(request id: ([^)\s]+)\)")
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]+>")
-_MAX_MESSAGE = 300
+#: Raw body characters looked at for a message (masked, then cut to redact.MAX_MESSAGE).
+_SNIPPET_WINDOW = 64 * 1024
 
 try:  # httpx_aiohttp lets some aiohttp errors through unmapped; they must not escape as tracebacks
     import aiohttp as _aiohttp
@@ -85,9 +87,15 @@ class ErrorContext:
     secret: str | None = field(default=None, repr=False)
 
     def redact(self, text: str) -> str:
-        if self.secret and len(self.secret) >= 4:
-            text = text.replace(self.secret, "***")
-        return text
+        """Masked first, then cut (wanbatch.redact): a cut never leaves part of a key behind."""
+        return redact_short(text, self.secret)
+
+    def said(self, text: str, request_id: str | None) -> str:
+        """A gateway's words for a message: masked and cut, the (masked) request id after them."""
+        said = self.redact(text)
+        if request_id and request_id not in said:
+            said += f" (request id: {self.redact(request_id)})"
+        return said
 
 
 class Provider(ABC):
@@ -241,7 +249,7 @@ def unreadable_is_ambiguous() -> Iterator[None]:
 
 def translate_exception(exc: BaseException, phase: Phase, context: ErrorContext) -> GatewayError:
     """An httpx (or raw transport) exception as the one GatewayError it stands for."""
-    detail = context.redact(_short(str(exc)) or type(exc).__name__)
+    detail = context.redact(str(exc) or type(exc).__name__)
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
         return FatalError(f"cannot send to {context.base_url}: {detail}; base_url must be an http(s) URL",
                           kind="not_found")
@@ -277,6 +285,8 @@ def check_answer(
     """The JSON object of a successful answer, or raise the one GatewayError the answer stands for."""
     body = parse_json(response.content)
     request_id = _request_id(response.headers, body)
+    if request_id is not None:  # a header the gateway chose: as untrusted as its body
+        request_id = context.redact(request_id)
     status = response.status_code
     if 200 <= status < 300:
         if not isinstance(body, dict):
@@ -308,11 +318,9 @@ def status_error(
 ) -> GatewayError:
     """The PROTOCOL.md error table, for any non-2xx status."""
     code, etype, gateway_message = _error_fields(body)
-    said = context.redact(gateway_message or _snippet(content) or "(empty body)")
+    said = context.said(gateway_message or _snippet(content) or "(empty body)", request_id)
     tags = f"{code} {etype}".lower()
     where = f"{status} from {context.base_url}"
-    if request_id and request_id not in said:
-        said += f" (request id: {request_id})"
     kwargs: dict[str, Any] = {"status": status, "retry_after": parse_retry_after(headers),
                               "request_id": request_id}
     new_api = etype == "new_api_error" or code == "invalid_request" or said.startswith("invalid request body")
@@ -360,9 +368,7 @@ def body_error(
         return None
     code, etype, message = _error_fields(body)
     tags = f"{code} {etype}".lower()
-    said = context.redact(message or code or "unspecified error")
-    if request_id and request_id not in said:
-        said += f" (request id: {request_id})"
+    said = context.said(message or code or "unspecified error", request_id)
     kwargs: dict[str, Any] = {"status": status, "request_id": request_id}
     if any(t in tags for t in _THROTTLING) or code == "429":
         return TransientError(f"rate limited (in a {status} answer): {said}", kind="rate_limited", **kwargs)
@@ -385,12 +391,12 @@ def _error_fields(body: Any) -> tuple[str, str, str]:
         return "", "", ""
     error = body.get("error")
     if isinstance(error, dict):
-        return (_text(error.get("code")), _text(error.get("type")), _short(_text(error.get("message"))))
+        return (_text(error.get("code")), _text(error.get("type")), _text(error.get("message")))
     if isinstance(error, str) and error:
-        return "", "", _short(error)
+        return "", "", error
     output = body.get("output")
     source = body if body.get("code") or not isinstance(output, dict) else output
-    return _text(source.get("code")), "", _short(_text(source.get("message")))
+    return _text(source.get("code")), "", _text(source.get("message"))
 
 
 def parse_json(content: bytes) -> Any:
@@ -445,22 +451,21 @@ def _request_id(headers: Mapping[str, str], body: Any) -> str | None:
 
 
 def _snippet(content: bytes) -> str:
-    text = content.decode("utf-8", errors="replace").strip()
+    """A body as text for a message, NOT yet masked or cut: callers pass it through ErrorContext.redact."""
+    text = content[:_SNIPPET_WINDOW].decode("utf-8", errors="replace").strip()
     if not text:
         return ""
     if text.startswith("<"):
         title = _TITLE.search(text)
         text = title.group(1) if title else _TAG.sub(" ", text)
-        return "HTML page: " + _short(" ".join(text.split()))
-    return _short(" ".join(text.split()))
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+        return "HTML page: " + " ".join(text.split())
+    return " ".join(text.split())
 
 
 def _text(value: Any) -> str:
-    return "" if value is None else str(value)
+    if value is None:
+        return ""
+    return value[:_SNIPPET_WINDOW] if isinstance(value, str) else str(value)[:_SNIPPET_WINDOW]
 
 
 def _public_url(url: str) -> str:

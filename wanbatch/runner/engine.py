@@ -29,6 +29,7 @@ from ..fetch import DownloadLimits
 from ..limits import RatePacer
 from ..plan import Plan, plan as make_plan
 from ..providers.factory import check_settings, make_provider, open_client
+from ..redact import redact
 from ..resume import triage
 from ..retry import RetryPolicy
 from ..spec import Spec
@@ -320,7 +321,7 @@ class _Run:
     def _result(self) -> RunResult:
         summary = self.summary()
         return RunResult(run_id=self.run_id, root=self.root, stats=self.stats, summary=summary,
-                         exit_code=summary.exit_code, error=self.error, notes=self.notes)
+                         exit_code=summary.exit_code, error=self.error, notes=[redact(n) for n in self.notes])
 
     def summary(self) -> RunSummary:
         stats = self.stats
@@ -341,7 +342,7 @@ class _Run:
             pipeline=self.spec.name, model=self.spec.model,
             provider=self.jobs.provider.name if self.jobs else self.spec.provider.name,
             dialect=self.spec.provider.dialect, output=str(self.root), shard=self.options.shard,
-            tool_version=__version__, exit_code=code, error=str(self.error) if self.error else None,
+            tool_version=__version__, exit_code=code, error=redact(str(self.error)) if self.error else None,
             concurrency_cuts=self.controller.stats.cuts, lowest_concurrency=self.controller.stats.lowest,
             in_doubt_images=stats.in_doubt_images, in_doubt_skipped=stats.in_doubt_skipped,
             in_doubt_retried=stats.in_doubt_retried, ledger=self.dataset_ledger().to_dict(),

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path as FsPath
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import ValidationError
 
@@ -167,6 +167,10 @@ def build_config(p: ProviderIn, path: Path, issues: Issues, doc: Document | None
     if not _ENV_NAME.match(p.api_key_env):
         bad("api_key_env", f"must be the name of an environment variable, got {p.api_key_env!r}",
             "write e.g. api_key_env: WAN_API_KEY")
+    key = env.get(p.api_key_env, "").strip() if _ENV_NAME.match(p.api_key_env) else ""
+    if base_url and key and _key_in_url(base_url, key):
+        bad("base_url", f"base_url contains the API key from ${p.api_key_env}: it would be recorded in the "
+            "dataset manifest and in messages", "remove the key from the URL; it is sent in a header")
     if len(issues.items) > n_before:
         return None
     host = urlsplit(base_url).hostname if base_url else None
@@ -212,8 +216,14 @@ def _expand(url: str, path: Path, issues: Issues, doc: Document | None, env: Map
         issues.add(path, "must be an http(s) URL such as https://gateway.example/v1",
                    "include the scheme and host", doc=doc)
         return None
-    if parts.username or parts.password or parts.query:
-        issues.add(path, "base_url must not carry credentials or a query string (it is recorded in the "
-                   "dataset manifest)", "keep the key in the environment and name it in api_key_env", doc=doc)
+    if "@" in parts.netloc or parts.query or parts.fragment or "#" in expanded:
+        issues.add(path, "base_url must not carry credentials (user@ or user:password@), a query string or "
+                   "a fragment: it is recorded in the dataset manifest and in messages",
+                   "write scheme://host[:port]/path only; keep the key in the environment and name it in "
+                   "api_key_env", doc=doc)
         return None
     return expanded.rstrip("/")
+
+
+def _key_in_url(url: str, key: str) -> bool:
+    return len(key) >= 4 and (key in url or key in unquote(url))
