@@ -196,6 +196,8 @@ class ProviderConfig(_Out):
     latency: float
     scale: float | None
     faults: dict[str, float]
+    #: The wanbatch.yaml that defined this provider (None: written in the spec). Not in the manifest.
+    defined_in: str | None = None
 
 
 class PromptSpec(_Out):
@@ -229,7 +231,7 @@ class Spec(_Out):
             "name": self.name,
             "description": self.description,
             "model": self.model,
-            "provider": self.provider.model_dump(),
+            "provider": self.provider.model_dump(exclude={"defined_in"}),
             "prompts": [p.model_dump() for p in self.prompts],
             "seeds": self.seeds.describe(),
             "sizes": list(self.sizes),
