@@ -75,6 +75,13 @@ def user_errors(json_output: bool = False) -> Iterator[None]:
         if os.environ.get("WANBATCH_DEBUG"):
             raise
         fail(f"{type(exc).__name__}: {exc}", EXIT_BAD_INPUT, "set WANBATCH_DEBUG=1 to see the traceback")
+    except Exception as exc:  # a bug in wanbatch: one clear line, exit 3 (rerun resumes), no traceback
+        if os.environ.get("WANBATCH_DEBUG"):
+            raise
+        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+            exc = exc.exceptions[0]  # type: ignore[assignment]
+        fail(f"internal error: {type(exc).__name__}: {exc}", EXIT_ABORTED,
+             "this is a bug in wanbatch; set WANBATCH_DEBUG=1 to see the traceback and report it")
 
 
 def _spec_error_dict(e: SpecError) -> dict[str, Any]:

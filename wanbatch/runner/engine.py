@@ -66,6 +66,7 @@ class _Run:
         self.controller = ConcurrencyController(self.limits.concurrency)
         self.stopping = anyio.Event()
         self.error: WanbatchError | None = None
+        self.crash: BaseException | None = None  # an unexpected exception (a bug), for the record
         self.notes: list[str] = []
         self.dataset: DatasetWriter | None = None
         self.jobs: JobRunner | None = None
@@ -104,6 +105,10 @@ class _Run:
         except WanbatchError as exc:
             self.error = exc
             self.stop(f"error: {exc.kind if isinstance(exc, GatewayError) else type(exc).__name__}")
+        except Exception as exc:  # a bug: recorded as what happened (aborted, exit 3), then raised
+            self.crash = _first_leaf(exc)
+            self.stop(f"crashed: {type(self.crash).__name__}")
+            raise
         finally:
             self.stats.finished = time.monotonic()
             with anyio.CancelScope(shield=True):
@@ -323,6 +328,13 @@ class _Run:
         return RunResult(run_id=self.run_id, root=self.root, stats=self.stats, summary=summary,
                          exit_code=summary.exit_code, error=self.error, notes=[redact(n) for n in self.notes])
 
+    def _error_text(self) -> str | None:
+        if self.error is not None:
+            return redact(str(self.error))
+        if self.crash is not None:
+            return redact(f"crashed: {type(self.crash).__name__}: {self.crash}")
+        return None
+
     def summary(self) -> RunSummary:
         stats = self.stats
         code = exit_code_for(error=self.error, stop_reason=stats.stop_reason,
@@ -342,7 +354,7 @@ class _Run:
             pipeline=self.spec.name, model=self.spec.model,
             provider=self.jobs.provider.name if self.jobs else self.spec.provider.name,
             dialect=self.spec.provider.dialect, output=str(self.root), shard=self.options.shard,
-            tool_version=__version__, exit_code=code, error=redact(str(self.error)) if self.error else None,
+            tool_version=__version__, exit_code=code, error=self._error_text(),
             concurrency_cuts=self.controller.stats.cuts, lowest_concurrency=self.controller.stats.lowest,
             in_doubt_images=stats.in_doubt_images, in_doubt_skipped=stats.in_doubt_skipped,
             in_doubt_retried=stats.in_doubt_retried, ledger=self.dataset_ledger().to_dict(),
@@ -369,6 +381,13 @@ def _first(group: BaseExceptionGroup[Any]) -> BaseException:
     while isinstance(first, BaseExceptionGroup):
         first = first.exceptions[0]
     return first
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups: what actually went wrong."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def run_async(spec: Spec, options: RunOptions | None = None) -> RunResult:
