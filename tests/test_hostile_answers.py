@@ -21,11 +21,16 @@ import pyarrow.parquet as pq
 import pytest
 import uvicorn
 
+import wanbatch
 from tests.helpers import cli_env
 from wanbatch import load_spec
 from wanbatch.dataset import DatasetWriter
 from wanbatch.mock.server import base_url as socket_url, bind
 from wanbatch.plan import plan
+from wanbatch.providers.base import Answer, Call, Provider
+from wanbatch.registry import Dialect, register_dialect, unregister_dialect
+from wanbatch.runner import RunOptions
+from wanbatch.types import Generation, Job
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -166,3 +171,38 @@ def test_task_ids_that_cannot_be_polled_settle_the_task(tmp_path: Path) -> None:
     assert polls == 1  # only the well-formed id was polled; the journaled one was settled unpolled
     assert_clean(again, 1)
     assert app.polls == polls + 2 and kinds(tmp_path / "ds") == dict.fromkeys(shapes, "bad_response")
+
+
+class CrashyProvider(Provider):
+    """A plugin dialect with a bug: building the request raises (and says the key, as bugs do)."""
+
+    dialect = "crashy"
+
+    def generate_call(self, job: Job) -> Call:
+        raise RuntimeError("boom: sk-crashy-key-0123456789")
+
+    def parse_generation(self, answer: Answer) -> Generation:  # pragma: no cover - never reached
+        raise AssertionError
+
+
+def test_a_crashed_run_is_recorded_as_aborted_not_done(tmp_path: Path) -> None:
+    register_dialect(Dialect("crashy", CrashyProvider, params=frozenset()))
+    try:
+        spec = tmp_path / "spec.yaml"
+        provider = f"{{base_url: 'http://127.0.0.1:9/v1', api_key_env: {KEY_ENV}, dialect: crashy}}"
+        spec.write_text(f"name: crash\nprovider: {provider}\nprompt: a cat\nsizes: [1K]\n"
+                        f"output: {tmp_path / 'ds'}\n")
+        with pytest.raises(BaseException) as info:  # a bug propagates to the caller ...
+            wanbatch.run(load_spec(spec), RunOptions(env={KEY_ENV: "sk-crashy-key-0123456789"}))
+        leaf = info.value
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        assert isinstance(leaf, RuntimeError)
+    finally:
+        unregister_dialect("crashy")
+    # ... and the run is on record as what it was
+    (summary,) = [json.loads(p.read_text()) for p in (tmp_path / "ds" / "runs").glob("*.json")]
+    assert summary["exit_code"] == 3 and summary["error"].startswith("crashed: RuntimeError: boom")
+    assert "sk-crashy" not in summary["error"] and "0123456789" not in summary["error"]
+    manifest = json.loads((tmp_path / "ds" / "wanbatch.json").read_text())
+    assert manifest["runs"][-1]["status"] == "aborted"
