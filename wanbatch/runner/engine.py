@@ -183,8 +183,10 @@ class _Run:
                                         backoff_max=most),
             pacer=RatePacer(self.limits.rpm), controller=self.controller, tmp_path=dataset.tmp_path,
             request_timeout=self.limits.request_timeout, download_timeout=self.limits.download_timeout,
-            download_limits=DownloadLimits(max_bytes=self.limits.max_image_bytes,
-                                           min_rate=self.limits.min_download_rate),
+            download_limits=DownloadLimits(
+                max_bytes=self.limits.max_image_bytes, min_rate=self.limits.min_download_rate,
+                hosts=None if self.limits.download_hosts is None
+                else tuple(h.lower().strip("[]").rstrip(".") for h in self.limits.download_hosts)),
             submit_concurrency=self.limits.submit_concurrency, unindexed=state.unindexed,
             pending=dict(state.pending), notes=self.notes, stop=self.stop,
         )
