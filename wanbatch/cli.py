@@ -19,6 +19,7 @@ from rich.table import Table
 
 from ._version import __version__
 from .errors import EXIT_ABORTED, EXIT_BAD_INPUT, EXIT_FAILED, SpecError, WanbatchError
+from .redact import redact
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -46,8 +47,8 @@ class LazyGroup(click.Group):
 
 
 def fail(message: str, code: int, hint: str | None = None) -> NoReturn:
-    """Print ``message`` (plain text: brackets such as ``[ray]`` are kept) and exit with ``code``."""
-    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
+    """Print ``message`` (plain text, brackets such as ``[ray]`` kept, keys masked); exit with ``code``."""
+    err.print(f"[bold red]error:[/] {escape(redact(message))}", markup=True, soft_wrap=True)
     if hint:
         err.print(f"[dim]hint:[/] {escape(hint)}")
     sys.exit(code)
@@ -74,6 +75,13 @@ def user_errors(json_output: bool = False) -> Iterator[None]:
         if os.environ.get("WANBATCH_DEBUG"):
             raise
         fail(f"{type(exc).__name__}: {exc}", EXIT_BAD_INPUT, "set WANBATCH_DEBUG=1 to see the traceback")
+    except Exception as exc:  # a bug in wanbatch: one clear line, exit 3 (rerun resumes), no traceback
+        if os.environ.get("WANBATCH_DEBUG"):
+            raise
+        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+            exc = exc.exceptions[0]  # type: ignore[assignment]
+        fail(f"internal error: {type(exc).__name__}: {exc}", EXIT_ABORTED,
+             "this is a bug in wanbatch; set WANBATCH_DEBUG=1 to see the traceback and report it")
 
 
 def _spec_error_dict(e: SpecError) -> dict[str, Any]:
@@ -95,6 +103,16 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
 
 shard_option = click.option("--shard", metavar="i/N", help="Run only shard i of N (0-based, deterministic).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+config_option = click.option(
+    "--config", "config", type=click.Path(dir_okay=False), default=None,
+    help="The wanbatch.yaml that defines named providers (default: the one beside the spec, then "
+         "$XDG_CONFIG_HOME/wanbatch/wanbatch.yaml; never the current directory's).")
+
+
+def provider_line(spec: Any) -> str:
+    """Where requests go and which file said so (a named provider's wanbatch.yaml, or the spec)."""
+    where = spec.provider.defined_in or spec.source
+    return f"provider {spec.provider.name} ({spec.provider.kind}) defined in {where}"
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,7 +127,8 @@ def main() -> None:
 @main.command()
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @json_option
-def validate(specs: tuple[str, ...], as_json: bool) -> None:
+@config_option
+def validate(specs: tuple[str, ...], as_json: bool, config: str | None) -> None:
     """Check specs without sending anything."""
     from .plan import plan as make_plan
     from .spec import load_spec
@@ -117,7 +136,7 @@ def validate(specs: tuple[str, ...], as_json: bool) -> None:
     results = []
     for path in specs:
         with user_errors(as_json):
-            spec = load_spec(path)
+            spec = load_spec(path, config=config)
             p = make_plan(spec)
             results.append({"spec": path, "ok": True, "jobs": p.job_count, "images": p.image_count})
             if not as_json:
@@ -132,12 +151,15 @@ def validate(specs: tuple[str, ...], as_json: bool) -> None:
 @click.option("--output", help="Dataset folder or s3:// URI (default: the spec's `output`).")
 @click.option("--samples", default=5, show_default=True, help="How many rendered prompts to show.")
 @json_option
-def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int, as_json: bool) -> None:
+@config_option
+def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int, as_json: bool,
+             config: str | None) -> None:
     """Expand a spec into jobs and show counts, sizes, sample prompts, cost and what is left to do."""
     from .planreport import plan_report
 
     with user_errors(as_json):
-        report = plan_report(spec_path, shard=parse_shard(shard), output=output, samples=samples)
+        report = plan_report(spec_path, shard=parse_shard(shard), output=output, samples=samples,
+                             config=config)
     if as_json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return
@@ -167,6 +189,7 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
         table.add_row("dataset ledger", f"{ledger['billed_images']:,} billed + {ledger['in_doubt_images']:,} "
                                         f"in doubt{spent}")
     table.add_row("output", report["output"])
+    table.add_row("provider from", report["provider_defined_in"] or report["spec"])
     out.print(table)
     for warning in report.get("warnings") or []:
         err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
@@ -192,9 +215,10 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
 @click.option("--max-cost-this-run", type=click.FloatRange(min=0),
               help="Cap this run's cost alone (limits.max_cost caps the whole dataset).")
 @json_option
+@config_option
 def run(spec_path: str, shard: str | None, output: str | None, retry_failed: bool, grace: float,
         progress: bool | None, max_images_this_run: int | None, max_cost_this_run: float | None,
-        as_json: bool) -> None:
+        as_json: bool, config: str | None) -> None:
     """Generate what the output dataset still lacks (rerun to resume)."""
     from .progress import LiveProgress, summary_table
     from .runner import RunOptions, run as run_spec
@@ -202,7 +226,8 @@ def run(spec_path: str, shard: str | None, output: str | None, retry_failed: boo
     from .spec import load_spec
 
     with user_errors(as_json):
-        spec = load_spec(spec_path)
+        spec = load_spec(spec_path, config=config)
+    err.print(provider_line(spec), soft_wrap=True, highlight=False, markup=False)
     show = (sys.stderr.isatty() if progress is None else progress) and not as_json
     display = LiveProgress(err, f"{spec.name}") if show else None
     options = RunOptions(
@@ -224,7 +249,7 @@ def run(spec_path: str, shard: str | None, output: str | None, retry_failed: boo
         if not (result.error is not None and result.stats.planned_jobs == 0):  # stopped before starting
             out.print(summary_table(result.summary))
         if result.error is not None:
-            err.print(f"[bold red]stopped:[/] {result.error}", soft_wrap=True)
+            err.print(f"[bold red]stopped:[/] {escape(redact(str(result.error)))}", soft_wrap=True)
         reason = result.stats.stop_reason or ""
         if result.exit_code == EXIT_ABORTED and result.error is None and reason.startswith(CAP_REACHED):
             err.print(f"[yellow]stopped: {escape(reason)}.[/] Nothing more is requested while the cap "

@@ -25,6 +25,8 @@ boundary, so the runner's retry policy keys off the class alone. Messages never 
 
 from __future__ import annotations
 
+from wanbatch.redact import redact
+
 #: Exit codes of every command: done, some images failed, bad input, aborted (resume by rerunning).
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ABORTED = 0, 1, 2, 3
 
@@ -122,6 +124,7 @@ class GatewayError(WanbatchError):
         retry_after: float | None = None,
         request_id: str | None = None,
     ) -> None:
+        message = redact(message)  # a last guard: messages are built masked already (wanbatch.redact)
         super().__init__(message)
         self.message = message
         if kind is not None:

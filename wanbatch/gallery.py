@@ -29,7 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from wanbatch.dataset.view import DatasetView
 from wanbatch.errors import UsageError, WanbatchError
 from wanbatch.export import _load_rows
-from wanbatch.export._common import dataset_name
+from wanbatch.export._common import dataset_name, valid_image_id
 from wanbatch.images import safe_open_image
 from wanbatch.models import TIER_PIXELS
 
@@ -250,8 +250,8 @@ def _make_thumbs(view: DatasetView, slots: Iterable[_Slot], thumbs_dir: Path, si
     stored = set(view.image_files()) if view.is_remote else set()
     for s in slots:
         rel = s.row["path"]
-        if s.row["status"] != "ok" or not rel:
-            continue
+        if s.row["status"] != "ok" or not rel or not valid_image_id(s.row["image_id"]):
+            continue  # a tampered image_id would name a thumbnail outside the gallery
         if view.is_remote:
             if rel not in stored:
                 continue

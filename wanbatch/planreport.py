@@ -16,9 +16,9 @@ MAX_COMPARED_JOBS = 5_000_000
 
 def plan_report(
     spec_path: str, *, shard: tuple[int, int] | None = None, output: str | None = None,
-    samples: int = 5, retry_failed: bool = False,
+    samples: int = 5, retry_failed: bool = False, config: str | None = None,
 ) -> dict[str, Any]:
-    spec = load_spec(spec_path)
+    spec = load_spec(spec_path, config=config)
     the_plan = make_plan(spec, shard=shard)
     target = output or spec.output
     price = spec.price_per_image
@@ -27,6 +27,7 @@ def plan_report(
         "name": spec.name,
         "model": spec.model,
         "provider": spec.provider.name,
+        "provider_defined_in": spec.provider.defined_in,  # the wanbatch.yaml it came from, or None
         "n": spec.n,
         "jobs": the_plan.job_count,
         "images": the_plan.image_count,

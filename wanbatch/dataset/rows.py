@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..identity import canonical_json
+from ..redact import redact, redact_short
 from ..types import Job, StoredImage
 
 
@@ -40,12 +41,12 @@ def ok_row(
     job: Job, slot: int, stored: StoredImage, *, provider: str, run_id: str, revised_prompt: str = "",
     task_id: str | None = None, attempts: int = 1, latency_ms: int | None = None,
 ) -> dict[str, Any]:
-    """The row of an image that is verified and in place."""
+    """The row of an image that is verified and in place (``revised_prompt`` masked: wanbatch.redact)."""
     row = _common(job, slot, provider=provider, run_id=run_id, attempts=attempts, latency_ms=latency_ms,
                   task_id=task_id)
     row.update(
         status="ok", error_kind=None, error_message=None, width=stored.width, height=stored.height,
-        revised_prompt=revised_prompt or None, path=stored.path, format=stored.format,
+        revised_prompt=redact(revised_prompt) or None, path=stored.path, format=stored.format,
         bytes=stored.bytes, sha256=stored.sha256,
     )
     return row
@@ -55,8 +56,11 @@ def failed_row(
     job: Job, slot: int, *, kind: str, message: str, provider: str, run_id: str, attempts: int = 1,
     latency_ms: int | None = None, task_id: str | None = None,
 ) -> dict[str, Any]:
-    """The row of a slot that produced no image (refused, missing, bad image, gave up retrying)."""
+    """The row of a slot that produced no image (refused, missing, bad image, gave up retrying).
+
+    ``message`` is masked, then cut (wanbatch.redact): whatever built it, no key reaches the index.
+    """
     row = _common(job, slot, provider=provider, run_id=run_id, attempts=attempts, latency_ms=latency_ms,
                   task_id=task_id)
-    row.update(status="failed", error_kind=kind, error_message=message)
+    row.update(status="failed", error_kind=kind, error_message=redact_short(message))
     return row

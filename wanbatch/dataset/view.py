@@ -175,16 +175,27 @@ class DatasetView:
     # ----------------------------------------------------------------------------------- files
 
     def local_path(self, rel: str) -> Path | None:
-        """The local file of ``rel`` if this is a local dataset and the file exists."""
-        if self.layout is None:
+        """The local file of ``rel`` if this is a local dataset and the file exists.
+
+        ``rel`` comes from an index or manifest, which may be tampered with: a path that is absolute,
+        has a ``..`` segment, or is (or passes through) a symlink is treated as missing (None), so
+        nothing outside the dataset is ever read.
+        """
+        if self.layout is None or not inside_rel(rel):
             return None
         path = self.layout.root / rel
+        if _through_symlink(self.layout.root, rel):
+            return None
         return path if path.is_file() else None
 
     def read_bytes(self, rel: str) -> bytes | None:
         """The bytes of the file ``rel`` (e.g. an image), None if it does not exist."""
+        if not inside_rel(rel):
+            return None
         if self.layout is not None:
             path = self.layout.root / rel
+            if _through_symlink(self.layout.root, rel):
+                return None
             try:
                 return path.read_bytes()
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -314,3 +325,21 @@ def open_index(root: str | Path) -> ds.Dataset:
 def read_index(root: str | Path, columns: Sequence[str] | None = None, *, dedupe: bool = True) -> pa.Table:
     """The index of ``root`` as a table; see :meth:`DatasetView.read_index`."""
     return DatasetView.open(root).read_index(columns, dedupe=dedupe)
+
+
+def inside_rel(rel: object) -> bool:
+    """Whether ``rel`` (read from an index or manifest) names a path inside the dataset: relative,
+    no ``..`` or empty segments, no backslashes or NUL."""
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel or "\0" in rel:
+        return False
+    return all(part not in ("", ".", "..") for part in rel.split("/"))
+
+
+def _through_symlink(root: Path, rel: str) -> bool:
+    """Whether any component of ``root/rel`` below ``root`` is a symlink."""
+    path = root
+    for part in rel.split("/"):
+        path = path / part
+        if path.is_symlink():
+            return True
+    return False

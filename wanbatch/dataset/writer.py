@@ -140,6 +140,30 @@ def _migrate(layout: Layout) -> None:
     _manifest.migrate(layout, legacy)
 
 
+def refuse_symlinks(layout: Layout) -> None:
+    """Refuse a dataset whose own folders are symlinks (``.tmp``, ``journal``, ``index``, ``runs``,
+    ``images`` and ``images/xx``, the writers' folders under ``.tmp`` and ``journal``).
+
+    Recovery deletes inside ``.tmp`` and images are renamed into ``images/xx``: through a symlink
+    that would delete the target's files, or write outside the dataset.
+    """
+    folders = [layout.tmp, layout.journal, layout.index, layout.runs, layout.images]
+    for parent in (layout.images, layout.tmp, layout.journal):
+        try:
+            with os.scandir(parent) as entries:
+                folders += [Path(e.path) for e in entries if e.is_symlink()]
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            raise explain(exc, f"list {parent}") from exc
+    for folder in folders:
+        if folder.is_symlink():
+            raise DatasetError(
+                f"{folder}: is a symlink inside the dataset's own structure; refusing to write through it "
+                "(recovery deletes there and images are placed there)",
+            )
+
+
 class DatasetWriter:
     """A writable dataset root. Use :meth:`open`; close it (or use ``with``) to flush."""
 
@@ -215,6 +239,7 @@ class DatasetWriter:
                 )
         if not layout.is_dataset() and not create:
             raise NotADatasetError(f"{path}: not a wanbatch dataset (no wanbatch.json or index/)")
+        refuse_symlinks(layout)
         with disk_errors(f"create the dataset in {path}"):
             path.mkdir(parents=True, exist_ok=True)
             for folder in (layout.tmp, layout.journal, layout.index, layout.images):

@@ -18,6 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from wanbatch.dataset.layout import check_image_id
 from wanbatch.dataset.view import DatasetView
 from wanbatch.errors import DatasetError, UsageError
 
@@ -144,11 +145,20 @@ def image_source(view: DatasetView, row: dict[str, Any]) -> Path | bytes | None:
     """The image of an ``ok`` row: its local file (streamed by the caller), or its bytes when the
     dataset is in object storage; None when the row has no image or the file is gone."""
     rel = row.get("path")
-    if row.get("status") != "ok" or not rel:
-        return None
+    if row.get("status") != "ok" or not rel or not valid_image_id(row.get("image_id")):
+        return None  # a tampered image_id would name output files outside the export: missing
     if view.is_remote:
         return view.read_bytes(rel)
     return view.local_path(rel)
+
+
+def valid_image_id(image_id: object) -> bool:
+    """An image id as wanbatch writes them (no separators, no leading dot): safe in output paths."""
+    try:
+        check_image_id(image_id)  # type: ignore[arg-type]
+    except DatasetError:
+        return False
+    return True
 
 
 def read_image(view: DatasetView, row: dict[str, Any]) -> bytes | None:

@@ -28,6 +28,7 @@ import anyio
 import httpx
 
 from wanbatch.errors import AmbiguousError, FatalError, GatewayError, RefusedError, TransientError
+from wanbatch.redact import redact_short
 from wanbatch.types import DeliveredImage, Generation, Job, TaskState
 
 Phase = Literal["generate", "submit", "poll"]
@@ -40,7 +41,16 @@ _QUOTA = ("insufficient_quota", "arrearage", "quota_exceeded", "insufficient_bal
 _REQUEST_ID_IN_MESSAGE = re.compile(r"\(request id: ([^)\s]+)\)")
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]+>")
-_MAX_MESSAGE = 300
+#: Raw body characters looked at for a message (masked, then cut to redact.MAX_MESSAGE).
+_SNIPPET_WINDOW = 64 * 1024
+#: Largest API answer read, on the wire and decoded (gzip bombs included). A url answer is a few KB;
+#: b64_json answers carry the images themselves (up to 4 × a 2K/4K PNG, base64).
+MAX_ANSWER_BYTES = 8 << 20
+MAX_B64_ANSWER_BYTES = 256 << 20
+#: Longest task id wanbatch journals and polls; printable ASCII without spaces only.
+MAX_TASK_ID = 256
+#: What parsing a hostile answer can raise besides GatewayError: each becomes ``bad_response``.
+_PARSE_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError)
 
 try:  # httpx_aiohttp lets some aiohttp errors through unmapped; they must not escape as tracebacks
     import aiohttp as _aiohttp
@@ -85,9 +95,15 @@ class ErrorContext:
     secret: str | None = field(default=None, repr=False)
 
     def redact(self, text: str) -> str:
-        if self.secret and len(self.secret) >= 4:
-            text = text.replace(self.secret, "***")
-        return text
+        """Masked first, then cut (wanbatch.redact): a cut never leaves part of a key behind."""
+        return redact_short(text, self.secret)
+
+    def said(self, text: str, request_id: str | None) -> str:
+        """A gateway's words for a message: masked and cut, the (masked) request id after them."""
+        said = self.redact(text)
+        if request_id and request_id not in said:
+            said += f" (request id: {self.redact(request_id)})"
+        return said
 
 
 class Provider(ABC):
@@ -145,7 +161,7 @@ class Provider(ABC):
     async def generate(self, job: Job) -> Generation:
         """One synchronous call: the answer comes when the images are done."""
         answer = await self._send(self.generate_call(job), "generate")
-        with unreadable_is_ambiguous():
+        with unreadable_is_ambiguous(), _unreadable("generate", answer):
             return self.parse_generation(answer)
 
     async def submit(self, job: Job) -> str:
@@ -155,14 +171,22 @@ class Provider(ABC):
                              kind="unsupported")
         answer = await self._send(self.submit_call(job), "submit")
         with unreadable_is_ambiguous():
-            return self.parse_submit(answer)
+            with _unreadable("submit", answer):
+                task_id = self.parse_submit(answer)
+            if (problem := task_id_problem(task_id)) is not None:
+                raise TransientError(f"the gateway answered the submission with {problem}",
+                                     kind="bad_response", request_id=answer.request_id)
+        return task_id
 
     async def poll(self, task_id: str) -> TaskState:
         """One look at a task. Errors here are transient (polling costs nothing) unless they are final."""
         if not self.supports_async:
             raise FatalError(f"the {self.dialect} dialect has no tasks to poll", kind="unsupported")
+        if (problem := task_id_problem(task_id)) is not None:  # journaled by an older release, or edited
+            raise RefusedError(f"cannot poll {problem}; the task is given up", kind="bad_response")
         answer = await self._send(self.poll_call(task_id), "poll", inspect_error=False)
-        return self.parse_poll(task_id, answer)
+        with _unreadable("poll", answer):
+            return self.parse_poll(task_id, answer)
 
     # ------------------------------------------------------------------ what a dialect provides
 
@@ -198,17 +222,20 @@ class Provider(ABC):
         if self.__api_key:
             headers["Authorization"] = f"Bearer {self.__api_key}"
         timeout = httpx.Timeout(self.request_timeout, connect=min(self.request_timeout, 30.0))
+        cap = MAX_B64_ANSWER_BYTES if self.response_format == "b64_json" and phase != "submit" \
+            else MAX_ANSWER_BYTES
         try:
             with anyio.fail_after(self.request_timeout):
-                response = await self._client.request(
+                async with self._client.stream(
                     call.method, call.url, json=call.json, headers=headers, timeout=timeout
-                )
+                ) as response:
+                    content = await read_capped(response, cap, self._context)
         except TimeoutError:
             detail = f"no complete answer within {self.request_timeout:g} s"
             raise _lost(phase, detail, self._context) from None
         except _TRANSPORT_ERRORS as exc:
             raise translate_exception(exc, phase, self._context) from None
-        return check_answer(response, phase, self._context, inspect_error=inspect_error)
+        return check_answer(response, phase, self._context, inspect_error=inspect_error, content=content)
 
     def error_in_body(self, answer: Answer) -> GatewayError | None:
         """The error a 2xx poll body holds besides a task status, or None.
@@ -221,6 +248,67 @@ class Provider(ABC):
             return TransientError(error.message, kind=error.kind, status=error.status,
                                   request_id=error.request_id)
         return error
+
+
+# ---------------------------------------------------------------------- hostile answers
+
+
+async def read_capped(response: httpx.Response, cap: int, context: ErrorContext) -> bytes:
+    """The body, at most ``cap`` bytes on the wire and decoded.
+
+    A successful answer over the cap is refused as ``bad_response`` (a retry would get the same
+    answer, and may bill again); an error answer is cut at the cap and classified by its status.
+    """
+    ok = 200 <= response.status_code < 300
+    declared = response.headers.get("content-length", "")
+    if ok and declared.isdigit() and int(declared) > cap:
+        raise _too_big(response, cap, context)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > cap or response.num_bytes_downloaded > cap:
+            if ok:
+                raise _too_big(response, cap, context)
+            chunks.append(chunk[: max(0, cap - (size - len(chunk)))])
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_big(response: httpx.Response, cap: int, context: ErrorContext) -> RefusedError:
+    return RefusedError(f"{response.status_code} from {context.base_url} with an answer over {cap} bytes "
+                        "(on the wire or decoded); not read", kind="bad_response",
+                        status=response.status_code)
+
+
+def task_id_problem(task_id: object) -> str | None:
+    """Why ``task_id`` cannot be journaled or put in a poll URL (None: it can)."""
+    if not isinstance(task_id, str) or not task_id:
+        return "an empty or non-text task id"
+    if len(task_id) > MAX_TASK_ID:
+        return f"a task id of {len(task_id)} characters (at most {MAX_TASK_ID})"
+    if not task_id.isascii() or not task_id.isprintable() or any(c.isspace() for c in task_id):
+        shown = redact_short(task_id, limit=60)
+        return f"a malformed task id {shown!r} (printable ASCII without spaces only)"
+    return None
+
+
+@contextmanager
+def _unreadable(phase: Phase, answer: Answer) -> Iterator[None]:
+    """A dialect's parser met an answer of an unexpected shape: ``bad_response``, never a traceback.
+
+    In a poll the task is given up (refused: the same answer would not read better next time, and
+    the task is settled as a failed slot); in a generation or submission it is transient here and
+    :func:`unreadable_is_ambiguous` makes it ambiguous (made and billed all the same, not retried).
+    """
+    try:
+        yield
+    except _PARSE_ERRORS as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else f"{type(exc).__name__}: {exc}"
+        message = f"the gateway's {phase} answer has an unexpected shape ({redact_short(detail)})"
+        error = RefusedError if phase == "poll" else TransientError
+        raise error(message, kind="bad_response", request_id=answer.request_id) from None
 
 
 # ---------------------------------------------------------------------- classification
@@ -241,7 +329,10 @@ def unreadable_is_ambiguous() -> Iterator[None]:
 
 def translate_exception(exc: BaseException, phase: Phase, context: ErrorContext) -> GatewayError:
     """An httpx (or raw transport) exception as the one GatewayError it stands for."""
-    detail = context.redact(_short(str(exc)) or type(exc).__name__)
+    detail = context.redact(str(exc) or type(exc).__name__)
+    if isinstance(exc, httpx.InvalidURL) and phase == "poll":  # a task id the gateway made up
+        return RefusedError(f"cannot poll this task: its id makes an invalid URL ({detail})",
+                            kind="bad_response")
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
         return FatalError(f"cannot send to {context.base_url}: {detail}; base_url must be an http(s) URL",
                           kind="not_found")
@@ -272,29 +363,37 @@ def _nothing_sent(exc: BaseException) -> bool:
 
 
 def check_answer(
-    response: httpx.Response, phase: Phase, context: ErrorContext, *, inspect_error: bool = True
+    response: httpx.Response, phase: Phase, context: ErrorContext, *, inspect_error: bool = True,
+    content: bytes | None = None,
 ) -> Answer:
-    """The JSON object of a successful answer, or raise the one GatewayError the answer stands for."""
-    body = parse_json(response.content)
+    """The JSON object of a successful answer, or raise the one GatewayError the answer stands for.
+
+    ``content``: the body as read (capped) by :func:`read_capped`; default ``response.content``.
+    """
+    if content is None:
+        content = response.content
+    body = parse_json(content)
     request_id = _request_id(response.headers, body)
+    if request_id is not None:  # a header the gateway chose: as untrusted as its body
+        request_id = context.redact(request_id)
     status = response.status_code
     if 200 <= status < 300:
         if not isinstance(body, dict):
             if phase != "poll":  # made and billed, but unreadable (HTML, truncated JSON): ambiguous
                 raise AmbiguousError(
                     f"{status} from {context.base_url} but the body is not a JSON object: "
-                    f"{context.redact(_snippet(response.content))}; the images may have been made and billed",
+                    f"{context.redact(_snippet(content))}; the images may have been made and billed",
                     kind="ambiguous", status=status, request_id=request_id,
                 )
             raise TransientError(
                 f"{status} from {context.base_url} but the body is not a JSON object: "
-                f"{context.redact(_snippet(response.content))}",
+                f"{context.redact(_snippet(content))}",
                 kind="bad_response", status=status, request_id=request_id,
             )
         if inspect_error and (error := body_error(body, request_id, context, status=status)) is not None:
             raise error
         return Answer(body, request_id)
-    raise status_error(status, response.headers, response.content, body, phase, context, request_id)
+    raise status_error(status, response.headers, content, body, phase, context, request_id)
 
 
 def status_error(
@@ -308,11 +407,9 @@ def status_error(
 ) -> GatewayError:
     """The PROTOCOL.md error table, for any non-2xx status."""
     code, etype, gateway_message = _error_fields(body)
-    said = context.redact(gateway_message or _snippet(content) or "(empty body)")
+    said = context.said(gateway_message or _snippet(content) or "(empty body)", request_id)
     tags = f"{code} {etype}".lower()
     where = f"{status} from {context.base_url}"
-    if request_id and request_id not in said:
-        said += f" (request id: {request_id})"
     kwargs: dict[str, Any] = {"status": status, "retry_after": parse_retry_after(headers),
                               "request_id": request_id}
     new_api = etype == "new_api_error" or code == "invalid_request" or said.startswith("invalid request body")
@@ -360,9 +457,7 @@ def body_error(
         return None
     code, etype, message = _error_fields(body)
     tags = f"{code} {etype}".lower()
-    said = context.redact(message or code or "unspecified error")
-    if request_id and request_id not in said:
-        said += f" (request id: {request_id})"
+    said = context.said(message or code or "unspecified error", request_id)
     kwargs: dict[str, Any] = {"status": status, "request_id": request_id}
     if any(t in tags for t in _THROTTLING) or code == "429":
         return TransientError(f"rate limited (in a {status} answer): {said}", kind="rate_limited", **kwargs)
@@ -385,12 +480,12 @@ def _error_fields(body: Any) -> tuple[str, str, str]:
         return "", "", ""
     error = body.get("error")
     if isinstance(error, dict):
-        return (_text(error.get("code")), _text(error.get("type")), _short(_text(error.get("message"))))
+        return (_text(error.get("code")), _text(error.get("type")), _text(error.get("message")))
     if isinstance(error, str) and error:
-        return "", "", _short(error)
+        return "", "", error
     output = body.get("output")
     source = body if body.get("code") or not isinstance(output, dict) else output
-    return _text(source.get("code")), "", _short(_text(source.get("message")))
+    return _text(source.get("code")), "", _text(source.get("message"))
 
 
 def parse_json(content: bytes) -> Any:
@@ -399,7 +494,7 @@ def parse_json(content: bytes) -> Any:
         return None
     try:
         return json.loads(content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, a 10⁵-digit number, nested too deeply
         return None
 
 
@@ -445,22 +540,21 @@ def _request_id(headers: Mapping[str, str], body: Any) -> str | None:
 
 
 def _snippet(content: bytes) -> str:
-    text = content.decode("utf-8", errors="replace").strip()
+    """A body as text for a message, NOT yet masked or cut: callers pass it through ErrorContext.redact."""
+    text = content[:_SNIPPET_WINDOW].decode("utf-8", errors="replace").strip()
     if not text:
         return ""
     if text.startswith("<"):
         title = _TITLE.search(text)
         text = title.group(1) if title else _TAG.sub(" ", text)
-        return "HTML page: " + _short(" ".join(text.split()))
-    return _short(" ".join(text.split()))
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+        return "HTML page: " + " ".join(text.split())
+    return " ".join(text.split())
 
 
 def _text(value: Any) -> str:
-    return "" if value is None else str(value)
+    if value is None:
+        return ""
+    return value[:_SNIPPET_WINDOW] if isinstance(value, str) else str(value)[:_SNIPPET_WINDOW]
 
 
 def _public_url(url: str) -> str:

@@ -10,11 +10,13 @@ import os
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 
 from wanbatch.errors import FatalError
 from wanbatch.providers.base import Provider
+from wanbatch.redact import check_key, register_secret
 from wanbatch.registry import ProviderKind, dialect_names, get_dialect, register_provider_kind
 
 
@@ -31,7 +33,18 @@ def check_settings(config: Any, env: Mapping[str, str] = os.environ) -> str:
             f"no API key: set the environment variable {config.api_key_env} to the key for "
             f"{config.name!r}", kind="auth",
         )
+    if (problem := check_key(config.api_key_env, key)) is not None:
+        raise FatalError(problem, kind="auth")
+    register_secret(key)  # from here on, every message, row and printed line masks it
+    if key_in_url(config.base_url, key):
+        raise FatalError(f"base_url of provider {config.name!r} contains the API key from "
+                         f"${config.api_key_env}; remove it (the key is sent in a header)", kind="auth")
     return key
+
+
+def key_in_url(url: str, key: str) -> bool:
+    """Whether ``key`` appears anywhere in ``url``, percent-encoded or not."""
+    return bool(key) and (key in url or key in unquote(url))
 
 
 def make_provider(config: Any, client: httpx.AsyncClient, *, request_timeout: float,

@@ -29,6 +29,7 @@ from ..fetch import DownloadLimits
 from ..limits import RatePacer
 from ..plan import Plan, plan as make_plan
 from ..providers.factory import check_settings, make_provider, open_client
+from ..redact import redact
 from ..resume import triage
 from ..retry import RetryPolicy
 from ..spec import Spec
@@ -65,6 +66,7 @@ class _Run:
         self.controller = ConcurrencyController(self.limits.concurrency)
         self.stopping = anyio.Event()
         self.error: WanbatchError | None = None
+        self.crash: BaseException | None = None  # an unexpected exception (a bug), for the record
         self.notes: list[str] = []
         self.dataset: DatasetWriter | None = None
         self.jobs: JobRunner | None = None
@@ -103,6 +105,10 @@ class _Run:
         except WanbatchError as exc:
             self.error = exc
             self.stop(f"error: {exc.kind if isinstance(exc, GatewayError) else type(exc).__name__}")
+        except Exception as exc:  # a bug: recorded as what happened (aborted, exit 3), then raised
+            self.crash = _first_leaf(exc)
+            self.stop(f"crashed: {type(self.crash).__name__}")
+            raise
         finally:
             self.stats.finished = time.monotonic()
             with anyio.CancelScope(shield=True):
@@ -177,8 +183,10 @@ class _Run:
                                         backoff_max=most),
             pacer=RatePacer(self.limits.rpm), controller=self.controller, tmp_path=dataset.tmp_path,
             request_timeout=self.limits.request_timeout, download_timeout=self.limits.download_timeout,
-            download_limits=DownloadLimits(max_bytes=self.limits.max_image_bytes,
-                                           min_rate=self.limits.min_download_rate),
+            download_limits=DownloadLimits(
+                max_bytes=self.limits.max_image_bytes, min_rate=self.limits.min_download_rate,
+                hosts=None if self.limits.download_hosts is None
+                else tuple(h.lower().strip("[]").rstrip(".") for h in self.limits.download_hosts)),
             submit_concurrency=self.limits.submit_concurrency, unindexed=state.unindexed,
             pending=dict(state.pending), notes=self.notes, stop=self.stop,
         )
@@ -320,7 +328,14 @@ class _Run:
     def _result(self) -> RunResult:
         summary = self.summary()
         return RunResult(run_id=self.run_id, root=self.root, stats=self.stats, summary=summary,
-                         exit_code=summary.exit_code, error=self.error, notes=self.notes)
+                         exit_code=summary.exit_code, error=self.error, notes=[redact(n) for n in self.notes])
+
+    def _error_text(self) -> str | None:
+        if self.error is not None:
+            return redact(str(self.error))
+        if self.crash is not None:
+            return redact(f"crashed: {type(self.crash).__name__}: {self.crash}")
+        return None
 
     def summary(self) -> RunSummary:
         stats = self.stats
@@ -341,7 +356,7 @@ class _Run:
             pipeline=self.spec.name, model=self.spec.model,
             provider=self.jobs.provider.name if self.jobs else self.spec.provider.name,
             dialect=self.spec.provider.dialect, output=str(self.root), shard=self.options.shard,
-            tool_version=__version__, exit_code=code, error=str(self.error) if self.error else None,
+            tool_version=__version__, exit_code=code, error=self._error_text(),
             concurrency_cuts=self.controller.stats.cuts, lowest_concurrency=self.controller.stats.lowest,
             in_doubt_images=stats.in_doubt_images, in_doubt_skipped=stats.in_doubt_skipped,
             in_doubt_retried=stats.in_doubt_retried, ledger=self.dataset_ledger().to_dict(),
@@ -368,6 +383,13 @@ def _first(group: BaseExceptionGroup[Any]) -> BaseException:
     while isinstance(first, BaseExceptionGroup):
         first = first.exceptions[0]
     return first
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups: what actually went wrong."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def run_async(spec: Spec, options: RunOptions | None = None) -> RunResult:

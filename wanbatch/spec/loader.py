@@ -29,8 +29,13 @@ from wanbatch.spec.yaml_nodes import Document, Path, compose
 _NAME = re.compile(r"^[a-z0-9_-]+$")
 
 
-def load_spec(path: str | os.PathLike[str], *, text: str | None = None) -> Spec:
-    """Read, validate and normalise a spec; raise :class:`SpecErrors` listing every mistake."""
+def load_spec(path: str | os.PathLike[str], *, text: str | None = None,
+              config: str | os.PathLike[str] | None = None) -> Spec:
+    """Read, validate and normalise a spec; raise :class:`SpecErrors` listing every mistake.
+
+    ``config``: the one ``wanbatch.yaml`` to look named providers up in (the CLI's ``--config``);
+    by default the one beside the spec, then the user's (never the current directory's).
+    """
     source = os.fspath(path)
     if text is None:
         text = _read(source)
@@ -54,7 +59,7 @@ def load_spec(path: str | os.PathLike[str], *, text: str | None = None) -> Spec:
         issues.raise_if_any()
         raise AssertionError("unreachable") from None
     issues.raise_if_any()
-    return _build(raw, doc, issues, FsPath(source).parent)
+    return _build(raw, doc, issues, FsPath(source).parent, None if config is None else FsPath(config))
 
 
 def _read(source: str) -> str:
@@ -78,12 +83,13 @@ def _allowed_keys(path: Path, data: Any) -> list[str]:
     return KEYS.get(str(path[0]), [])
 
 
-def _build(raw: SpecIn, doc: Document, issues: Issues, spec_dir: FsPath) -> Spec:
+def _build(raw: SpecIn, doc: Document, issues: Issues, spec_dir: FsPath,
+           config: FsPath | None = None) -> Spec:
     name = raw.name if raw.name is not None else default_name(doc.file)
     if not _NAME.match(name):
         issues.add(("name",), f"must use only a-z, 0-9, _ and -; got {name!r}",
                    f"write e.g. name: {default_name(name)}")
-    provider = resolve_provider(raw.provider, ("provider",), issues, spec_dir)
+    provider = resolve_provider(raw.provider, ("provider",), issues, spec_dir, config=config)
     dialect = provider.dialect if provider else "flat"
     sizes = _sizes(raw, doc, issues, dialect)
     params = _params(raw.params, issues, dialect)

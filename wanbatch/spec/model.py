@@ -149,6 +149,10 @@ class Limits(_In):
     #: Slots an earlier run left in doubt (maybe billed, no image): ``skip`` leaves them, ``retry``
     #: requests them again (which may pay twice).
     in_doubt: Literal["skip", "retry"] = "skip"
+    #: The only hosts images may be downloaded from (and their subdomains); None: any host except
+    #: link-local addresses (169.254.0.0/16, fe80::/10).
+    download_hosts: Annotated[list[Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9.:\[\]_-]+$")]],
+                              Field(min_length=1)] | None = None
 
 
 class SpecIn(_In):
@@ -196,6 +200,8 @@ class ProviderConfig(_Out):
     latency: float
     scale: float | None
     faults: dict[str, float]
+    #: The wanbatch.yaml that defined this provider (None: written in the spec). Not in the manifest.
+    defined_in: str | None = None
 
 
 class PromptSpec(_Out):
@@ -229,7 +235,7 @@ class Spec(_Out):
             "name": self.name,
             "description": self.description,
             "model": self.model,
-            "provider": self.provider.model_dump(),
+            "provider": self.provider.model_dump(exclude={"defined_in"}),
             "prompts": [p.model_dump() for p in self.prompts],
             "seeds": self.seeds.describe(),
             "sizes": list(self.sizes),

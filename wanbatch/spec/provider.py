@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path as FsPath
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import ValidationError
 
@@ -25,6 +25,7 @@ from wanbatch.registry import (
     provider_kind_names,
     provider_kinds,
 )
+from wanbatch.spec.files import MAX_SPEC_BYTES, FileProblem, read_text_capped
 from wanbatch.spec.issues import Issues, did_you_mean
 from wanbatch.spec.model import KEYS, ProviderConfig, ProviderIn
 from wanbatch.spec.yaml_nodes import Document, Path, compose
@@ -54,25 +55,60 @@ def strip_secrets(data: Any, path: Path, issues: Issues, doc: Document | None = 
 
 
 def resolve_provider(ref: ProviderIn | str, path: Path, issues: Issues, spec_dir: FsPath,
-                     env: Mapping[str, str] | None = None) -> ProviderConfig | None:
-    """The provider a spec names; None (with issues added) when it cannot be used."""
+                     env: Mapping[str, str] | None = None,
+                     config: FsPath | None = None) -> ProviderConfig | None:
+    """The provider a spec names; None (with issues added) when it cannot be used.
+
+    A named provider is looked up in ``config`` alone when given (``--config``), else in the
+    ``wanbatch.yaml`` beside the spec, then in the user's config dir (:func:`config_paths`).
+    """
     env = os.environ if env is None else env
     if isinstance(ref, ProviderIn):
         return build_config(ref, path, issues, None, env, default_name=None)
     if ref == "mock":
         mock = ProviderIn.model_validate({"type": "mock"})
         return build_config(mock, path, issues, None, env, default_name="mock")
-    return _named(ref, path, issues, spec_dir, env)
+    return _named(ref, path, issues, spec_dir, env, config)
+
+
+def user_config_file(env: Mapping[str, str]) -> FsPath:
+    """``$XDG_CONFIG_HOME/wanbatch/wanbatch.yaml`` (``~/.config/...`` when unset or relative)."""
+    base = env.get("XDG_CONFIG_HOME", "")
+    if not base or not os.path.isabs(base):
+        home = env.get("HOME") or os.path.expanduser("~")
+        base = os.path.join(home, ".config")
+    return FsPath(base) / "wanbatch" / CONFIG_FILE
+
+
+def config_paths(spec_dir: FsPath, env: Mapping[str, str], config: FsPath | None = None) -> list[FsPath]:
+    """Where a named provider is looked up, in order.
+
+    Never the current directory: ``cd untrusted-repo && wanbatch run ../spec.yaml`` must not let a
+    ``wanbatch.yaml`` there send the key to another host. A file elsewhere only by ``--config``.
+    """
+    if config is not None:
+        return [FsPath(config).absolute()]
+    paths: list[FsPath] = []
+    for p in ((spec_dir / CONFIG_FILE).absolute(), user_config_file(env)):
+        if p not in paths:
+            paths.append(p)
+    return paths
 
 
 def _named(name: str, path: Path, issues: Issues, spec_dir: FsPath,
-           env: Mapping[str, str]) -> ProviderConfig | None:
+           env: Mapping[str, str], explicit: FsPath | None) -> ProviderConfig | None:
     found: dict[str, str] = {}
-    for config in _config_files(spec_dir):
+    paths = config_paths(spec_dir, env, explicit)
+    if explicit is not None and not paths[0].is_file():
+        issues.add(path, f"the config file {paths[0]} (given by --config) does not exist or is not a file",
+                   "check the path given to --config")
+        return None
+    for config in (p for p in paths if p.is_file()):
         try:
-            doc = compose(config.read_text(encoding="utf-8"), str(config))
-        except OSError as exc:
-            issues.add(path, f"cannot read {config}: {exc.strerror}", "check the file's permissions")
+            doc = compose(read_text_capped(config, MAX_SPEC_BYTES, what="config file"), str(config))
+        except (OSError, FileProblem) as exc:
+            why = exc.message if isinstance(exc, FileProblem) else exc.strerror or str(exc)
+            issues.add(path, f"cannot read {config}: {why}", "check the file and its permissions")
             return None
         except SpecError as exc:
             issues.add(path, f"cannot use {config}: {exc.message} (line {exc.line})", "fix the YAML there")
@@ -90,25 +126,16 @@ def _named(name: str, path: Path, issues: Issues, spec_dir: FsPath,
             except ValidationError as exc:
                 issues.add_validation_error(exc, data, lambda p, d: KEYS["provider"], base, doc)
                 return None
-            return build_config(parsed, base, issues, doc, env, default_name=name)
-    where = " or ".join(str(f) for f in _config_paths(spec_dir))
+            built = build_config(parsed, base, issues, doc, env, default_name=name)
+            return None if built is None else built.model_copy(update={"defined_in": str(config)})
+    where = " or ".join(str(f) for f in paths)
     listing = f"defined: {', '.join(found)}" if found else f"no providers are defined in {where}"
-    issues.add(path, f"unknown provider {name!r}; {listing}",
-               f"use mock, a mapping with base_url, or define {name} under providers: in {CONFIG_FILE}")
+    hint = f"use mock, a mapping with base_url, or define {name} under providers: in {CONFIG_FILE}"
+    here = (FsPath.cwd() / CONFIG_FILE).absolute()
+    if explicit is None and here not in paths and here.is_file():
+        hint += f"; {here} (the current directory) is not read unless you pass --config {CONFIG_FILE}"
+    issues.add(path, f"unknown provider {name!r}; {listing}", hint)
     return None
-
-
-def _config_paths(spec_dir: FsPath) -> list[FsPath]:
-    paths: list[FsPath] = []
-    for d in (FsPath.cwd(), spec_dir):
-        p = (d / CONFIG_FILE).resolve()
-        if p not in paths:
-            paths.append(p)
-    return paths
-
-
-def _config_files(spec_dir: FsPath) -> list[FsPath]:
-    return [p for p in _config_paths(spec_dir) if p.is_file()]
 
 
 def build_config(p: ProviderIn, path: Path, issues: Issues, doc: Document | None,
@@ -167,6 +194,10 @@ def build_config(p: ProviderIn, path: Path, issues: Issues, doc: Document | None
     if not _ENV_NAME.match(p.api_key_env):
         bad("api_key_env", f"must be the name of an environment variable, got {p.api_key_env!r}",
             "write e.g. api_key_env: WAN_API_KEY")
+    key = env.get(p.api_key_env, "").strip() if _ENV_NAME.match(p.api_key_env) else ""
+    if base_url and key and _key_in_url(base_url, key):
+        bad("base_url", f"base_url contains the API key from ${p.api_key_env}: it would be recorded in the "
+            "dataset manifest and in messages", "remove the key from the URL; it is sent in a header")
     if len(issues.items) > n_before:
         return None
     host = urlsplit(base_url).hostname if base_url else None
@@ -212,8 +243,14 @@ def _expand(url: str, path: Path, issues: Issues, doc: Document | None, env: Map
         issues.add(path, "must be an http(s) URL such as https://gateway.example/v1",
                    "include the scheme and host", doc=doc)
         return None
-    if parts.username or parts.password or parts.query:
-        issues.add(path, "base_url must not carry credentials or a query string (it is recorded in the "
-                   "dataset manifest)", "keep the key in the environment and name it in api_key_env", doc=doc)
+    if "@" in parts.netloc or parts.query or parts.fragment or "#" in expanded:
+        issues.add(path, "base_url must not carry credentials (user@ or user:password@), a query string or "
+                   "a fragment: it is recorded in the dataset manifest and in messages",
+                   "write scheme://host[:port]/path only; keep the key in the environment and name it in "
+                   "api_key_env", doc=doc)
         return None
     return expanded.rstrip("/")
+
+
+def _key_in_url(url: str, key: str) -> bool:
+    return len(key) >= 4 and (key in url or key in unquote(url))
