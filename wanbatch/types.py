@@ -58,6 +58,9 @@ class DeliveredImage:
     url: str | None = None
     b64_json: str | None = None
     revised_prompt: str = ""
+    #: The size the gateway says it delivered (DashScope's ``usage.size``, ``"W*H"``), checked
+    #: against the image once downloaded.
+    claimed_size: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +68,15 @@ class Generation:
     """A gateway's successful answer to one job (sync answer, or a finished async task).
 
     ``images`` may hold fewer than ``job.n`` items: the missing slots are failures
-    (``error_kind="missing_image"``), never successes.
+    (``error_kind="missing_image"``), never successes. A 200 that carries images *and* an error keeps
+    the images; the error goes to ``note`` (and the ``error_message`` of their rows).
     """
 
     images: list[DeliveredImage]
     task_id: str | None = None
     request_id: str | None = None
+    #: An error the gateway reported next to the images it did deliver: kept with their rows.
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,7 +51,7 @@ class DashScope(MockDialect):
         no_unknown(inner, DASHSCOPE_PARAM_KEYS, "parameters.", invalid=True)
         for key in ("enable_sequential", "thinking_mode", "watermark"):
             check_bool(inner, key, "parameters.", invalid=True)
-        check_palette(inner.get("color_palette"))
+        check_palette(inner.get("color_palette"), allow_theme=False)
         norm, width, height = check_size(model, inner.get("size", "2K"), allow_x=False, allow_star=True,
                                          allow_tiers=True)
         n = int_in(inner.get("n", 1), "n", 1, max_n(inner.get("enable_sequential") is True))

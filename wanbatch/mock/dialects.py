@@ -103,16 +103,22 @@ def check_bool(body: dict[str, Any], key: str, prefix: str = "", invalid: bool =
         raise BadRequest("invalid" if invalid else "malformed", message)
 
 
-def check_palette(value: Any) -> None:
-    """Gateway docs describe a colour theme as a string ("warm tones"); Model Studio as a list of
-    colours. The sources disagree, so both are accepted; anything else is refused."""
-    if value is None or (isinstance(value, str) and value.strip()):
+def check_palette(value: Any, *, allow_theme: bool = True) -> None:
+    """Model Studio documents a list of 3–10 ``{hex, ratio}`` colours; "parameters" gateways (seed doc
+    001) a theme string (``allow_theme``). Anything else is refused."""
+    if value is None or (allow_theme and isinstance(value, str) and value.strip()):
         return
-    if not (isinstance(value, list) and 1 <= len(value) <= 10):
-        raise BadRequest("invalid", "parameters.color_palette must be null, a theme string or a list of "
-                         "1-10 colours")
+    colours_ok = isinstance(value, list) and 3 <= len(value) <= 10 and all(
+        isinstance(c, dict) and set(c) == {"hex", "ratio"} and isinstance(c["hex"], str)
+        and _HEX.match(c["hex"]) is not None and isinstance(c["ratio"], (str, int, float))
+        and not isinstance(c["ratio"], bool) for c in value)
+    if not colours_ok:
+        theme = "a theme string or " if allow_theme else ""
+        raise BadRequest("invalid", f"parameters.color_palette must be null, {theme}a list of 3-10 "
+                         "{hex, ratio} colours")
 
 
+_HEX = re.compile(r"^#[0-9A-Fa-f]{6}$")
 _PIXELS = re.compile(r"^([1-9][0-9]{0,5})([*x])([1-9][0-9]{0,5})$")
 
 

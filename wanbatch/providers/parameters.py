@@ -11,7 +11,7 @@ from typing import Any
 
 from wanbatch.errors import RefusedError, TransientError
 from wanbatch.models import BASE, PARAM_KEYS as MODEL_PARAMS, PARAMETERS_SIZES, PRO, to_wxh
-from wanbatch.providers.base import Answer, Call, Provider, openai_images
+from wanbatch.providers.base import Answer, Call, Provider, has_images, noted, openai_images
 from wanbatch.registry import Dialect, Problem, register_dialect
 from wanbatch.types import Generation, Job, TaskState
 
@@ -89,15 +89,16 @@ class ParametersProvider(Provider):
         status = str(body.get("status") or "").lower()
         progress = body.get("progress")
         progress = progress if isinstance(progress, int) and not isinstance(progress, bool) else None
+        error = self.error_in_body(answer)
         if status in _FAILED:
-            error = self.error_in_body(answer)
             detail = error.message if error is not None else f"status {status}"
-            raise RefusedError(f"task {task_id} failed: {detail}", kind="task_failed",
-                               request_id=answer.request_id)
-        if (error := self.error_in_body(answer)) is not None:
+            kind = "moderation" if error is not None and error.kind == "moderation" else "task_failed"
+            raise RefusedError(f"task {task_id} failed: {detail}", kind=kind, request_id=answer.request_id)
+        if error is not None and not has_images(body):
             raise error
         if "data" in body or status in _SUCCEEDED:
             generation = Generation(images=openai_images(body), task_id=task_id, request_id=answer.request_id)
+            generation = noted(generation, Answer(body, answer.request_id, error))
             return TaskState(task_id, status or "succeeded", 100, generation)
         return TaskState(task_id, status or "unknown", progress)
 

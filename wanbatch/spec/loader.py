@@ -130,9 +130,12 @@ def _params(p: ParamsIn, issues: Issues, dialect: str) -> dict[str, Any]:
         value = getattr(p, key)
         if value is None:
             continue
-        if dialect in dialect_names() and (
-                problem := get_dialect(dialect).param_problem(key)) is not None:
+        if dialect not in dialect_names():
+            continue
+        if (problem := get_dialect(dialect).param_problem(key)) is not None:
             issues.add(("params", key), *problem, at_key=True)
+        elif (problem := get_dialect(dialect).value_problem(key, value)) is not None:
+            issues.add(("params", key), *problem)
     return canonical_params(p.model_dump())
 
 
