@@ -27,7 +27,7 @@ def _common(job: Job, slot: int, *, provider: str, run_id: str, attempts: int, l
         "size": job.size,
         "n": job.n,
         "slot": slot,
-        "params": canonical_json(job.params),
+        "params": canonical_json(job.wire_params),  # what was sent; the job id rests on job.params
         "task_id": task_id,
         "attempts": attempts,
         "latency_ms": latency_ms,

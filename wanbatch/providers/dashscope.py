@@ -78,7 +78,7 @@ class DashScopeProvider(Provider):
 
 def dashscope_body(job: Job) -> dict[str, Any]:
     parameters: dict[str, Any] = {"size": job.size, "n": job.n}
-    parameters.update({k: job.params[k] for k in PARAM_KEYS if k in job.params})
+    parameters.update({k: job.wire_params[k] for k in PARAM_KEYS if k in job.wire_params})
     parameters["seed"] = job.seed
     return {
         "model": job.model,

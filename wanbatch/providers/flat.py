@@ -39,8 +39,8 @@ def flat_body(job: Job) -> dict[str, Any]:
         )
     body: dict[str, Any] = {"model": job.model, "prompt": job.prompt, "size": job.size, "n": job.n,
                             "seed": job.seed}
-    if "watermark" in job.params:
-        body["watermark"] = job.params["watermark"]
+    if "watermark" in job.wire_params:
+        body["watermark"] = job.wire_params["watermark"]
     return body
 
 

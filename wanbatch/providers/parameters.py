@@ -42,7 +42,7 @@ class ParametersProvider(Provider):
                 f"use one of {', '.join(allowed)}", kind="invalid_parameter",
             )
         inner: dict[str, Any] = {"seed": job.seed}
-        inner.update({k: job.params[k] for k in PARAM_KEYS if k in job.params and k != "seed"})
+        inner.update({k: job.wire_params[k] for k in PARAM_KEYS if k in job.wire_params and k != "seed"})
         body: dict[str, Any] = {"model": job.model, "prompt": job.prompt, "size": size, "n": job.n,
                                 "response_format": self.response_format}
         if use_async:

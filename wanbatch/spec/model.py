@@ -255,6 +255,10 @@ class Spec(_Out):
     price_per_image: float | None
     output: str
     source: str
+    #: The params as the spec wrote them (``None`` dropped, documented defaults kept): what is sent.
+    #: ``params`` (defaults dropped) is what identifies a job, so writing ``watermark: false`` changes
+    #: what travels but no job id.
+    sent_params: dict[str, Any] = {}
 
     def resolved(self) -> dict[str, Any]:
         """JSON-able form for the dataset manifest (no secrets: the key stays in the environment)."""
@@ -268,6 +272,7 @@ class Spec(_Out):
             "sizes": list(self.sizes),
             "n": self.n,
             "params": dict(self.params),
+            "sent_params": dict(self.sent_params),
             "limits": self.limits.model_dump(),
             "price_per_image": self.price_per_image,
             "output": self.output,
