@@ -289,7 +289,7 @@ def test_refusals_are_failed_rows_with_their_kind_and_never_retried(
 
 @pytest.mark.parametrize(("status", "config", "path", "expect"), [
     (401, {"api_key": "another-key"}, "/v1", ("api key was refused", KEY_ENV)),
-    (403, {"forbidden_keys": [KEY]}, "/v1", ("access denied", "balance")),
+    (403, {"forbidden_keys": [KEY]}, "/v1", ("out of money", "top it up")),  # the mock says Arrearage
     (404, {}, "/v2", ("no such route", "check base_url and dialect")),
 ])
 def test_auth_quota_and_route_errors_stop_at_once_with_exit_3_and_keep_done_rows(

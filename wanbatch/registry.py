@@ -27,6 +27,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "wanbatch.providers.flat",
     "wanbatch.providers.parameters",
     "wanbatch.providers.dashscope",
+    "wanbatch.providers.newapi",
     "wanbatch.providers.gateway",
     "wanbatch.mock.plugin",
 )

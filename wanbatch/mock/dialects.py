@@ -43,6 +43,13 @@ class GenRequest:
     response_format: Literal["url", "b64_json"] = "url"
     use_async: bool = False
     params: dict[str, Any] = field(default_factory=dict)
+    #: Without a seed the upstream picks one of its own: ``noise`` stands for it (set per request).
+    noise: int = 0
+
+    def image_seed(self) -> int:
+        """The seed the images are drawn with: the one sent, else one the gateway picked (outside the
+        valid range, so it never equals a seed a client could send)."""
+        return self.seed if self.seed is not None else SEED_MAX + 1 + self.noise
 
     def billing_key(self) -> str:
         return billing_key(self.model, self.prompt, self.size, self.seed, self.n)
