@@ -8,18 +8,66 @@ official dashscope SDK. They go through ``httpx.MockTransport`` into the provide
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.test_providers import Handler, dashscope_result, images_answer, job, make, openai_error
 from wanbatch.errors import EXIT_ABORTED, FatalError, GatewayError, RefusedError, TransientError
+from wanbatch.providers.base import Provider
 from wanbatch.providers.dashscope import DashScopeProvider
 from wanbatch.providers.flat import FlatProvider
 from wanbatch.providers.parameters import ParametersProvider
+from wanbatch.types import Job
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(20)]
+
+KEY = "sk-test-SECRET-7777777777"
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class Gateway:
+    """Answers from ``respond``; keeps every request."""
+
+    def __init__(self, respond: Handler) -> None:
+        self.respond = respond
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self.respond(request)
+
+    def bodies(self) -> list[Any]:
+        return [json.loads(r.content) if r.content else None for r in self.requests]
+
+
+def make(cls: type[Provider], respond: Handler, **kwargs: Any) -> tuple[Provider, Gateway]:
+    gateway = Gateway(respond)
+    client = httpx.AsyncClient(transport=httpx.MockTransport(gateway))
+    base = "https://dashscope-intl.aliyuncs.com" if cls is DashScopeProvider else "https://gateway.example/v1"
+    options: dict[str, Any] = {"base_url": base, "api_key": KEY, "client": client, "name": "gw",
+                               "key_env": "WAN_API_KEY", "poll_interval": 0.01, **kwargs}
+    return cls(**options), gateway
+
+
+def job(n: int = 1, **params: Any) -> Job:
+    return Job("0123456789abcdef", "wan2.7-image-pro", "a red door", "2K", 7, n, params)
+
+
+def openai_error(status: int, message: str, type_: str = "", code: str = "") -> Handler:
+    body = {"error": {"message": message, "type": type_, "param": "", "code": code}}
+    return lambda request: httpx.Response(status, json=body)
+
+
+def images_answer(*items: dict[str, str]) -> httpx.Response:
+    body = {"created": 1717000000, "data": list(items), "usage": {"generated_images": len(items)}}
+    return httpx.Response(200, json=body)
+
+
+def dashscope_result(*urls: str) -> dict[str, Any]:
+    content = [{"type": "image", "image": u} for u in urls]
+    return {"choices": [{"finish_reason": "stop", "message": {"role": "assistant", "content": content}}]}
 
 ARREARAGE = "Access denied, please make sure your account is in good standing."
 

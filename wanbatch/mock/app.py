@@ -77,7 +77,7 @@ class MockGateway:
         cfg = self.config
         self.quota = quota.Quota(cfg.max_inflight, cfg.quota_rpm, window=cfg.quota_window,
                                  retry_after=cfg.quota_retry_after)
-        self.seedless_rng = random.Random()
+        self.seedless_rng = random.Random(f"seedless-{self.config.fault_seed}")  # reproducible, like faults
         self.generations = 0  # generation requests seen, for ``dry_after``
         self.log: deque[dict[str, Any]] = deque(maxlen=MAX_LOG)
 
