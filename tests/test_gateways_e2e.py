@@ -1,7 +1,7 @@
 """Real-gateway behaviour end to end: spec → runner → provider → loopback gateway → dataset.
 
 Every test starts a real mock gateway on loopback (uvicorn in a thread) and runs a spec through
-``wanbatch.run`` or the CLI. Where the mock has no switch for an answer PROTOCOL.md lists (408, an
+``wanbatch.run`` or the CLI. Where the mock has no switch for an answer docs/protocol.md lists (408, an
 ``InvalidParameter`` refusal), a small ASGI front in the same server answers it in the protocol's shape
 and passes every other request through to the mock.
 """

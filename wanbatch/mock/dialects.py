@@ -1,8 +1,8 @@
 """What every dialect handler of the mock shares: the ``GenRequest`` a body becomes, and strict checks.
 
 Each dialect's own parsing lives in its handler module (:mod:`wanbatch.mock.flat`, ...). The mock
-refuses whatever PROTOCOL.md does not allow, so a client that passes against the mock
-does not lean on leniency a real gateway may lack. Two kinds of refusal: ``malformed`` (the body
+refuses whatever docs/protocol.md does not allow, so a client that passes against the mock does not
+lean on leniency a real gateway may lack. Two kinds of refusal: ``malformed`` (the body
 does not fit the dialect at all — new-api's ``invalid_request``) and ``invalid`` (a well-formed body
 with a value the model refuses — ``InvalidParameter``).
 """

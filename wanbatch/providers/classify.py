@@ -89,7 +89,8 @@ _OUT_OF_MONEY = ("{where}: the account is out of money ({said}); top it up, then
 
 #: Non-2xx answers. Order matters: the first match wins.
 STATUS_RULES: tuple[Rule, ...] = (
-    Rule("arrearage", lambda s: s.status in (400, 402, 403) and _arrearage(s), FatalError, "forbidden",
+    # 500 too: new-api's ali image handler re-raises an upstream message as bad_response (image.go)
+    Rule("arrearage", lambda s: s.status in (400, 402, 403, 500) and _arrearage(s), FatalError, "forbidden",
          _OUT_OF_MONEY),
     Rule("moderation", lambda s: s.status in (400, 500, 502) and _moderated(s), RefusedError, "moderation",
          "refused by content moderation: {said}"),

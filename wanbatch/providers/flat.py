@@ -1,7 +1,7 @@
 """The "flat" dialect (new-api style gateways): ``POST {base_url}/images/generations``, sync only.
 
 The body is exactly ``{model, prompt, size, n, seed, watermark?}``. ``response_format`` is never sent:
-these gateways decode it as an object and refuse the string (PROTOCOL.md).
+these gateways decode it as an object and refuse the string (docs/protocol.md).
 """
 
 from __future__ import annotations

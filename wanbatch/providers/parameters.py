@@ -15,7 +15,7 @@ from wanbatch.providers.base import Answer, Call, Provider, has_images, noted, o
 from wanbatch.registry import Dialect, Problem, register_dialect
 from wanbatch.types import Generation, Job, TaskState
 
-#: The only sizes these gateways accept, per model (PROTOCOL.md, "Models").
+#: The only sizes these gateways accept, per model (docs/protocol.md, "Models and sizes").
 SIZES = PARAMETERS_SIZES
 PARAM_KEYS = ("seed", *MODEL_PARAMS)
 _RUNNING = {"queued", "pending", "processing", "running", "in_progress", "submitted"}
