@@ -149,3 +149,16 @@ def test_params_written_are_sent_and_recorded_but_job_ids_do_not_change(
     rows = pq.read_table(out / "index").to_pylist()
     assert {r["job_id"] for r in rows} == {"a61cc808166b2d3f", "439c4282f7768759"}
     assert {r["params"] for r in rows} == {'{"thinking_mode":true,"watermark":false}'}
+
+
+def test_a_size_the_gateway_claims_but_did_not_deliver_is_noted_on_the_row(tmp_path: Path) -> None:
+    # the mock's usage.size states the requested size; scale: 0.5 delivers half of it
+    out = tmp_path / "ds"
+    spec = wanbatch.load_spec("s.yaml", text=(
+        "name: claimed\nprompts: [a red door]\nsizes: [1024*1024]\nseeds: [1]\n"
+        f"provider: {{type: mock, dialect: dashscope, scale: 0.5}}\noutput: {out}\n"))
+    assert wanbatch.run(spec).exit_code == 0
+    (row,) = pq.read_table(out / "index").to_pylist()
+    assert row["status"] == "ok" and (row["width"], row["height"]) == (512, 512)
+    assert row["error_kind"] is None
+    assert row["error_message"] == "the gateway reported size 1024*1024 but delivered 512*512"
