@@ -1,7 +1,7 @@
 """Real-gateway behaviour end to end: spec → runner → provider → loopback gateway → dataset.
 
 Every test starts a real mock gateway on loopback (uvicorn in a thread) and runs a spec through
-``wanbatch.run`` or the CLI. Where the mock has no switch for an answer PROTOCOL.md lists (408, an
+``wanbatch.run`` or the CLI. Where the mock has no switch for an answer docs/protocol.md lists (408, an
 ``InvalidParameter`` refusal), a small ASGI front in the same server answers it in the protocol's shape
 and passes every other request through to the mock.
 """
@@ -289,7 +289,7 @@ def test_refusals_are_failed_rows_with_their_kind_and_never_retried(
 
 @pytest.mark.parametrize(("status", "config", "path", "expect"), [
     (401, {"api_key": "another-key"}, "/v1", ("api key was refused", KEY_ENV)),
-    (403, {"forbidden_keys": [KEY]}, "/v1", ("access denied", "balance")),
+    (403, {"forbidden_keys": [KEY]}, "/v1", ("out of money", "top it up")),  # the mock says Arrearage
     (404, {}, "/v2", ("no such route", "check base_url and dialect")),
 ])
 def test_auth_quota_and_route_errors_stop_at_once_with_exit_3_and_keep_done_rows(

@@ -1,4 +1,4 @@
-"""The mock gateway speaks each dialect of PROTOCOL.md and refuses what it does not allow."""
+"""The mock gateway speaks each dialect of docs/protocol.md and refuses what it does not allow."""
 
 from __future__ import annotations
 

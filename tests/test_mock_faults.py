@@ -1,4 +1,4 @@
-"""Injected faults are observable as PROTOCOL.md describes them, deterministic, and billed honestly."""
+"""Injected faults are observable as docs/protocol.md describes them, deterministic, and billed honestly."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Providers against httpx.MockTransport handlers that answer as PROTOCOL.md says.
+"""Providers against httpx.MockTransport handlers that answer as docs/protocol.md says.
 
 Each handler records the requests it saw, so the tests assert the exact bodies and headers a gateway
-receives, and each error row of PROTOCOL.md maps to one class and kind.
+receives, and each error row of docs/protocol.md maps to one class and kind.
 """
 
 from __future__ import annotations

@@ -569,3 +569,35 @@ def test_mock_faults_are_checked(tmp_path: Path) -> None:
     at(found[0], 4, 11, "provider.faults", "add up to 1.2")
     at(found[1], 4, 24, "provider.faults.5O3", "unknown fault '5O3'", "429_retry_after",
        "did you mean '503'?")
+
+
+# ------------------------------------------------------------------------------- color_palette
+
+_PALETTE_SPEC = ('prompt: x\nprovider: {{base_url: "https://gw.example/v1", dialect: {dialect}}}\n'
+                 "params:\n  color_palette: {value}\n")
+_THREE = '[{hex: "#C2D1E6", ratio: "40%"}, {hex: "#636574", ratio: 35}, {hex: "#F3E9D2", ratio: "25%"}]'
+
+
+def test_color_palette_is_the_documented_list_of_hex_and_ratio() -> None:
+    spec = load_spec("s.yaml", text=_PALETTE_SPEC.format(dialect="dashscope", value=_THREE))
+    assert spec.params["color_palette"] == [
+        {"hex": "#C2D1E6", "ratio": "40%"}, {"hex": "#636574", "ratio": 35},
+        {"hex": "#F3E9D2", "ratio": "25%"}]
+    # the theme string seed doc 001 documents for the parameters dialect stays accepted there
+    spec = load_spec("s.yaml", text=_PALETTE_SPEC.format(dialect="parameters", value="warm tones"))
+    assert spec.params["color_palette"] == "warm tones"
+
+
+@pytest.mark.parametrize("value, fragment", [
+    ('[{hex: "#C2D1E6", ratio: "40%"}, {hex: "#636574", ratio: "60%"}]', "3 to 10 colours, got 2"),
+    ('[{hex: red, ratio: "40%"}, {hex: "#636574", ratio: 35}, {hex: "#F3E9D2", ratio: "25%"}]', "#RRGGBB"),
+    ('[{hex: "#C2D1E6", ratio: lots}, {hex: "#636574", ratio: 35}, {hex: "#F3E9D2", ratio: "25%"}]',
+     "percentage"),
+    ('[{hex: "#C2D1E6"}, {hex: "#636574", ratio: 35}, {hex: "#F3E9D2", ratio: "25%"}]',
+     "exactly hex and ratio"),
+    ("warm tones", "theme string; Model Studio takes a list"),
+])
+def test_bad_color_palettes_are_clear_errors(value: str, fragment: str) -> None:
+    with pytest.raises((SpecError, SpecErrors)) as info:
+        load_spec("s.yaml", text=_PALETTE_SPEC.format(dialect="dashscope", value=value))
+    assert fragment in str(info.value) and "params.color_palette" in str(info.value)

@@ -160,6 +160,7 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
     with user_errors(as_json):
         report = plan_report(spec_path, shard=parse_shard(shard), output=output, samples=samples,
                              config=config)
+    _warn_seeds(spec_path, config=config)
     if as_json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return
@@ -228,6 +229,7 @@ def run(spec_path: str, shard: str | None, output: str | None, retry_failed: boo
     with user_errors(as_json):
         spec = load_spec(spec_path, config=config)
     err.print(provider_line(spec), soft_wrap=True, highlight=False, markup=False)
+    _warn_seeds(spec_path, spec)
     show = (sys.stderr.isatty() if progress is None else progress) and not as_json
     display = LiveProgress(err, f"{spec.name}") if show else None
     options = RunOptions(
@@ -261,6 +263,58 @@ def run(spec_path: str, shard: str | None, output: str | None, retry_failed: boo
             err.print(f"[yellow]{result.stats.failed_images} image(s) failed[/] — see "
                       f"`wanbatch status {result.root}`")
     sys.exit(result.exit_code)
+
+
+def _warn_seeds(spec_path: str, spec: Any = None, *, config: str | None = None) -> None:
+    """Warn (stderr) when the spec sweeps seeds through a provider whose seed handling is unverified."""
+    from .probe import seed_warning
+    from .spec import load_spec
+
+    try:
+        spec = spec if spec is not None else load_spec(spec_path, config=config)
+    except WanbatchError:
+        return
+    if (warning := seed_warning(spec, spec_path)) is not None:
+        err.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--yes", is_flag=True, help="Do not ask before spending (the cost is printed first).")
+@json_option
+@config_option
+def probe(spec_path: str, yes: bool, as_json: bool, config: str | None) -> None:
+    """Check with a few paid requests what the spec's gateway honours (key, model, body, size, n, seed,
+    async); write the verdict beside the spec (SPEC.probe.json)."""
+    from .probe import probe as run_probe, probe_cost, write_probe
+    from .spec import load_spec
+
+    with user_errors(as_json):
+        spec = load_spec(spec_path, config=config)
+    err.print(provider_line(spec), soft_wrap=True, highlight=False, markup=False)
+    requests, images, cost = probe_cost(spec)
+    priced = f", costing {cost:,.2f}" if cost is not None else " (set price_per_image to see the cost)"
+    err.print(f"probe sends {requests} requests to {spec.provider.name} for up to {images} images{priced}")
+    if not yes and not click.confirm("go on?", err=True, default=False):
+        fail("nothing was sent", EXIT_BAD_INPUT, "rerun with --yes to skip the question")
+    with user_errors(as_json):
+        verdict = run_probe(spec)
+    path = write_probe(spec_path, verdict)
+    failed = any(status == "failed" for status, _ in verdict.checks.values())
+    if as_json:
+        print(json.dumps(verdict.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        table = Table(title=f"probe: {spec.provider.name} ({verdict.dialect}, {verdict.model})",
+                      title_justify="left")
+        table.add_column("check")
+        table.add_column("verdict")
+        table.add_column("detail")
+        colours = {"ok": "green", "failed": "red", "unknown": "yellow"}
+        for name, (status, detail) in verdict.checks.items():
+            table.add_row(name, f"[{colours[status]}]{status}[/]", detail)
+        out.print(table)
+        err.print(f"verdict written to {path}")
+    sys.exit(EXIT_FAILED if failed else 0)
 
 
 # ----------------------------------------------------------------------------------- dataset tools

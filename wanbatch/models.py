@@ -1,4 +1,4 @@
-"""What the Wan 2.7 image models accept, whatever the dialect (PROTOCOL.md, "Models").
+"""What the Wan 2.7 image models accept, whatever the dialect (docs/protocol.md, "Models and sizes").
 
 One home for the facts the spec checks, the dialects send and the mock enforces: models, size tiers,
 pixel bounds, aspect, the fixed ``WxH`` list of the "parameters" gateways, seed and ``n`` ranges and

@@ -118,6 +118,7 @@ class Plan:
         """Every job, lazily, in plan order. ``params`` and ``vars`` dicts are shared: read only."""
         spec = self.spec
         model, n, name, params = spec.model, spec.n, spec.name, dict(spec.params)
+        sent = dict(spec.sent_params) if spec.sent_params != spec.params else None
         seeds = spec.seeds.values()
         keep_i, modulo = self.shard if self.shard else (0, 0)
         ids = JobIds(model, n, params)
@@ -129,7 +130,7 @@ class Plan:
                     jid = prompt_ids.job_id(size, seed)
                     if modulo and int(jid[:8], 16) % modulo != keep_i:
                         continue
-                    yield Job(jid, model, text, size, seed, n, params, template, assignment, name)
+                    yield Job(jid, model, text, size, seed, n, params, template, assignment, name, sent)
 
     @cached_property
     def _prompt_count(self) -> int:

@@ -27,6 +27,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "wanbatch.providers.flat",
     "wanbatch.providers.parameters",
     "wanbatch.providers.dashscope",
+    "wanbatch.providers.newapi",
     "wanbatch.providers.gateway",
     "wanbatch.mock.plugin",
 )
@@ -40,20 +41,26 @@ def _no_size_rule(size: str, model: str) -> Problem | None:
     return None
 
 
+def _no_value_rule(key: str, value: Any) -> Problem | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Dialect:
     """One wire dialect: the provider class that speaks it and the spec rules it implies.
 
     ``params`` are the request parameters (see :data:`wanbatch.models.PARAM_KEYS`) it can send with a
     non-default value; ``size_rule(size, model)`` says why a normalised size cannot travel over it
-    (beyond the model's own rules); ``response_format`` says whether it lets the client choose between
-    URLs and base64.
+    (beyond the model's own rules); ``value_rule(key, value)`` why a param's value cannot travel over it
+    (a theme-string ``color_palette`` where only a list of colours is documented); ``response_format``
+    says whether it lets the client choose between URLs and base64.
     """
 
     name: str
     provider: type[Provider]
     params: frozenset[str]
     size_rule: Callable[[str, str], Problem | None] = _no_size_rule
+    value_rule: Callable[[str, Any], Problem | None] = _no_value_rule
     response_format: bool = False
     summary: str = ""
 
@@ -73,6 +80,9 @@ class Dialect:
 
     def size_problem(self, size: str, model: str) -> Problem | None:
         return self.size_rule(size, model)
+
+    def value_problem(self, key: str, value: Any) -> Problem | None:
+        return self.value_rule(key, value)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ class Job:
     canonical keys: ``watermark``, ``thinking_mode``, ``color_palette``, ``enable_sequential``.
     ``job_id`` is a digest of (model, prompt, size, seed, n, params) — see :mod:`wanbatch.plan`.
     ``template`` and ``vars`` describe where the prompt came from; they are not part of the identity.
+    ``sent_params`` are the params as the spec wrote them (documented defaults kept): they are sent and
+    recorded, but the identity uses ``params``, so writing a default out changes no job id.
     """
 
     job_id: str
@@ -45,6 +47,13 @@ class Job:
     template: str = ""
     vars: dict[str, str] = field(default_factory=dict)
     pipeline: str = ""
+    #: The params to send (the spec's as written, defaults kept); None: send ``params``.
+    sent_params: dict[str, Any] | None = None
+
+    @property
+    def wire_params(self) -> dict[str, Any]:
+        """What the request carries (and the index's ``params`` column records)."""
+        return self.params if self.sent_params is None else self.sent_params
 
     def image_ids(self) -> list[str]:
         return [f"{self.job_id}-{k}" for k in range(self.n)]
@@ -58,6 +67,9 @@ class DeliveredImage:
     url: str | None = None
     b64_json: str | None = None
     revised_prompt: str = ""
+    #: The size the gateway says it delivered (DashScope's ``usage.size``, ``"W*H"``), checked
+    #: against the image once downloaded.
+    claimed_size: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +77,15 @@ class Generation:
     """A gateway's successful answer to one job (sync answer, or a finished async task).
 
     ``images`` may hold fewer than ``job.n`` items: the missing slots are failures
-    (``error_kind="missing_image"``), never successes.
+    (``error_kind="missing_image"``), never successes. A 200 that carries images *and* an error keeps
+    the images; the error goes to ``note`` (and the ``error_message`` of their rows).
     """
 
     images: list[DeliveredImage]
     task_id: str | None = None
     request_id: str | None = None
+    #: An error the gateway reported next to the images it did deliver: kept with their rows.
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ def _common(job: Job, slot: int, *, provider: str, run_id: str, attempts: int, l
         "size": job.size,
         "n": job.n,
         "slot": slot,
-        "params": canonical_json(job.params),
+        "params": canonical_json(job.wire_params),  # what was sent; the job id rests on job.params
         "task_id": task_id,
         "attempts": attempts,
         "latency_ms": latency_ms,
@@ -39,15 +39,17 @@ def _common(job: Job, slot: int, *, provider: str, run_id: str, attempts: int, l
 
 def ok_row(
     job: Job, slot: int, stored: StoredImage, *, provider: str, run_id: str, revised_prompt: str = "",
-    task_id: str | None = None, attempts: int = 1, latency_ms: int | None = None,
+    task_id: str | None = None, attempts: int = 1, latency_ms: int | None = None, note: str = "",
 ) -> dict[str, Any]:
-    """The row of an image that is verified and in place (``revised_prompt`` masked: wanbatch.redact)."""
+    """The row of an image that is verified and in place; ``note`` (what the gateway said beside the
+    image) goes to ``error_message`` while ``error_kind`` stays empty. Gateway text is masked
+    (:mod:`wanbatch.redact`)."""
     row = _common(job, slot, provider=provider, run_id=run_id, attempts=attempts, latency_ms=latency_ms,
                   task_id=task_id)
     row.update(
-        status="ok", error_kind=None, error_message=None, width=stored.width, height=stored.height,
-        revised_prompt=redact(revised_prompt) or None, path=stored.path, format=stored.format,
-        bytes=stored.bytes, sha256=stored.sha256,
+        status="ok", error_kind=None, error_message=redact(note) or None, width=stored.width,
+        height=stored.height, revised_prompt=redact(revised_prompt) or None, path=stored.path,
+        format=stored.format, bytes=stored.bytes, sha256=stored.sha256,
     )
     return row
 

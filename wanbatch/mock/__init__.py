@@ -1,4 +1,4 @@
-"""The mock gateway: every dialect of PROTOCOL.md on loopback or in-process, with faults and billing.
+"""The mock gateway: every dialect of docs/protocol.md on loopback or in-process, with faults and billing.
 
     from wanbatch.mock import MockConfig, create_app, run_in_thread
     app = create_app(MockConfig(faults={"429": 0.1}))            # httpx.ASGITransport(app=app)

@@ -1,4 +1,4 @@
-"""The bodies the mock answers with, in the shapes real gateways use (PROTOCOL.md).
+"""The bodies the mock answers with, in the shapes real gateways use (docs/protocol.md).
 
 Two error families: ``openai`` (flat and parameters dialects: ``{"error": {message, type, param,
 code}}`` with the request id inside the message, as new-api does) and ``dashscope`` (``{request_id,

@@ -1,16 +1,19 @@
-"""The mock gateway as a Starlette app: every dialect of PROTOCOL.md, async tasks, faults, billing.
+"""The mock gateway as a Starlette app: every dialect of docs/protocol.md, async tasks, faults, billing.
 
 Routes come from the dialect handlers of :mod:`wanbatch.mock.registry`: each handler's routes are
 served under ``/{name}`` (``/flat/v1/images/generations``, ``/parameters/v1/tasks/{id}``, ...), and the
 server's default dialect (``config.dialect``) and handlers marked ``always_at_root`` (DashScope's
 ``/api/v1/...``) also at the root (``/v1/images/generations``).
 - ``GET /files/{token}``: the temporary "object store" links that answers point to.
-- Mock-only, for tests and operations (no real gateway has them): ``GET /_mock/stats`` and
-  ``POST /_mock/reset``; ``GET``/``POST /_mock/quota`` (the hidden quota, :mod:`wanbatch.mock.quota`).
+- Mock-only, for tests and operations (no real gateway has them): ``GET /_mock/stats``,
+  ``GET /_mock/requests`` (what arrived: path, body, headers but Authorization, what the upstream was
+  asked for, fields a new-api kept aside) and ``POST /_mock/reset``; ``GET``/``POST /_mock/quota``
+  (the hidden quota, :mod:`wanbatch.mock.quota`).
 
-Order of checks for a generation: auth → body → moderation → quota → fault → generate. A generation is billed
-when it is finished: sync answers, async tasks at completion, and the ``timeout``/``524`` faults
-(billed, then hang or answer 524; for async submissions the task still runs and bills).
+Order of checks for a generation: auth → ``dry_after`` → body → moderation → quota → fault → generate. A
+generation is billed when it is finished: sync answers, async tasks at completion, and the
+``timeout``/``524`` faults (billed, then hang or answer 524; for async submissions the task still runs
+and bills).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import json
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -47,6 +52,10 @@ _EARLY = frozenset({"429", "429_retry_after", "500", "502", "503", "html_500", "
 #: Faults answered after the images were made and billed, with a 200 the client cannot read.
 _UNREADABLE = frozenset({"200_html", "200_truncated", "200_not_a_list"})
 _STREAM_ABOVE = 1 << 20
+MAX_LOG = 500
+#: Request headers ``/_mock/requests`` shows (never Authorization).
+_LOGGED_HEADERS = frozenset({"content-type", "x-dashscope-async", "user-agent", "accept"})
+ARREARAGE_MESSAGE = "Access denied, please make sure your account is in good standing."
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -56,6 +65,7 @@ class MockGateway:
     def __init__(self, config: MockConfig) -> None:
         self.config = config
         self.renderer = PngRenderer()
+        self.route_dialects: dict[str, MockDialect] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -67,6 +77,9 @@ class MockGateway:
         cfg = self.config
         self.quota = quota.Quota(cfg.max_inflight, cfg.quota_rpm, window=cfg.quota_window,
                                  retry_after=cfg.quota_retry_after)
+        self.seedless_rng = random.Random(f"seedless-{self.config.fault_seed}")  # reproducible, like faults
+        self.generations = 0  # generation requests seen, for ``dry_after``
+        self.log: deque[dict[str, Any]] = deque(maxlen=MAX_LOG)
 
     # -- generation -------------------------------------------------------------------------------
 
@@ -75,8 +88,8 @@ class MockGateway:
         family = dialect.family
         rid = _request_id(family)
         raw = await request.body()
-        body = self._record(route, raw)
-        denied = self._auth(request, family, rid)
+        body = self._record(route, raw, request)
+        denied = self._auth(request, family, rid) or self._dry(family, rid)
         if denied is not None:
             return denied
         if submit and (refused := dialect.before_submit(request, rid)) is not None:
@@ -85,6 +98,9 @@ class MockGateway:
             req = dialect.parse(body if body is not None else load_json(raw))
         except BadRequest as exc:
             return dialect.refuse(exc, self.config, rid)
+        if req.seed is None:  # the upstream draws a seed of its own: same request, other images
+            req = replace(req, noise=self.seedless_rng.randrange(1 << 30))
+        self._log_upstream(req)
         if any(word.lower() in req.prompt.lower() for word in self.config.moderation_words):
             return answers.error(family, 400, "DataInspectionFailed",
                                  "Input data may contain inappropriate content.", request_id=rid)
@@ -142,6 +158,7 @@ class MockGateway:
 
     async def poll(self, request: Request, dialect: MockDialect) -> Response:
         rid = _request_id(dialect.family)
+        self.log.append({"method": "GET", "path": request.url.path})
         denied = self._auth(request, dialect.family, rid)
         if denied is not None:
             return denied
@@ -187,15 +204,47 @@ class MockGateway:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _record(self, route: str, raw: bytes) -> dict[str, Any] | None:
-        """Keep the body for ``/_mock/stats``; return it when it is a JSON object."""
+    def _record(self, route: str, raw: bytes, request: Request | None = None) -> dict[str, Any] | None:
+        """Keep the body for ``/_mock/stats`` and ``/_mock/requests``; return it when it is a JSON object."""
         try:
-            parsed = json.loads(raw)
+            parsed: Any = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
-            self.stats.bodies.append({"route": route, "body": raw.decode("utf-8", "replace")})
-            return None
+            parsed = raw.decode("utf-8", "replace")
         self.stats.bodies.append({"route": route, "body": parsed})
+        entry: dict[str, Any] = {"method": "POST", "path": route, "body": parsed}
+        if request is not None:
+            entry["headers"] = {k: v for k, v in request.headers.items() if k.lower() in _LOGGED_HEADERS}
+        kept = getattr(self._dialect_of(route), "kept_aside", None)
+        if kept is not None and isinstance(parsed, dict):
+            entry["kept_aside"] = kept(parsed)
+        self.log.append(entry)
         return parsed if isinstance(parsed, dict) else None
+
+    def _dialect_of(self, route: str) -> MockDialect | None:
+        return self.route_dialects.get(route)
+
+    def _log_upstream(self, req: GenRequest) -> None:
+        """What the upstream model was asked for, beside the body that arrived (``/_mock/requests``)."""
+        if self.log:
+            self.log[-1]["upstream"] = {"size": req.size, "n": req.n, "seed": req.seed, "params": req.params}
+
+    def _dry(self, family: Family, rid: str) -> Response | None:
+        """``dry_after``: the key runs dry after K generation requests (every later one is refused)."""
+        self.generations += 1
+        limit = self.config.dry_after
+        if limit is None or self.generations <= limit:
+            return None
+        answer = self.config.dry_answer
+        if answer == "401":
+            return answers.error(family, 401, "InvalidApiKey", "Invalid API-key provided.", request_id=rid,
+                                 type_="invalid_request_error")
+        if answer == "403":
+            return answers.error(family, 403, "AllocationQuota.FreeTierOnly",
+                                 "The free tier of the model has been exhausted.", request_id=rid)
+        return answers.error(family, 400, "Arrearage", ARREARAGE_MESSAGE, request_id=rid)
+
+    async def requests_endpoint(self, request: Request) -> Response:
+        return JSONResponse({"requests": list(self.log)})
 
     def _auth(self, request: Request, family: Family, rid: str) -> Response | None:
         header = request.headers.get("authorization", "")
@@ -208,8 +257,7 @@ class MockGateway:
             return answers.error(family, 401, "InvalidApiKey", "Invalid API-key provided.", request_id=rid,
                                  type_="invalid_request_error")
         if key in self.config.forbidden_keys:
-            return answers.error(family, 403, "Arrearage",
-                                 "Access denied, please make sure your account is in good standing.",
+            return answers.error(family, self.config.arrearage_status, "Arrearage", ARREARAGE_MESSAGE,
                                  request_id=rid)
         return None
 
@@ -217,7 +265,7 @@ class MockGateway:
         width = max(1, round(req.width * self.config.scale))
         height = max(1, round(req.height * self.config.scale))
         kb = round(self.config.image_kb) if self.config.image_kb is not None else default_kb(width, height)
-        digest = image_digest(req.prompt, req.seed, req.size, slot)
+        digest = image_digest(req.prompt, req.image_seed(), req.size, slot)
         return ImageRef(width, height, max(1, kb), digest, expires)
 
     def now(self) -> int:
@@ -255,6 +303,7 @@ def create_app(config: MockConfig) -> Starlette:
         served = []
         for r in dialect.routes if only is None else only:
             path = prefix + r.path
+            gw.route_dialects[path] = dialect
             served.append(route(path, _action(gw, dialect, r, path), r.method))
         return served
 
@@ -275,6 +324,7 @@ def create_app(config: MockConfig) -> Starlette:
         route("/files/{token}", gw.download, "GET"),
         route("/_mock/stats", gw.stats_endpoint, "GET"),
         route("/_mock/reset", gw.reset_endpoint, "POST"),
+        Route("/_mock/requests", gw.requests_endpoint, methods=["GET"]),
         Route("/_mock/quota", quota_endpoint, methods=["GET", "POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={404: _not_found})

@@ -10,7 +10,8 @@ import os
 
 import click
 
-from wanbatch.mock.config import FAULTS, MockConfig
+from wanbatch.mock.config import DRY_ANSWERS, FAULTS, MockConfig
+from wanbatch.mock.profiles import PROFILES
 from wanbatch.mock.registry import get_mock_dialect
 from wanbatch.mock.server import serve
 
@@ -33,9 +34,19 @@ def _pairs(values: tuple[str, ...], option: str, convert: type[float] | type[int
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
               help="0 = any free port.")
-@click.option("--dialect", default="flat", show_default=True,
-              help="Dialect served at the root, e.g. /v1 (flat, parameters, dashscope or a plugin's); "
-                   "every dialect is also served under /{name}/..., DashScope's /api/v1 always.")
+@click.option("--dialect", default=None,
+              help="Dialect served at the root, e.g. /v1 (flat, parameters, dashscope, newapi or a "
+                   "plugin's; default flat, or the profile's); every dialect is also served under "
+                   "/{name}/..., DashScope's /api/v1 always.")
+@click.option("--profile", type=click.Choice(list(PROFILES)), default=None,
+              help="Behave like a real gateway: seed000 (flat), seed001 (parameters), newapi (stock "
+                   "new-api: drops a top-level seed), dashscope. Arrearage then answers 400, as "
+                   "DashScope does.")
+@click.option("--dry-after", type=click.IntRange(min=0), default=None, metavar="K",
+              help="The key runs dry: every generation request after the first K is refused "
+                   "(--dry-answer).")
+@click.option("--dry-answer", type=click.Choice(list(DRY_ANSWERS)), default="arrearage",
+              show_default=True, help="What a dry key answers: 401, 403 or 400 Arrearage.")
 @click.option("--latency", default="0", show_default=True,
               help="Seconds per generation, or 'uniform:a,b' or 'lognormal:median,sigma'.")
 @click.option("--fault", "faults", multiple=True, metavar="NAME=RATE",
@@ -65,7 +76,10 @@ def _pairs(values: tuple[str, ...], option: str, convert: type[float] | type[int
 def mock_server(
     host: str,
     port: int,
-    dialect: str,
+    dialect: str | None,
+    profile: str | None,
+    dry_after: int | None,
+    dry_answer: str,
     latency: str,
     faults: tuple[str, ...],
     fail_first: tuple[str, ...],
@@ -82,7 +96,10 @@ def mock_server(
     quota_retry_after: float | None,
     seed: int,
 ) -> None:
-    """Serve the built-in mock gateway (all dialects of PROTOCOL.md) until interrupted."""
+    """Serve the built-in mock gateway (every dialect of docs/protocol.md) until interrupted.
+
+    GET /_mock/requests shows what arrived; GET /_mock/stats what was billed.
+    """
     api_key = None
     if api_key_env is not None:
         api_key = os.environ.get(api_key_env)
@@ -91,8 +108,14 @@ def mock_server(
                                      param_hint="--api-key-env")
     first = _pairs(fail_first, "--fail-first", int)
     try:
+        base: dict[str, object] = dict(PROFILES[profile].config()) if profile else {"dialect": "flat"}
+        if dialect is not None:
+            base["dialect"] = dialect
         config = MockConfig(
-            dialect=dialect,
+            **base,  # type: ignore[arg-type]
+            profile=profile,
+            dry_after=dry_after,
+            dry_answer=dry_answer,
             latency=latency,
             faults={k: float(v) for k, v in _pairs(faults, "--fault", float).items()},
             fail_first={k: int(v) for k, v in first.items()},
@@ -112,8 +135,11 @@ def mock_server(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 
+    served = config.dialect
+    shown = f"{served}, profile {profile}" if profile else served
+
     def ready(base: str) -> None:
-        click.echo(f"wanbatch mock gateway: {base}{get_mock_dialect(dialect).base_path} ({dialect}; every "
+        click.echo(f"wanbatch mock gateway: {base}{get_mock_dialect(served).base_path} ({shown}; every "
                    f"dialect also under {base}/NAME) · {base} (dashscope) · Ctrl-C to stop", err=False)
 
     try:

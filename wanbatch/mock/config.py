@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from wanbatch.mock import quota
 
@@ -32,6 +32,10 @@ FAULTS: tuple[str, ...] = (
     "200_truncated",
     "200_not_a_list",
 )
+
+
+#: What a key that ran dry answers (``dry_after``).
+DRY_ANSWERS: tuple[str, ...] = ("401", "403", "arrearage")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +127,23 @@ class MockConfig:
     quota_rpm: float | None = None
     quota_window: float = 60.0
     quota_retry_after: float | None = None
+    #: Status of the Arrearage answer to a key in ``forbidden_keys`` (DashScope: 400; 403 kept for
+    #: the mock's first tests). Profiles set 400.
+    arrearage_status: int = 403
+    #: After this many generation requests every one is refused with ``dry_answer`` (a key running
+    #: dry mid-run): ``"401"``, ``"403"`` or ``"arrearage"`` (400).
+    dry_after: int | None = None
+    dry_answer: str = "arrearage"
+    #: A real gateway's behaviour (``mock.profiles``); set by ``MockConfig.from_profile``.
+    profile: str | None = None
+
+    @classmethod
+    def from_profile(cls, name: str, **overrides: Any) -> MockConfig:
+        """A config behaving like the gateway ``name`` (see :data:`wanbatch.mock.profiles.PROFILES`)."""
+        from wanbatch.mock.profiles import get_profile
+
+        profile = get_profile(name)
+        return cls(**{**profile.config(), "profile": name, **overrides})
 
     def __post_init__(self) -> None:
         from wanbatch.mock.registry import mock_dialect_names  # handlers register when plugins load
@@ -154,6 +175,13 @@ class MockConfig:
             raise ValueError(f"new_api_status must be 400 or 500, not {self.new_api_status!r}")
         if any(not w for w in self.moderation_words):
             raise ValueError("moderation words must not be empty")
+        if self.arrearage_status not in (400, 403):
+            raise ValueError(f"arrearage_status must be 400 or 403, not {self.arrearage_status!r}")
+        dry = self.dry_after
+        if dry is not None and (isinstance(dry, bool) or not isinstance(dry, int) or dry < 0):
+            raise ValueError(f"dry_after must be an integer >= 0, not {self.dry_after!r}")
+        if self.dry_answer not in DRY_ANSWERS:
+            raise ValueError(f"dry_answer must be one of {', '.join(DRY_ANSWERS)}, not {self.dry_answer!r}")
         quota.check(self.max_inflight, self.quota_rpm, self.quota_window, self.quota_retry_after)
 
 

@@ -28,7 +28,8 @@ from wanbatch.mock.tasks import Task
 from wanbatch.models import PARAM_KEYS, max_n
 
 DASHSCOPE_KEYS = frozenset({"model", "input", "parameters"})
-DASHSCOPE_PARAM_KEYS = frozenset({"size", "n", "seed", *PARAM_KEYS})
+#: ``is_async``: the official SDK's ``ImageGeneration.async_call`` sends it (besides the header).
+DASHSCOPE_PARAM_KEYS = frozenset({"size", "n", "seed", "is_async", *PARAM_KEYS})
 _STATUS = {"queued": "PENDING", "processing": "RUNNING", "succeeded": "SUCCEEDED", "failed": "FAILED"}
 
 
@@ -49,14 +50,15 @@ class DashScope(MockDialect):
         if not isinstance(inner, dict):
             raise BadRequest("invalid", "parameters must be an object")
         no_unknown(inner, DASHSCOPE_PARAM_KEYS, "parameters.", invalid=True)
-        for key in ("enable_sequential", "thinking_mode", "watermark"):
+        for key in ("enable_sequential", "thinking_mode", "watermark", "is_async"):
             check_bool(inner, key, "parameters.", invalid=True)
-        check_palette(inner.get("color_palette"))
+        check_palette(inner.get("color_palette"), allow_theme=False)
         norm, width, height = check_size(model, inner.get("size", "2K"), allow_x=False, allow_star=True,
                                          allow_tiers=True)
         n = int_in(inner.get("n", 1), "n", 1, max_n(inner.get("enable_sequential") is True))
         seed = check_seed(inner.get("seed"))
-        params = {k: v for k, v in inner.items() if k not in ("seed", "size", "n") and v is not None}
+        params = {k: v for k, v in inner.items()
+                  if k not in ("seed", "size", "n", "is_async") and v is not None}
         return GenRequest("dashscope", model, prompt, norm, width, height, n, seed, params=params)
 
     def before_submit(self, request: Request, rid: str) -> Response | None:

@@ -1,8 +1,8 @@
 """What every dialect handler of the mock shares: the ``GenRequest`` a body becomes, and strict checks.
 
 Each dialect's own parsing lives in its handler module (:mod:`wanbatch.mock.flat`, ...). The mock
-refuses whatever PROTOCOL.md does not allow, so a client that passes against the mock
-does not lean on leniency a real gateway may lack. Two kinds of refusal: ``malformed`` (the body
+refuses whatever docs/protocol.md does not allow, so a client that passes against the mock does not
+lean on leniency a real gateway may lack. Two kinds of refusal: ``malformed`` (the body
 does not fit the dialect at all — new-api's ``invalid_request``) and ``invalid`` (a well-formed body
 with a value the model refuses — ``InvalidParameter``).
 """
@@ -43,6 +43,13 @@ class GenRequest:
     response_format: Literal["url", "b64_json"] = "url"
     use_async: bool = False
     params: dict[str, Any] = field(default_factory=dict)
+    #: Without a seed the upstream picks one of its own: ``noise`` stands for it (set per request).
+    noise: int = 0
+
+    def image_seed(self) -> int:
+        """The seed the images are drawn with: the one sent, else one the gateway picked (outside the
+        valid range, so it never equals a seed a client could send)."""
+        return self.seed if self.seed is not None else SEED_MAX + 1 + self.noise
 
     def billing_key(self) -> str:
         return billing_key(self.model, self.prompt, self.size, self.seed, self.n)
@@ -103,16 +110,22 @@ def check_bool(body: dict[str, Any], key: str, prefix: str = "", invalid: bool =
         raise BadRequest("invalid" if invalid else "malformed", message)
 
 
-def check_palette(value: Any) -> None:
-    """Gateway docs describe a colour theme as a string ("warm tones"); Model Studio as a list of
-    colours. The sources disagree, so both are accepted; anything else is refused."""
-    if value is None or (isinstance(value, str) and value.strip()):
+def check_palette(value: Any, *, allow_theme: bool = True) -> None:
+    """Model Studio documents a list of 3–10 ``{hex, ratio}`` colours; "parameters" gateways (seed doc
+    001) a theme string (``allow_theme``). Anything else is refused."""
+    if value is None or (allow_theme and isinstance(value, str) and value.strip()):
         return
-    if not (isinstance(value, list) and 1 <= len(value) <= 10):
-        raise BadRequest("invalid", "parameters.color_palette must be null, a theme string or a list of "
-                         "1-10 colours")
+    colours_ok = isinstance(value, list) and 3 <= len(value) <= 10 and all(
+        isinstance(c, dict) and set(c) == {"hex", "ratio"} and isinstance(c["hex"], str)
+        and _HEX.match(c["hex"]) is not None and isinstance(c["ratio"], (str, int, float))
+        and not isinstance(c["ratio"], bool) for c in value)
+    if not colours_ok:
+        theme = "a theme string or " if allow_theme else ""
+        raise BadRequest("invalid", f"parameters.color_palette must be null, {theme}a list of 3-10 "
+                         "{hex, ratio} colours")
 
 
+_HEX = re.compile(r"^#[0-9A-Fa-f]{6}$")
 _PIXELS = re.compile(r"^([1-9][0-9]{0,5})([*x])([1-9][0-9]{0,5})$")
 
 

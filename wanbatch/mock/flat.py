@@ -1,6 +1,6 @@
 """The mock's "flat" handler: exactly ``{model, prompt, size?, n?, watermark?, seed?}``, sync only.
 
-A string ``response_format`` is refused the way new-api refuses it (PROTOCOL.md); malformed bodies
+A string ``response_format`` is refused the way new-api refuses it (docs/protocol.md); malformed bodies
 answer ``config.new_api_status`` (500 on stock new-api, 400 on some forks).
 """
 

@@ -30,7 +30,8 @@ from wanbatch.models import PARAM_KEYS, PARAMETERS_SIZES as SIZES_BY_MODEL, PRO,
 #: The fixed size list of the "parameters" dialect (the pro model's; the first five are pro only).
 PARAMETERS_SIZES: tuple[str, ...] = SIZES_BY_MODEL[PRO]
 PARAMETERS_KEYS = frozenset({"model", "prompt", "size", "n", "response_format", "async", "parameters"})
-PARAMETERS_REQUIRED = ("model", "prompt", "size", "n", "response_format")
+#: Seed doc 001 gives defaults for size (1024x1024), n (1) and response_format (url): only these are required.
+PARAMETERS_REQUIRED = ("model", "prompt")
 PARAMETERS_INNER_KEYS = frozenset({"seed", *PARAM_KEYS})
 
 
@@ -54,19 +55,19 @@ class Parameters(OpenAIImages):
         use_async = body.get("async", False)
         if not isinstance(use_async, bool):
             raise BadRequest("malformed", "invalid request body: 'async' must be a boolean")
-        response_format = body["response_format"]
+        response_format = body.get("response_format", "url")
         if response_format not in ("url", "b64_json"):
             raise BadRequest("invalid",
                              f"response_format must be 'url' or 'b64_json', not {response_format!r}")
         model = check_model(body.get("model"))
         prompt = check_prompt(body.get("prompt"))
-        size = body["size"]
+        size = body.get("size", "1024x1024")
         allowed = SIZES_BY_MODEL[model]
         if not isinstance(size, str) or size not in allowed:
             raise BadRequest("invalid",
                              f"size {size!r} is not supported by {model}; use one of: {', '.join(allowed)}")
         norm, width, height = check_size(model, size, allow_x=True, allow_star=False, allow_tiers=False)
-        n = int_in(body["n"], "n", 1, max_n(inner.get("enable_sequential") is True))
+        n = int_in(body.get("n", 1), "n", 1, max_n(inner.get("enable_sequential") is True))
         seed = check_seed(inner.get("seed"))
         params = {k: v for k, v in inner.items() if k != "seed" and v is not None}
         return GenRequest(

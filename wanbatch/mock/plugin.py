@@ -97,8 +97,8 @@ KIND = ProviderKind(MOCK_NAME, open_client=open_client, make_provider=make_provi
 
 
 def register() -> None:
-    from wanbatch.mock import dashscope, flat, parameters
+    from wanbatch.mock import dashscope, flat, newapi, parameters
 
-    for module in (flat, parameters, dashscope):
+    for module in (flat, parameters, dashscope, newapi):
         module.register()
     register_provider_kind(KIND)

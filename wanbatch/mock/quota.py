@@ -1,6 +1,6 @@
 """Hidden quotas of the mock gateway: generations in flight and generations accepted per window.
 
-Real gateways throttle per account without saying where the line is (PROTOCOL.md: 429
+Real gateways throttle per account without saying where the line is (docs/protocol.md: 429
 ``Throttling.RateQuota``, usually no ``Retry-After``). The mock can do the same so clients and
 benchmarks can be held to finding that line:
 

@@ -1,4 +1,4 @@
-"""Gateway clients: one module per dialect of PROTOCOL.md, all behind the :class:`Provider` ABC.
+"""Gateway clients: one module per dialect of docs/protocol.md, all behind the :class:`Provider` ABC.
 
 Dialects and provider kinds are looked up in :mod:`wanbatch.registry`.
 """

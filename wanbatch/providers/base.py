@@ -2,8 +2,9 @@
 
 Each dialect module only builds requests (:class:`Call`) and parses successful answers. Everything
 that can go wrong between sending a request and holding a JSON object — httpx exceptions, statuses,
-HTML or empty bodies, a 200 that holds an error — is classified here, once, following the error table
-of PROTOCOL.md, so the runner's retry policy keys off the exception class alone.
+HTML or empty bodies, a 200 that holds an error — is classified here, once, following the rules of
+:mod:`wanbatch.providers.classify` (the error table of docs/protocol.md), so the runner's retry
+policy keys off the exception class alone.
 
 The API key lives in a private attribute, goes into the ``Authorization`` header of gateway requests
 only (never client-wide: image downloads from object stores must not carry it), and is scrubbed from
@@ -20,24 +21,18 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import anyio
 import httpx
 
 from wanbatch.errors import AmbiguousError, FatalError, GatewayError, RefusedError, TransientError
+from wanbatch.providers.classify import BODY_RULES, STATUS_RULES, Phase, Said, classify
 from wanbatch.redact import redact_short
 from wanbatch.types import DeliveredImage, Generation, Job, TaskState
 
-Phase = Literal["generate", "submit", "poll"]
-
-#: Substrings of an error code/type (lower-case) that mean content moderation refused the prompt.
-_MODERATION = ("datainspection", "data_inspection", "moderation", "content_policy", "content_filter",
-               "sensitive", "ipinfringement", "safety")
-_THROTTLING = ("throttling", "rate_limit", "ratelimit", "too_many_requests", "toomanyrequests")
-_QUOTA = ("insufficient_quota", "arrearage", "quota_exceeded", "insufficient_balance")
 _REQUEST_ID_IN_MESSAGE = re.compile(r"\(request id: ([^)\s]+)\)")
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]+>")
@@ -84,6 +79,8 @@ class Answer:
 
     body: dict[str, Any]
     request_id: str | None = None
+    #: An error reported next to images in the same 2xx body: the images are kept, the error noted.
+    error: GatewayError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +159,7 @@ class Provider(ABC):
         """One synchronous call: the answer comes when the images are done."""
         answer = await self._send(self.generate_call(job), "generate")
         with unreadable_is_ambiguous(), _unreadable("generate", answer):
-            return self.parse_generation(answer)
+            return noted(self.parse_generation(answer), answer)
 
     async def submit(self, job: Job) -> str:
         """Start an async task; the caller must journal the returned id before polling it."""
@@ -391,7 +388,9 @@ def check_answer(
                 kind="bad_response", status=status, request_id=request_id,
             )
         if inspect_error and (error := body_error(body, request_id, context, status=status)) is not None:
-            raise error
+            if not has_images(body):
+                raise error
+            return Answer(body, request_id, error)
         return Answer(body, request_id)
     raise status_error(status, response.headers, content, body, phase, context, request_id)
 
@@ -405,73 +404,53 @@ def status_error(
     context: ErrorContext,
     request_id: str | None = None,
 ) -> GatewayError:
-    """The PROTOCOL.md error table, for any non-2xx status."""
+    """The error a non-2xx answer stands for: the first rule of :data:`classify.STATUS_RULES` that matches."""
     code, etype, gateway_message = _error_fields(body)
     said = context.said(gateway_message or _snippet(content) or "(empty body)", request_id)
-    tags = f"{code} {etype}".lower()
-    where = f"{status} from {context.base_url}"
-    kwargs: dict[str, Any] = {"status": status, "retry_after": parse_retry_after(headers),
-                              "request_id": request_id}
-    new_api = etype == "new_api_error" or code == "invalid_request" or said.startswith("invalid request body")
-    if status == 400:
-        if any(m in tags for m in _MODERATION):
-            return RefusedError(f"refused by content moderation: {said}", kind="moderation", **kwargs)
-        if code.lower().startswith("invalidparameter") or "invalid_parameter" in tags:
-            return RefusedError(f"invalid parameter: {said}", kind="invalid_parameter", **kwargs)
-        return RefusedError(f"malformed request ({where}): {said}", kind="invalid_request", **kwargs)
-    if status == 401:
-        env = f"${context.key_env}" if context.key_env else "the API key's environment variable"
-        return FatalError(f"{where}: the API key was refused ({said}); check the key in {env} and that "
-                          "base_url is in the key's region", kind="auth", **kwargs)
-    if status in (402, 403) or (status == 429 and any(q in tags for q in _QUOTA)):
-        return FatalError(f"{where}: access denied ({said}); check the account's balance, quota and "
-                          "permissions for this model", kind="forbidden", **kwargs)
-    if status == 404 and phase == "poll":
-        return RefusedError(f"the gateway does not know this task ({said})", kind="task_unknown", **kwargs)
-    if status in (404, 405):
-        return FatalError(f"{where}: no such route ({said}); check base_url and dialect", kind="not_found",
-                          **kwargs)
-    if status == 429:
-        return TransientError(f"rate limited: {said}", kind="rate_limited", **kwargs)
-    if status == 524:
-        if phase == "poll":
-            return TransientError(f"{where}: proxy timeout while polling", kind="server_error", **kwargs)
-        return AmbiguousError(f"{where}: the proxy cut the request; the image may have been made and billed",
-                              kind="ambiguous", **kwargs)
-    if status == 500 and new_api:
-        return RefusedError(f"malformed request ({where}): {said}", kind="invalid_request", **kwargs)
-    if status == 408 or status >= 500:
-        return TransientError(f"{where}: {said}", kind="server_error", **kwargs)
-    if 300 <= status < 400:
-        target = context.redact(headers.get("location", "?"))
-        return FatalError(f"{where}: redirected to {target}; set base_url to the final address",
-                          kind="not_found", **kwargs)
-    return RefusedError(f"{where}: {said}", kind="invalid_request", **kwargs)
+    env = f"${context.key_env}" if context.key_env else "the API key's environment variable"
+    cls, kind, message = classify(Said(status, code.lower(), etype.lower(), said, phase), STATUS_RULES,
+                                  where=f"{status} from {context.base_url}", env=env,
+                                  target=context.redact(headers.get("location", "?")))
+    return cls(message, kind=kind, status=status, retry_after=parse_retry_after(headers),
+               request_id=request_id)
 
 
 def body_error(
     body: dict[str, Any], request_id: str | None, context: ErrorContext, *, status: int = 200
 ) -> GatewayError | None:
-    """A 2xx body that holds an error: refused, unless its code says throttling."""
+    """The error a 2xx body holds (:data:`classify.BODY_RULES`), or None when it holds none."""
     if not _has_error(body):
         return None
     code, etype, message = _error_fields(body)
-    tags = f"{code} {etype}".lower()
     said = context.said(message or code or "unspecified error", request_id)
-    kwargs: dict[str, Any] = {"status": status, "request_id": request_id}
-    if any(t in tags for t in _THROTTLING) or code == "429":
-        return TransientError(f"rate limited (in a {status} answer): {said}", kind="rate_limited", **kwargs)
-    if any(m in tags for m in _MODERATION):
-        return RefusedError(f"refused by content moderation: {said}", kind="moderation", **kwargs)
-    return RefusedError(f"the gateway answered {status} with an error: {said}", kind="upstream_error",
-                        **kwargs)
+    cls, kind, text = classify(Said(status, code.lower(), etype.lower(), said, "generate"), BODY_RULES,
+                               where=f"{status} from {context.base_url}")
+    return cls(text, kind=kind, status=status, request_id=request_id)
+
+
+def has_images(body: dict[str, Any]) -> bool:
+    """Whether a body carries at least one image (OpenAI ``data`` or DashScope ``output``)."""
+    data = body.get("data")
+    if isinstance(data, list) and any(isinstance(d, dict) and (d.get("url") or d.get("b64_json"))
+                                      for d in data):
+        return True
+    output = body.get("output")
+    return isinstance(output, dict) and bool(output.get("choices") or output.get("results"))
+
+
+def noted(generation: Generation, answer: Answer) -> Generation:
+    """``generation`` with the error its answer reported next to the images, if any."""
+    if answer.error is None or not generation.images:
+        return generation
+    return replace(generation, note=f"the gateway also reported: {answer.error.message}")
 
 
 def _has_error(body: dict[str, Any]) -> bool:
     if body.get("error"):
         return True
     # DashScope puts {code, message} at the top level of a failed call.
-    return bool(body.get("code")) and "output" not in body and "data" not in body
+    # With images beside it (output.choices), it is noted next to them (see ``has_images``).
+    return bool(body.get("code")) and "data" not in body and ("output" not in body or has_images(body))
 
 
 def _error_fields(body: Any) -> tuple[str, str, str]:

@@ -10,14 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from wanbatch.errors import RefusedError, TransientError
-from wanbatch.providers.base import Answer, Call, Provider
-from wanbatch.registry import Dialect, register_dialect
+from wanbatch.providers.base import Answer, Call, Provider, noted
+from wanbatch.providers.classify import failed_task_kind
+from wanbatch.registry import Dialect, Problem, register_dialect
 from wanbatch.types import DeliveredImage, Generation, Job, TaskState
 
 SYNC_PATH = "api/v1/services/aigc/multimodal-generation/generation"
 ASYNC_PATH = "api/v1/services/aigc/image-generation/generation"
 PARAM_KEYS = ("watermark", "thinking_mode", "color_palette", "enable_sequential")
-_RUNNING = {"PENDING", "RUNNING"}
+#: SUSPENDED: the official SDK treats it as alive (docs/protocol.md), so it is polled on.
+_RUNNING = {"PENDING", "RUNNING", "SUSPENDED"}
 _FINAL_FAILURES = {"FAILED": "task_failed", "CANCELED": "task_canceled", "UNKNOWN": "task_unknown"}
 
 
@@ -59,11 +61,13 @@ class DashScopeProvider(Provider):
         if status == "SUCCEEDED":
             generation = Generation(images=output_images(answer.body), task_id=task_id,
                                     request_id=answer.request_id)
-            return TaskState(task_id, "succeeded", 100, generation)
+            return TaskState(task_id, "succeeded", 100, noted(generation, answer))
         if status in _FINAL_FAILURES:
-            kind = _FINAL_FAILURES[status]
             error = self.error_in_body(answer)
             detail = error.message if error is not None else _output_message(output)
+            kind = _FINAL_FAILURES[status]
+            if status == "FAILED" and isinstance(output, dict):
+                kind = failed_task_kind(str(output.get("code") or ""), str(output.get("message") or ""), kind)
             raise RefusedError(f"task {task_id} {status.lower()}: {detail}", kind=kind,
                                request_id=answer.request_id)
         if (error := self.error_in_body(answer)) is not None:
@@ -74,7 +78,7 @@ class DashScopeProvider(Provider):
 
 def dashscope_body(job: Job) -> dict[str, Any]:
     parameters: dict[str, Any] = {"size": job.size, "n": job.n}
-    parameters.update({k: job.params[k] for k in PARAM_KEYS if k in job.params})
+    parameters.update({k: job.wire_params[k] for k in PARAM_KEYS if k in job.wire_params})
     parameters["seed"] = job.seed
     return {
         "model": job.model,
@@ -84,21 +88,32 @@ def dashscope_body(job: Job) -> dict[str, Any]:
 
 
 def output_images(body: dict[str, Any]) -> list[DeliveredImage]:
-    """Images of ``output.choices[].message.content[]`` (or the older ``output.results[].url``)."""
+    """Images of ``output.choices[].message.content[]`` (or the older ``output.results[].url``).
+
+    A ``{type: text}`` item of a choice is the revised prompt of that choice's images; ``usage.size``
+    (``"W*H"``) is the size the gateway claims it delivered, checked once an image is downloaded.
+    """
     output = body.get("output")
     if not isinstance(output, dict):
         return []
-    urls: list[str | None] = []
+    usage = body.get("usage")
+    claimed = usage.get("size") if isinstance(usage, dict) else None
+    claimed = claimed if isinstance(claimed, str) and claimed else None
+    found: list[tuple[str | None, str]] = []
     for choice in output.get("choices") or []:
         message = choice.get("message") if isinstance(choice, dict) else None
         content = message.get("content") if isinstance(message, dict) else None
-        for item in content if isinstance(content, list) else []:
-            if isinstance(item, dict) and item.get("type", "image") == "image" and "text" not in item:
-                urls.append(item.get("image") if isinstance(item.get("image"), str) else None)
+        items = [i for i in (content if isinstance(content, list) else []) if isinstance(i, dict)]
+        texts = [i.get("text") for i in items if i.get("type", "text") == "text"]
+        revised = "\n".join(t for t in texts if isinstance(t, str) and t)
+        for item in items:
+            if item.get("type", "image") == "image" and "text" not in item:
+                found.append((item.get("image") if isinstance(item.get("image"), str) else None, revised))
     for result in output.get("results") or []:
         if isinstance(result, dict):
-            urls.append(result.get("url") if isinstance(result.get("url"), str) else None)
-    return [DeliveredImage(index=k, url=url) for k, url in enumerate(urls) if url]
+            found.append((result.get("url") if isinstance(result.get("url"), str) else None, ""))
+    return [DeliveredImage(index=k, url=url, revised_prompt=revised, claimed_size=claimed)
+            for k, (url, revised) in enumerate(found) if url]
 
 
 def _output_message(output: Any) -> str:
@@ -109,10 +124,20 @@ def _output_message(output: Any) -> str:
     return "no reason given"
 
 
+def palette_list_only(key: str, value: Any) -> Problem | None:
+    """Model Studio documents ``color_palette`` as a list of 3–10 ``{hex, ratio}`` colours only."""
+    if key == "color_palette" and isinstance(value, str):
+        return (f"color_palette {value!r} is a theme string; Model Studio takes a list of 3-10 colours",
+                'write [{hex: "#C2D1E6", ratio: "40%"}, ...], or use the parameters dialect for theme '
+                "strings")
+    return None
+
+
 #: What a spec may set over this dialect: enable_sequential travels in the body but, until image
 #: sets are modelled, only the parameters dialect lets a spec ask for it.
 DIALECT = Dialect("dashscope", DashScopeProvider,
                   params=frozenset({"watermark", "thinking_mode", "color_palette"}),
+                  value_rule=palette_list_only,
                   summary="native Alibaba Model Studio: messages-shaped body, sync or async task endpoints")
 
 

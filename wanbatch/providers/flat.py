@@ -1,7 +1,7 @@
 """The "flat" dialect (new-api style gateways): ``POST {base_url}/images/generations``, sync only.
 
 The body is exactly ``{model, prompt, size, n, seed, watermark?}``. ``response_format`` is never sent:
-these gateways decode it as an object and refuse the string (PROTOCOL.md).
+these gateways decode it as an object and refuse the string (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def flat_body(job: Job) -> dict[str, Any]:
         )
     body: dict[str, Any] = {"model": job.model, "prompt": job.prompt, "size": job.size, "n": job.n,
                             "seed": job.seed}
-    if "watermark" in job.params:
-        body["watermark"] = job.params["watermark"]
+    if "watermark" in job.wire_params:
+        body["watermark"] = job.wire_params["watermark"]
     return body
 
 

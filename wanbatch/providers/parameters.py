@@ -11,11 +11,11 @@ from typing import Any
 
 from wanbatch.errors import RefusedError, TransientError
 from wanbatch.models import BASE, PARAM_KEYS as MODEL_PARAMS, PARAMETERS_SIZES, PRO, to_wxh
-from wanbatch.providers.base import Answer, Call, Provider, openai_images
+from wanbatch.providers.base import Answer, Call, Provider, has_images, noted, openai_images
 from wanbatch.registry import Dialect, Problem, register_dialect
 from wanbatch.types import Generation, Job, TaskState
 
-#: The only sizes these gateways accept, per model (PROTOCOL.md, "Models").
+#: The only sizes these gateways accept, per model (docs/protocol.md, "Models and sizes").
 SIZES = PARAMETERS_SIZES
 PARAM_KEYS = ("seed", *MODEL_PARAMS)
 _RUNNING = {"queued", "pending", "processing", "running", "in_progress", "submitted"}
@@ -42,7 +42,7 @@ class ParametersProvider(Provider):
                 f"use one of {', '.join(allowed)}", kind="invalid_parameter",
             )
         inner: dict[str, Any] = {"seed": job.seed}
-        inner.update({k: job.params[k] for k in PARAM_KEYS if k in job.params and k != "seed"})
+        inner.update({k: job.wire_params[k] for k in PARAM_KEYS if k in job.wire_params and k != "seed"})
         body: dict[str, Any] = {"model": job.model, "prompt": job.prompt, "size": size, "n": job.n,
                                 "response_format": self.response_format}
         if use_async:
@@ -89,15 +89,16 @@ class ParametersProvider(Provider):
         status = str(body.get("status") or "").lower()
         progress = body.get("progress")
         progress = progress if isinstance(progress, int) and not isinstance(progress, bool) else None
+        error = self.error_in_body(answer)
         if status in _FAILED:
-            error = self.error_in_body(answer)
             detail = error.message if error is not None else f"status {status}"
-            raise RefusedError(f"task {task_id} failed: {detail}", kind="task_failed",
-                               request_id=answer.request_id)
-        if (error := self.error_in_body(answer)) is not None:
+            kind = "moderation" if error is not None and error.kind == "moderation" else "task_failed"
+            raise RefusedError(f"task {task_id} failed: {detail}", kind=kind, request_id=answer.request_id)
+        if error is not None and not has_images(body):
             raise error
         if "data" in body or status in _SUCCEEDED:
             generation = Generation(images=openai_images(body), task_id=task_id, request_id=answer.request_id)
+            generation = noted(generation, Answer(body, answer.request_id, error))
             return TaskState(task_id, status or "succeeded", 100, generation)
         return TaskState(task_id, status or "unknown", progress)
 

@@ -279,12 +279,12 @@ class JobRunner:
                                         f"the gateway delivered {len(generation.images)} of {job.n} images"))
                 continue
             try:
-                slots.append(await self._download(k, found))
+                slots.append(await self._download(k, found, generation.note))
             except (RefusedError, TransientError) as exc:
                 slots.append(SlotFailed(k, exc.kind, exc.message))
         return slots
 
-    async def _download(self, slot: int, image: DeliveredImage) -> Fetched:
+    async def _download(self, slot: int, image: DeliveredImage, note: str = "") -> Fetched:
         tmp = self.tmp_path(".part")
         try:
             (nbytes, sha, (fmt, width, height)), _ = await call_with_retries(
@@ -295,4 +295,8 @@ class JobRunner:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return Fetched(slot, tmp, fmt, width, height, nbytes, sha, image.revised_prompt or "")
+        notes = [note] if note else []
+        if image.claimed_size and image.claimed_size.replace("x", "*") != f"{width}*{height}":
+            notes.append(f"the gateway reported size {image.claimed_size} but delivered {width}*{height}")
+        return Fetched(slot, tmp, fmt, width, height, nbytes, sha, image.revised_prompt or "",
+                       "; ".join(notes))

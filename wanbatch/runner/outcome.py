@@ -23,6 +23,9 @@ class Fetched:
     bytes: int
     sha256: str
     revised_prompt: str = ""
+    #: What the gateway said beside this image (an error in the same answer, a size it claimed but
+    #: did not deliver): the ok row's ``error_message``.
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)

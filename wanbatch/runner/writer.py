@@ -259,7 +259,8 @@ class WriterTask:
             else:
                 stored = self._place(job.job_id, slot)
                 rows.append(ok_row(job, slot.slot, stored, provider=provider, run_id=self.run_id,
-                                   revised_prompt=slot.revised_prompt, task_id=outcome.task_id,
+                                   revised_prompt=slot.revised_prompt, note=slot.note,
+                                   task_id=outcome.task_id,
                                    attempts=max(outcome.attempts, 1), latency_ms=outcome.latency_ms))
                 applied.done += 1
         return rows

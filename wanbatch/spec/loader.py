@@ -111,7 +111,7 @@ def _build(raw: SpecIn, doc: Document, issues: Issues, spec_dir: FsPath,
     return Spec(
         name=name, description=raw.description, model=raw.model, provider=provider, prompts=prompts,
         seeds=SeedSpec.from_input(raw.seeds), sizes=sizes, n=raw.n, params=params, limits=raw.limits,
-        price_per_image=raw.price_per_image,
+        price_per_image=raw.price_per_image, sent_params=sent_params(raw.params),
         output=(raw.output if raw.output is not None else "datasets/{name}").replace("{name}", name),
         source=doc.file,
     )
@@ -136,10 +136,18 @@ def _params(p: ParamsIn, issues: Issues, dialect: str) -> dict[str, Any]:
         value = getattr(p, key)
         if value is None:
             continue
-        if dialect in dialect_names() and (
-                problem := get_dialect(dialect).param_problem(key)) is not None:
+        if dialect not in dialect_names():
+            continue
+        if (problem := get_dialect(dialect).param_problem(key)) is not None:
             issues.add(("params", key), *problem, at_key=True)
+        elif (problem := get_dialect(dialect).value_problem(key, value)) is not None:
+            issues.add(("params", key), *problem)
     return canonical_params(p.model_dump())
+
+
+def sent_params(p: ParamsIn) -> dict[str, Any]:
+    """Params as written, to be sent: ``None`` dropped, documented defaults kept, keys sorted."""
+    return {k: v for k, v in sorted(p.model_dump().items()) if v is not None}
 
 
 def canonical_params(params: dict[str, Any]) -> dict[str, Any]:

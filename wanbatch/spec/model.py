@@ -8,6 +8,7 @@ each error can be pinned to the line that caused it.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
@@ -118,10 +119,42 @@ ProviderRef = Annotated[
 ]
 
 
+_HEX = re.compile(r"^#[0-9A-Fa-f]{6}$")
+_PERCENT = re.compile(r"^\d{1,3}(\.\d+)?%$")
+_PALETTE_HINT = ('write a theme string ("warm tones"; parameters gateways) or a list of 3-10 colours '
+                 '[{hex: "#C2D1E6", ratio: "40%"}, ...] (Model Studio)')
+
+
+def _palette(value: Any) -> Any:
+    """A ``color_palette``: Model Studio documents a list of 3–10 ``{hex, ratio}`` colours (ratio a
+    percentage string or a number); "parameters" gateways (seed doc 001) a theme string."""
+    if value is None or (isinstance(value, str) and value.strip()):
+        return value
+    if not isinstance(value, list):
+        fail(f"must be a theme string or a list of colours, got {describe(value)}", _PALETTE_HINT)
+    if not 3 <= len(value) <= 10:
+        fail(f"must hold 3 to 10 colours, got {len(value)}", _PALETTE_HINT)
+    for i, colour in enumerate(value):
+        if not isinstance(colour, dict) or set(colour) != {"hex", "ratio"}:
+            fail(f"colour {i + 1} must be a mapping with exactly hex and ratio, got {describe(colour)}",
+                 _PALETTE_HINT)
+        hex_, ratio = colour["hex"], colour["ratio"]
+        if not (isinstance(hex_, str) and _HEX.match(hex_)):
+            fail(f"colour {i + 1}: hex must be #RRGGBB, got {describe(hex_)}", _PALETTE_HINT)
+        number = isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and 0 <= ratio <= 100
+        if not (number or (isinstance(ratio, str) and _PERCENT.match(ratio))):
+            fail(f"colour {i + 1}: ratio must be a percentage like \"40%\" or a number in [0, 100], "
+                 f"got {describe(ratio)}", _PALETTE_HINT)
+    return [{"hex": c["hex"], "ratio": c["ratio"]} for c in value]
+
+
+Palette = Annotated[Any, BeforeValidator(_palette)]
+
+
 class ParamsIn(_In):
     watermark: bool | None = None
     thinking_mode: bool | None = None
-    color_palette: str | None = None
+    color_palette: Palette = None
     enable_sequential: bool | None = None
 
 
@@ -228,6 +261,10 @@ class Spec(_Out):
     price_per_image: float | None
     output: str
     source: str
+    #: The params as the spec wrote them (``None`` dropped, documented defaults kept): what is sent.
+    #: ``params`` (defaults dropped) is what identifies a job, so writing ``watermark: false`` changes
+    #: what travels but no job id.
+    sent_params: dict[str, Any] = {}
 
     def resolved(self) -> dict[str, Any]:
         """JSON-able form for the dataset manifest (no secrets: the key stays in the environment)."""
@@ -241,6 +278,7 @@ class Spec(_Out):
             "sizes": list(self.sizes),
             "n": self.n,
             "params": dict(self.params),
+            "sent_params": dict(self.sent_params),
             "limits": self.limits.model_dump(),
             "price_per_image": self.price_per_image,
             "output": self.output,
