@@ -31,9 +31,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this tree's wanbatch
 
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-from harness import ROOT, WORK, measure  # noqa: E402
+import pyarrow as pa
+import pyarrow.parquet as pq
+from harness import ROOT, WORK, measure
 
 PART_ROWS = 100_000
 SIZES = ["1K", "2K", "1280*720", "720*1280", "1024*768", "768*1024", "1920*1080", "1080*1920",
@@ -53,8 +53,8 @@ def spec_text(rows: int) -> tuple[str, int, int]:
 
 def build(folder: Path, rows: int) -> dict[str, Any]:
     """Write the spec and its dataset (run in this process; the build is not measured)."""
-    from wanbatch.dataset.manifest import ensure_manifest
     from wanbatch.dataset.layout import Layout
+    from wanbatch.dataset.manifest import ensure_manifest
     from wanbatch.dataset.schema import INDEX_SCHEMA
     from wanbatch.plan import plan
     from wanbatch.spec import load_spec
@@ -86,7 +86,8 @@ def build(folder: Path, rows: int) -> dict[str, Any]:
             "n": job.n, "slot": k, "width": 2048, "height": 2048,
             "params": json.dumps(job.params, sort_keys=True, separators=(",", ":")),
             "revised_prompt": job.prompt + ", highly detailed, cinematic composition, natural colours",
-            "path": f"images/{image_id[:2]}/{image_id}.png", "format": "png", "bytes": 2_400_000 + total % 999,
+            "path": f"images/{image_id[:2]}/{image_id}.png", "format": "png",
+            "bytes": 2_400_000 + total % 999,
             "sha256": f"{total:064x}", "task_id": f"task-{job.job_id}-{total:08d}", "attempts": 1 + total % 3,
             "latency_ms": 9_000 + total % 5000, "created_at": when, "run_id": "20261101T000000Z-abc123",
         }
@@ -134,7 +135,8 @@ def main() -> None:
     py = sys.executable
     probe = ("import json,sys,time; from wanbatch.dataset import DatasetView; t=time.perf_counter(); "
              "s=DatasetView.open(sys.argv[1]).triage({}); "
-             "print(json.dumps({{'done': len(s.done), 'failed': len(s.failed), 'unindexed': len(s.unindexed), "
+             "print(json.dumps({{'done': len(s.done), 'failed': len(s.failed), "
+             "'unindexed': len(s.unindexed), "
              "'s': round(time.perf_counter()-t, 2)}}))")
     steps = {
         "triage": [py, "-c", probe.format(""), str(ds)],
@@ -157,7 +159,8 @@ def main() -> None:
             print(f"  {name} r{r}: {m.wall:.1f} s, {m.peak_rss_mb:.0f} MB", file=sys.stderr, flush=True)
     shutil.rmtree(folder / "copy", ignore_errors=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    (WORK / f"scale-index-{stamp}.json").write_text(json.dumps({"built": built, "results": results}, indent=1))
+    saved = {"built": built, "results": results}
+    (WORK / f"scale-index-{stamp}.json").write_text(json.dumps(saved, indent=1))
     load = os.getloadavg()
     print(f"### Index at scale: {built['rows']:,} rows in {built['parts']} parts "
           f"(load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})\n")

@@ -28,11 +28,13 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 
 from ..errors import DatasetError, NotADatasetError
 from ..types import Job
 from . import manifest as _manifest
 from .compaction import CompactReport, compact
+from .folds import Files, TriageFold
 from .fsutil import disk_errors, explain
 from .journal import AppendFile, WriterJournal, encode_lines, try_lock
 from .layout import Layout, check_ext, check_image_id
@@ -50,7 +52,7 @@ from .recovery import RecoveryReport, recover
 from .remote import Mirror, is_remote
 from .rows import failed_row
 from .schema import COLUMNS
-from .view import TriageState, triage_of
+from .view import TRIAGE_COLUMNS, DatasetView, TriageState
 
 _COLUMN_SET = frozenset(COLUMNS)
 _STATUSES = frozenset({"ok", "failed"})
@@ -539,12 +541,16 @@ class DatasetWriter:
         """Done, failed and unindexed slots of this root, rows not flushed yet included (see
         :class:`~wanbatch.dataset.view.TriageState`); a run's start-up reads the same through a
         :class:`~wanbatch.dataset.view.DatasetView`."""
-        table = read_parts(self.layout, ["image_id", "status", "path", "error_kind", "created_at"])
+        root = self.layout.root.resolve()
+        view = DatasetView(pafs.LocalFileSystem(), str(root), str(self.layout.root), Layout(root))
+        rows = view.fold(TRIAGE_COLUMNS, TriageFold)
         with self._rows_lock:
             buffered = list(self._buffer)
         if buffered:
-            table = pa.concat_tables([table, rows_to_table(buffered).select(table.column_names)])
-        return triage_of(table, self._image_files())
+            for batch in rows_to_table(buffered).select(list(TRIAGE_COLUMNS)).to_batches():
+                rows.add(batch)
+        done, failed, unindexed = rows.result(Files.of([self._image_files()]))
+        return TriageState(done=done, failed=failed, unindexed=unindexed)
 
     def should_compact(self) -> bool:
         """Many parts, or slots this writer wrote that also have an older row (e.g. a retried failure)."""
