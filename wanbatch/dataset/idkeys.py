@@ -151,7 +151,7 @@ class IdSet(Set[str]):
         return set(it)
 
     def __contains__(self, image_id: object) -> bool:
-        if not isinstance(image_id, str):
+        if not isinstance(image_id, str) or not (self.run or self.other):
             return False
         key = key_of(image_id)
         if key is None:
