@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,9 @@ from .schema import INDEX_SCHEMA
 
 #: Rows per bucket in pass 2 (a bucket is read whole and deduplicated: ~1 KB a row with every
 #: column filled, twice while it is sorted); pass 1 holds at most SPREAD_HOLD rows before writing.
-BUCKET_ROWS = 150_000
-SPREAD_BATCH = 32 * 1024
-SPREAD_HOLD = 96 * 1024
+BUCKET_ROWS = 100_000
+SPREAD_BATCH = 16 * 1024
+SPREAD_HOLD = 32 * 1024
 WORK_PREFIX = ".compact-"
 
 
@@ -121,10 +122,9 @@ def _bucket_of(ids: pa.Array | pa.ChunkedArray, count: int) -> np.ndarray:
 
 def _spread(parts: list[Path], work: Path, count: int) -> list[Path]:
     """Pass 1: every row into its bucket file, in the order read (parts by name, then row order)."""
-    import pyarrow.dataset as ds
-
-    files = [work / f"bucket-{b:05d}.parquet" for b in range(count)]
-    writers: dict[int, pq.ParquetWriter] = {}
+    files = [work / f"bucket-{b:05d}.arrows" for b in range(count)]
+    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}  # Arrow IPC: no buffering per open file
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
     pending: dict[int, list[pa.Table]] = {}
     held = 0
 
@@ -132,15 +132,14 @@ def _spread(parts: list[Path], work: Path, count: int) -> list[Path]:
         nonlocal held
         for b, tables in pending.items():
             if b not in writers:
-                writers[b] = pq.ParquetWriter(files[b], INDEX_SCHEMA, compression="lz4")
-            writers[b].write_table(pa.concat_tables(tables))
+                writers[b] = pa.ipc.new_stream(files[b], INDEX_SCHEMA, options=options)
+            for table in tables:
+                writers[b].write_table(table)
         pending.clear()
         held = 0
 
     try:
-        scan = ds.dataset([str(p) for p in parts], schema=INDEX_SCHEMA, format="parquet")
-        for batch in scan.to_batches(batch_size=SPREAD_BATCH, batch_readahead=1, fragment_readahead=1,
-                                     use_threads=False):
+        for batch in _batches(parts):
             table = pa.Table.from_batches([batch])
             if count == 1:
                 pending.setdefault(0, []).append(table)
@@ -162,6 +161,22 @@ def _spread(parts: list[Path], work: Path, count: int) -> list[Path]:
     return [files[b] for b in sorted(writers)]
 
 
+def _batches(parts: list[Path]) -> Iterator[pa.RecordBatch]:
+    """Every row of ``parts`` in order, a few thousand rows at a time, cast to INDEX_SCHEMA."""
+    for part in parts:
+        with pq.ParquetFile(part, pre_buffer=False) as file:
+            for batch in file.iter_batches(batch_size=SPREAD_BATCH, use_threads=False):
+                yield batch if batch.schema == INDEX_SCHEMA else _conform(batch)
+
+
+def _conform(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A batch of a part written by another tool, with INDEX_SCHEMA (missing columns null)."""
+    names = set(batch.schema.names)
+    arrays = [batch.column(f.name).cast(f.type) if f.name in names else pa.nulls(batch.num_rows, f.type)
+              for f in INDEX_SCHEMA]
+    return pa.RecordBatch.from_arrays(arrays, schema=INDEX_SCHEMA)
+
+
 def _merge(layout: Layout, buckets: list[Path], covers: dict[str, int], target_rows: int) -> int:
     """Pass 2: each bucket deduplicated, appended to new parts of at most ``target_rows`` rows."""
     meta = {COVERS_KEY: json.dumps(covers, sort_keys=True).encode()}
@@ -170,7 +185,8 @@ def _merge(layout: Layout, buckets: list[Path], covers: dict[str, int], target_r
     total = 0
     try:
         for path in buckets:
-            table = dedupe(pq.read_table(path, schema=INDEX_SCHEMA))
+            with pa.ipc.open_stream(path) as reader:
+                table = dedupe(reader.read_all())
             path.unlink()
             start = 0
             while start < table.num_rows:
