@@ -1,7 +1,7 @@
 """The index at scale: triage, status, plan and compact over an N-row index (default 10,000,000).
 
     python benchmarks/scale_index.py --rows 1000000          # build (once, reused) and measure
-    python benchmarks/scale_index.py --rows 10000000 --rounds 1
+    python benchmarks/scale_index.py --rows 10000000 --grow-from 1000000   # 10 copies, new ids
 
 The synthetic dataset (``benchmarks/_work/index<N>/``) is built from a spec's own plan (so ``plan``
 finds its images) as Parquet parts of 100,000 rows in INDEX_SCHEMA, *every column filled* with
@@ -119,17 +119,67 @@ def build(folder: Path, rows: int) -> dict[str, Any]:
     return {"rows": total, "parts": parts, "build_s": round(time.perf_counter() - started, 1)}
 
 
+def grow(source: Path, folder: Path, rows: int) -> dict[str, Any]:
+    """A bigger index from a built one: copy ``k`` rewrites every job id as ``job * odd_k + k`` (mod
+    2**64: one-to-one within a copy, copies apart with overwhelming odds), so rows stay distinct and
+    every other column keeps its real content. The spec plans ``rows`` jobs (its ids are not the rows':
+    ``plan`` then measures the lookup of every job, all of them still to do)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from wanbatch.dataset.idkeys import parse_ids
+
+    started = time.perf_counter()
+    parts_in = sorted((source / "ds" / "index").glob("part-*.parquet"))
+    per = json.loads((source / ".complete").read_text())["rows"]
+    copies = -(-rows // per)
+    text, subjects, _ = spec_text(rows)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "subjects.txt").write_text("".join(f"subject number {i}, a shop with a wooden door\n"
+                                                 for i in range(subjects)))
+    (folder / "spec.yaml").write_text(text)
+    ds = folder / "ds"
+    shutil.rmtree(ds, ignore_errors=True)
+    (ds / "index").mkdir(parents=True)
+    shutil.copy(source / "ds" / "wanbatch.json", ds / "wanbatch.json")
+    total = parts = 0
+    for k in range(copies):
+        mult, add = np.uint64((2 * k + 1) * 0x9E3779B97F4A7C15 % 2**64), np.uint64(k)
+        for part in parts_in:
+            table = pq.read_table(part)
+            job, slot, _ = parse_ids(table["image_id"])
+            with np.errstate(over="ignore"):
+                new = job * mult + add if k else job
+            heads = [f"{j:016x}" for j in new.tolist()]
+            ids = [f"{h}-{s}" for h, s in zip(heads, slot.tolist(), strict=True)]
+            table = table.set_column(0, "image_id", pa.array(ids, pa.string()))
+            table = table.set_column(1, "job_id", pa.array(heads, pa.string()))
+            head2 = pc.utf8_slice_codeunits(table["image_id"], 0, 2)
+            paths = pc.binary_join_element_wise("images/", head2, "/", table["image_id"], ".png", "")
+            table = table.set_column(table.schema.get_field_index("path"), "path", paths)
+            pq.write_table(table, ds / "index" / f"part-{parts:013d}-wsynthetic.parquet", compression="zstd",
+                           row_group_size=128 * 1024)
+            parts += 1
+            total += table.num_rows
+    (folder / ".complete").write_text(json.dumps({"rows": total, "parts": parts}))
+    return {"rows": total, "parts": parts, "build_s": round(time.perf_counter() - started, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--grow-from", type=int, metavar="ROWS",
+                    help="build by copying the built index of ROWS rows with new ids: minutes, not hours")
     ap.add_argument("--only", action="append", help="triage, triage-shard, status, plan, compact")
     args = ap.parse_args()
     folder = WORK / f"index{args.rows}"
     done = folder / ".complete"
     if not done.exists():
         print(f"building {args.rows:,} rows in {folder} …", file=sys.stderr, flush=True)
-        print(json.dumps(build(folder, args.rows)), file=sys.stderr, flush=True)
+        made = grow(WORK / f"index{args.grow_from}", folder, args.rows) if args.grow_from \
+            else build(folder, args.rows)
+        print(json.dumps(made), file=sys.stderr, flush=True)
     built = json.loads(done.read_text())
     ds, spec = folder / "ds", folder / "spec.yaml"
     py = sys.executable
