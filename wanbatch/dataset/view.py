@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from ..errors import DatasetError, NotADatasetError
 from .folds import Files, StatusFold, TriageFold
@@ -164,21 +165,21 @@ class DatasetView:
         table = _dedupe(self.read_parts(need))
         return table.select(wanted) if wanted is not None else table
 
-    def fold(self, columns: Sequence[str], start: Callable[[], _Fold], flt: Any = None) -> _Fold:
+    def fold(self, columns: Sequence[str], start: Callable[[], _Fold]) -> _Fold:
         """Stream ``columns`` of every visible part, batch by batch, into a fresh ``start()``; memory is
-        what the fold keeps, never the whole table. A part removed by a compaction mid-scan restarts
-        the scan on the new listing (the compacted parts hold every row of the old ones)."""
+        what the fold keeps, never the whole table. Parts are read one at a time on this thread (a
+        threaded scan reads ahead of a slow consumer: ~1 GB of queued batches at 10M rows). A part
+        removed by a compaction mid-scan restarts the scan on the new listing (the compacted parts hold
+        every row of the old ones)."""
         last: BaseException | None = None
+        wanted = list(columns)
         for _ in range(8):
             acc = start()
             parts = self.parts()
-            if not parts:
-                return acc
             try:
-                dataset = ds.dataset(parts, schema=INDEX_SCHEMA, format="parquet", filesystem=self.fs)
-                for batch in dataset.to_batches(columns=list(columns), filter=flt, batch_size=256 * 1024,
-                                                batch_readahead=2, fragment_readahead=1):
-                    acc.add(batch)
+                for part in parts:
+                    for batch in _part_batches(self.fs, part, wanted):
+                        acc.add(batch)
                 return acc
             except FileNotFoundError as exc:
                 last = exc
@@ -340,6 +341,22 @@ def triage_of(table: pa.Table, image_files: Iterable[str]) -> TriageState:
         fold.add(batch)
     done, failed, unindexed = fold.result(Files.of([list(image_files)]))
     return TriageState(done=done, failed=failed, unindexed=unindexed)
+
+
+def _part_batches(fs: pafs.FileSystem, part: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """The ``columns`` of one part, 64k rows at a time, typed as INDEX_SCHEMA (columns a part written
+    by another tool lacks are null)."""
+    schema = pa.schema([INDEX_SCHEMA.field(c) for c in columns])
+    with fs.open_input_file(part) as fh, pq.ParquetFile(fh, pre_buffer=False) as file:
+        present = [c for c in columns if c in file.schema_arrow.names]
+        for batch in file.iter_batches(batch_size=64 * 1024, columns=present, use_threads=False):
+            if batch.schema == schema:
+                yield batch
+                continue
+            rows = batch.num_rows
+            arrays = [batch.column(f.name).cast(f.type) if f.name in present else pa.nulls(rows, f.type)
+                      for f in schema]
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _dedupe(table: pa.Table) -> pa.Table:
