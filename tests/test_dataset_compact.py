@@ -116,3 +116,33 @@ def test_readers_never_see_fewer_rows_during_compaction(tmp_path: Path) -> None:
     assert not violations, violations[:3]
     final = read_index(root)
     assert final.num_rows == committed
+
+
+def test_streaming_compaction_in_many_buckets_equals_one_dedupe_of_the_whole_index(tmp_path: Path) -> None:
+    """With buckets of 7 rows, 300 images over 4 parts (duplicates, ok/failed winners, ids a key cannot
+    express) compact to exactly what deduplicating the whole table gives."""
+    import pyarrow.compute as pc
+
+    from wanbatch.dataset.compaction import compact as compact_streaming
+    from wanbatch.dataset.parts import dedupe
+
+    root = tmp_path / "ds"
+    odd = [f"odd-{i}" for i in range(5)]
+    with DatasetWriter.open(root) as ds:
+        for part in range(4):
+            rows = [failed(i * 7919, part, "server_error") for i in range(part, 300, 2)]
+            rows += [ok(ds, i * 7919, part + 1, revised=f"r{part}") for i in range(0, 300, 3 + part)]
+            rows += [{"image_id": o, "job_id": "odd", "status": "failed", "error_kind": f"k{part}",
+                      "created_at": T0 + timedelta(minutes=part)} for o in odd]
+            ds.append(rows)
+            ds.flush()
+    before = read_index(root, dedupe=False)
+    expected = dedupe(before).sort_by("image_id")
+    report = compact_streaming(root, target_rows=50, bucket_rows=7)
+    after = read_index(root, dedupe=False).sort_by("image_id")
+    assert report.rows_before == before.num_rows and report.rows_after == after.num_rows == expected.num_rows
+    assert report.duplicates_removed > 0 and report.parts_after == -(-expected.num_rows // 50)
+    assert after.num_rows == len(pc.unique(after["image_id"]))
+    for column in ("image_id", "status", "error_kind", "revised_prompt", "created_at"):
+        assert after[column].to_pylist() == expected[column].to_pylist(), column
+    assert not [p for p in (root / "index").iterdir() if p.name.startswith(".")]  # no bucket or temp left

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from .plan import plan as make_plan
-from .resume import triage
+from .resume import SlotTriage, triage_stream
 from .spec import Spec, load_spec
 
 #: Beyond this many jobs `plan` does not compare the plan with the dataset (one pass costs a few µs
 #: per job: 10⁹ jobs would take an hour); the report then says so under ``existing_not_compared``.
-MAX_COMPARED_JOBS = 5_000_000
+MAX_COMPARED_JOBS = 50_000_000
 
 
 def plan_report(
@@ -60,13 +60,17 @@ def plan_report(
             f"the plan has {the_plan.job_count:,} jobs, too many to compare with the dataset (limit "
             f"{MAX_COMPARED_JOBS:,}); the counts above include work already done")
         return report
-    state = view.triage()
-    # Image files whose rows a crash lost count as done: a run re-indexes them, it never asks again.
-    done = state.done | state.unindexed.keys()
+    state = view.triage(shard)
     failed = state.failed
+    unindexed = state.unindexed
     todo_jobs = todo_images = n_done = n_refused = 0
-    for job in the_plan.jobs():
-        slots = triage(job, done, failed, retry_failed=retry_failed)
+    for job, slots in triage_stream(the_plan.jobs(), state.done, failed, retry_failed=retry_failed):
+        if unindexed and slots.need:
+            # Image files whose rows a crash lost count as done: a run re-indexes them, never asks again.
+            adopted = [k for k in slots.need if f"{job.job_id}-{k}" in unindexed]
+            if adopted:
+                slots = SlotTriage([k for k in slots.need if k not in adopted], slots.done + len(adopted),
+                                   slots.refused)
         n_done += slots.done
         n_refused += slots.refused
         if slots.need:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
+from itertools import islice
 
+import numpy as np
+
+from .dataset.idkeys import IdSet
 from .types import Job
+
+#: Jobs triaged together: one vectorised lookup of their image ids in the done set.
+BATCH = 8192
+_HEX = frozenset("0123456789abcdef")
 
 #: Failed slots of these kinds are requested again by a plain rerun: nothing was generated, or the
 #: failure was the network's. Refusals (moderation, bad values, failed tasks, missing images) and
@@ -30,11 +38,17 @@ class SlotTriage:
 
 def triage(job: Job, done: Set[str], failed: Mapping[str, str], *, retry_failed: bool,
            retry_in_doubt: bool = False) -> SlotTriage:
+    return _triage(job, [image_id in done for image_id in job.image_ids()], failed,
+                   retry_failed=retry_failed, retry_in_doubt=retry_in_doubt)
+
+
+def _triage(job: Job, held: Sequence[bool], failed: Mapping[str, str], *, retry_failed: bool,
+            retry_in_doubt: bool) -> SlotTriage:
     need: list[int] = []
     n_done = n_refused = n_doubt = n_doubt_retried = 0
     for k, image_id in enumerate(job.image_ids()):
-        kind = failed.get(image_id)
-        if image_id in done:
+        kind = failed.get(image_id) if failed else None
+        if held[k]:
             n_done += 1
         elif kind in IN_DOUBT_KINDS:
             if retry_failed or retry_in_doubt:
@@ -47,3 +61,37 @@ def triage(job: Job, done: Set[str], failed: Mapping[str, str], *, retry_failed:
         else:
             need.append(k)
     return SlotTriage(need, n_done, n_refused, n_doubt, n_doubt_retried)
+
+
+def triage_many(jobs: Sequence[Job], done: Set[str], failed: Mapping[str, str], *, retry_failed: bool,
+                retry_in_doubt: bool = False) -> list[SlotTriage]:
+    """:func:`triage` of many jobs; with ``done`` an :class:`~wanbatch.dataset.idkeys.IdSet` (what a
+    dataset's triage holds), one vectorised lookup instead of a binary search per image."""
+    if not done and not failed:  # nothing held yet: every slot is needed
+        return [SlotTriage(list(range(job.n)), 0, 0) for job in jobs]
+    if not isinstance(done, IdSet) or not done.run or not jobs \
+            or any(len(job.job_id) != 16 or not _HEX.issuperset(job.job_id) for job in jobs):
+        return [triage(job, done, failed, retry_failed=retry_failed, retry_in_doubt=retry_in_doubt)
+                for job in jobs]
+    counts = np.fromiter((job.n for job in jobs), np.int64, len(jobs))
+    heads = np.fromiter((int(job.job_id, 16) for job in jobs), np.uint64, len(jobs))
+    qjob = np.repeat(heads, counts)
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    qslot = (np.arange(len(qjob)) - starts).astype(np.uint32)
+    hit = done.contains_keys(qjob, qslot).tolist()
+    out: list[SlotTriage] = []
+    at = 0
+    for job in jobs:
+        out.append(_triage(job, hit[at: at + job.n], failed, retry_failed=retry_failed,
+                           retry_in_doubt=retry_in_doubt))
+        at += job.n
+    return out
+
+
+def triage_stream(jobs: Iterable[Job], done: Set[str], failed: Mapping[str, str], *, retry_failed: bool,
+                  retry_in_doubt: bool = False, batch: int = BATCH) -> Iterator[tuple[Job, SlotTriage]]:
+    """Each job of ``jobs`` with its :class:`SlotTriage`, looked up :data:`BATCH` jobs at a time."""
+    it = iter(jobs)
+    while chunk := list(islice(it, batch)):
+        yield from zip(chunk, triage_many(chunk, done, failed, retry_failed=retry_failed,
+                                          retry_in_doubt=retry_in_doubt), strict=True)

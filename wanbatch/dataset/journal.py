@@ -34,6 +34,10 @@ from .fsutil import disk_errors, explain
 _SEGMENT = re.compile(r"^rows-(\d{8})\.jsonl$")
 TASKS = "tasks.jsonl"
 LOCK = "lock"
+#: A journal folder is made and locked as ``journal/.new-<writer>``, then renamed to ``<writer>``;
+#: recovery leaves such folders alone (and removes them once older than NEWBORN_AGE: a crash between).
+NEWBORN = ".new-"
+NEWBORN_AGE = 60.0
 
 
 def _default(value: Any) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,16 +128,22 @@ class Layout:
 
     def image_files(self) -> list[str]:
         """Relative paths of every file under ``images/*/`` (one listing, no stat per file)."""
-        found: list[str] = []
+        return [rel for chunk in self.image_file_chunks() for rel in chunk]
+
+    def image_file_chunks(self) -> Iterator[list[str]]:
+        """:meth:`image_files`, one ``images/<xx>/`` folder at a time."""
         try:
             top = _scandir(self.images)
         except FileNotFoundError:
-            return found
-        for sub in top:
+            return
+        for sub in sorted(top, key=lambda e: e.name):
             if sub.is_dir():
                 prefix = f"images/{sub.name}/"
-                found += [prefix + n for n in os.listdir(sub.path) if n[0] != "."]
-        return found
+                try:
+                    names = os.listdir(sub.path)
+                except FileNotFoundError:
+                    continue
+                yield [prefix + n for n in names if n[0] != "."]
 
 
 def _scandir(path: Path) -> list[os.DirEntry[str]]:

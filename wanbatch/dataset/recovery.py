@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .fsutil import disk_errors
-from .journal import TASKS, decode_row, read_lines, read_tasks, segments, try_lock
+from .journal import NEWBORN, NEWBORN_AGE, TASKS, decode_row, read_lines, read_tasks, segments, try_lock
 from .layout import Layout
 from .ledger import IN_DOUBT, LEDGER, read_ledger
 from .manifest import record_ledger, root_lock
@@ -80,6 +80,10 @@ def recover(
     if layout.journal.is_dir():
         for folder in sorted(layout.journal.iterdir()):
             if folder.name == writer or not folder.is_dir():
+                continue
+            if folder.name.startswith("."):  # being born (see journal.NEWBORN), or a crash left it
+                if folder.name.startswith(NEWBORN) and _older_than(folder, NEWBORN_AGE):
+                    shutil.rmtree(folder, ignore_errors=True)
                 continue
             fd = try_lock(folder / "lock")
             if fd is None:
@@ -188,11 +192,15 @@ def _sha256(path: Path) -> str:
 
 
 def _sweep(layout: Layout, report: RecoveryReport) -> None:
-    """Remove temp files and half-written parts that no live writer owns."""
-    live = {p.name for p in layout.journal.iterdir()} if layout.journal.is_dir() else set()
+    """Remove temp files and half-written parts that no live writer owns.
+
+    Each folder is listed *before* the journals: a writer's journal exists before any of its temp
+    files, so a temp file seen here belongs to a journal in the later listing if its writer lives."""
     with disk_errors("clean temporary files"):
-        if layout.tmp.is_dir():
-            for entry in layout.tmp.iterdir():
+        entries = list(layout.tmp.iterdir()) if layout.tmp.is_dir() else []
+        live = _journal_names(layout)
+        if entries:
+            for entry in entries:
                 if entry.is_dir():
                     if entry.name not in live:
                         report.temp_files_removed += _count_files(entry)
@@ -204,8 +212,13 @@ def _sweep(layout: Layout, report: RecoveryReport) -> None:
         for folder in (layout.index, layout.root, layout.runs):
             if not folder.is_dir():
                 continue
-            for entry in folder.iterdir():
+            listed = list(folder.iterdir())
+            live = _journal_names(layout)
+            for entry in listed:
                 name = entry.name
+                if folder == layout.index and name.startswith(".compact-") and entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)  # a compaction killed mid-way (we hold its lock)
+                    continue
                 if name.startswith(".") and name.endswith(".tmp") and entry.is_file() \
                         and not any(w in name for w in live if w):
                     entry.unlink(missing_ok=True)
@@ -213,6 +226,13 @@ def _sweep(layout: Layout, report: RecoveryReport) -> None:
                         report.partial_parts_removed += 1
                     else:
                         report.temp_files_removed += 1
+
+
+def _journal_names(layout: Layout) -> set[str]:
+    try:
+        return {p.name for p in layout.journal.iterdir()} if layout.journal.is_dir() else set()
+    except FileNotFoundError:
+        return set()
 
 
 def _count_files(folder: Path) -> int:

@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.compute as pc
+from .folds import StatusFold
+from .view import DatasetView
 
-from .view import DatasetView, failed_from
+STATUS_COLUMNS = ("image_id", "status", "error_kind", "created_at", "bytes", "run_id")
 
 
 @dataclass(slots=True)
@@ -35,36 +36,31 @@ class StatusReport:
 
 
 def status(root: str | Path | DatasetView) -> StatusReport:
-    """Counts from the index (deduplicated), the journals and the manifest."""
+    """Counts from the index (deduplicated), the journals and the manifest. The index is streamed
+    into fixed-size keys (:class:`~wanbatch.dataset.folds.StatusFold`), never loaded whole."""
     view = root if isinstance(root, DatasetView) else DatasetView.open(root)
-    table = view.read_parts(["image_id", "job_id", "status", "error_kind", "created_at", "bytes", "run_id"])
-    ok_mask = pc.equal(table["status"], "ok")
-    ok = table.filter(ok_mask)
-    ok_ids = pc.unique(ok["image_id"])
-    # bytes of each ok image once (the first row seen for it)
-    first = pc.index_in(ok_ids, value_set=ok["image_id"])
-    image_bytes = pc.sum(pc.take(ok["bytes"], first)).as_py() if len(ok_ids) else 0
-    failed = failed_from(table)
+    fold = view.fold(STATUS_COLUMNS, StatusFold)
+    rows = fold.rows
+    distinct, images_ok, image_bytes, failed, ok_by_run = fold.result()
     by_kind: dict[str, int] = {}
     for kind in failed.values():
         by_kind[kind] = by_kind.get(kind, 0) + 1
-    distinct = len(pc.unique(table["image_id"])) if table.num_rows else 0
     parts = view.parts()
     manifest = view.manifest()
-    pending, unindexed = view.journals(set(table["job_id"].to_pylist()) if table.num_rows else set())
+    pending, unindexed = view.journals()
     return StatusReport(
         root=view.location,
         name=manifest.get("name"),
-        images_ok=len(ok_ids),
+        images_ok=images_ok,
         images_failed=len(failed),
         failed_by_kind=dict(sorted(by_kind.items())),
         pending_tasks=pending,
         parts=len(parts),
-        rows=table.num_rows,
-        duplicate_rows=table.num_rows - distinct,
+        rows=rows,
+        duplicate_rows=rows - distinct,
         runs=[r for r in manifest.get("runs") or [] if isinstance(r, dict)],
-        image_bytes=int(image_bytes or 0),
+        image_bytes=image_bytes,
         index_bytes=sum(view.size(p) for p in parts),
         journal_rows_unindexed=unindexed,
-        ledger=view.ledger(table).to_dict(),
+        ledger=view.ledger(ok_by_run=ok_by_run).to_dict(),
     )

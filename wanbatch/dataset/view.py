@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from ..errors import DatasetError, NotADatasetError
+from .folds import Files, StatusFold, TriageFold
 from .fsutil import disk_errors
+from .idkeys import IdSet
 from .journal import TASKS, read_tasks, segments
 from .layout import MANIFEST, Layout, is_dataset, is_part
 from .ledger import (
@@ -41,18 +43,28 @@ from .parts import dedupe, read_parts
 from .remote import RemoteRoot, is_remote, short
 from .schema import INDEX_SCHEMA
 
+TRIAGE_COLUMNS = ("image_id", "status", "path", "error_kind", "created_at")
+
+
+class _Adds(Protocol):
+    def add(self, batch: pa.RecordBatch) -> None: ...
+
+
+_Fold = TypeVar("_Fold", bound=_Adds)
+
 
 @dataclass(frozen=True, slots=True)
 class TriageState:
     """What a dataset already holds, for deciding what a run still requests.
 
-    ``done``: image ids with an ``ok`` row whose image file exists; ``failed``: image id → error kind
+    ``done``: image ids with an ``ok`` row whose image file exists (an :class:`~.idkeys.IdSet`: 12 bytes
+    an id); ``failed``: image id → error kind
     of slots whose latest row is failed and that have no ok row; ``unindexed``: image id → relative
     path of an image file that no ok row claims (a crash came between the file and its row: a run
     re-indexes it without a request).
     """
 
-    done: set[str] = field(default_factory=set)
+    done: AbstractSet[str] = field(default_factory=IdSet)
     failed: dict[str, str] = field(default_factory=dict)
     unindexed: dict[str, str] = field(default_factory=dict)
 
@@ -153,24 +165,56 @@ class DatasetView:
         table = _dedupe(self.read_parts(need))
         return table.select(wanted) if wanted is not None else table
 
+    def fold(self, columns: Sequence[str], start: Callable[[], _Fold]) -> _Fold:
+        """Stream ``columns`` of every visible part, batch by batch, into a fresh ``start()``; memory is
+        what the fold keeps, never the whole table. Parts are read one at a time on this thread (a
+        threaded scan reads ahead of a slow consumer: ~1 GB of queued batches at 10M rows). A part
+        removed by a compaction mid-scan restarts the scan on the new listing (the compacted parts hold
+        every row of the old ones)."""
+        last: BaseException | None = None
+        wanted = list(columns)
+        for _ in range(8):
+            acc = start()
+            parts = self.parts()
+            try:
+                for part in parts:
+                    for batch in _part_batches(self.fs, part, wanted):
+                        acc.add(batch)
+                return acc
+            except FileNotFoundError as exc:
+                last = exc
+            except (OSError, pa.ArrowException) as exc:
+                if "not found" not in str(exc).lower() and "no such" not in str(exc).lower():
+                    raise DatasetError(f"cannot read the index of {self.location}: {short(exc)}") from None
+                last = exc
+        raise DatasetError(f"cannot read the index of {self.location}: {short(last or Exception())}")
+
     # ----------------------------------------------------------------------------------- triage
 
-    def triage(self) -> TriageState:
-        """Done, failed and unindexed slots (one listing of ``images/``, no stat per row)."""
-        table = self.read_parts(["image_id", "status", "path", "error_kind", "created_at"])
-        return triage_of(table, self.image_files())
+    def triage(self, shard: tuple[int, int] | None = None) -> TriageState:
+        """Done, failed and unindexed slots (of one shard's slice with ``shard=(i, N)``): the index
+        streamed into fixed-size keys (:mod:`.folds`), then one listing of ``images/``."""
+        rows = self.fold(TRIAGE_COLUMNS, lambda: TriageFold(shard))
+        files = Files.of(self.image_file_chunks(), shard)
+        done, failed, unindexed = rows.result(files)
+        return TriageState(done=done, failed=failed, unindexed=unindexed)
 
     def image_files(self) -> list[str]:
         """Relative paths of every image file (``images/<xx>/<name>``)."""
+        return [rel for chunk in self.image_file_chunks() for rel in chunk]
+
+    def image_file_chunks(self) -> Iterator[list[str]]:
+        """The image files' relative paths, one ``images/<xx>/`` folder at a time (bounded memory)."""
         if self.layout is not None:
             with disk_errors("list the images"):
-                return self.layout.image_files()
+                yield from self.layout.image_file_chunks()
+            return
         with self._errors("list the images"):
             infos = self.fs.get_file_info(pafs.FileSelector(f"{self.base}/images", recursive=True,
                                                             allow_not_found=True))
         cut = len(self.base) + 1
-        return [i.path[cut:] for i in infos
-                if i.type == pafs.FileType.File and i.path[cut:].count("/") == 2 and i.base_name[:1] != "."]
+        yield [i.path[cut:] for i in infos
+               if i.type == pafs.FileType.File and i.path[cut:].count("/") == 2 and i.base_name[:1] != "."]
 
     # ----------------------------------------------------------------------------------- files
 
@@ -223,8 +267,9 @@ class DatasetView:
             raise DatasetError(f"{self.location}/{MANIFEST}: the manifest is not a JSON object")
         return data
 
-    def journals(self, jobs_with_rows: set[str]) -> tuple[int, int]:
-        """Pending async tasks over all writers, and rows still only in journals (an upper bound).
+    def journals(self) -> tuple[int, int]:
+        """Pending async tasks over all writers (journaled, and their job has no row in the index),
+        and rows still only in journals (an upper bound).
 
         Journals live next to the writer (for ``s3://`` in its staging folder), so a remote view
         reports none."""
@@ -235,23 +280,31 @@ class DatasetView:
         for folder in self.layout.journal.iterdir():
             if not folder.is_dir():
                 continue
-            pending.update(j for j in read_tasks(folder / TASKS) if j not in jobs_with_rows)
+            pending.update(read_tasks(folder / TASKS))
             for _, seg in segments(folder):
                 try:
                     with seg.open("rb") as fh:
                         unindexed += sum(1 for _ in fh)
                 except OSError:
                     continue
+        if pending:  # only the tasks' jobs are read from the index (a filter pushed into the scan)
+            answered = self.read_parts(["job_id"], ds.field("job_id").isin(pa.array(sorted(pending))))
+            pending -= set(answered["job_id"].to_pylist())
         return len(pending), unindexed
 
-    def ledger(self, table: pa.Table | None = None) -> DatasetLedger:
+    def ledger(self, table: pa.Table | None = None, *,
+               ok_by_run: Mapping[str | None, int] | None = None) -> DatasetLedger:
         """What the dataset has cost so far (billed + in doubt, over every run): see :mod:`.ledger`.
 
         ``table``, if given, holds at least the ``image_id``, ``status`` and ``run_id`` columns of
-        every row (saves a read)."""
-        if table is None:
-            table = self.read_parts(["image_id", "status", "run_id"])
-        ok_by_run = ok_images_by_run(table)
+        every row; ``ok_by_run`` (run_id → ok images, e.g. from a status fold) saves the read. Without
+        either, the index is streamed into keys (bounded memory, as :meth:`triage`)."""
+        if ok_by_run is None:
+            if table is not None:
+                ok_by_run = ok_images_by_run(table)
+            else:
+                columns = ("image_id", "status", "error_kind", "created_at", "bytes", "run_id")
+                ok_by_run = self.fold(columns, StatusFold).result()[4]
         return dataset_ledger(self.manifest(), ok_by_run, summary_billed_reader(self.read_bytes),
                               self.journal_ledgers())
 
@@ -281,31 +334,29 @@ class DatasetView:
         return RemoteRoot.translate(where, what)
 
 
-def triage_of(table: pa.Table, image_files: Sequence[str]) -> TriageState:
-    """The triage of rows (``image_id``, ``status``, ``path``, ``error_kind``, ``created_at``) against
-    the image files on disk."""
-    ok = table.filter(pc.equal(table["status"], "ok"))
-    existing = pa.array(list(image_files), pa.string())
-    done: set[str] = set(ok["image_id"].filter(pc.is_in(ok["path"], value_set=existing)).to_pylist())
-    unindexed: dict[str, str] = {}
-    for rel in image_files:
-        image_id = rel.rsplit("/", 1)[1].rsplit(".", 1)[0]
-        if image_id not in done:
-            unindexed[image_id] = rel
-    return TriageState(done=done, failed=failed_from(table), unindexed=unindexed)
+def triage_of(table: pa.Table, image_files: Iterable[str]) -> TriageState:
+    """The triage of rows (:data:`TRIAGE_COLUMNS`) against the image files on disk."""
+    fold = TriageFold()
+    for batch in table.select(list(TRIAGE_COLUMNS)).to_batches():
+        fold.add(batch)
+    done, failed, unindexed = fold.result(Files.of([list(image_files)]))
+    return TriageState(done=done, failed=failed, unindexed=unindexed)
 
 
-def failed_from(table: pa.Table) -> dict[str, str]:
-    """image_id → error_kind for images with no ok row, from their latest failed row."""
-    status = table["status"]
-    ok_ids = table["image_id"].filter(pc.equal(status, "ok"))
-    failed = table.filter(pc.equal(status, "failed"))
-    if failed.num_rows == 0:
-        return {}
-    failed = failed.filter(pc.invert(pc.is_in(failed["image_id"], value_set=ok_ids.combine_chunks())))
-    failed = failed.sort_by([("created_at", "ascending")])
-    kinds = failed["error_kind"].fill_null("unknown").to_pylist()
-    return dict(zip(failed["image_id"].to_pylist(), kinds, strict=True))
+def _part_batches(fs: pafs.FileSystem, part: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """The ``columns`` of one part, 64k rows at a time, typed as INDEX_SCHEMA (columns a part written
+    by another tool lacks are null)."""
+    schema = pa.schema([INDEX_SCHEMA.field(c) for c in columns])
+    with fs.open_input_file(part) as fh, pq.ParquetFile(fh, pre_buffer=False) as file:
+        present = [c for c in columns if c in file.schema_arrow.names]
+        for batch in file.iter_batches(batch_size=64 * 1024, columns=present, use_threads=False):
+            if batch.schema == schema:
+                yield batch
+                continue
+            rows = batch.num_rows
+            arrays = [batch.column(f.name).cast(f.type) if f.name in present else pa.nulls(rows, f.type)
+                      for f in schema]
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _dedupe(table: pa.Table) -> pa.Table:

@@ -28,13 +28,15 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 
 from ..errors import DatasetError, NotADatasetError
 from ..types import Job
 from . import manifest as _manifest
 from .compaction import CompactReport, compact
+from .folds import Files, TriageFold
 from .fsutil import disk_errors, explain
-from .journal import AppendFile, WriterJournal, encode_lines, try_lock
+from .journal import NEWBORN, AppendFile, WriterJournal, encode_lines, try_lock
 from .layout import Layout, check_ext, check_image_id
 from .ledger import (
     IN_DOUBT,
@@ -50,7 +52,7 @@ from .recovery import RecoveryReport, recover
 from .remote import Mirror, is_remote
 from .rows import failed_row
 from .schema import COLUMNS
-from .view import TriageState, triage_of
+from .view import TRIAGE_COLUMNS, DatasetView, TriageState
 
 _COLUMN_SET = frozenset(COLUMNS)
 _STATUSES = frozenset({"ok", "failed"})
@@ -247,12 +249,23 @@ class DatasetWriter:
         writer = f"{os.getpid():x}{secrets.token_hex(4)}"
         folder = layout.writer_journal(writer)
         tmp = layout.writer_tmp(writer)
+        # The folder is born locked: made and locked under a hidden name no recovery looks at, then
+        # renamed into place, so a peer starting at the same instant never takes it for a dead one.
+        born = layout.journal / f"{NEWBORN}{writer}"
         with disk_errors("create the journal"):
-            folder.mkdir(parents=True)
-        fd = try_lock(folder / "lock")
+            born.mkdir(parents=True)
+        fd = try_lock(born / "lock")
         if fd is None:
-            raise DatasetError(f"{folder}: cannot lock the journal; is the file system a network mount "
-                               "without locks?")
+            shutil.rmtree(born, ignore_errors=True)
+            raise DatasetError(f"{born}: cannot lock the journal (flock refused on a folder only this "
+                               "process knows); is the file system a network mount without locks?")
+        try:
+            with disk_errors("create the journal"):
+                os.rename(born, folder)
+        except BaseException:
+            os.close(fd)
+            shutil.rmtree(born, ignore_errors=True)
+            raise
         try:
             # The probe lives in this writer's own temp folder: a SIGKILL before its unlink leaves it
             # where recovery sweeps a dead writer's temp files.
@@ -539,15 +552,40 @@ class DatasetWriter:
         """Done, failed and unindexed slots of this root, rows not flushed yet included (see
         :class:`~wanbatch.dataset.view.TriageState`); a run's start-up reads the same through a
         :class:`~wanbatch.dataset.view.DatasetView`."""
-        table = read_parts(self.layout, ["image_id", "status", "path", "error_kind", "created_at"])
+        root = self.layout.root.resolve()
+        view = DatasetView(pafs.LocalFileSystem(), str(root), str(self.layout.root), Layout(root))
+        rows = view.fold(TRIAGE_COLUMNS, TriageFold)
         with self._rows_lock:
             buffered = list(self._buffer)
         if buffered:
-            table = pa.concat_tables([table, rows_to_table(buffered).select(table.column_names)])
-        return triage_of(table, self._image_files())
+            for batch in rows_to_table(buffered).select(list(TRIAGE_COLUMNS)).to_batches():
+                rows.add(batch)
+        done, failed, unindexed = rows.result(Files.of([self._image_files()]))
+        return TriageState(done=done, failed=failed, unindexed=unindexed)
+
+    def others_live(self) -> int:
+        """How many other writers of this root are running now (their journal lock is held)."""
+        live = 0
+        try:
+            folders = [f for f in self.layout.journal.iterdir() if f.name != self.writer and f.is_dir()]
+        except OSError:
+            return 0
+        for folder in folders:
+            if folder.name.startswith("."):
+                continue
+            fd = try_lock(folder / "lock")
+            if fd is None:
+                live += 1
+            else:
+                os.close(fd)
+        return live
 
     def should_compact(self) -> bool:
-        """Many parts, or slots this writer wrote that also have an older row (e.g. a retried failure)."""
+        """Many parts, or slots this writer wrote that also have an older row (e.g. a retried failure);
+        never while other writers of the root are running (shards): the last one to finish compacts,
+        so a dataset is compacted once, not once per shard."""
+        if self.others_live():
+            return False
         if len(self.layout.parts()) > COMPACT_PARTS:
             return True
         if not self._written:

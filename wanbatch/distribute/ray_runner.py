@@ -92,12 +92,14 @@ def _run_shard(spec_text: str, spec_path: str, shard: int, shards: int, output: 
 
 
 def _compact(output: str) -> dict[str, Any] | None:
-    """Ray task body: merge the index parts every shard wrote (on a node that sees the folder)."""
-    from wanbatch.dataset import compact
+    """Ray task body: merge the index parts every shard wrote, once (a node that sees the folder, or
+    any node for ``s3://``: the writer compacts through its staging folder, as ``wanbatch compact``)."""
+    from wanbatch.dataset import DatasetView, DatasetWriter
 
-    if not (Path(output) / "index").is_dir():
+    if DatasetView.find(output) is None:
         return None
-    return compact(output).to_dict()
+    with DatasetWriter.open(output, create=False) as writer:
+        return writer.compact().to_dict()
 
 
 # ----------------------------------------------------------------------------------- driver side

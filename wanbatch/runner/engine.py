@@ -13,7 +13,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from ..limits import RatePacer
 from ..plan import Plan, plan as make_plan
 from ..providers.factory import check_settings, make_provider, open_client
 from ..redact import redact
-from ..resume import triage
+from ..resume import triage_stream
 from ..retry import RetryPolicy
 from ..spec import Spec
 from ..stats import RunStats
@@ -48,7 +48,7 @@ _Work = tuple[Job, list[int]]  # a job and the slots it still needs
 class _Triage:
     """What the dataset holds, read once at start-up."""
 
-    done: set[str]
+    done: AbstractSet[str]
     failed: dict[str, str]
     unindexed: set[str]
     pending: dict[str, tuple[str, str]]
@@ -123,8 +123,9 @@ class _Run:
         if recovered.images_in_doubt:
             self.notes.append(f"{recovered.images_in_doubt} image(s) requested by a killed run were never "
                               "answered: counted in doubt (maybe billed)")
-        view = DatasetView.open(self.root)  # for s3://, the bucket (recovery synced it)
-        held = view.triage()
+        # for s3://, the bucket (recovery synced it); a shard reads only its slice
+        view = DatasetView.open(self.root)
+        held = view.triage(self.options.shard)
         self.base_ledger = view.ledger()
         dataset.begin_run(self.run_id)
         return _Triage(done=held.done, failed=held.failed, unindexed=set(held.unindexed),
@@ -236,11 +237,11 @@ class _Run:
 
     async def _produce(self, the_plan: Plan, state: _Triage, jobs: MemoryObjectSendStream[_Work]) -> None:
         async with jobs:
-            for job in the_plan.jobs():
+            for job, slots in triage_stream(the_plan.jobs(), state.done, state.failed,
+                                            retry_failed=self.options.retry_failed,
+                                            retry_in_doubt=self.limits.in_doubt == "retry", batch=512):
                 if self.stopping.is_set():
                     return
-                slots = triage(job, state.done, state.failed, retry_failed=self.options.retry_failed,
-                               retry_in_doubt=self.limits.in_doubt == "retry")
                 self.stats.skipped_images += slots.done
                 self.stats.skipped_failed += slots.refused + slots.in_doubt
                 self.stats.in_doubt_skipped += slots.in_doubt

@@ -1,0 +1,187 @@
+"""Image ids as fixed-size keys, so the index's ids fit in memory at 10M rows and more.
+
+An image id is ``<16 hex job id>-<slot>`` (:mod:`wanbatch.identity`): 8 bytes of job id and a small
+slot number. Held as Python strings, 10M ids take ~1 GB (object, hash table, string); as two sorted
+numpy arrays (``uint64`` job, ``uint32`` slot) they take 120 MB, are built with one vectorised parse
+per Parquet batch and answer membership by binary search (:class:`IdSet`).
+
+The parse is exact: only the canonical spelling (lowercase hex, ``-``, a decimal slot without
+leading zeros) becomes a key, so a key stands for exactly one string. Any other id — a tool other
+than wanbatch wrote the row, a test used a short id — stays a string in :attr:`IdSet.other`; the two
+spaces never overlap, so counts and membership stay right whatever a dataset holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Set
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_LUT = np.full(256, 255, np.uint8)
+_LUT[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10, dtype=np.uint8)
+_LUT[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+_HEX = frozenset("0123456789abcdef")
+_SLOT = r"^(0|[1-9][0-9]{0,5})$"  # up to 999,999 slots: slot << 4 | ext fits 32 bits
+_EMPTY_U64 = np.zeros(0, np.uint64)
+_EMPTY_U32 = np.zeros(0, np.uint32)
+
+#: Image file extensions with a small code (a key for "this row's file exists" is (job, slot, ext)).
+EXTS: tuple[str, ...] = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tiff")
+
+
+def parse_ids(ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(job, slot, keyed)`` for an array of image ids: ``keyed[i]`` tells whether ``ids[i]`` is a
+    canonical id, and then ``job[i]``/``slot[i]`` are its key (0 elsewhere)."""
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    n = len(ids)
+    job = np.zeros(n, np.uint64)
+    slot = np.zeros(n, np.uint32)
+    if n == 0:
+        return job, slot, np.zeros(0, bool)
+    if ids.type != pa.string():
+        ids = ids.cast(pa.string())
+    length = pc.utf8_length(ids).fill_null(0).to_numpy(zero_copy_only=False)
+    keyed = (length >= 18) & (length <= 23)
+    if not keyed.any():
+        return job, slot, keyed
+    idx = np.flatnonzero(keyed)
+    chosen = ids.take(pa.array(idx)) if len(idx) != n else ids
+    head = pc.utf8_slice_codeunits(chosen, 0, 16)
+    offsets = np.frombuffer(head.buffers()[1], np.int32)[head.offset: head.offset + len(head) + 1]
+    chars = np.frombuffer(head.buffers()[2], np.uint8)[offsets[0]: offsets[-1]].reshape(-1, 16)
+    nibbles = _LUT[chars]
+    good = ~(nibbles == 255).any(axis=1)
+    value = np.zeros(len(idx), np.uint64)
+    for j in range(16):
+        value = (value << np.uint64(4)) | nibbles[:, j].astype(np.uint64)
+    dash = pc.equal(pc.utf8_slice_codeunits(chosen, 16, 17), "-").to_numpy(zero_copy_only=False)
+    tail = pc.utf8_slice_codeunits(chosen, 17, 32)
+    digits = pc.match_substring_regex(tail, _SLOT).to_numpy(zero_copy_only=False)
+    good &= dash & digits
+    slots = pc.cast(pc.if_else(pa.array(good), tail, "0"), pa.int64()).to_numpy()
+    keyed[idx] = good
+    job[idx] = np.where(good, value, 0)
+    slot[idx] = np.where(good, slots, 0).astype(np.uint32)
+    return job, slot, keyed
+
+
+def key_of(image_id: str) -> tuple[int, int] | None:
+    """The key of one id (the scalar :func:`parse_ids`), None if it is not canonical."""
+    if not 18 <= len(image_id) <= 23 or image_id[16] != "-" or not _HEX.issuperset(image_id[:16]):
+        return None
+    tail = image_id[17:]
+    if not tail.isdigit() or not tail.isascii() or (tail[0] == "0" and len(tail) > 1):
+        return None
+    return int(image_id[:16], 16), int(tail)
+
+
+def id_of(job: int, slot: int) -> str:
+    return f"{job:016x}-{slot}"
+
+
+def sort_keys(job: np.ndarray, slot: np.ndarray, *, unique: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``job``/``slot`` sorted by (job, slot), optionally without repeats."""
+    if len(job) == 0:
+        return _EMPTY_U64, _EMPTY_U32
+    order = np.lexsort((slot, job))
+    job, slot = job[order], slot[order]
+    if unique and len(job) > 1:
+        keep = np.empty(len(job), bool)
+        keep[0] = True
+        np.not_equal(job[1:], job[:-1], out=keep[1:])
+        keep[1:] |= slot[1:] != slot[:-1]
+        job, slot = job[keep], slot[keep]
+    return job, slot
+
+
+def lookup(jobs: np.ndarray, slots: np.ndarray, run: int, qjob: np.ndarray, qslot: np.ndarray) -> np.ndarray:
+    """Positions in sorted (``jobs``, ``slots``) of each query key, -1 where absent. ``run`` is the
+    most slots one job has (the binary search finds the job, then at most ``run`` slots are compared)."""
+    found = np.full(len(qjob), -1, np.int64)
+    if len(jobs) == 0 or len(qjob) == 0:
+        return found
+    order = np.argsort(qjob, kind="stable")  # sorted queries walk the table in order: cache-friendly
+    qjob, qslot = qjob[order], qslot[order]
+    pos = np.searchsorted(jobs, qjob, "left")
+    last = len(jobs) - 1
+    hits = np.full(len(qjob), -1, np.int64)
+    for d in range(run):
+        at = np.minimum(pos + d, last)
+        hit = (hits < 0) & (pos + d <= last) & (jobs[at] == qjob) & (slots[at] == qslot)
+        hits[hit] = at[hit]
+    found[order] = hits
+    return found
+
+
+def longest_run(jobs: np.ndarray) -> int:
+    """The most entries one job value has in sorted ``jobs``."""
+    if len(jobs) == 0:
+        return 0
+    starts = np.flatnonzero(np.concatenate(([True], jobs[1:] != jobs[:-1], [True])))
+    return int(np.diff(starts).max())
+
+
+class IdSet(Set[str]):
+    """A read-only set of image ids: canonical ids as sorted keys, any others as strings."""
+
+    __slots__ = ("jobs", "other", "run", "slots")
+
+    def __init__(self, jobs: np.ndarray = _EMPTY_U64, slots: np.ndarray = _EMPTY_U32,
+                 other: Iterable[str] = (), *, sorted_unique: bool = False) -> None:
+        if not sorted_unique:
+            jobs, slots = sort_keys(np.asarray(jobs, np.uint64), np.asarray(slots, np.uint32))
+        self.jobs = jobs
+        self.slots = slots
+        self.other = frozenset(other)
+        self.run = longest_run(jobs)
+
+    @classmethod
+    def of(cls, ids: Iterable[str]) -> IdSet:
+        """From strings (small sets, tests)."""
+        arr = pa.array(list(ids), pa.string())
+        job, slot, keyed = parse_ids(arr)
+        return cls(job[keyed], slot[keyed], arr.filter(pa.array(~keyed)).to_pylist())
+
+    @classmethod
+    def _from_iterable(cls, it: Iterable[Any]) -> set[Any]:  # what Set's operators (|, &, -) build
+        return set(it)
+
+    def __contains__(self, image_id: object) -> bool:
+        if not isinstance(image_id, str) or not (self.run or self.other):
+            return False
+        key = key_of(image_id)
+        if key is None:
+            return image_id in self.other
+        if not self.run:
+            return False
+        job = np.uint64(key[0])
+        i = int(np.searchsorted(self.jobs, job, "left"))
+        for at in range(i, min(i + self.run, len(self.jobs))):
+            if self.jobs[at] != job:
+                return False
+            if self.slots[at] == key[1]:
+                return True
+        return False
+
+    def contains_keys(self, job: np.ndarray, slot: np.ndarray) -> np.ndarray:
+        """Membership of many keys at once (a bool array)."""
+        return lookup(self.jobs, self.slots, self.run, job, slot) >= 0
+
+    def __len__(self) -> int:
+        return len(self.jobs) + len(self.other)
+
+    def __iter__(self) -> Iterator[str]:
+        for job, slot in zip(self.jobs.tolist(), self.slots.tolist(), strict=True):
+            yield id_of(job, slot)
+        yield from self.other
+
+    def __repr__(self) -> str:
+        return f"IdSet({len(self)} ids)"
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.jobs.nbytes + self.slots.nbytes)
