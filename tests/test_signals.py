@@ -103,10 +103,13 @@ def test_one_signal_finishes_in_flight_work_flushes_and_exits_3(signum: int, tmp
     assert len(assert_consistent(out)) == JOBS
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_a_second_sigint_exits_at_once_and_a_rerun_completes(tmp_path: Path) -> None:
     jobs = 8
-    with run_in_thread(gateway("uniform:2.5,3")) as base:  # requests in flight for seconds
+    # Requests stay in flight for 6–7 s, so "exits at once" (well under 4 s even on a loaded machine,
+    # where interpreter exit alone has taken 1.9 s) and "waited for in-flight work" (over 5 s) are far
+    # apart: no timing race decides this test.
+    with run_in_thread(gateway("uniform:6,7")) as base:
         spec, out = write_spec(tmp_path, base, jobs)
         proc = start(spec, "--grace", "60")
         wait_for_posts(base, CONCURRENCY, proc)
@@ -120,8 +123,8 @@ def test_a_second_sigint_exits_at_once_and_a_rerun_completes(tmp_path: Path) -> 
         took = time.monotonic() - t0
         assert proc.returncode == 3, stderr
         assert "Traceback" not in stdout + stderr
-        print(f"\n[second SIGINT] exited {took:.2f} s after it; in-flight requests had >= 1.9 s to go")
-        assert took < 1.5, f"the second signal took {took:.1f} s to stop the run"
+        print(f"\n[second SIGINT] exited {took:.2f} s after it; in-flight requests had >= 5.4 s to go")
+        assert took < 4.0, f"the second signal took {took:.1f} s to stop the run"
         assert_consistent(out)  # whatever was cut short left nothing half-done
         # The requests cut short are in doubt: a plain rerun leaves them, --retry-failed asks again.
         in_doubt = [r for r in wanbatch.read_index(out).to_pylist() if r["error_kind"] == "in_doubt"]
