@@ -168,7 +168,7 @@ def test_torn_journal_line_and_half_written_part_and_temp_rescue(tmp_path: Path)
     segment = segments(ds.journal.folder)[-1][1]
     with open(segment, "ab") as fh:
         fh.write(b'{"image_id":"00010000000000')  # a torn last line
-    (root / "index" / ".part-123-wdead-000000.parquet.tmp").write_bytes(b"PAR1 half")
+    (root / "index" / ".part-0000000000123-wdead-000000.parquet.tmp").write_bytes(b"PAR1 half")
     ds.journal.close()
     os.close(ds.journal.lock_fd)  # the writer "dies"
     ds._closed = True
@@ -216,10 +216,10 @@ KILLED_WHILE_PROBING = textwrap.dedent("""
 def test_a_kill_during_the_open_probe_leaves_nothing_recovery_does_not_sweep(tmp_path: Path) -> None:
     root = tmp_path / "ds"
     DatasetWriter.open(root).close()
-    legacy = root / ".tmp" / "probe-old1"  # an older version wrote probes straight into .tmp/, never swept
+    legacy = root / ".tmp" / "probe-0bad0001"  # an older version probed in .tmp/ itself
     legacy.write_bytes(b"wanbatch")
     os.utime(legacy, (time.time() - 3600, time.time() - 3600))
-    young = root / ".tmp" / "probe-new2"  # an older version's opener may be between write and unlink
+    young = root / ".tmp" / "probe-0bad0002"  # an older version's opener may be between write and unlink
     young.write_bytes(b"wanbatch")
     done = subprocess.run([sys.executable, "-c", KILLED_WHILE_PROBING, str(root)], capture_output=True,
                           text=True, timeout=60, check=False)
@@ -228,5 +228,5 @@ def test_a_kill_during_the_open_probe_leaves_nothing_recovery_does_not_sweep(tmp
     with DatasetWriter.open(root) as ds:
         ds.recover()
         left = sorted(p.relative_to(root / ".tmp").as_posix() for p in (root / ".tmp").rglob("*"))
-        assert left == [ds.writer, "probe-new2"]
+        assert left == [ds.writer, "probe-0bad0002"]
     assert not legacy.exists() and young.exists()

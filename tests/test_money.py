@@ -130,7 +130,7 @@ def test_a_fatal_403_mid_run_keeps_what_was_in_flight_and_the_ledger_covers_the_
         result = run(spec)
         time.sleep(0.5)
         billed = mock_stats(base)["billed"]
-    assert result.exit_code == 3 and "access denied" in str(result.error)
+    assert result.exit_code == 3 and "access denied" in str(result.error).lower()  # the gateway's words, kept
     account = ledger(out)
     assert billed <= account["billed_images"] + account["in_doubt_images"] <= billed + 4
     assert account["billed_images"] == billed  # in flight when the 403 came: answered and stored

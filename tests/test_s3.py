@@ -40,9 +40,9 @@ SPEC = """
       style: [watercolor, photorealistic]
     seeds: {{start: 0, count: 3}}
     sizes: [1K]
-    limits: {{concurrency: {concurrency}, retries: 2}}
+    limits: {{concurrency: {concurrency}, retries: 2, in_doubt: retry}}
     output: {output}
-"""
+"""  # in_doubt: retry — a resume after kill -9 requests what was in flight (maybe billed) again
 IMAGES = 12
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]

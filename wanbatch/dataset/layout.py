@@ -29,11 +29,27 @@ INDEX = "index"
 
 
 def is_dataset(fs: pafs.FileSystem, base: str) -> bool:
-    """Whether ``base`` inside ``fs`` is a wanbatch dataset: it holds the manifest ``wanbatch.json``
-    or an ``index/`` folder (datasets whose manifest was lost are still read). The one test, for
-    local folders and object storage alike."""
-    manifest, index = fs.get_file_info([f"{base}/{MANIFEST}", f"{base}/{INDEX}"])
-    return manifest.type == pafs.FileType.File or index.type == pafs.FileType.Directory
+    """Whether ``base`` inside ``fs`` is a wanbatch dataset: it holds wanbatch's manifest
+    ``wanbatch.json`` (written before anything else of a new dataset). A folder that merely has an
+    ``index/`` is someone else's. The one test, for local folders and object storage alike."""
+    (manifest,) = fs.get_file_info([f"{base}/{MANIFEST}"])
+    return manifest.type == pafs.FileType.File
+
+
+#: What a new dataset may hold before its manifest lands (a crash in between): the root lock and the
+#: manifest's own temp file (``fsutil.temp_name``). Nothing else lets a folder without a manifest be used.
+_PRE_MANIFEST = re.compile(rf"^(\.lock|\.{re.escape(MANIFEST)}\.[a-z]+-[0-9a-f]{{8}}\.tmp)$")
+#: Names of files wanbatch writes through a temp name (``fsutil.temp_name``, ``parts.write_part``).
+OWN_TEMP = re.compile(r"^\.(?:[\w.-]+\.[a-z]+-[0-9a-f]{8}\.tmp"
+                      r"|part-\d{13}-[a-z][0-9a-f]*-[0-9a-f]{6}\.parquet\.tmp)$")
+#: A writer's id (``{pid:x}{8 hex}``): the name of its folders under ``journal/`` and ``.tmp/``.
+WRITER_ID = re.compile(r"^[0-9a-f]{9,16}$")
+
+
+def fresh_folder(names: list[str]) -> bool:
+    """Whether a folder holding ``names`` (hidden ones included) may become a new dataset: empty, or
+    only what wanbatch itself leaves before the manifest exists."""
+    return all(_PRE_MANIFEST.match(n) for n in names)
 
 
 def is_part(name: str) -> bool:

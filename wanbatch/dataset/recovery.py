@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -34,7 +35,7 @@ import pyarrow.compute as pc
 
 from .fsutil import disk_errors
 from .journal import NEWBORN, NEWBORN_AGE, TASKS, decode_row, read_lines, read_tasks, segments, try_lock
-from .layout import Layout
+from .layout import OWN_TEMP, WRITER_ID, Layout
 from .ledger import IN_DOUBT, LEDGER, read_ledger
 from .manifest import record_ledger, root_lock
 from .parts import TMP_SUFFIX, all_covers, part_name, read_parts, rows_to_table, write_part
@@ -43,6 +44,8 @@ from .rows import failed_row
 #: Probes older versions wrote straight into ``.tmp/`` are swept once this old (a live opener of such
 #: a version unlinks its probe within milliseconds).
 LEGACY_PROBE_AGE = 60.0
+_LEGACY_PROBE = re.compile(r"^probe-[0-9a-f]{8}$")
+_COMPACT_WORK = re.compile(r"^\.compact-[0-9a-f]{8}$")
 
 
 @dataclass(slots=True)
@@ -82,9 +85,12 @@ def recover(
             if folder.name == writer or not folder.is_dir():
                 continue
             if folder.name.startswith("."):  # being born (see journal.NEWBORN), or a crash left it
-                if folder.name.startswith(NEWBORN) and _older_than(folder, NEWBORN_AGE):
+                if folder.name.startswith(NEWBORN) and WRITER_ID.match(folder.name[len(NEWBORN):]) \
+                        and _older_than(folder, NEWBORN_AGE):
                     shutil.rmtree(folder, ignore_errors=True)
                 continue
+            if not WRITER_ID.match(folder.name):
+                continue  # not a writer's journal: not ours to recover or remove
             fd = try_lock(folder / "lock")
             if fd is None:
                 report.writers_alive += 1
@@ -195,19 +201,21 @@ def _sweep(layout: Layout, report: RecoveryReport) -> None:
     """Remove temp files and half-written parts that no live writer owns.
 
     Each folder is listed *before* the journals: a writer's journal exists before any of its temp
-    files, so a temp file seen here belongs to a journal in the later listing if its writer lives."""
+    files, so a temp file seen here belongs to a journal in the later listing if its writer lives.
+    Only what wanbatch provably made is removed: folders under ``.tmp`` named by a writer id, a
+    legacy open probe, compaction work folders and files named by wanbatch's temp patterns
+    (``layout.OWN_TEMP``); anything else found there is left alone."""
     with disk_errors("clean temporary files"):
         entries = list(layout.tmp.iterdir()) if layout.tmp.is_dir() else []
         live = _journal_names(layout)
-        if entries:
-            for entry in entries:
-                if entry.is_dir():
-                    if entry.name not in live:
-                        report.temp_files_removed += _count_files(entry)
-                        shutil.rmtree(entry, ignore_errors=True)
-                elif not entry.name.startswith("probe-") or _older_than(entry, LEGACY_PROBE_AGE):
-                    entry.unlink(missing_ok=True)
-                    report.temp_files_removed += 1
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                if WRITER_ID.match(entry.name) and entry.name not in live:
+                    report.temp_files_removed += _count_files(entry)
+                    shutil.rmtree(entry, ignore_errors=True)
+            elif _LEGACY_PROBE.match(entry.name) and _older_than(entry, LEGACY_PROBE_AGE):
+                entry.unlink(missing_ok=True)
+                report.temp_files_removed += 1
     with root_lock(layout), disk_errors("clean temporary files"):  # compactions, manifest writes
         for folder in (layout.index, layout.root, layout.runs):
             if not folder.is_dir():
@@ -216,10 +224,11 @@ def _sweep(layout: Layout, report: RecoveryReport) -> None:
             live = _journal_names(layout)
             for entry in listed:
                 name = entry.name
-                if folder == layout.index and name.startswith(".compact-") and entry.is_dir():
+                if folder == layout.index and _COMPACT_WORK.match(name) and entry.is_dir() \
+                        and not entry.is_symlink():
                     shutil.rmtree(entry, ignore_errors=True)  # a compaction killed mid-way (we hold its lock)
                     continue
-                if name.startswith(".") and name.endswith(".tmp") and entry.is_file() \
+                if OWN_TEMP.match(name) and entry.is_file() and not entry.is_symlink() \
                         and not any(w in name for w in live if w):
                     entry.unlink(missing_ok=True)
                     if name.endswith(TMP_SUFFIX):

@@ -37,7 +37,7 @@ from .compaction import CompactReport, compact
 from .folds import Files, TriageFold
 from .fsutil import disk_errors, explain
 from .journal import NEWBORN, AppendFile, WriterJournal, encode_lines, try_lock
-from .layout import Layout, check_ext, check_image_id
+from .layout import Layout, check_ext, check_image_id, fresh_folder
 from .ledger import (
     IN_DOUBT,
     LEDGER,
@@ -229,21 +229,26 @@ class DatasetWriter:
         path = layout.root
         if path.exists() and not path.is_dir():
             raise NotADatasetError(f"{path}: exists and is not a folder; choose another output")
-        if path.is_dir() and not layout.is_dataset():
+        # A staging folder (storage given) is wanbatch's own cache, hydrated just before: not checked.
+        if path.is_dir() and storage is None and not layout.is_dataset():
             try:
-                entries = [e for e in os.listdir(path) if not e.startswith(".")]
+                entries = os.listdir(path)  # hidden ones too: a folder of someone's dotfiles is not ours
             except OSError as exc:
                 raise explain(exc, "list the output folder") from exc
-            if entries:
+            if not fresh_folder(entries):
                 raise NotADatasetError(
                     f"{path}: the folder is not empty and is not a wanbatch dataset "
                     f"(no wanbatch.json); choose an empty or new folder"
                 )
         if not layout.is_dataset() and not create:
-            raise NotADatasetError(f"{path}: not a wanbatch dataset (no wanbatch.json or index/)")
+            raise NotADatasetError(f"{path}: not a wanbatch dataset (no wanbatch.json)")
         refuse_symlinks(layout)
         with disk_errors(f"create the dataset in {path}"):
             path.mkdir(parents=True, exist_ok=True)
+        # The manifest first: from then on the folder is recognisably ours, before anything else is made
+        # in it (so nothing but a dataset's own files is ever swept by recovery).
+        _manifest.ensure_manifest(layout)
+        with disk_errors(f"create the dataset in {path}"):
             for folder in (layout.tmp, layout.journal, layout.index, layout.images):
                 folder.mkdir(exist_ok=True)
         writer = f"{os.getpid():x}{secrets.token_hex(4)}"
@@ -274,7 +279,6 @@ class DatasetWriter:
                 probe = tmp / f"probe-{secrets.token_hex(4)}"
                 probe.write_bytes(b"wanbatch")
                 probe.unlink()
-            _manifest.ensure_manifest(layout)
             _migrate(layout)
             journal = WriterJournal(folder, fd)
         except BaseException:
