@@ -78,6 +78,8 @@ def _allowed_keys(path: Path, data: Any) -> list[str]:
         return SEED_KEYS["random" if isinstance(data, dict) and "random" in data else "range"]
     if len(path) >= 2 and path[-2] == "vars":
         return KEYS["var"]
+    if path == ("rows",):
+        return KEYS["rows"]
     if path[0] == "prompts" and len(path) == 2:
         return KEYS["prompt"]
     return KEYS.get(str(path[0]), [])
@@ -113,7 +115,7 @@ def _build(raw: SpecIn, doc: Document, issues: Issues, spec_dir: FsPath,
         seeds=SeedSpec.from_input(raw.seeds), sizes=sizes, n=raw.n, params=params, limits=raw.limits,
         price_per_image=raw.price_per_image, sent_params=sent_params(raw.params),
         output=(raw.output if raw.output is not None else "datasets/{name}").replace("{name}", name),
-        source=doc.file,
+        source=doc.file, warnings=tuple(issues.warnings),
     )
 
 
