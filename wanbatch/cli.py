@@ -7,7 +7,7 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
@@ -127,22 +127,42 @@ def main() -> None:
 @main.command()
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @json_option
-@config_option
 def validate(specs: tuple[str, ...], as_json: bool, config: str | None) -> None:
-    """Check specs without sending anything."""
+    """Check specs without sending anything: every file is checked and reported (exit 2 if any is bad)."""
     from .plan import plan as make_plan
     from .spec import load_spec
 
-    results = []
+    results: list[dict[str, Any]] = []
     for path in specs:
-        with user_errors(as_json):
-            spec = load_spec(path, config=config)
+        try:
+            # nothing is sent: an unset ${VAR} only warns
+            spec = load_spec(path, config=config, require_env=False)
             p = make_plan(spec)
-            results.append({"spec": path, "ok": True, "jobs": p.job_count, "images": p.image_count})
+            result = {"spec": path, "ok": True, "jobs": p.job_count, "images": p.image_count,
+                      "warnings": list(spec.warnings)}
+        except SpecError as exc:
+            errors = getattr(exc, "errors", [exc])
+            result = {"spec": path, "ok": False, "errors": [_spec_error_dict(e) for e in errors]}
             if not as_json:
-                out.print(f"[green]✓[/] {path}: {p.job_count} jobs, {p.image_count} images")
+                err.print(f"[bold red]✗[/] {escape(path)}:\n{escape(exc.render())}", markup=True,
+                          soft_wrap=True)
+        else:
+            if not as_json:
+                show_warnings(spec.warnings)
+                out.print(f"[green]✓[/] {escape(path)}: {p.job_count} jobs, {p.image_count} images")
+        results.append(result)
     if as_json:
         print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+    bad = sum(not r["ok"] for r in results)
+    if bad:
+        if not as_json and len(results) > 1:
+            err.print(f"{bad} of {len(results)} specs have mistakes")
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def show_warnings(warnings: Iterable[str]) -> None:
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", markup=True, soft_wrap=True)
 
 
 @main.command("plan")
@@ -230,6 +250,8 @@ def run(spec_path: str, shard: str | None, output: str | None, retry_failed: boo
         spec = load_spec(spec_path, config=config)
     err.print(provider_line(spec), soft_wrap=True, highlight=False, markup=False)
     _warn_seeds(spec_path, spec)
+    if not as_json:
+        show_warnings(spec.warnings)
     show = (sys.stderr.isatty() if progress is None else progress) and not as_json
     display = LiveProgress(err, f"{spec.name}") if show else None
     options = RunOptions(

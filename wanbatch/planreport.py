@@ -18,12 +18,13 @@ def plan_report(
     spec_path: str, *, shard: tuple[int, int] | None = None, output: str | None = None,
     samples: int = 5, retry_failed: bool = False, config: str | None = None,
 ) -> dict[str, Any]:
-    spec = load_spec(spec_path, config=config)
+    spec = load_spec(spec_path, config=config, require_env=False)  # plan sends nothing: ${VAR} only warns
     the_plan = make_plan(spec, shard=shard)
     target = output or spec.output
     price = spec.price_per_image
     report: dict[str, Any] = {
         "spec": spec_path,
+        "warnings": list(spec.warnings),
         "name": spec.name,
         "model": spec.model,
         "provider": spec.provider.name,
@@ -43,13 +44,12 @@ def plan_report(
         "todo_cost": the_plan.estimated_cost,
         "existing_not_compared": None,
         "ledger": None,
-        "warnings": [],
     }
     from .dataset import DatasetView
 
     view = DatasetView.find(target)
     if view is None:
-        report["warnings"] = cap_warnings(spec, report["todo_images"], 0)
+        report["warnings"] += cap_warnings(spec, report["todo_images"], 0)
         return report
     ledger = view.ledger()
     report["ledger"] = {**ledger.to_dict(), "max_images": spec.limits.max_images,
@@ -82,7 +82,7 @@ def plan_report(
         todo_images=todo_images,
         todo_cost=None if price is None else round(todo_images * price, 6),
     )
-    report["warnings"] = cap_warnings(spec, todo_images, ledger.images)
+    report["warnings"] += cap_warnings(spec, todo_images, ledger.images)
     return report
 
 
