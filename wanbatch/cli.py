@@ -230,7 +230,11 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
 @click.option("--retry-failed", is_flag=True, help="Also request jobs that were refused in earlier runs.")
 @click.option("--grace", default=30.0, show_default=True,
               help="Seconds in-flight work may take after Ctrl-C.")
-@click.option("--progress/--no-progress", default=None, help="Live display (default: when on a terminal).")
+@click.option("--progress/--no-progress", default=None,
+              help="Live display on a terminal, else a progress line every --log-every seconds "
+                   "(--no-progress: neither).")
+@click.option("--log-every", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between progress lines when stderr is not a terminal.")
 @click.option("--max-images-this-run", type=click.IntRange(min=1),
               help="Cap this run alone (limits.max_images caps the whole dataset, over all runs).")
 @click.option("--max-cost-this-run", type=click.FloatRange(min=0),
@@ -238,10 +242,10 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
 @json_option
 @config_option
 def run(spec_path: str, shard: str | None, output: str | None, retry_failed: bool, grace: float,
-        progress: bool | None, max_images_this_run: int | None, max_cost_this_run: float | None,
-        as_json: bool, config: str | None) -> None:
+        progress: bool | None, log_every: float, max_images_this_run: int | None,
+        max_cost_this_run: float | None, as_json: bool, config: str | None) -> None:
     """Generate what the output dataset still lacks (rerun to resume)."""
-    from .progress import LiveProgress, summary_table
+    from .progress import LiveProgress, LogProgress, summary_table
     from .runner import RunOptions, run as run_spec
     from .runner.budget import CAP_REACHED
     from .spec import load_spec
@@ -252,11 +256,19 @@ def run(spec_path: str, shard: str | None, output: str | None, retry_failed: boo
     _warn_seeds(spec_path, spec)
     if not as_json:
         show_warnings(spec.warnings)
-    show = (sys.stderr.isatty() if progress is None else progress) and not as_json
-    display = LiveProgress(err, f"{spec.name}") if show else None
+    tty = sys.stderr.isatty()
+    display: LiveProgress | LogProgress | None = None
+    if progress is True or (progress is None and tty and not as_json):
+        display = LiveProgress(err, spec.name)
+    elif progress is None and not tty:  # a log (nohup, CI, a cluster job): plain lines on stderr
+        display = LogProgress(err, spec.name, every=log_every)
+
+    def note(text: str) -> None:  # as it happens, above the live panel or between log lines
+        err.print(f"note: {text}", markup=False, highlight=False, soft_wrap=True)
+
     options = RunOptions(
         retry_failed=retry_failed, shard=parse_shard(shard), output=output, handle_signals=True,
-        grace_period=grace, on_start=display.attach if display else None,
+        grace_period=grace, on_start=display.attach if display else None, on_note=note,
         max_images_this_run=max_images_this_run, max_cost_this_run=max_cost_this_run,
     )
     with user_errors(as_json):
@@ -268,8 +280,6 @@ def run(spec_path: str, shard: str | None, output: str | None, retry_failed: boo
     if as_json:
         print(json.dumps(result.summary.to_dict(), indent=2, ensure_ascii=False))
     else:
-        for note in result.notes:
-            err.print(f"[dim]note:[/] {note}")
         if not (result.error is not None and result.stats.planned_jobs == 0):  # stopped before starting
             out.print(summary_table(result.summary))
         if result.error is not None:

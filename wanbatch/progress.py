@@ -1,7 +1,10 @@
-"""What a person sees during and after a run: a live panel, then a summary table (rich)."""
+"""What a person sees during and after a run: a live panel on a terminal, or one plain progress line
+every few seconds without one (nohup, CI, a cluster job's log); then a summary table (rich)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from rich.console import Console, RenderableType
@@ -87,6 +90,61 @@ class LiveProgress:
         if self._live is not None:
             self._live.refresh()
             self._live.stop()
+
+
+def log_line(stats: RunStats, title: str) -> str:
+    """One line a log reader can grep: done/total, rate, ETA, failures by kind, spend."""
+    total = stats.planned_images
+    accounted = stats.accounted_images
+    pct = f" ({100 * accounted / total:.0f}%)" if total else ""
+    parts = [f"{title}: {accounted:,}/{total:,} images{pct}",
+             f"{stats.images_per_second:.2f} img/s",
+             f"eta {_duration(stats.eta_seconds) if stats.finished is None else '0:00'}"]
+    if stats.failed_images:
+        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(stats.errors.items()))
+        parts.append(f"failed {stats.failed_images:,} ({kinds})")
+    else:
+        parts.append("failed 0")
+    if stats.retries:
+        parts.append(f"retries {stats.retries}")
+    if stats.spent is not None:
+        parts.append(f"spent {_money(stats.spent)}")
+    if stats.stop_reason:
+        parts.append(f"stopping ({stats.stop_reason})")
+    return time.strftime("%H:%M:%S") + " " + " · ".join(parts)
+
+
+class LogProgress:
+    """Without a terminal: a :func:`log_line` every ``every`` seconds from its own thread, and a last
+    one when the run ends; the runner only bumps counters."""
+
+    def __init__(self, console: Console, title: str, every: float = 10.0) -> None:
+        self.console = console
+        self.title = title
+        self.every = every
+        self.stats: RunStats | None = None
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def attach(self, stats: RunStats) -> None:
+        self.stats = stats
+        self._thread = threading.Thread(target=self._loop, name="wanbatch-log", daemon=True)
+        self._thread.start()
+
+    def _print(self) -> None:
+        if self.stats is not None:
+            self.console.print(log_line(self.stats, self.title), markup=False, highlight=False,
+                               soft_wrap=True)
+
+    def _loop(self) -> None:
+        while not self._done.wait(self.every):
+            self._print()
+
+    def close(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._print()
 
 
 def summary_table(summary: RunSummary) -> Table:

@@ -37,7 +37,7 @@ from ..stats import RunStats
 from ..types import Job
 from .budget import Budget
 from .job import JobRunner
-from .options import RunOptions, RunResult, resolve_output
+from .options import Notes, RunOptions, RunResult, resolve_output
 from .summary import RunSummary, exit_code_for
 from .writer import WriterTask
 
@@ -67,7 +67,7 @@ class _Run:
         self.stopping = anyio.Event()
         self.error: WanbatchError | None = None
         self.crash: BaseException | None = None  # an unexpected exception (a bug), for the record
-        self.notes: list[str] = []
+        self.notes: list[str] = Notes(options.on_note)
         self.dataset: DatasetWriter | None = None
         self.jobs: JobRunner | None = None
         self.workers_scope = anyio.CancelScope()
@@ -228,7 +228,9 @@ class _Run:
             async for _ in signals:
                 if not self.stopping.is_set():  # the first signal: in-flight work gets a grace period
                     self.stop("interrupted")
-                    self.notes.append("interrupted: finishing in-flight requests (signal again to stop now)")
+                    n = self.stats.in_flight
+                    self.notes.append(f"stopping: finishing {n} request{'' if n == 1 else 's'} in flight "
+                                      f"(up to {self.options.grace_period:g} s), Ctrl-C again to stop now")
                     with anyio.move_on_after(self.options.grace_period):
                         async for _ in signals:  # ... which a second signal cuts short
                             break
