@@ -292,7 +292,7 @@ ERROR_TABLE: list[tuple[str, Handler, type[GatewayError], str]] = [
      TransientError, "rate_limited"),
     ("429 limiter", openai_error(429, "too many requests", "", ""), TransientError, "rate_limited"),
     ("524 html", raw(524, b"<html><head><title>A timeout occurred</title></head><body>524</body></html>"),
-     AmbiguousError, "ambiguous"),
+     AmbiguousError, "proxy_timeout"),
     ("200 error", openai_error(200, "Inner error", "ali_error", "InternalError.Algo"), RefusedError,
      "upstream_error"),
     ("200 throttled", openai_error(200, "rate limited upstream", "ali_error", "Throttling.RateQuota"),

@@ -101,6 +101,26 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+def parse_retry_failed(value: str | None) -> bool | frozenset[str]:
+    """``--retry-failed``: absent → False, bare → True, ``a,b`` → those kinds or kind classes."""
+    from .resume import RETRY_CHOICES
+
+    if value is None:
+        return False
+    if value == "all":
+        return True
+    kinds = frozenset(k.strip() for k in value.split(",") if k.strip())
+    unknown = sorted(kinds - set(RETRY_CHOICES))
+    if os.path.exists(value):
+        raise click.BadParameter(f"{value!r} is a file, not a kind: write the spec first "
+                                 "(wanbatch run SPEC --retry-failed) or --retry-failed=all",
+                                 param_hint="--retry-failed")
+    if unknown or not kinds:
+        raise click.BadParameter(f"unknown kind {', '.join(unknown) or repr(value)}; choose from: all, "
+                                 f"{', '.join(RETRY_CHOICES)}", param_hint="--retry-failed")
+    return kinds
+
+
 shard_option = click.option("--shard", metavar="i/N", help="Run only shard i of N (0-based, deterministic).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 config_option = click.option(
@@ -227,7 +247,10 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @shard_option
 @click.option("--output", help="Dataset folder or s3:// URI (default: the spec's `output`).")
-@click.option("--retry-failed", is_flag=True, help="Also request jobs that were refused in earlier runs.")
+@click.option("--retry-failed", "retry_failed", is_flag=False, flag_value="all", default=None,
+              metavar="[KINDS]",
+              help="Also request slots that failed for good earlier: all of them (bare flag), or the kinds "
+                   "named, e.g. moderation,timeout, or a class: refused, ambiguous (may be billed).")
 @click.option("--grace", default=30.0, show_default=True,
               help="Seconds in-flight work may take after Ctrl-C.")
 @click.option("--progress/--no-progress", default=None,
@@ -241,7 +264,7 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
               help="Cap this run's cost alone (limits.max_cost caps the whole dataset).")
 @json_option
 @config_option
-def run(spec_path: str, shard: str | None, output: str | None, retry_failed: bool, grace: float,
+def run(spec_path: str, shard: str | None, output: str | None, retry_failed: str | None, grace: float,
         progress: bool | None, log_every: float, max_images_this_run: int | None,
         max_cost_this_run: float | None, as_json: bool, config: str | None) -> None:
     """Generate what the output dataset still lacks (rerun to resume)."""
@@ -267,7 +290,8 @@ def run(spec_path: str, shard: str | None, output: str | None, retry_failed: boo
         err.print(f"note: {text}", markup=False, highlight=False, soft_wrap=True)
 
     options = RunOptions(
-        retry_failed=retry_failed, shard=parse_shard(shard), output=output, handle_signals=True,
+        retry_failed=parse_retry_failed(retry_failed), shard=parse_shard(shard), output=output,
+        handle_signals=True,
         grace_period=grace, on_start=display.attach if display else None, on_note=note,
         max_images_this_run=max_images_this_run, max_cost_this_run=max_cost_this_run,
     )

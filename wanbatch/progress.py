@@ -13,6 +13,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from .errors import kind_class
 from .runner.summary import RunSummary
 from .stats import RunStats
 
@@ -53,7 +54,7 @@ def render_live(stats: RunStats, title: str) -> RenderableType:
     if stats.retries:
         parts.append((f"retries {stats.retries} ({stats.throttled} throttled)", "dim"))
     if stats.ambiguous:
-        parts.append((f"ambiguous {stats.ambiguous}", "yellow"))
+        parts.append((f"sent without an answer {stats.ambiguous}", "yellow"))
     if stats.resumed_tasks:
         parts.append((f"resumed tasks {stats.resumed_tasks}", "dim"))
     counters = Text("  ·  ").join(Text(text, style) for text, style in parts)
@@ -163,11 +164,17 @@ def summary_table(summary: RunSummary) -> Table:
         row("re-indexed from disk", summary.adopted_images)
     row("done", summary.done_images, "green")
     row("failed", summary.failed_images, "red" if summary.failed_images else "")
+    by_class: dict[str, list[str]] = {}
     for kind, count in summary.errors_by_kind.items():
-        row(f"  {kind}", count, "red")
+        by_class.setdefault(kind_class(kind), []).append(f"{kind} {count}")
+    for cls, label in (("refused", "refused (same answer again)"),
+                       ("transient", "transient (a rerun asks again)"),
+                       ("ambiguous", "ambiguous (may be billed)")):
+        if cls in by_class:
+            row(f"  {label}", ", ".join(by_class[cls]), "red")
     row("retries", f"{summary.retries} ({summary.throttled} throttled)")
     if summary.ambiguous:
-        row("ambiguous (may be billed)", summary.ambiguous, "yellow")
+        row("  sent without an answer", f"{summary.ambiguous} (counted as billed)", "yellow")
     if summary.resumed_tasks:
         row("async tasks resumed", summary.resumed_tasks)
     if summary.pending_tasks:

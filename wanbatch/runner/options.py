@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from .summary import RunSummary
 class RunOptions:
     """How to run a spec (what the spec itself does not say)."""
 
-    retry_failed: bool = False
+    retry_failed: bool | Collection[str] = False  # True: all; or kinds / kind classes (resume.retried)
     shard: tuple[int, int] | None = None
     output: str | None = None  # overrides spec.output
     handle_signals: bool = False  # SIGINT/SIGTERM: stop submitting, finish in-flight work, exit 3
