@@ -53,7 +53,7 @@ class CompactReport:
 
 
 def compact(root: str | Path, *, target_rows: int = 1_000_000,
-            bucket_rows: int = BUCKET_ROWS) -> CompactReport:
+            bucket_rows: int = BUCKET_ROWS, keep_largest: bool = False) -> CompactReport:
     """Merge the parts of ``root`` into parts of at most ``target_rows`` rows, one row per image.
 
     Streams, in memory bounded by ``bucket_rows`` whatever the index size: pass 1 reads the parts
@@ -61,6 +61,10 @@ def compact(root: str | Path, *, target_rows: int = 1_000_000,
     (every row of an image lands in the same bucket, in the order read); pass 2 dedupes one bucket at
     a time (:func:`~wanbatch.dataset.parts.dedupe`) into the new parts. The buckets live in a hidden
     ``index/.compact-*`` folder, removed at the end (or by the next recovery, under the same lock).
+
+    ``keep_largest``: leave the largest part as it is and merge only the others (the end of a run:
+    the index becomes one large part plus one part of recent rows, without rewriting the large one).
+    Rows in the two may overlap; readers dedupe, and the next full compaction removes the repeats.
     """
     if target_rows < 1 or bucket_rows < 1:
         raise DatasetError(f"target_rows and bucket_rows must be positive, got {target_rows}, {bucket_rows}")
@@ -69,6 +73,11 @@ def compact(root: str | Path, *, target_rows: int = 1_000_000,
         raise NotADatasetError(f"{layout.root}: not a wanbatch dataset (no wanbatch.json or index/)")
     with root_lock(layout):
         parts = layout.parts()
+        if keep_largest and len(parts) > 2:
+            largest = max(parts, key=lambda p: p.stat().st_size)
+            parts = [p for p in parts if p != largest]
+        elif keep_largest:
+            return CompactReport(len(parts), len(parts), 0, 0, 0)
         if not parts:
             return CompactReport(0, 0, 0, 0, 0)
         covers: dict[str, int] = {}

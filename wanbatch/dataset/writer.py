@@ -594,13 +594,23 @@ class DatasetWriter:
         ids = read_parts(self.layout, ["image_id"], mine)
         return ids.num_rows > len(pc.unique(ids["image_id"]))
 
-    def compact(self, *, target_rows: int = 1_000_000) -> CompactReport:
+    def compact(self, *, target_rows: int = 1_000_000, keep_largest: bool = False) -> CompactReport:
         """Merge and deduplicate the parts; see :func:`wanbatch.dataset.compaction.compact`."""
         self.storage.compacting()
-        report = compact(self.root, target_rows=target_rows)
-        self._written.clear()
+        report = compact(self.root, target_rows=target_rows, keep_largest=keep_largest)
+        if not keep_largest:
+            self._written.clear()
         self.storage.compacted()
         return report
+
+    def tidy(self) -> None:
+        """At the end of a run: a full compaction when it is due (:meth:`should_compact`), else the
+        parts this run flushed merged into one, so the index is at most two parts (one large, one
+        recent) without rewriting the large one every run."""
+        if self.should_compact():
+            self.compact()
+        elif len(self.layout.parts()) > 2:
+            self.compact(keep_largest=True)
 
     # ----------------------------------------------------------------------------------- metadata
 

@@ -313,8 +313,7 @@ class _Run:
 
     def _write_out(self, dataset: DatasetWriter, summary: RunSummary, entry: dict[str, Any]) -> None:
         dataset.flush()
-        if dataset.should_compact():
-            dataset.compact()
+        dataset.tidy()  # at most two index parts after a run
         dataset.write_run_summary(self.run_id, summary.to_dict())
         dataset.update_manifest(self.spec.resolved(), entry)
 
