@@ -121,6 +121,19 @@ def parse_retry_failed(value: str | None) -> bool | frozenset[str]:
     return kinds
 
 
+def planned_by(spec_path: str | None) -> set[str] | None:
+    """The image ids ``--spec SPEC`` plans (None without --spec)."""
+    if spec_path is None:
+        return None
+    from .plan import plan as make_plan
+    from .spec import load_spec
+
+    return make_plan(load_spec(spec_path, require_env=False)).image_ids()
+
+
+spec_filter_option = click.option(
+    "--spec", "spec_path", type=click.Path(dir_okay=False),
+    help="Only the images this spec plans (leaves out those of an earlier version of it).")
 shard_option = click.option("--shard", metavar="i/N", help="Run only shard i of N (0-based, deterministic).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 config_option = click.option(
@@ -229,9 +242,16 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
         spent = f", spent {ledger['spent']:,.2f}" if ledger.get("spent") is not None else ""
         table.add_row("dataset ledger", f"{ledger['billed_images']:,} billed + {ledger['in_doubt_images']:,} "
                                         f"in doubt{spent}")
+    if report["not_in_spec"]:
+        table.add_row("not in this spec", f"{report['not_in_spec']:,} ok images in the output that this "
+                      "spec no longer plans (export/gallery --spec, or wanbatch prune, leave them out)")
     table.add_row("output", report["output"])
     table.add_row("provider from", report["provider_defined_in"] or report["spec"])
     out.print(table)
+    if report["output_state"] != "dataset":  # a resume from another directory must not pay again
+        state = "does not exist yet" if report["output_state"] == "new" else "is an empty folder"
+        out.print(f"note: the output {report['output_resolved']} {state}: a run starts from nothing "
+                  "(a relative output is relative to the current directory)", soft_wrap=True, markup=False)
     for warning in report.get("warnings") or []:
         err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     if report["samples"]:
@@ -407,6 +427,34 @@ def status(dataset: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--output", help="Dataset folder (default: the spec's `output`).")
+@click.option("--yes", is_flag=True, help="Delete; without it prune only says what it would delete.")
+@click.option("--forget", multiple=True, metavar="PATH",
+              help="A spec that ran into the dataset but is gone: let prune remove its images too.")
+@json_option
+def prune(spec_path: str, output: str | None, yes: bool, forget: tuple[str, ...], as_json: bool) -> None:
+    """Remove images no spec that ran into the dataset still plans (a dry run without --yes)."""
+    from .prune import prune as prune_dataset
+    from .spec import load_spec
+
+    with user_errors(as_json):
+        spec = load_spec(spec_path, require_env=False)
+        report = prune_dataset(spec, output=output, yes=yes, forget=forget)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        return
+    verb = "removed" if report.deleted else "would remove"
+    out.print(f"{verb} {report.images:,} image(s) ({report.bytes / 1e6:,.1f} MB) and {report.failed_rows:,} "
+              f"failed row(s) from {report.dataset}", soft_wrap=True)
+    for prompt in report.sample:
+        out.print(f"  • {prompt}", soft_wrap=True, markup=False)
+    out.print("kept: everything planned by " + ", ".join(report.kept_by), soft_wrap=True, markup=False)
+    if not report.deleted and (report.images or report.failed_rows):
+        out.print(f"dry run: nothing deleted. Delete with: wanbatch prune {spec_path} --yes")
+
+
+@main.command()
 @click.argument("dataset")
 @json_option
 def compact(dataset: str, as_json: bool) -> None:
@@ -431,12 +479,15 @@ def compact(dataset: str, as_json: bool) -> None:
 @click.option("--cols", help="Grid columns: seed (default for sweeps), size, prompt, model or a var name.")
 @click.option("--limit", type=int, help="Show at most this many image slots (default 2000).")
 @click.option("--thumb", default=256, show_default=True, help="Thumbnail edge in pixels.")
-def gallery(dataset: str, to: str, rows: str | None, cols: str | None, limit: int | None, thumb: int) -> None:
+@spec_filter_option
+def gallery(dataset: str, to: str, rows: str | None, cols: str | None, limit: int | None, thumb: int,
+            spec_path: str | None) -> None:
     """Write a static HTML gallery (works from file://, no server)."""
     from .gallery import build_gallery
 
     with user_errors():
-        page = build_gallery(dataset, Path(to), rows=rows, cols=cols, limit=limit, thumb=thumb)
+        page = build_gallery(dataset, Path(to), rows=rows, cols=cols, limit=limit, thumb=thumb,
+                             only=planned_by(spec_path))
     out.print(f"[green]✓[/] gallery: {page}  (open file://{Path(page).resolve()})")
 
 
@@ -449,15 +500,16 @@ def gallery(dataset: str, to: str, rows: str | None, cols: str | None, limit: in
                    "refused for imagefolder).")
 @click.option("--shard-rows", type=int, help="Rows per shard (default: about 500 MB per shard).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in the destination.")
+@spec_filter_option
 @json_option
 def export(dataset: str, fmt: str, to: str, include_failed: bool, shard_rows: int | None, overwrite: bool,
-           as_json: bool) -> None:
+           spec_path: str | None, as_json: bool) -> None:
     """Export for Hugging Face datasets, WebDataset, or an image folder with metadata.jsonl."""
     from .export import export_dataset
 
     with user_errors(as_json):
         report = export_dataset(dataset, fmt, Path(to), include_failed=include_failed,
-                                shard_rows=shard_rows, overwrite=overwrite)
+                                shard_rows=shard_rows, overwrite=overwrite, only=planned_by(spec_path))
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
         return

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -28,7 +28,7 @@ from PIL import Image, UnidentifiedImageError
 
 from wanbatch.dataset.view import DatasetView
 from wanbatch.errors import UsageError, WanbatchError
-from wanbatch.export import _load_rows
+from wanbatch.export import _load_rows, only_planned
 from wanbatch.export._common import dataset_name, valid_image_id
 from wanbatch.images import safe_open_image
 from wanbatch.models import TIER_PIXELS
@@ -61,6 +61,7 @@ def build_gallery(
     cols: str | None = None,
     thumb: int = 256,
     limit: int | None = None,
+    only: Collection[str] | None = None,
 ) -> Path:
     """Write the gallery page for the dataset at ``root`` to ``to`` and return the page's path.
 
@@ -76,7 +77,7 @@ def build_gallery(
         raise UsageError(f"thumb must be between 32 and 1024 pixels, got {thumb}")
     if limit is not None and limit < 1:
         raise UsageError(f"limit must be a positive number of images, got {limit}")
-    table = _load_rows(view, _COLUMNS).sort_by(_ORDER)
+    table = only_planned(_load_rows(view, _COLUMNS), only).sort_by(_ORDER)
     cap = limit if limit is not None else DEFAULT_LIMIT
     totals = _totals(table)
     slots = [_Slot(row=r, vars=dict(r["vars"] or [])) for r in table.slice(0, cap).to_pylist()]

@@ -132,6 +132,10 @@ class Plan:
                         continue
                     yield Job(jid, model, text, size, seed, n, params, template, assignment, name, sent)
 
+    def image_ids(self) -> set[str]:
+        """Every image id the plan asks for (one pass; what `prune`, `export --spec` keep)."""
+        return {image_id for job in self.jobs() for image_id in job.image_ids()}
+
     @cached_property
     def _prompt_count(self) -> int:
         return sum(1 for _ in self.prompts()) if self.exact else self.combinations

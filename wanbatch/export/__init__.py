@@ -13,6 +13,7 @@ which a run happened to write its index parts.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 import pyarrow as pa
@@ -34,6 +35,7 @@ def export_dataset(
     include_failed: bool = False,
     shard_rows: int | None = None,
     overwrite: bool = False,
+    only: Collection[str] | None = None,
 ) -> ExportReport:
     """Export the dataset at ``root`` as ``fmt`` into the folder ``to``.
 
@@ -41,7 +43,8 @@ def export_dataset(
     an image). ``shard_rows`` caps rows per shard (default: about 500 MB of images per shard).
     ``to`` must be empty or missing; ``overwrite`` replaces a previous wanbatch export there.
     ``root`` is a folder, an object-store URI (``s3://…``, images read through ``pyarrow.fs``) or a
-    :class:`~wanbatch.dataset.DatasetView`.
+    :class:`~wanbatch.dataset.DatasetView`. ``only``: keep only these image ids (what a spec plans,
+    ``--spec``), so images of an earlier version of the spec stay out.
     """
     to = Path(to)
     format_ = get_format(fmt)
@@ -56,7 +59,7 @@ def export_dataset(
         )
     view = root if isinstance(root, DatasetView) else DatasetView.open(root)
     check_destination(to, overwrite=overwrite)
-    table = _select(_load_rows(view), include_failed=include_failed)
+    table = _select(only_planned(_load_rows(view), only), include_failed=include_failed)
     staging = staging_dir(to)
     out = Output(staging)
     try:
@@ -91,6 +94,17 @@ def _select(table: pa.Table, *, include_failed: bool) -> pa.Table:
     return table.sort_by(_ORDER)
 
 
+def only_planned(table: pa.Table, only: Collection[str] | None) -> pa.Table:
+    """The rows whose image id is in ``only`` (all rows when None)."""
+    if only is None:
+        return table
+    kept = table.filter(pc.is_in(table["image_id"], value_set=pa.array(sorted(only), pa.string())))
+    if kept.num_rows == 0 and table.num_rows:
+        raise UsageError(f"none of the {table.num_rows} rows of the dataset is planned by the spec given "
+                         "with --spec: do the spec and the dataset belong together?")
+    return kept
+
+
 def _load_rows(view: DatasetView, columns: list[str] | None = None) -> pa.Table:
     """The index, one row per image_id (an ok row beats a failed one); all columns by default."""
     table = view.read_index(columns)
@@ -99,4 +113,5 @@ def _load_rows(view: DatasetView, columns: list[str] | None = None) -> pa.Table:
     return table
 
 
-__all__ = ["ExportFormat", "ExportReport", "export_dataset", "format_names", "get_format", "register_format"]
+__all__ = ["ExportFormat", "ExportReport", "export_dataset", "format_names", "get_format", "only_planned",
+           "register_format"]

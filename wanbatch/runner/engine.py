@@ -9,12 +9,14 @@ a grace period; a second signal stops at once.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import signal
 import time
 from collections.abc import Mapping, Set as AbstractSet
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -325,6 +327,7 @@ class _Run:
             "status": summary.status,
             "tool_version": __version__,
             "shard": list(self.options.shard) if self.options.shard else None,
+            "spec": spec_record(self.spec.source),
         }
 
     def _result(self) -> RunResult:
@@ -392,6 +395,17 @@ def _first_leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+def spec_record(source: str) -> dict[str, str | None]:
+    """Which spec file ran (absolute path, sha256 of its text): `prune` keeps what every spec that
+    ran into a dataset still plans, so it must know them."""
+    path = Path(source).expanduser().resolve()
+    try:
+        digest: str | None = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:  # a spec given as text (Ray workers) or since removed
+        digest = None
+    return {"path": str(path), "sha256": digest}
 
 
 async def run_async(spec: Spec, options: RunOptions | None = None) -> RunResult:
