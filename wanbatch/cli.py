@@ -121,6 +121,21 @@ def parse_retry_failed(value: str | None) -> bool | frozenset[str]:
     return kinds
 
 
+def parse_split(value: str | None) -> dict[str, float] | None:
+    """``train=0.9,val=0.1`` → ``{"train": 0.9, "val": 0.1}`` (checked by the export)."""
+    if value is None:
+        return None
+    out: dict[str, float] = {}
+    for item in value.split(","):
+        name, _, fraction = item.partition("=")
+        try:
+            out[name.strip()] = float(fraction)
+        except ValueError:
+            raise click.BadParameter(f"expected name=fraction, e.g. train=0.9,val=0.1; got {item!r}",
+                                     param_hint="--split") from None
+    return out
+
+
 def planned_by(spec_path: str | None) -> set[str] | None:
     """The image ids ``--spec SPEC`` plans (None without --spec)."""
     if spec_path is None:
@@ -501,15 +516,24 @@ def gallery(dataset: str, to: str, rows: str | None, cols: str | None, limit: in
 @click.option("--shard-rows", type=int, help="Rows per shard (default: about 500 MB per shard).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in the destination.")
 @spec_filter_option
+@click.option("--max-side", type=int, help="Shrink images so their longest side is at most N pixels.")
+@click.option("--image-format", type=click.Choice(["png", "jpeg", "webp"]),
+              help="Re-encode images (default: as delivered).")
+@click.option("--quality", type=click.IntRange(1, 100), help="jpeg/webp quality (default 90).")
+@click.option("--split", "split", metavar="NAME=F,...",
+              help="Deterministic splits by image id, e.g. train=0.9,val=0.1.")
 @json_option
 def export(dataset: str, fmt: str, to: str, include_failed: bool, shard_rows: int | None, overwrite: bool,
-           spec_path: str | None, as_json: bool) -> None:
+           spec_path: str | None, max_side: int | None, image_format: str | None, quality: int | None,
+           split: str | None, as_json: bool) -> None:
     """Export for Hugging Face datasets, WebDataset, or an image folder with metadata.jsonl."""
-    from .export import export_dataset
+    from .export import ImageOptions, export_dataset
 
     with user_errors(as_json):
+        images = ImageOptions(max_side=max_side, fmt=image_format, quality=quality)
         report = export_dataset(dataset, fmt, Path(to), include_failed=include_failed,
-                                shard_rows=shard_rows, overwrite=overwrite, only=planned_by(spec_path))
+                                shard_rows=shard_rows, overwrite=overwrite, only=planned_by(spec_path),
+                                images=images, split=parse_split(split))
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
         return
