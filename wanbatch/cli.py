@@ -136,7 +136,7 @@ def parse_split(value: str | None) -> dict[str, float] | None:
     return out
 
 
-def planned_by(spec_path: str | None) -> set[str] | None:
+def planned_by(spec_path: str | None) -> dict[str, int] | None:
     """The image ids ``--spec SPEC`` plans (None without --spec)."""
     if spec_path is None:
         return None
@@ -501,8 +501,14 @@ def gallery(dataset: str, to: str, rows: str | None, cols: str | None, limit: in
     from .gallery import build_gallery
 
     with user_errors():
+        only = planned_by(spec_path)
+        order = None
+        if only is None:  # rows in the order of the spec that last ran into the dataset
+            from .prune import last_spec_order
+
+            order = last_spec_order(dataset)
         page = build_gallery(dataset, Path(to), rows=rows, cols=cols, limit=limit, thumb=thumb,
-                             only=planned_by(spec_path))
+                             only=only, order=order)
     out.print(f"[green]✓[/] gallery: {page}  (open file://{Path(page).resolve()})")
 
 

@@ -132,9 +132,14 @@ class Plan:
                         continue
                     yield Job(jid, model, text, size, seed, n, params, template, assignment, name, sent)
 
-    def image_ids(self) -> set[str]:
-        """Every image id the plan asks for (one pass; what `prune`, `export --spec` keep)."""
-        return {image_id for job in self.jobs() for image_id in job.image_ids()}
+    def image_ids(self) -> dict[str, int]:
+        """Every image id the plan asks for, mapped to its position in plan order (one pass; what
+        `prune` and `export`/`gallery --spec` keep, the gallery in this order)."""
+        ids: dict[str, int] = {}
+        for job in self.jobs():
+            for image_id in job.image_ids():
+                ids.setdefault(image_id, len(ids))
+        return ids
 
     @cached_property
     def _prompt_count(self) -> int:

@@ -52,6 +52,16 @@ def recorded_specs(view: DatasetView) -> list[str]:
     return paths
 
 
+def last_spec_order(dataset: str) -> dict[str, int] | None:
+    """Plan positions of the image ids the spec that last ran into ``dataset`` plans (the gallery's
+    row order), or None when that spec cannot be read any more."""
+    try:
+        paths = recorded_specs(DatasetView.open(dataset))
+        return make_plan(load_spec(paths[-1], require_env=False)).image_ids() if paths else None
+    except (SpecError, UsageError, IndexError):
+        return None
+
+
 def prune(spec: Spec, *, output: str | None = None, yes: bool = False,
           forget: Collection[str] = ()) -> PruneReport:
     target = output or spec.output
@@ -63,7 +73,7 @@ def prune(spec: Spec, *, output: str | None = None, yes: bool = False,
                          "another directory?)")
     own = str(Path(spec.source).expanduser().resolve())
     forgotten = {str(Path(f).expanduser().resolve()) for f in forget}
-    keep = make_plan(spec).image_ids()
+    keep = set(make_plan(spec).image_ids())
     kept_by = [own]
     unreadable: list[str] = []
     for path in recorded_specs(view):
@@ -74,7 +84,7 @@ def prune(spec: Spec, *, output: str | None = None, yes: bool = False,
         except SpecError as exc:
             unreadable.append(f"{path} ({exc.message})")
             continue
-        keep |= make_plan(other).image_ids()
+        keep.update(make_plan(other).image_ids())
         kept_by.append(path)
     if unreadable:
         raise UsageError("cannot tell what these specs, which ran into the dataset, still need: "
