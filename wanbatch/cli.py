@@ -175,6 +175,7 @@ def main() -> None:
 @main.command()
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @json_option
+@config_option
 def validate(specs: tuple[str, ...], as_json: bool, config: str | None) -> None:
     """Check specs without sending anything: every file is checked and reported (exit 2 if any is bad)."""
     from .plan import plan as make_plan
