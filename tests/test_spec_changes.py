@@ -10,9 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 import wanbatch
 from tests.helpers import cli_env
+from wanbatch.errors import UsageError
 from wanbatch.export import export_dataset
 from wanbatch.gallery import build_gallery
 from wanbatch.runner import RunOptions
@@ -73,7 +75,27 @@ def test_an_edited_spec_plan_export_gallery_and_prune(
     assert len(files(out)) == 4 and {r["path"].rsplit("/", 1)[1] for r in rows} == files(out)
 
 
-def planned(spec: Path) -> set[str]:
+def test_prune_refuses_when_runs_predate_spec_records(
+        write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    from wanbatch.prune import prune
+
+    out = tmp_path / "out"
+    spec_path = write_spec(SPEC.format(name="a", template="a {thing}", output=out))
+    assert wanbatch.run(wanbatch.load_spec(spec_path), RunOptions()).exit_code == 0
+    manifest = json.loads((out / "wanbatch.json").read_text())
+    for run in manifest["runs"]:
+        run.pop("spec")  # as a dataset of an earlier release has it
+    (out / "wanbatch.json").write_text(json.dumps(manifest))
+    text = SPEC.format(name="a", template="an {thing}", output=out)
+    edited = wanbatch.load_spec(write_spec(text, "b.yaml"))
+    assert prune(edited).images == 2  # a dry run still says what would go
+    with pytest.raises(UsageError, match="--forget unrecorded"):
+        prune(edited, yes=True)
+    assert prune(edited, yes=True, forget=["unrecorded"]).deleted
+    assert not list((out / "images").rglob("*.png"))
+
+
+def planned(spec: Path) -> dict[str, int]:
     return wanbatch.plan(wanbatch.load_spec(spec)).image_ids()
 
 

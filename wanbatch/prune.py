@@ -5,7 +5,8 @@ version. Which images may go is decided from the manifest: every run records the
 (absolute path and sha256, ``runs[].spec``). An image is kept when SPEC plans it, or when any other
 recorded spec file plans it as it reads today (several specs may share one output folder). A
 recorded spec that can no longer be read stops the prune: nobody can say what it still needs
-(``--forget PATH`` names one to ignore). Images of a spec edited in place are what prune is for: the
+(``--forget PATH`` names one to ignore). Runs made before specs were recorded make ``--yes``
+refuse too, unless ``--forget unrecorded``. Images of a spec edited in place are what prune is for: the
 file at SPEC's path is read as it is now. Dry run unless ``yes``: the report says what would go.
 
 Only local datasets: the index is rewritten first (one compaction leaving the dropped rows out), then
@@ -86,6 +87,12 @@ def prune(spec: Spec, *, output: str | None = None, yes: bool = False,
             continue
         keep.update(make_plan(other).image_ids())
         kept_by.append(path)
+    runs = [r for r in view.manifest().get("runs") or [] if isinstance(r, dict)]
+    unrecorded = sum(not isinstance(r.get("spec"), dict) for r in runs)
+    if yes and unrecorded and "unrecorded" not in forget:
+        raise UsageError(f"{unrecorded} run(s) of this dataset were made before wanbatch recorded their "
+                         "spec, so prune cannot tell what they still need. Pass --forget unrecorded to "
+                         "prune anyway (keeping only what the recorded specs plan)")
     if unreadable:
         raise UsageError("cannot tell what these specs, which ran into the dataset, still need: "
                          + "; ".join(unreadable) + ". Restore them, or pass --forget PATH for each to "
