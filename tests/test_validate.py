@@ -71,14 +71,14 @@ def test_unset_env_warns_for_plan_and_fails_run(write_spec: Callable[..., Path],
 
 def test_a_dialect_mistake_has_no_follow_on_error(write_spec: Callable[..., Path]) -> None:
     path = write_spec("""
-        provider: {type: mock, dialect: dashscope}
+        provider: {base_url: "https://gw.example/v1", dialect: dashscope, latency: 1s}
         prompt: a fox
         params: {thinking_mode: false}
     """)
-    with pytest.raises(SpecErrors) as info:
+    with pytest.raises(SpecErrors) as info:  # the provider is unusable, yet its dialect is known
         load_spec(path)
     text = info.value.render()
-    assert "speaks flat or parameters, not dashscope" in text
+    assert "latency applies only to the mock provider" in text
     assert "flat dialect" not in text and len(info.value.errors) == 1
 
 
