@@ -3,7 +3,7 @@
 Built-in formats (each one module, registered through :mod:`.registry` like a plugin's):
 
 - ``hf``: Hugging Face ``datasets`` Parquet shards with an ``Image`` column (:mod:`.hf`)
-- ``webdataset``: tar shards of ``<key>.png`` + ``<key>.json`` (:mod:`.webdataset`)
+- ``webdataset``: tar shards of ``<key>.png`` + ``<key>.txt`` + ``<key>.json`` (:mod:`.webdataset`)
 - ``imagefolder``: image files plus ``metadata.jsonl`` (:mod:`.imagefolder`)
 
 Rows are ordered by (prompt, seed, size, image_id), so an export does not depend on the order in
