@@ -160,8 +160,9 @@ KIND_CLASSES: dict[str, tuple[str, ...]] = {
                 "task_unknown", "missing_image", "bad_image", "too_large", "too_slow", "url_expired",
                 "unsupported", "refused"),
     "transient": ("rate_limited", "server_error", "network", "download", "bad_response", "transient"),
-    # "in_doubt": a request no answer was seen for (a crash); "ambiguous": a 524 in earlier datasets
-    "ambiguous": ("timeout", "proxy_timeout", "in_doubt", "ambiguous"),
+    # "unreadable_answer": a 2xx whose body cannot be read; "in_doubt": a request no answer was seen
+    # for (a crash); "ambiguous": what earlier releases recorded for a 524 or an unreadable answer
+    "ambiguous": ("timeout", "proxy_timeout", "unreadable_answer", "in_doubt", "ambiguous"),
 }
 
 
