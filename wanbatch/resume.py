@@ -104,8 +104,9 @@ def triage_many(jobs: Sequence[Job], done: Set[str], failed: Mapping[str, str], 
     return out
 
 
-def triage_stream(jobs: Iterable[Job], done: Set[str], failed: Mapping[str, str], *, retry_failed: RetryFailed,
-                  retry_in_doubt: bool = False, batch: int = BATCH) -> Iterator[tuple[Job, SlotTriage]]:
+def triage_stream(jobs: Iterable[Job], done: Set[str], failed: Mapping[str, str], *,
+                  retry_failed: RetryFailed, retry_in_doubt: bool = False,
+                  batch: int = BATCH) -> Iterator[tuple[Job, SlotTriage]]:
     """Each job of ``jobs`` with its :class:`SlotTriage`, looked up :data:`BATCH` jobs at a time."""
     it = iter(jobs)
     while chunk := list(islice(it, batch)):
