@@ -46,7 +46,7 @@ def test_hf_export_loads_with_image_feature(ds: SyntheticDataset, tmp_path: Path
     assert len(data) == 10 and set(data["status"]) == {"ok"}
     first = data[0]
     assert first["image"].size == ds.size  # decoded by datasets, real pixels
-    assert json.loads(first["vars"])["style"] == "watercolor"
+    assert first["style"] == "watercolor"  # one column per var
     assert first["image_id"] in {r["image_id"] for r in ds.ok}
     # Every index column travels with the image.
     assert set(pq.read_schema(report.files[0]).names) >= {"image", "seed", "prompt", "sha256", "created_at"}

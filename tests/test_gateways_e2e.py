@@ -369,7 +369,7 @@ def test_ambiguous_sync_failures_are_counted_and_retried_only_within_the_allowan
     out = tmp_path / "ds"
     limits = f"ambiguous_retries: {allowed}, request_timeout: 0.5s"
     result = run(write_gateway_spec(write_spec, out, provider_yaml(base), limits=limits))
-    kind = "ambiguous" if fault == "524" else "timeout"
+    kind = "proxy_timeout" if fault == "524" else "timeout"
     assert result.summary.ambiguous == 4
     assert generation_requests(base) == 4 * (1 + allowed)
     billed = stats(base)["billed_by_key"]

@@ -149,7 +149,7 @@ def test_broken_sync_answers_are_bad_response_and_a_rerun_does_not_crash(tmp_pat
     assert_clean(again, 1)
     # a 2xx that cannot be read was made and billed all the same: ambiguous (in doubt), not retried;
     # one over the size cap is not read at all
-    assert kinds(tmp_path / "ds") == {**dict.fromkeys(shapes, "ambiguous"), "gzipbomb": "bad_response"}
+    assert kinds(tmp_path / "ds") == {**dict.fromkeys(shapes, "unreadable_answer"), "gzipbomb": "bad_response"}
     assert took < 30
     runs = [json.loads(p.read_text()) for p in (tmp_path / "ds" / "runs").glob("*.json")]
     assert sorted(r["exit_code"] for r in runs) == [1, 1]
@@ -169,7 +169,7 @@ def test_task_ids_that_cannot_be_polled_settle_the_task(tmp_path: Path) -> None:
         settled = kinds(tmp_path / "ds")
         again = cli(spec)  # bad_response is requested again on a rerun: submitted anew, never the bad id
     assert_clean(first, 1)
-    expected = {"hugeid": "ambiguous", "pollcrash": "bad_response", "journaled": "bad_response"}
+    expected = {"hugeid": "unreadable_answer", "pollcrash": "bad_response", "journaled": "bad_response"}
     assert settled == expected  # a submission without a usable task id was billed: in doubt
     assert polls == 1  # only the well-formed id was polled; the journaled one was settled unpolled
     assert_clean(again, 1)

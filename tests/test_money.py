@@ -144,7 +144,7 @@ def test_an_unreadable_200_is_paid_once_under_default_limits(fault: str, tmp_pat
         spec, out = write_spec(tmp_path, base, seeds=1, concurrency=1)
         first = run(spec)
         assert mock_stats(base)["billed"] == 2  # both jobs made once; neither retried
-        assert first.summary.ambiguous == 2 and first.summary.errors_by_kind == {"ambiguous": 2}
+        assert first.summary.ambiguous == 2 and first.summary.errors_by_kind == {"unreadable_answer": 2}
         again = run(spec)
         assert mock_stats(base)["billed"] == 2 and again.summary.in_doubt_skipped == 2
     assert ledger(out)["in_doubt_images"] == 2 and ledger(out)["billed_images"] == 0

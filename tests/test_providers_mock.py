@@ -107,7 +107,7 @@ MOCK_FAULTS: list[tuple[str, type[GatewayError], str]] = [
     ("503", TransientError, "server_error"),
     ("html_500", TransientError, "server_error"),
     ("empty_502", TransientError, "server_error"),
-    ("524", AmbiguousError, "ambiguous"),
+    ("524", AmbiguousError, "proxy_timeout"),
     ("200_error", RefusedError, "upstream_error"),
     ("timeout", AmbiguousError, "timeout"),
 ]

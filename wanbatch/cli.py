@@ -7,7 +7,7 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
@@ -101,6 +101,54 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+def parse_retry_failed(value: str | None) -> bool | frozenset[str]:
+    """``--retry-failed``: absent → False, bare → True, ``a,b`` → those kinds or kind classes."""
+    from .resume import RETRY_CHOICES
+
+    if value is None:
+        return False
+    if value == "all":
+        return True
+    kinds = frozenset(k.strip() for k in value.split(",") if k.strip())
+    unknown = sorted(kinds - set(RETRY_CHOICES))
+    if os.path.exists(value):
+        raise click.BadParameter(f"{value!r} is a file, not a kind: write the spec first "
+                                 "(wanbatch run SPEC --retry-failed) or --retry-failed=all",
+                                 param_hint="--retry-failed")
+    if unknown or not kinds:
+        raise click.BadParameter(f"unknown kind {', '.join(unknown) or repr(value)}; choose from: all, "
+                                 f"{', '.join(RETRY_CHOICES)}", param_hint="--retry-failed")
+    return kinds
+
+
+def parse_split(value: str | None) -> dict[str, float] | None:
+    """``train=0.9,val=0.1`` → ``{"train": 0.9, "val": 0.1}`` (checked by the export)."""
+    if value is None:
+        return None
+    out: dict[str, float] = {}
+    for item in value.split(","):
+        name, _, fraction = item.partition("=")
+        try:
+            out[name.strip()] = float(fraction)
+        except ValueError:
+            raise click.BadParameter(f"expected name=fraction, e.g. train=0.9,val=0.1; got {item!r}",
+                                     param_hint="--split") from None
+    return out
+
+
+def planned_by(spec_path: str | None) -> dict[str, int] | None:
+    """The image ids ``--spec SPEC`` plans (None without --spec)."""
+    if spec_path is None:
+        return None
+    from .plan import plan as make_plan
+    from .spec import load_spec
+
+    return make_plan(load_spec(spec_path, require_env=False)).image_ids()
+
+
+spec_filter_option = click.option(
+    "--spec", "spec_path", type=click.Path(dir_okay=False),
+    help="Only the images this spec plans (leaves out those of an earlier version of it).")
 shard_option = click.option("--shard", metavar="i/N", help="Run only shard i of N (0-based, deterministic).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 config_option = click.option(
@@ -129,20 +177,41 @@ def main() -> None:
 @json_option
 @config_option
 def validate(specs: tuple[str, ...], as_json: bool, config: str | None) -> None:
-    """Check specs without sending anything."""
+    """Check specs without sending anything: every file is checked and reported (exit 2 if any is bad)."""
     from .plan import plan as make_plan
     from .spec import load_spec
 
-    results = []
+    results: list[dict[str, Any]] = []
     for path in specs:
-        with user_errors(as_json):
-            spec = load_spec(path, config=config)
+        try:
+            # nothing is sent: an unset ${VAR} only warns
+            spec = load_spec(path, config=config, require_env=False)
             p = make_plan(spec)
-            results.append({"spec": path, "ok": True, "jobs": p.job_count, "images": p.image_count})
+            result = {"spec": path, "ok": True, "jobs": p.job_count, "images": p.image_count,
+                      "warnings": list(spec.warnings)}
+        except SpecError as exc:
+            errors = getattr(exc, "errors", [exc])
+            result = {"spec": path, "ok": False, "errors": [_spec_error_dict(e) for e in errors]}
             if not as_json:
-                out.print(f"[green]✓[/] {path}: {p.job_count} jobs, {p.image_count} images")
+                err.print(f"[bold red]✗[/] {escape(path)}:\n{escape(exc.render())}", markup=True,
+                          soft_wrap=True)
+        else:
+            if not as_json:
+                show_warnings(spec.warnings)
+                out.print(f"[green]✓[/] {escape(path)}: {p.job_count} jobs, {p.image_count} images")
+        results.append(result)
     if as_json:
         print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+    bad = sum(not r["ok"] for r in results)
+    if bad:
+        if not as_json and len(results) > 1:
+            err.print(f"{bad} of {len(results)} specs have mistakes")
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def show_warnings(warnings: Iterable[str]) -> None:
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", markup=True, soft_wrap=True)
 
 
 @main.command("plan")
@@ -189,9 +258,16 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
         spent = f", spent {ledger['spent']:,.2f}" if ledger.get("spent") is not None else ""
         table.add_row("dataset ledger", f"{ledger['billed_images']:,} billed + {ledger['in_doubt_images']:,} "
                                         f"in doubt{spent}")
+    if report["not_in_spec"]:
+        table.add_row("not in this spec", f"{report['not_in_spec']:,} ok images in the output that this "
+                      "spec no longer plans (export/gallery --spec, or wanbatch prune, leave them out)")
     table.add_row("output", report["output"])
     table.add_row("provider from", report["provider_defined_in"] or report["spec"])
     out.print(table)
+    if report["output_state"] != "dataset":  # a resume from another directory must not pay again
+        state = "does not exist yet" if report["output_state"] == "new" else "is an empty folder"
+        out.print(f"note: the output {report['output_resolved']} {state}: a run starts from nothing "
+                  "(a relative output is relative to the current directory)", soft_wrap=True, markup=False)
     for warning in report.get("warnings") or []:
         err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     if report["samples"]:
@@ -207,21 +283,28 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @shard_option
 @click.option("--output", help="Dataset folder or s3:// URI (default: the spec's `output`).")
-@click.option("--retry-failed", is_flag=True, help="Also request jobs that were refused in earlier runs.")
+@click.option("--retry-failed", "retry_failed", is_flag=False, flag_value="all", default=None,
+              metavar="[KINDS]",
+              help="Also request slots that failed for good earlier: all of them (bare flag), or the kinds "
+                   "named, e.g. moderation,timeout, or a class: refused, ambiguous (may be billed).")
 @click.option("--grace", default=30.0, show_default=True,
               help="Seconds in-flight work may take after Ctrl-C.")
-@click.option("--progress/--no-progress", default=None, help="Live display (default: when on a terminal).")
+@click.option("--progress/--no-progress", default=None,
+              help="Live display on a terminal, else a progress line every --log-every seconds "
+                   "(--no-progress: neither).")
+@click.option("--log-every", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between progress lines when stderr is not a terminal.")
 @click.option("--max-images-this-run", type=click.IntRange(min=1),
               help="Cap this run alone (limits.max_images caps the whole dataset, over all runs).")
 @click.option("--max-cost-this-run", type=click.FloatRange(min=0),
               help="Cap this run's cost alone (limits.max_cost caps the whole dataset).")
 @json_option
 @config_option
-def run(spec_path: str, shard: str | None, output: str | None, retry_failed: bool, grace: float,
-        progress: bool | None, max_images_this_run: int | None, max_cost_this_run: float | None,
-        as_json: bool, config: str | None) -> None:
+def run(spec_path: str, shard: str | None, output: str | None, retry_failed: str | None, grace: float,
+        progress: bool | None, log_every: float, max_images_this_run: int | None,
+        max_cost_this_run: float | None, as_json: bool, config: str | None) -> None:
     """Generate what the output dataset still lacks (rerun to resume)."""
-    from .progress import LiveProgress, summary_table
+    from .progress import LiveProgress, LogProgress, summary_table
     from .runner import RunOptions, run as run_spec
     from .runner.budget import CAP_REACHED
     from .spec import load_spec
@@ -230,11 +313,22 @@ def run(spec_path: str, shard: str | None, output: str | None, retry_failed: boo
         spec = load_spec(spec_path, config=config)
     err.print(provider_line(spec), soft_wrap=True, highlight=False, markup=False)
     _warn_seeds(spec_path, spec)
-    show = (sys.stderr.isatty() if progress is None else progress) and not as_json
-    display = LiveProgress(err, f"{spec.name}") if show else None
+    if not as_json:
+        show_warnings(spec.warnings)
+    tty = sys.stderr.isatty()
+    display: LiveProgress | LogProgress | None = None
+    if progress is True or (progress is None and tty and not as_json):
+        display = LiveProgress(err, spec.name)
+    elif progress is None and not tty:  # a log (nohup, CI, a cluster job): plain lines on stderr
+        display = LogProgress(err, spec.name, every=log_every)
+
+    def note(text: str) -> None:  # as it happens, above the live panel or between log lines
+        err.print(f"note: {text}", markup=False, highlight=False, soft_wrap=True)
+
     options = RunOptions(
-        retry_failed=retry_failed, shard=parse_shard(shard), output=output, handle_signals=True,
-        grace_period=grace, on_start=display.attach if display else None,
+        retry_failed=parse_retry_failed(retry_failed), shard=parse_shard(shard), output=output,
+        handle_signals=True,
+        grace_period=grace, on_start=display.attach if display else None, on_note=note,
         max_images_this_run=max_images_this_run, max_cost_this_run=max_cost_this_run,
     )
     with user_errors(as_json):
@@ -246,8 +340,6 @@ def run(spec_path: str, shard: str | None, output: str | None, retry_failed: boo
     if as_json:
         print(json.dumps(result.summary.to_dict(), indent=2, ensure_ascii=False))
     else:
-        for note in result.notes:
-            err.print(f"[dim]note:[/] {note}")
         if not (result.error is not None and result.stats.planned_jobs == 0):  # stopped before starting
             out.print(summary_table(result.summary))
         if result.error is not None:
@@ -351,6 +443,34 @@ def status(dataset: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--output", help="Dataset folder (default: the spec's `output`).")
+@click.option("--yes", is_flag=True, help="Delete; without it prune only says what it would delete.")
+@click.option("--forget", multiple=True, metavar="PATH",
+              help="A spec that ran into the dataset but is gone: let prune remove its images too.")
+@json_option
+def prune(spec_path: str, output: str | None, yes: bool, forget: tuple[str, ...], as_json: bool) -> None:
+    """Remove images no spec that ran into the dataset still plans (a dry run without --yes)."""
+    from .prune import prune as prune_dataset
+    from .spec import load_spec
+
+    with user_errors(as_json):
+        spec = load_spec(spec_path, require_env=False)
+        report = prune_dataset(spec, output=output, yes=yes, forget=forget)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        return
+    verb = "removed" if report.deleted else "would remove"
+    out.print(f"{verb} {report.images:,} image(s) ({report.bytes / 1e6:,.1f} MB) and {report.failed_rows:,} "
+              f"failed row(s) from {report.dataset}", soft_wrap=True)
+    for prompt in report.sample:
+        out.print(f"  • {prompt}", soft_wrap=True, markup=False)
+    out.print("kept: everything planned by " + ", ".join(report.kept_by), soft_wrap=True, markup=False)
+    if not report.deleted and (report.images or report.failed_rows):
+        out.print(f"dry run: nothing deleted. Delete with: wanbatch prune {spec_path} --yes")
+
+
+@main.command()
 @click.argument("dataset")
 @json_option
 def compact(dataset: str, as_json: bool) -> None:
@@ -375,12 +495,21 @@ def compact(dataset: str, as_json: bool) -> None:
 @click.option("--cols", help="Grid columns: seed (default for sweeps), size, prompt, model or a var name.")
 @click.option("--limit", type=int, help="Show at most this many image slots (default 2000).")
 @click.option("--thumb", default=256, show_default=True, help="Thumbnail edge in pixels.")
-def gallery(dataset: str, to: str, rows: str | None, cols: str | None, limit: int | None, thumb: int) -> None:
+@spec_filter_option
+def gallery(dataset: str, to: str, rows: str | None, cols: str | None, limit: int | None, thumb: int,
+            spec_path: str | None) -> None:
     """Write a static HTML gallery (works from file://, no server)."""
     from .gallery import build_gallery
 
     with user_errors():
-        page = build_gallery(dataset, Path(to), rows=rows, cols=cols, limit=limit, thumb=thumb)
+        only = planned_by(spec_path)
+        order = None
+        if only is None:  # rows in the order of the spec that last ran into the dataset
+            from .prune import last_spec_order
+
+            order = last_spec_order(dataset)
+        page = build_gallery(dataset, Path(to), rows=rows, cols=cols, limit=limit, thumb=thumb,
+                             only=only, order=order)
     out.print(f"[green]✓[/] gallery: {page}  (open file://{Path(page).resolve()})")
 
 
@@ -393,15 +522,25 @@ def gallery(dataset: str, to: str, rows: str | None, cols: str | None, limit: in
                    "refused for imagefolder).")
 @click.option("--shard-rows", type=int, help="Rows per shard (default: about 500 MB per shard).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in the destination.")
+@spec_filter_option
+@click.option("--max-side", type=int, help="Shrink images so their longest side is at most N pixels.")
+@click.option("--image-format", type=click.Choice(["png", "jpeg", "webp"]),
+              help="Re-encode images (default: as delivered).")
+@click.option("--quality", type=click.IntRange(1, 100), help="jpeg/webp quality (default 90).")
+@click.option("--split", "split", metavar="NAME=F,...",
+              help="Deterministic splits by image id, e.g. train=0.9,val=0.1.")
 @json_option
 def export(dataset: str, fmt: str, to: str, include_failed: bool, shard_rows: int | None, overwrite: bool,
-           as_json: bool) -> None:
+           spec_path: str | None, max_side: int | None, image_format: str | None, quality: int | None,
+           split: str | None, as_json: bool) -> None:
     """Export for Hugging Face datasets, WebDataset, or an image folder with metadata.jsonl."""
-    from .export import export_dataset
+    from .export import ImageOptions, export_dataset
 
     with user_errors(as_json):
+        images = ImageOptions(max_side=max_side, fmt=image_format, quality=quality)
         report = export_dataset(dataset, fmt, Path(to), include_failed=include_failed,
-                                shard_rows=shard_rows, overwrite=overwrite)
+                                shard_rows=shard_rows, overwrite=overwrite, only=planned_by(spec_path),
+                                images=images, split=parse_split(split))
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
         return

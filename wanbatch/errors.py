@@ -150,11 +150,33 @@ class FatalError(GatewayError):
     kind = "fatal"
 
 
+#: Every ``error_kind`` a failed slot may carry, by what it means to the user:
+#: ``refused`` — the gateway (or our checks) said no; asking again gets the same answer.
+#: ``transient`` — retries ran out on a passing failure; a plain rerun asks again.
+#: ``ambiguous`` — the request went out and no answer came back: the image may have been made and
+#: billed, so only ``--retry-failed`` asks again. ("ambiguous" means this and nothing else.)
+KIND_CLASSES: dict[str, tuple[str, ...]] = {
+    "refused": ("moderation", "invalid_parameter", "invalid_request", "upstream_error", "task_failed",
+                "task_unknown", "missing_image", "bad_image", "too_large", "too_slow", "url_expired",
+                "unsupported", "refused"),
+    "transient": ("rate_limited", "server_error", "network", "download", "bad_response", "transient"),
+    # "unreadable_answer": a 2xx whose body cannot be read; "in_doubt": a request no answer was seen
+    # for (a crash); "ambiguous": what earlier releases recorded for a 524 or an unreadable answer
+    "ambiguous": ("timeout", "proxy_timeout", "unreadable_answer", "in_doubt", "ambiguous"),
+}
+
+
+def kind_class(kind: str) -> str:
+    """``refused``, ``transient`` or ``ambiguous`` for an ``error_kind`` (unknown kinds: refused)."""
+    return next((cls for cls, kinds in KIND_CLASSES.items() if kind in kinds), "refused")
+
+
 __all__ = [
     "EXIT_ABORTED",
     "EXIT_BAD_INPUT",
     "EXIT_FAILED",
     "EXIT_OK",
+    "KIND_CLASSES",
     "AmbiguousError",
     "DatasetError",
     "FatalError",
@@ -166,4 +188,5 @@ __all__ = [
     "TransientError",
     "UsageError",
     "WanbatchError",
+    "kind_class",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -28,7 +28,7 @@ from PIL import Image, UnidentifiedImageError
 
 from wanbatch.dataset.view import DatasetView
 from wanbatch.errors import UsageError, WanbatchError
-from wanbatch.export import _load_rows
+from wanbatch.export import _load_rows, only_planned
 from wanbatch.export._common import dataset_name, valid_image_id
 from wanbatch.images import safe_open_image
 from wanbatch.models import TIER_PIXELS
@@ -38,7 +38,7 @@ DEFAULT_LIMIT = 2000
 BUILTIN_AXES = ("prompt", "seed", "size", "model")
 _COLUMNS = [
     "image_id", "status", "error_kind", "error_message", "prompt", "vars", "seed", "size", "model",
-    "width", "height", "path", "sha256",
+    "width", "height", "path", "sha256", "created_at",
 ]
 _ORDER = [("prompt", "ascending"), ("seed", "ascending"), ("size", "ascending"), ("image_id", "ascending")]
 
@@ -61,6 +61,8 @@ def build_gallery(
     cols: str | None = None,
     thumb: int = 256,
     limit: int | None = None,
+    only: Collection[str] | None = None,
+    order: Mapping[str, int] | None = None,
 ) -> Path:
     """Write the gallery page for the dataset at ``root`` to ``to`` and return the page's path.
 
@@ -76,7 +78,8 @@ def build_gallery(
         raise UsageError(f"thumb must be between 32 and 1024 pixels, got {thumb}")
     if limit is not None and limit < 1:
         raise UsageError(f"limit must be a positive number of images, got {limit}")
-    table = _load_rows(view, _COLUMNS).sort_by(_ORDER)
+    order = order if order is not None else only if isinstance(only, Mapping) else None
+    table = _in_spec_order(only_planned(_load_rows(view, _COLUMNS), only), order)
     cap = limit if limit is not None else DEFAULT_LIMIT
     totals = _totals(table)
     slots = [_Slot(row=r, vars=dict(r["vars"] or [])) for r in table.slice(0, cap).to_pylist()]
@@ -103,6 +106,16 @@ def build_gallery(
 
 
 # -- layout ------------------------------------------------------------------------------------------
+
+def _in_spec_order(table: pa.Table, only: Mapping[str, int] | None) -> pa.Table:
+    """Slots in the order the spec plans them: by plan position when ``only`` maps image ids to it
+    (``--spec``, or the spec the dataset last ran), else by when they were made; ties by id."""
+    if only is not None:
+        position = pa.array([only.get(i, len(only)) for i in table["image_id"].to_pylist()], pa.int64())
+        return table.append_column("_position", position).sort_by(
+            [("_position", "ascending"), ("image_id", "ascending")]).drop_columns(["_position"])
+    return table.sort_by([("created_at", "ascending"), *_ORDER])
+
 
 def _axes(slots: list[_Slot], rows: str | None, cols: str | None) -> tuple[str, str] | None:
     """The grid axes, or None for a wall. Default grid: a seed sweep (several seeds for a prompt)."""
@@ -150,7 +163,10 @@ def _grid(slots: list[_Slot], rows: str, cols: str, base: Path) -> str:
     for s in slots:
         cells.setdefault((_value(s, rows), _value(s, cols)), []).append(s)
     with_prompt = "prompt" not in (rows, cols)  # otherwise a header already says it
-    row_keys = sorted({k[0] for k in cells}, key=_sort_key(rows))
+    # rows in spec order (first appearance; the slots come in plan order), numbers by value
+    row_keys = list(dict.fromkeys(k[0] for k in cells))
+    if rows in ("seed", "size"):
+        row_keys.sort(key=_sort_key(rows))
     col_keys = sorted({k[1] for k in cells}, key=_sort_key(cols))
     head = "".join(f'<th scope="col" data-col>{_axis_label(cols, c)}</th>' for c in col_keys)
     out = [
@@ -222,12 +238,14 @@ def _figure(cls: str, title: str, visual: str, caption: str) -> str:
 
 
 def _size_label(row: dict[str, Any]) -> str:
-    """``512×384``; a tier request shows the pixels it got too (``1K · 1024×1024``)."""
+    """The delivered pixels (``1024×1024``); the request only where it differs (``1K``, or a size the
+    gateway did not honour), and as "asked" for a slot without an image."""
     size = (row.get("size") or "").replace("*", "×")
     w, h = row.get("width"), row.get("height")
-    if size in TIER_PIXELS and w and h:
-        return f"{size} · {w}×{h}"
-    return size
+    if not (w and h):
+        return f"asked {size}" if size else ""
+    delivered = f"{w}×{h}"
+    return delivered if size == delivered else f"{delivered} (asked {size})"
 
 
 def _ratio(row: dict[str, Any]) -> str:
@@ -401,6 +419,7 @@ table.grid { border-collapse: separate; border-spacing: 10px 12px; margin: -12px
 .grid .rowhead { vertical-align: middle; width: 230px; min-width: 180px; max-width: 260px; font-weight: 500;
   position: sticky; left: 0; background: var(--bg); z-index: 1; }
 .grid td { vertical-align: top; padding: 0; }
+.grid tbody tr + tr > * { border-top: 2px solid var(--muted); padding-top: 12px; }
 .grid td > .card + .card { margin-top: 10px; }
 .muted { color: var(--muted); font-weight: 400; }
 .wall { display: grid; gap: 16px;

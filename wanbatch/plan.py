@@ -132,6 +132,15 @@ class Plan:
                         continue
                     yield Job(jid, model, text, size, seed, n, params, template, assignment, name, sent)
 
+    def image_ids(self) -> dict[str, int]:
+        """Every image id the plan asks for, mapped to its position in plan order (one pass; what
+        `prune` and `export`/`gallery --spec` keep, the gallery in this order)."""
+        ids: dict[str, int] = {}
+        for job in self.jobs():
+            for image_id in job.image_ids():
+                ids.setdefault(image_id, len(ids))
+        return ids
+
     @cached_property
     def _prompt_count(self) -> int:
         return sum(1 for _ in self.prompts()) if self.exact else self.combinations

@@ -18,12 +18,13 @@ def plan_report(
     spec_path: str, *, shard: tuple[int, int] | None = None, output: str | None = None,
     samples: int = 5, retry_failed: bool = False, config: str | None = None,
 ) -> dict[str, Any]:
-    spec = load_spec(spec_path, config=config)
+    spec = load_spec(spec_path, config=config, require_env=False)  # plan sends nothing: ${VAR} only warns
     the_plan = make_plan(spec, shard=shard)
     target = output or spec.output
     price = spec.price_per_image
     report: dict[str, Any] = {
         "spec": spec_path,
+        "warnings": list(spec.warnings),
         "name": spec.name,
         "model": spec.model,
         "provider": spec.provider.name,
@@ -43,14 +44,21 @@ def plan_report(
         "todo_cost": the_plan.estimated_cost,
         "existing_not_compared": None,
         "ledger": None,
-        "warnings": [],
+        "output_state": "new",  # new | empty | dataset: what the output folder holds now
+        "output_resolved": target if "://" in target else str(Path(target).expanduser().resolve()),
+        "not_in_spec": None,
     }
     from .dataset import DatasetView
 
     view = DatasetView.find(target)
     if view is None:
-        report["warnings"] = cap_warnings(spec, report["todo_images"], 0)
+        report["warnings"] += cap_warnings(spec, report["todo_images"], 0)
+        # a relative output is relative to the current directory: from another directory a resume
+        # would start from nothing and pay again, so say plainly that nothing is there
+        if "://" not in target and Path(report["output_resolved"]).is_dir():
+            report["output_state"] = "empty"
         return report
+    report["output_state"] = "dataset"
     ledger = view.ledger()
     report["ledger"] = {**ledger.to_dict(), "max_images": spec.limits.max_images,
                         "max_cost": spec.limits.max_cost if price is not None else None,
@@ -64,7 +72,9 @@ def plan_report(
     failed = state.failed
     unindexed = state.unindexed
     todo_jobs = todo_images = n_done = n_refused = 0
+    planned_done = 0  # ok images of the dataset this plan asks for (each image once: jobs are distinct)
     for job, slots in triage_stream(the_plan.jobs(), state.done, failed, retry_failed=retry_failed):
+        planned_done += slots.done
         if unindexed and slots.need:
             # Image files whose rows a crash lost count as done: a run re-indexes them, never asks again.
             adopted = [k for k in slots.need if f"{job.job_id}-{k}" in unindexed]
@@ -76,13 +86,17 @@ def plan_report(
         if slots.need:
             todo_jobs += 1
             todo_images += job.n  # a job is requested whole, even for one missing slot
+    # ok images the spec no longer plans (an edited template, a removed var), counted without a set
+    # of the plan's ids: only whole-spec plans can say so, a shard plans a slice by design
+    not_in_spec = None if shard else max(len(state.done) - planned_done, 0)
     report.update(
+        not_in_spec=not_in_spec,
         existing={"done": n_done, "failed_skipped": n_refused},
         todo_jobs=todo_jobs,
         todo_images=todo_images,
         todo_cost=None if price is None else round(todo_images * price, 6),
     )
-    report["warnings"] = cap_warnings(spec, todo_images, ledger.images)
+    report["warnings"] += cap_warnings(spec, todo_images, ledger.images)
     return report
 
 

@@ -1,7 +1,10 @@
-"""What a person sees during and after a run: a live panel, then a summary table (rich)."""
+"""What a person sees during and after a run: a live panel on a terminal, or one plain progress line
+every few seconds without one (nohup, CI, a cluster job's log); then a summary table (rich)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from rich.console import Console, RenderableType
@@ -10,6 +13,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from .errors import kind_class
 from .runner.summary import RunSummary
 from .stats import RunStats
 
@@ -50,7 +54,7 @@ def render_live(stats: RunStats, title: str) -> RenderableType:
     if stats.retries:
         parts.append((f"retries {stats.retries} ({stats.throttled} throttled)", "dim"))
     if stats.ambiguous:
-        parts.append((f"ambiguous {stats.ambiguous}", "yellow"))
+        parts.append((f"sent without an answer {stats.ambiguous}", "yellow"))
     if stats.resumed_tasks:
         parts.append((f"resumed tasks {stats.resumed_tasks}", "dim"))
     counters = Text("  ·  ").join(Text(text, style) for text, style in parts)
@@ -89,6 +93,61 @@ class LiveProgress:
             self._live.stop()
 
 
+def log_line(stats: RunStats, title: str) -> str:
+    """One line a log reader can grep: done/total, rate, ETA, failures by kind, spend."""
+    total = stats.planned_images
+    accounted = stats.accounted_images
+    pct = f" ({100 * accounted / total:.0f}%)" if total else ""
+    parts = [f"{title}: {accounted:,}/{total:,} images{pct}",
+             f"{stats.images_per_second:.2f} img/s",
+             f"eta {_duration(stats.eta_seconds) if stats.finished is None else '0:00'}"]
+    if stats.failed_images:
+        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(stats.errors.items()))
+        parts.append(f"failed {stats.failed_images:,} ({kinds})")
+    else:
+        parts.append("failed 0")
+    if stats.retries:
+        parts.append(f"retries {stats.retries}")
+    if stats.spent is not None:
+        parts.append(f"spent {_money(stats.spent)}")
+    if stats.stop_reason:
+        parts.append(f"stopping ({stats.stop_reason})")
+    return time.strftime("%H:%M:%S") + " " + " · ".join(parts)
+
+
+class LogProgress:
+    """Without a terminal: a :func:`log_line` every ``every`` seconds from its own thread, and a last
+    one when the run ends; the runner only bumps counters."""
+
+    def __init__(self, console: Console, title: str, every: float = 10.0) -> None:
+        self.console = console
+        self.title = title
+        self.every = every
+        self.stats: RunStats | None = None
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def attach(self, stats: RunStats) -> None:
+        self.stats = stats
+        self._thread = threading.Thread(target=self._loop, name="wanbatch-log", daemon=True)
+        self._thread.start()
+
+    def _print(self) -> None:
+        if self.stats is not None:
+            self.console.print(log_line(self.stats, self.title), markup=False, highlight=False,
+                               soft_wrap=True)
+
+    def _loop(self) -> None:
+        while not self._done.wait(self.every):
+            self._print()
+
+    def close(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._print()
+
+
 def summary_table(summary: RunSummary) -> Table:
     table = Table(title=f"run {summary.run_id}", show_header=False, title_justify="left")
     table.add_column(style="bold")
@@ -105,11 +164,17 @@ def summary_table(summary: RunSummary) -> Table:
         row("re-indexed from disk", summary.adopted_images)
     row("done", summary.done_images, "green")
     row("failed", summary.failed_images, "red" if summary.failed_images else "")
+    by_class: dict[str, list[str]] = {}
     for kind, count in summary.errors_by_kind.items():
-        row(f"  {kind}", count, "red")
+        by_class.setdefault(kind_class(kind), []).append(f"{kind} {count}")
+    for cls, label in (("refused", "refused (same answer again)"),
+                       ("transient", "transient (a rerun asks again)"),
+                       ("ambiguous", "ambiguous (may be billed)")):
+        if cls in by_class:
+            row(f"  {label}", ", ".join(by_class[cls]), "red")
     row("retries", f"{summary.retries} ({summary.throttled} throttled)")
     if summary.ambiguous:
-        row("ambiguous (may be billed)", summary.ambiguous, "yellow")
+        row("  sent without an answer", f"{summary.ambiguous} (counted as billed)", "yellow")
     if summary.resumed_tasks:
         row("async tasks resumed", summary.resumed_tasks)
     if summary.pending_tasks:

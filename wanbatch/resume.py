@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from itertools import islice
 
 import numpy as np
 
 from .dataset.idkeys import IdSet
+from .errors import KIND_CLASSES, kind_class
 from .types import Job
 
 #: Jobs triaged together: one vectorised lookup of their image ids in the done set.
@@ -18,13 +19,28 @@ _HEX = frozenset("0123456789abcdef")
 #: Failed slots of these kinds are requested again by a plain rerun: nothing was generated, or the
 #: failure was the network's. Refusals (moderation, bad values, failed tasks, missing images) and
 #: ambiguous outcomes (which may already be billed) are requested again only with ``--retry-failed``.
-RETRY_ON_RESUME = frozenset(
-    {"rate_limited", "server_error", "network", "download", "bad_response", "transient"}
-)
-#: Slots whose request may have been billed without an image coming back: an ambiguous answer
-#: (timeout, 524, a 200 that cannot be read) or a request the run never saw answered. A rerun requests
-#: them again only under ``limits.in_doubt: retry`` (or ``--retry-failed``): that may pay twice.
-IN_DOUBT_KINDS = frozenset({"in_doubt", "ambiguous", "timeout"})
+RETRY_ON_RESUME = frozenset(KIND_CLASSES["transient"])
+#: Slots whose request may have been billed without an image coming back (the "ambiguous" class): an
+#: ambiguous answer (timeout, 524, a 200 that cannot be read) or a request the run never saw answered.
+#: A rerun requests them again only under ``limits.in_doubt: retry`` (or ``--retry-failed`` naming
+#: them): that may pay twice.
+IN_DOUBT_KINDS = frozenset(KIND_CLASSES["ambiguous"])
+
+#: What ``--retry-failed`` may name: a kind class or one kind.
+RETRY_CHOICES = (*KIND_CLASSES,
+                 *(k for kinds in KIND_CLASSES.values() for k in kinds if k not in KIND_CLASSES))
+
+RetryFailed = bool | Collection[str]
+"""``True``: every failed slot; a collection: slots whose kind, or kind class, it names."""
+
+
+def retried(kind: str, retry_failed: RetryFailed) -> bool:
+    """Whether ``--retry-failed`` (or a plain rerun, for transient kinds) requests a slot again."""
+    if kind in RETRY_ON_RESUME or retry_failed is True:
+        return True
+    if retry_failed is False:
+        return False
+    return kind in retry_failed or kind_class(kind) in retry_failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,13 +52,13 @@ class SlotTriage:
     in_doubt_retried: int = 0  # ... requested again (limits.in_doubt: retry or --retry-failed)
 
 
-def triage(job: Job, done: Set[str], failed: Mapping[str, str], *, retry_failed: bool,
+def triage(job: Job, done: Set[str], failed: Mapping[str, str], *, retry_failed: RetryFailed,
            retry_in_doubt: bool = False) -> SlotTriage:
     return _triage(job, [image_id in done for image_id in job.image_ids()], failed,
                    retry_failed=retry_failed, retry_in_doubt=retry_in_doubt)
 
 
-def _triage(job: Job, held: Sequence[bool], failed: Mapping[str, str], *, retry_failed: bool,
+def _triage(job: Job, held: Sequence[bool], failed: Mapping[str, str], *, retry_failed: RetryFailed,
             retry_in_doubt: bool) -> SlotTriage:
     need: list[int] = []
     n_done = n_refused = n_doubt = n_doubt_retried = 0
@@ -51,19 +67,19 @@ def _triage(job: Job, held: Sequence[bool], failed: Mapping[str, str], *, retry_
         if held[k]:
             n_done += 1
         elif kind in IN_DOUBT_KINDS:
-            if retry_failed or retry_in_doubt:
+            if retry_in_doubt or retried(kind, retry_failed):
                 n_doubt_retried += 1
                 need.append(k)
             else:
                 n_doubt += 1
-        elif kind is not None and not (retry_failed or kind in RETRY_ON_RESUME):
+        elif kind is not None and not retried(kind, retry_failed):
             n_refused += 1
         else:
             need.append(k)
     return SlotTriage(need, n_done, n_refused, n_doubt, n_doubt_retried)
 
 
-def triage_many(jobs: Sequence[Job], done: Set[str], failed: Mapping[str, str], *, retry_failed: bool,
+def triage_many(jobs: Sequence[Job], done: Set[str], failed: Mapping[str, str], *, retry_failed: RetryFailed,
                 retry_in_doubt: bool = False) -> list[SlotTriage]:
     """:func:`triage` of many jobs; with ``done`` an :class:`~wanbatch.dataset.idkeys.IdSet` (what a
     dataset's triage holds), one vectorised lookup instead of a binary search per image."""
@@ -88,8 +104,9 @@ def triage_many(jobs: Sequence[Job], done: Set[str], failed: Mapping[str, str], 
     return out
 
 
-def triage_stream(jobs: Iterable[Job], done: Set[str], failed: Mapping[str, str], *, retry_failed: bool,
-                  retry_in_doubt: bool = False, batch: int = BATCH) -> Iterator[tuple[Job, SlotTriage]]:
+def triage_stream(jobs: Iterable[Job], done: Set[str], failed: Mapping[str, str], *,
+                  retry_failed: RetryFailed, retry_in_doubt: bool = False,
+                  batch: int = BATCH) -> Iterator[tuple[Job, SlotTriage]]:
     """Each job of ``jobs`` with its :class:`SlotTriage`, looked up :data:`BATCH` jobs at a time."""
     it = iter(jobs)
     while chunk := list(islice(it, batch)):

@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import DatasetError, NotADatasetError
@@ -53,7 +54,8 @@ class CompactReport:
 
 
 def compact(root: str | Path, *, target_rows: int = 1_000_000,
-            bucket_rows: int = BUCKET_ROWS) -> CompactReport:
+            bucket_rows: int = BUCKET_ROWS, keep_largest: bool = False,
+            drop: Collection[str] | None = None) -> CompactReport:
     """Merge the parts of ``root`` into parts of at most ``target_rows`` rows, one row per image.
 
     Streams, in memory bounded by ``bucket_rows`` whatever the index size: pass 1 reads the parts
@@ -61,6 +63,11 @@ def compact(root: str | Path, *, target_rows: int = 1_000_000,
     (every row of an image lands in the same bucket, in the order read); pass 2 dedupes one bucket at
     a time (:func:`~wanbatch.dataset.parts.dedupe`) into the new parts. The buckets live in a hidden
     ``index/.compact-*`` folder, removed at the end (or by the next recovery, under the same lock).
+
+    ``keep_largest``: leave the largest part as it is and merge only the others (the end of a run:
+    the index becomes one large part plus one part of recent rows, without rewriting the large one).
+    Rows in the two may overlap; readers dedupe, and the next full compaction removes the repeats.
+    ``drop``: image ids whose rows are left out (`wanbatch prune`); the files are the caller's.
     """
     if target_rows < 1 or bucket_rows < 1:
         raise DatasetError(f"target_rows and bucket_rows must be positive, got {target_rows}, {bucket_rows}")
@@ -69,6 +76,11 @@ def compact(root: str | Path, *, target_rows: int = 1_000_000,
         raise NotADatasetError(f"{layout.root}: not a wanbatch dataset (no wanbatch.json or index/)")
     with root_lock(layout):
         parts = layout.parts()
+        if keep_largest and len(parts) > 2:
+            largest = max(parts, key=lambda p: p.stat().st_size)
+            parts = [p for p in parts if p != largest]
+        elif keep_largest:
+            return CompactReport(len(parts), len(parts), 0, 0, 0)
         if not parts:
             return CompactReport(0, 0, 0, 0, 0)
         covers: dict[str, int] = {}
@@ -82,14 +94,14 @@ def compact(root: str | Path, *, target_rows: int = 1_000_000,
             raise DatasetError(f"cannot read the index of {layout.root} to compact it: {exc}") from exc
         live = {p.name for p in layout.journal.iterdir()} if layout.journal.is_dir() else set()
         covers = {w: s for w, s in covers.items() if w in live}  # finished writers need no memory
-        if len(parts) == 1 and _distinct(parts[0]) == rows_before:
+        if not drop and len(parts) == 1 and _distinct(parts[0]) == rows_before:
             return CompactReport(1, 1, rows_before, rows_before, 0)
         work = layout.index / f"{WORK_PREFIX}{secrets.token_hex(4)}"
         with disk_errors("compact the index"):
             work.mkdir()
         try:
             buckets = _spread(parts, work, max(1, -(-rows_before // bucket_rows)))
-            rows_after = _merge(layout, buckets, covers, target_rows)
+            rows_after = _merge(layout, buckets, covers, target_rows, drop)
         except (pa.ArrowInvalid, OSError) as exc:
             raise DatasetError(f"cannot compact the index of {layout.root}: {exc}") from exc
         finally:
@@ -177,8 +189,11 @@ def _conform(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=INDEX_SCHEMA)
 
 
-def _merge(layout: Layout, buckets: list[Path], covers: dict[str, int], target_rows: int) -> int:
-    """Pass 2: each bucket deduplicated, appended to new parts of at most ``target_rows`` rows."""
+def _merge(layout: Layout, buckets: list[Path], covers: dict[str, int], target_rows: int,
+           drop: Collection[str] | None = None) -> int:
+    """Pass 2: each bucket deduplicated (the rows of ``drop`` left out), appended to new parts of at
+    most ``target_rows`` rows."""
+    dropped = pa.array(sorted(drop), pa.string()) if drop else None
     meta = {COVERS_KEY: json.dumps(covers, sort_keys=True).encode()}
     schema = INDEX_SCHEMA.with_metadata(meta)
     out: _PartOut | None = None
@@ -187,6 +202,8 @@ def _merge(layout: Layout, buckets: list[Path], covers: dict[str, int], target_r
         for path in buckets:
             with pa.ipc.open_stream(path) as reader:
                 table = dedupe(reader.read_all())
+            if dropped is not None:
+                table = table.filter(pc.invert(pc.is_in(table["image_id"], value_set=dropped)))
             path.unlink()
             start = 0
             while start < table.num_rows:

@@ -21,7 +21,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
@@ -598,13 +598,25 @@ class DatasetWriter:
         ids = read_parts(self.layout, ["image_id"], mine)
         return ids.num_rows > len(pc.unique(ids["image_id"]))
 
-    def compact(self, *, target_rows: int = 1_000_000) -> CompactReport:
-        """Merge and deduplicate the parts; see :func:`wanbatch.dataset.compaction.compact`."""
+    def compact(self, *, target_rows: int = 1_000_000, keep_largest: bool = False,
+                drop: Collection[str] | None = None) -> CompactReport:
+        """Merge and deduplicate the parts (leaving out the rows of ``drop``); see
+        :func:`wanbatch.dataset.compaction.compact`."""
         self.storage.compacting()
-        report = compact(self.root, target_rows=target_rows)
-        self._written.clear()
+        report = compact(self.root, target_rows=target_rows, keep_largest=keep_largest, drop=drop)
+        if not keep_largest:
+            self._written.clear()
         self.storage.compacted()
         return report
+
+    def tidy(self) -> None:
+        """At the end of a run: a full compaction when it is due (:meth:`should_compact`), else the
+        parts this run flushed merged into one, so the index is at most two parts (one large, one
+        recent) without rewriting the large one every run."""
+        if self.should_compact():
+            self.compact()
+        elif len(self.layout.parts()) > 2:
+            self.compact(keep_largest=True)
 
     # ----------------------------------------------------------------------------------- metadata
 

@@ -50,20 +50,97 @@ class ExportReport:
         }
 
 
+#: Image formats an export may convert to, with Pillow's name and the file extension.
+IMAGE_FORMATS = {"png": ("PNG", "png"), "jpeg": ("JPEG", "jpg"), "webp": ("WEBP", "webp")}
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """How exported images are re-encoded: ``max_side`` (longest edge, aspect kept, Lanczos with a
+    reducing gap: no aliasing), ``fmt`` (png, jpeg, webp) and ``quality`` (1–100, jpeg/webp only).
+    The default leaves the delivered file untouched (streamed, byte for byte)."""
+
+    max_side: int | None = None
+    fmt: str | None = None
+    quality: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_side is not None and self.max_side < 16:
+            raise UsageError(f"max_side must be at least 16 pixels, got {self.max_side}")
+        if self.fmt is not None and self.fmt not in IMAGE_FORMATS:
+            raise UsageError(f"unknown image format {self.fmt!r}; choose one of: {', '.join(IMAGE_FORMATS)}")
+        if self.quality is not None:
+            if not 1 <= self.quality <= 100:
+                raise UsageError(f"quality must be within 1–100, got {self.quality}")
+            if self.fmt not in ("jpeg", "webp"):
+                raise UsageError("quality applies to jpeg and webp: add --image-format jpeg or webp")
+
+    @property
+    def active(self) -> bool:
+        return self.max_side is not None or self.fmt is not None
+
+    def apply(self, source: Path | bytes, row: dict[str, Any]) -> tuple[bytes, str, dict[str, Any]]:
+        """The re-encoded image, its extension, and the row fields that change (width, height, …)."""
+        import io
+
+        from PIL import Image
+
+        from wanbatch.images import safe_open_image
+
+        try:
+            with safe_open_image(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+                img.load()
+                pil_format = img.format or "PNG"
+                if self.max_side is not None and max(img.size) > self.max_side:
+                    img.thumbnail((self.max_side, self.max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+                name, ext = IMAGE_FORMATS.get(self.fmt or "", (pil_format, pil_format.lower()))
+                if name == "JPEG" and img.mode not in ("RGB", "L"):
+                    img = img.convert("RGB")
+                buf = io.BytesIO()
+                options: dict[str, Any] = {}
+                if name in ("JPEG", "WEBP"):
+                    options["quality"] = self.quality or 90
+                img.save(buf, format=name, **options)
+                width, height = img.size
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"cannot convert image {row.get('path')}: {exc}") from None
+        data = buf.getvalue()
+        ext = "jpg" if ext == "jpeg" else ext
+        return data, ext, {"width": width, "height": height, "bytes": len(data), "format": name.lower(),
+                           "sha256": None}
+
+
 @dataclass
 class Output:
-    """Collects the files a writer produces, relative to the (staged) destination."""
+    """Collects the files a writer produces, relative to the (staged) destination; ``prefix`` is the
+    split's folder (``train/``) when the export is split, and ``images`` how images are re-encoded."""
 
     dir: Path
     files: list[str] = field(default_factory=list)
     rows: int = 0
     missing: list[str] = field(default_factory=list)
+    images: ImageOptions = field(default_factory=ImageOptions)
+    split: str = "train"
+    prefix: str = ""
+    var_names: list[str] = field(default_factory=list)  # hf: one column each, the same in every split
 
     def path(self, rel: str) -> Path:
+        rel = self.prefix + rel
         target = self.dir / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         self.files.append(rel)
         return target
+
+
+def exported_image(view: DatasetView, row: dict[str, Any],
+                   images: ImageOptions) -> tuple[Path | bytes | None, str, dict[str, Any]]:
+    """The image of a row as an export writes it: (file or bytes, extension, changed row fields).
+    Unconverted, a local file is returned as a path for the caller to stream."""
+    source = image_source(view, row)
+    ext = Path(row.get("path") or "").suffix.lstrip(".").lower() or "png"
+    if source is None or not images.active:
+        return source, ext, {}
+    return images.apply(source, row)
 
 
 def check_destination(to: Path, *, overwrite: bool) -> None:
@@ -182,6 +259,31 @@ def vars_json(value: Any) -> str:
     """The ``vars`` map as canonical JSON: the Hugging Face ``datasets`` library has no map type."""
     items = value.items() if isinstance(value, dict) else (value or [])
     return json.dumps(dict(items), ensure_ascii=False, sort_keys=True)
+
+
+def table_var_names(table: pa.Table) -> list[str]:
+    """Every var name in the index's ``vars`` column, in first-seen order."""
+    names: list[str] = []
+    for value in table.column("vars").to_pylist():
+        for key, _ in value.items() if isinstance(value, dict) else (value or []):
+            if key not in names:
+                names.append(key)
+    return names
+
+
+def var_column(name: str) -> str:
+    """The export column of var ``name``: its own name, or ``var_<name>`` where that is an index column
+    (a var called ``size`` or ``seed``)."""
+    from wanbatch.dataset.schema import INDEX_SCHEMA
+
+    reserved = {*INDEX_SCHEMA.names, "image", "file_name"}
+    return f"var_{name}" if name in reserved else name
+
+
+def var_columns(value: Any, _record: Any = None) -> dict[str, str]:
+    """One column per var (the hf and imagefolder exports: a column to filter and group by)."""
+    items = value.items() if isinstance(value, dict) else (value or [])
+    return {var_column(k): v for k, v in items}
 
 
 def json_record(row: dict[str, Any], *, vars_as_object: bool) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Hugging Face ``datasets`` Parquet: ``data/train-XXXXX-of-NNNNN.parquet`` with an ``Image`` column.
 
 The ``huggingface`` schema metadata declares the features, so ``load_dataset("parquet", ...)`` (and
-the Hub viewer) decode ``image`` as ``Image()`` without ``datasets`` being needed to write it. ``vars``
-becomes a JSON string because ``datasets`` has no map type.
+the Hub viewer) decode ``image`` as ``Image()`` without ``datasets`` being needed to write it. Each var
+is a column of its own (``datasets`` has no map type); a card (README.md) says what the set is.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from wanbatch.dataset.schema import INDEX_SCHEMA
@@ -20,39 +21,52 @@ from wanbatch.export._common import (
     TARGET_SHARD_BYTES,
     Output,
     dataset_name,
+    exported_image,
     iter_batches,
     plan_shards,
-    read_image,
-    vars_json,
+    var_column,
+    var_columns,
 )
 
 IMAGE_TYPE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
 
-README = """---
-configs:
-- config_name: default
-  data_files:
-  - split: train
-    path: data/train-*.parquet
----
-# {name}
+def card(name: str, splits: dict[str, int], manifest: dict[str, Any], cost: float | None,
+         failed: int, var_names: list[str]) -> str:
+    """The dataset card (README.md): the spec's name as the title; spec, model, counts and cost."""
+    spec = manifest.get("spec") or {}
+    runs = [r for r in manifest.get("runs") or [] if isinstance(r, dict)]
+    sources = [p for p in dict.fromkeys(str((r.get("spec") or {}).get("path") or "") for r in runs) if p]
+    configs = "\n".join(f"  - split: {split}\n    path: data/{split}-*.parquet" for split in splits)
+    total = sum(splits.values())
+    lines = [
+        "---", "configs:", "- config_name: default", "  data_files:", configs, "---",
+        f"# {spec.get('name') or name}", "",
+        f"Images generated with [wanbatch](https://pypi.org/project/wanbatch/) from the spec "
+        f"`{spec.get('name') or name}`.", "",
+        f"- **model**: {spec.get('model') or 'unknown'}",
+        f"- **spec**: {', '.join(f'`{p}`' for p in sources) or spec.get('source') or 'unknown'}",
+        f"- **images**: {total:,} rows" + (f" ({failed:,} failed slots, image null)" if failed else ""),
+        "- **splits**: " + ", ".join(f"{k} {v:,}" for k, v in splits.items()),
+        f"- **cost**: {cost:,.2f} (estimated from the runs' price per image)" if cost is not None
+        else "- **cost**: not recorded (the spec has no price_per_image)",
+        f"- **runs**: {len(runs)}",
+        "", "Load with:", "", "```python", "from datasets import load_dataset",
+        'ds = load_dataset("parquet", data_dir="data")', "```", "",
+        "Columns: `image`, `prompt`, `seed`, `size`, `width`, `height` (as delivered), one column per "
+        "template var" + (f" ({', '.join(f'`{v}`' for v in var_names)})" if var_names else "")
+        + ", and the rest of the wanbatch index (`params` is the request's parameters as JSON).", "",
+    ]
+    return "\n".join(lines)
 
-Images generated with wanbatch ({rows} rows). Load with:
 
-```python
-from datasets import load_dataset
-ds = load_dataset("parquet", data_files="data/train-*.parquet", split="train")
-```
-
-`vars` holds the template variables as a JSON object string; `params` the request parameters as JSON.
-"""
-
-
-def export_schema() -> pa.Schema:
-    """The index columns (``vars`` as a JSON string) after an ``image`` column, with HF features."""
+def export_schema(var_names: list[str] | None = None) -> pa.Schema:
+    """The index columns, one string column per var instead of the ``vars`` map, after an ``image``
+    column, with HF features."""
     fields = [pa.field("image", IMAGE_TYPE)]
     for f in INDEX_SCHEMA:
-        fields.append(pa.field(f.name, pa.string()) if f.name == "vars" else f.with_nullable(True))
+        if f.name != "vars":
+            fields.append(f.with_nullable(True))
+    fields += [pa.field(var_column(v), pa.string()) for v in var_names or []]
     features: dict[str, Any] = {"image": {"_type": "Image"}}
     for f in fields[1:]:
         features[f.name] = {"dtype": _dtype(f.type), "_type": "Value"}
@@ -66,30 +80,54 @@ def _dtype(t: pa.DataType) -> str:
 
 
 def write(view: DatasetView, table: pa.Table, out: Output, shard_rows: int | None) -> None:
-    schema = export_schema()
+    schema = export_schema(out.var_names)
     sizes = [b or 0 for b in table.column("bytes").to_pylist()]
     shards = plan_shards(sizes, shard_rows=shard_rows, target_bytes=TARGET_SHARD_BYTES)
     for i, rows in enumerate(shards):
-        target = out.path(f"data/train-{i:05d}-of-{len(shards):05d}.parquet")
+        target = out.path(f"data/{out.split}-{i:05d}-of-{len(shards):05d}.parquet")
         with pq.ParquetWriter(target, schema, compression="zstd") as writer:
             for batch in iter_batches(table, rows):
                 records = []
                 for row in batch:
-                    data = read_image(view, row)
+                    source, ext, changed = exported_image(view, row, out.images)
+                    data = source.read_bytes() if isinstance(source, Path) else source
                     if row["status"] == "ok" and data is None:
                         out.missing.append(row["image_id"])
                         continue
-                    image = None if data is None else {"bytes": data, "path": Path(row["path"]).name}
-                    records.append({**row, "image": image, "vars": vars_json(row["vars"])})
+                    image = None if data is None else {"bytes": data, "path": f"{row['image_id']}.{ext}"}
+                    record = {**row, **changed, "image": image, **var_columns(row["vars"])}
+                    record.pop("vars")
+                    records.append(record)
                 if records:
                     writer.write_table(pa.Table.from_pylist(records, schema=schema))
                     out.rows += len(records)
-    name = dataset_name(view)
-    out.path("README.md").write_text(README.format(name=name, rows=out.rows), encoding="utf-8")
+
+
+def finish(view: DatasetView, table: pa.Table, out: Output, counts: dict[str, int]) -> None:
+    """The dataset card, once every split is written."""
+    failed = int(pc.sum(pc.equal(table["status"], "failed")).as_py() or 0)
+    out.path("README.md").write_text(
+        card(dataset_name(view), counts, view.manifest(), spent(view), failed, out.var_names),
+        encoding="utf-8")
+
+
+def spent(view: DatasetView) -> float | None:
+    """What the runs that wrote the dataset spent (estimated), from ``runs/<id>.json``."""
+    total, known = 0.0, False
+    for run in view.manifest().get("runs") or []:
+        run_id = run.get("run_id") if isinstance(run, dict) else None
+        raw = view.read_bytes(f"runs/{run_id}.json") if isinstance(run_id, str) else None
+        try:
+            cost = json.loads(raw).get("cost") if raw else None
+        except ValueError:
+            cost = None
+        if isinstance(cost, int | float):
+            total, known = total + cost, True
+    return round(total, 6) if known else None
 
 
 def register() -> None:
     from wanbatch.export.registry import ExportFormat, register_format
 
     register_format(ExportFormat("hf", write, "Hugging Face datasets Parquet shards with an Image column",
-                                 sharded=True, images_only=False))
+                                 sharded=True, images_only=False, finish=finish, splits_in_names=True))

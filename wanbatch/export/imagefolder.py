@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pyarrow as pa
 
 from wanbatch.dataset.view import DatasetView
 from wanbatch.errors import DatasetError
-from wanbatch.export._common import Output, image_source, iter_batches, json_record
+from wanbatch.export._common import Output, exported_image, iter_batches, json_record, var_columns
 
 
 def write(view: DatasetView, table: pa.Table, out: Output, shard_rows: int | None) -> None:
@@ -22,11 +21,12 @@ def write(view: DatasetView, table: pa.Table, out: Output, shard_rows: int | Non
     with metadata.open("w", encoding="utf-8") as meta:
         for batch in iter_batches(table, range(table.num_rows)):
             for row in batch:
-                image = image_source(view, row)
+                image, ext, changed = exported_image(view, row, out.images)
                 if image is None:
                     out.missing.append(row["image_id"])
                     continue
-                rel = f"images/{row['image_id'][:2]}/{row['image_id']}{Path(row['path']).suffix.lower()}"
+                row = {**row, **changed}
+                rel = f"images/{row['image_id'][:2]}/{row['image_id']}.{ext}"
                 try:
                     if isinstance(image, bytes):
                         out.path(rel).write_bytes(image)
@@ -37,6 +37,7 @@ def write(view: DatasetView, table: pa.Table, out: Output, shard_rows: int | Non
                 # Nulls are left out: on an all-ok folder they would only become untyped columns.
                 fields = json_record(row, vars_as_object=False)
                 record = {"file_name": rel, **{k: v for k, v in fields.items() if v is not None}}
+                record.update(var_columns(row.get("vars"), record))
                 meta.write(json.dumps(record, ensure_ascii=False) + "\n")
                 out.rows += 1
 

@@ -1,6 +1,7 @@
 """Export formats, registered by name: the built-ins go through the same door as a plugin's.
 
-A format is one module with a ``write(view, table, out, shard_rows)`` function and a ``register()``
+A format is one module with a ``write(view, table, out, shard_rows)`` function (called once per split;
+``out`` says the split, how images are re-encoded and the var names) and a ``register()``
 that calls :func:`register_format`. Built-ins are listed in :data:`DEFAULT_FORMATS` and imported on
 the first lookup, so the CLI starts without importing any exporter.
 """
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from wanbatch.export._common import Output
 
 Writer = Callable[["DatasetView", "pa.Table", "Output", "int | None"], None]
+#: Called once after every split is written, with rows per split (e.g. to write a dataset card).
+Finisher = Callable[["DatasetView", "pa.Table", "Output", "dict[str, int]"], None]
 
 #: Modules whose ``register()`` adds the built-in formats.
 DEFAULT_FORMATS: tuple[str, ...] = (
@@ -40,6 +43,8 @@ class ExportFormat:
     description: str = ""
     sharded: bool = True  # takes shard_rows
     images_only: bool = False  # cannot hold failed rows (no image to write)
+    finish: Finisher | None = None
+    splits_in_names: bool = False  # names its files by ``out.split`` itself; else a folder per split
 
 
 _FORMATS: dict[str, ExportFormat] = {}

@@ -321,7 +321,7 @@ def unreadable_is_ambiguous() -> Iterator[None]:
         if exc.kind != "bad_response":
             raise
         raise AmbiguousError(f"{exc.message}; the images may have been made and billed",
-                             kind="ambiguous", status=exc.status, request_id=exc.request_id) from None
+                             kind="unreadable_answer", status=exc.status, request_id=exc.request_id) from None
 
 
 def translate_exception(exc: BaseException, phase: Phase, context: ErrorContext) -> GatewayError:
@@ -380,7 +380,7 @@ def check_answer(
                 raise AmbiguousError(
                     f"{status} from {context.base_url} but the body is not a JSON object: "
                     f"{context.redact(_snippet(content))}; the images may have been made and billed",
-                    kind="ambiguous", status=status, request_id=request_id,
+                    kind="unreadable_answer", status=status, request_id=request_id,
                 )
             raise TransientError(
                 f"{status} from {context.base_url} but the body is not a JSON object: "

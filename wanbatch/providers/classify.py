@@ -112,7 +112,7 @@ STATUS_RULES: tuple[Rule, ...] = (
     Rule("rate limited", _status(429), TransientError, "rate_limited", "rate limited: {said}"),
     Rule("proxy cut a poll", lambda s: s.status == 524 and s.phase == "poll", TransientError, "server_error",
          "{where}: proxy timeout while polling"),
-    Rule("proxy cut", _status(524), AmbiguousError, "ambiguous",
+    Rule("proxy cut", _status(524), AmbiguousError, "proxy_timeout",
          "{where}: the proxy cut the request; the image may have been made and billed"),
     # new_api_error with any code but invalid_request (bad_response, do_request_failed,
     # "aliAsyncTaskWait timeout", …) is trouble upstream of new-api: retried like any 5xx.

@@ -9,12 +9,14 @@ a grace period; a second signal stops at once.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import signal
 import time
 from collections.abc import Mapping, Set as AbstractSet
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -37,7 +39,7 @@ from ..stats import RunStats
 from ..types import Job
 from .budget import Budget
 from .job import JobRunner
-from .options import RunOptions, RunResult, resolve_output
+from .options import Notes, RunOptions, RunResult, resolve_output
 from .summary import RunSummary, exit_code_for
 from .writer import WriterTask
 
@@ -67,7 +69,7 @@ class _Run:
         self.stopping = anyio.Event()
         self.error: WanbatchError | None = None
         self.crash: BaseException | None = None  # an unexpected exception (a bug), for the record
-        self.notes: list[str] = []
+        self.notes: list[str] = Notes(options.on_note)
         self.dataset: DatasetWriter | None = None
         self.jobs: JobRunner | None = None
         self.workers_scope = anyio.CancelScope()
@@ -228,7 +230,9 @@ class _Run:
             async for _ in signals:
                 if not self.stopping.is_set():  # the first signal: in-flight work gets a grace period
                     self.stop("interrupted")
-                    self.notes.append("interrupted: finishing in-flight requests (signal again to stop now)")
+                    n = self.stats.in_flight
+                    self.notes.append(f"stopping: finishing {n} request{'' if n == 1 else 's'} in flight "
+                                      f"(up to {self.options.grace_period:g} s), Ctrl-C again to stop now")
                     with anyio.move_on_after(self.options.grace_period):
                         async for _ in signals:  # ... which a second signal cuts short
                             break
@@ -311,8 +315,7 @@ class _Run:
 
     def _write_out(self, dataset: DatasetWriter, summary: RunSummary, entry: dict[str, Any]) -> None:
         dataset.flush()
-        if dataset.should_compact():
-            dataset.compact()
+        dataset.tidy()  # at most two index parts after a run
         dataset.write_run_summary(self.run_id, summary.to_dict())
         dataset.update_manifest(self.spec.resolved(), entry)
 
@@ -324,6 +327,7 @@ class _Run:
             "status": summary.status,
             "tool_version": __version__,
             "shard": list(self.options.shard) if self.options.shard else None,
+            "spec": spec_record(self.spec.source),
         }
 
     def _result(self) -> RunResult:
@@ -391,6 +395,17 @@ def _first_leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+def spec_record(source: str) -> dict[str, str | None]:
+    """Which spec file ran (absolute path, sha256 of its text): `prune` keeps what every spec that
+    ran into a dataset still plans, so it must know them."""
+    path = Path(source).expanduser().resolve()
+    try:
+        digest: str | None = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:  # a spec given as text (Ray workers) or since removed
+        digest = None
+    return {"path": str(path), "sha256": digest}
 
 
 async def run_async(spec: Spec, options: RunOptions | None = None) -> RunResult:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from .summary import RunSummary
 class RunOptions:
     """How to run a spec (what the spec itself does not say)."""
 
-    retry_failed: bool = False
+    retry_failed: bool | Collection[str] = False  # True: all; or kinds / kind classes (resume.retried)
     shard: tuple[int, int] | None = None
     output: str | None = None  # overrides spec.output
     handle_signals: bool = False  # SIGINT/SIGTERM: stop submitting, finish in-flight work, exit 3
@@ -27,6 +27,21 @@ class RunOptions:
     on_start: Callable[[RunStats], None] | None = None  # e.g. to attach a progress display
     max_images_this_run: int | None = None  # a cap for this run alone (limits.* cap the dataset)
     max_cost_this_run: float | None = None
+    on_note: Callable[[str], None] | None = None  # told each note when it happens (recovery, a signal)
+
+
+class Notes(list[str]):
+    """The run's notes (also in :attr:`RunResult.notes`), each passed on to ``on_note`` as it is added,
+    so a user reads "recovered 84 rows" or "stopping: …" when it happens, not after the run."""
+
+    def __init__(self, on_note: Callable[[str], None] | None = None) -> None:
+        super().__init__()
+        self.on_note = on_note
+
+    def append(self, note: str) -> None:
+        super().append(note)
+        if self.on_note is not None:
+            self.on_note(note)
 
 
 @dataclass

@@ -86,9 +86,20 @@ class Issues:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         self.items: list[Issue] = []
+        self.located: list[SpecError] = []
+        """Mistakes located in files that are not YAML (a rows CSV or JSONL), already rendered."""
+        self.warnings: list[str] = []
+        """Things that are allowed but probably not meant (``file:line:col: message``), in order."""
 
     def __bool__(self) -> bool:
-        return bool(self.items)
+        return bool(self.items or self.located)
+
+    def warn(self, path: Path, message: str, hint: str | None = None, *, at_key: bool = False,
+             doc: Document | None = None) -> None:
+        """Record a warning at ``path`` of the spec (or of ``doc``): printed, never fatal."""
+        text = Issue(doc or self.doc, path, message, hint, at_key).to_error().render()
+        if text not in self.warnings:
+            self.warnings.append(text)
 
     def add(self, path: Path, message: str, hint: str | None = None, *, at_key: bool = False,
             doc: Document | None = None) -> None:
@@ -97,9 +108,9 @@ class Issues:
             self.items.append(issue)
 
     def raise_if_any(self) -> None:
-        if not self.items:
+        if not self:
             return
-        errors = [i.to_error() for i in self.items]
+        errors = [i.to_error() for i in self.items] + self.located
         main = self.doc.file
         errors.sort(key=lambda e: (e.file != main, e.file or "", e.line or 0, e.column or 0))
         raise SpecErrors(errors)

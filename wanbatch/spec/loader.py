@@ -19,7 +19,7 @@ from wanbatch.models import MAX_N_SEQUENTIAL, is_default, max_n
 from wanbatch.registry import dialect_names, get_dialect
 from wanbatch.spec.files import MAX_SPEC_BYTES, FileProblem, read_text_capped
 from wanbatch.spec.issues import Issues, describe
-from wanbatch.spec.model import KEYS, ParamsIn, Spec, SpecIn
+from wanbatch.spec.model import KEYS, ParamsIn, ProviderIn, Spec, SpecIn
 from wanbatch.spec.provider import resolve_provider, strip_secrets
 from wanbatch.spec.seeds import SEED_KEYS, SeedSpec, range_problem
 from wanbatch.spec.sizes import size_problem
@@ -30,11 +30,13 @@ _NAME = re.compile(r"^[a-z0-9_-]+$")
 
 
 def load_spec(path: str | os.PathLike[str], *, text: str | None = None,
-              config: str | os.PathLike[str] | None = None) -> Spec:
+              config: str | os.PathLike[str] | None = None, require_env: bool = True) -> Spec:
     """Read, validate and normalise a spec; raise :class:`SpecErrors` listing every mistake.
 
     ``config``: the one ``wanbatch.yaml`` to look named providers up in (the CLI's ``--config``);
     by default the one beside the spec, then the user's (never the current directory's).
+    ``require_env=False`` (``validate``, ``plan``: nothing is sent) turns an unset ``${VAR}`` in a
+    provider's ``base_url`` into a warning and keeps the URL unexpanded; only a run needs the value.
     """
     source = os.fspath(path)
     if text is None:
@@ -59,7 +61,8 @@ def load_spec(path: str | os.PathLike[str], *, text: str | None = None,
         issues.raise_if_any()
         raise AssertionError("unreachable") from None
     issues.raise_if_any()
-    return _build(raw, doc, issues, FsPath(source).parent, None if config is None else FsPath(config))
+    return _build(raw, doc, issues, FsPath(source).parent, None if config is None else FsPath(config),
+                  require_env)
 
 
 def _read(source: str) -> str:
@@ -78,20 +81,26 @@ def _allowed_keys(path: Path, data: Any) -> list[str]:
         return SEED_KEYS["random" if isinstance(data, dict) and "random" in data else "range"]
     if len(path) >= 2 and path[-2] == "vars":
         return KEYS["var"]
+    if path == ("rows",):
+        return KEYS["rows"]
     if path[0] == "prompts" and len(path) == 2:
         return KEYS["prompt"]
     return KEYS.get(str(path[0]), [])
 
 
 def _build(raw: SpecIn, doc: Document, issues: Issues, spec_dir: FsPath,
-           config: FsPath | None = None) -> Spec:
+           config: FsPath | None = None, require_env: bool = True) -> Spec:
     name = raw.name if raw.name is not None else default_name(doc.file)
     if not _NAME.match(name):
         issues.add(("name",), f"must use only a-z, 0-9, _ and -; got {name!r}",
                    f"write e.g. name: {default_name(name)}")
-    provider = resolve_provider(raw.provider, ("provider",), issues, spec_dir, config=config)
-    dialect = provider.dialect if provider else "flat"
-    sizes = _sizes(raw, doc, issues, dialect)
+    provider = resolve_provider(raw.provider, ("provider",), issues, spec_dir, config=config,
+                                require_env=require_env)
+    # the dialect as written, even when the provider has a mistake of its own: checking params
+    # against a default dialect would add a misleading second error to the first
+    written = raw.provider.dialect if isinstance(raw.provider, ProviderIn) else None
+    dialect = provider.dialect if provider else written
+    sizes = _sizes(raw, doc, issues, dialect or "flat")
     params = _params(raw.params, issues, dialect)
     most = max_n(bool(raw.params.enable_sequential))
     if raw.n > most:
@@ -113,7 +122,7 @@ def _build(raw: SpecIn, doc: Document, issues: Issues, spec_dir: FsPath,
         seeds=SeedSpec.from_input(raw.seeds), sizes=sizes, n=raw.n, params=params, limits=raw.limits,
         price_per_image=raw.price_per_image, sent_params=sent_params(raw.params),
         output=(raw.output if raw.output is not None else "datasets/{name}").replace("{name}", name),
-        source=doc.file,
+        source=doc.file, warnings=tuple(issues.warnings),
     )
 
 
@@ -131,10 +140,10 @@ def _sizes(raw: SpecIn, doc: Document, issues: Issues, dialect: str) -> list[str
     return list(dict.fromkeys(raw.sizes))
 
 
-def _params(p: ParamsIn, issues: Issues, dialect: str) -> dict[str, Any]:
+def _params(p: ParamsIn, issues: Issues, dialect: str | None) -> dict[str, Any]:
     for key in sorted(p.model_fields_set):
         value = getattr(p, key)
-        if value is None:
+        if value is None or dialect is None:  # None: the provider is unknown, so is what it accepts
             continue
         if dialect not in dialect_names():
             continue

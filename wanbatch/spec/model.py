@@ -71,6 +71,28 @@ VarIn = Annotated[
 ]
 
 
+class RowsFile(_In):
+    """Rows read from a file beside the spec: a ``.csv`` with a header, or ``.jsonl`` objects."""
+
+    file: str
+
+
+def _cell_text(value: Any) -> Any:
+    """An empty cell (``null``) is an empty value: allowed, and warned about by the loader."""
+    return "" if value is None else _scalar_text(value)
+
+
+def _rows_tag(value: Any) -> str:
+    return "@file" if isinstance(value, dict) else "@list"
+
+
+RowsIn = Annotated[
+    Annotated[list[dict[str, Annotated[str, BeforeValidator(_cell_text)]]], Tag("@list"), Field(min_length=1)]
+    | Annotated[RowsFile, Tag("@file")],
+    Discriminator(_rows_tag),
+]
+
+
 def _zip_groups(value: Any) -> Any:
     if value is None:
         return []
@@ -201,6 +223,7 @@ class SpecIn(_In):
     ] | None = None
     vars: Annotated[dict[str, VarIn], BeforeValidator(_none_is_empty)] = {}
     zip: ZipIn = []
+    rows: RowsIn | None = None
     seeds: SeedsIn | None = None
     sizes: Annotated[list[Annotated[str, BeforeValidator(normalize_size)]],
                      BeforeValidator(_one_or_many), Field(min_length=1)] = ["2K"]
@@ -238,11 +261,16 @@ class ProviderConfig(_Out):
 
 
 class PromptSpec(_Out):
-    """One template with the resolved values of the vars it uses; ``zip`` groups advance together."""
+    """One template with the resolved values of the vars it uses; ``zip`` groups advance together.
+
+    ``metadata`` names vars the template does not render (columns of ``rows:``): they advance with
+    their row and land in the index's ``vars``, but never reach the request, so never the job id.
+    """
 
     template: str
     vars: dict[str, list[str]]
     zip: list[list[str]]
+    metadata: list[str] = []
 
 
 class Spec(_Out):
@@ -252,6 +280,8 @@ class Spec(_Out):
     description: str | None = None
     model: Model
     provider: ProviderConfig
+    warnings: tuple[str, ...] = ()
+    """What the loader found suspicious but allowed (``file:line:col: message``); not in the manifest."""
     prompts: list[PromptSpec]
     seeds: SeedSpec
     sizes: list[str]
@@ -294,4 +324,5 @@ KEYS: dict[str, list[str]] = {
     "limits": list(Limits.model_fields),
     "prompt": list(PromptIn.model_fields),
     "var": list(VarFile.model_fields),
+    "rows": list(RowsFile.model_fields),
 }

@@ -56,19 +56,20 @@ def strip_secrets(data: Any, path: Path, issues: Issues, doc: Document | None = 
 
 def resolve_provider(ref: ProviderIn | str, path: Path, issues: Issues, spec_dir: FsPath,
                      env: Mapping[str, str] | None = None,
-                     config: FsPath | None = None) -> ProviderConfig | None:
+                     config: FsPath | None = None, *, require_env: bool = True) -> ProviderConfig | None:
     """The provider a spec names; None (with issues added) when it cannot be used.
 
     A named provider is looked up in ``config`` alone when given (``--config``), else in the
     ``wanbatch.yaml`` beside the spec, then in the user's config dir (:func:`config_paths`).
+    ``require_env=False``: an unset ``${VAR}`` is a warning and the URL stays unexpanded.
     """
     env = os.environ if env is None else env
     if isinstance(ref, ProviderIn):
-        return build_config(ref, path, issues, None, env, default_name=None)
+        return build_config(ref, path, issues, None, env, default_name=None, require_env=require_env)
     if ref == "mock":
         mock = ProviderIn.model_validate({"type": "mock"})
         return build_config(mock, path, issues, None, env, default_name="mock")
-    return _named(ref, path, issues, spec_dir, env, config)
+    return _named(ref, path, issues, spec_dir, env, config, require_env)
 
 
 def user_config_file(env: Mapping[str, str]) -> FsPath:
@@ -96,7 +97,8 @@ def config_paths(spec_dir: FsPath, env: Mapping[str, str], config: FsPath | None
 
 
 def _named(name: str, path: Path, issues: Issues, spec_dir: FsPath,
-           env: Mapping[str, str], explicit: FsPath | None) -> ProviderConfig | None:
+           env: Mapping[str, str], explicit: FsPath | None,
+           require_env: bool = True) -> ProviderConfig | None:
     found: dict[str, str] = {}
     paths = config_paths(spec_dir, env, explicit)
     if explicit is not None and not paths[0].is_file():
@@ -126,7 +128,8 @@ def _named(name: str, path: Path, issues: Issues, spec_dir: FsPath,
             except ValidationError as exc:
                 issues.add_validation_error(exc, data, lambda p, d: KEYS["provider"], base, doc)
                 return None
-            built = build_config(parsed, base, issues, doc, env, default_name=name)
+            built = build_config(parsed, base, issues, doc, env, default_name=name,
+                                 require_env=require_env)
             return None if built is None else built.model_copy(update={"defined_in": str(config)})
     where = " or ".join(str(f) for f in paths)
     listing = f"defined: {', '.join(found)}" if found else f"no providers are defined in {where}"
@@ -139,7 +142,8 @@ def _named(name: str, path: Path, issues: Issues, spec_dir: FsPath,
 
 
 def build_config(p: ProviderIn, path: Path, issues: Issues, doc: Document | None,
-                 env: Mapping[str, str], default_name: str | None) -> ProviderConfig | None:
+                 env: Mapping[str, str], default_name: str | None,
+                 require_env: bool = True) -> ProviderConfig | None:
     """Apply the cross-field rules of a provider mapping written at ``path`` (in ``doc``)."""
     n_before = len(issues.items)
     given = p.model_fields_set
@@ -164,7 +168,7 @@ def build_config(p: ProviderIn, path: Path, issues: Issues, doc: Document | None
             issues.add(path, "a gateway provider needs base_url",
                        "add base_url: https://gateway.example/v1, or use provider: mock", doc=doc)
         else:
-            base_url = _expand(p.base_url, (*path, "base_url"), issues, doc, env)
+            base_url = _expand(p.base_url, (*path, "base_url"), issues, doc, env, require_env)
     for key in sorted(k for k in _kind_options() if k in given and k not in kind.options):
         owners = " or ".join(k_.name for k_ in provider_kinds() if key in k_.options)
         bad(key, f"{key} applies only to the {owners} provider", f"remove {key}")
@@ -222,7 +226,8 @@ def _kind_options() -> set[str]:
     return {key for kind in provider_kinds() for key in kind.options}
 
 
-def _expand(url: str, path: Path, issues: Issues, doc: Document | None, env: Mapping[str, str]) -> str | None:
+def _expand(url: str, path: Path, issues: Issues, doc: Document | None, env: Mapping[str, str],
+            require_env: bool = True) -> str | None:
     missing: list[str] = []
 
     def sub(m: re.Match[str]) -> str:
@@ -233,6 +238,11 @@ def _expand(url: str, path: Path, issues: Issues, doc: Document | None, env: Map
         return ""
 
     expanded = _ENV_REF.sub(sub, url)
+    if missing and not require_env:
+        names = ", ".join(missing)
+        issues.warn(path, f"environment variable {names} is not set (used in base_url); a run needs it",
+                    f"export {missing[0]}=... before running", doc=doc)
+        return url.rstrip("/")
     if missing:
         names = ", ".join(missing)
         issues.add(path, f"environment variable {names} is not set (used in base_url)",

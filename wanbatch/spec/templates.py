@@ -20,6 +20,7 @@ from typing import Any
 
 from wanbatch.spec.issues import Issues, did_you_mean
 from wanbatch.spec.model import PromptIn, PromptSpec, SpecIn
+from wanbatch.spec.rows import Row, Rows, load_rows
 from wanbatch.spec.values import resolve_var
 from wanbatch.spec.yaml_nodes import Path
 
@@ -121,8 +122,25 @@ class _Entry:
 def resolve_prompts(spec: SpecIn, issues: Issues, spec_dir: FsPath) -> list[PromptSpec]:
     entries = _entries(spec, issues)
     top = _resolve_vars(spec.vars, ("vars",), issues, spec_dir)
+    rows = load_rows(spec.rows, issues, spec_dir) if spec.rows is not None else None
+    if spec.rows is not None and rows is None:
+        issues.raise_if_any()  # without its columns, every template field would be a follow-on error
+    columns = rows.columns if rows else []
+    for name in columns:
+        if name in spec.vars or any(e.own and name in e.own.vars for e in entries):
+            issues.add(("rows",), f"column {name!r} of rows is also a var", "keep it in one place",
+                       at_key=True)
+    if rows:  # rows first: the outermost axis, so a gallery and an export list them in file order
+        top = {**{name: rows.column(name) for name in columns}, **top}
+    zipped_columns = [n for g in spec.zip for n in g if n in columns]
+    for name in zipped_columns:
+        issues.add(("zip",),
+                   f"zip names {name!r}, a column of rows; a row's columns already advance together",
+                   f"remove {name} from zip")
     known = set(spec.vars).union(*(e.own.vars for e in entries if e.own))
     top_groups = _known_names(_groups(spec.zip, ("zip",), issues), known, issues)
+    if len(columns) >= 2:
+        top_groups.append((list(columns), ("rows",)))
     used_anywhere: set[str] = set()
     unreadable = False
     out: list[PromptSpec] = []
@@ -136,7 +154,7 @@ def resolve_prompts(spec: SpecIn, issues: Issues, spec_dir: FsPath) -> list[Prom
             continue
         own = _resolve_vars(entry.own.vars, (*entry.base, "vars"), issues, spec_dir) if entry.own else {}
         merged = {**top, **own}
-        declared = set(spec.vars) | (set(entry.own.vars) if entry.own else set())
+        declared = set(spec.vars) | set(columns) | (set(entry.own.vars) if entry.own else set())
         own_groups = _groups(entry.own.zip, (*entry.base, "zip"), issues) if entry.own else []
         own_groups = _known_names(own_groups, declared, issues)
         for name in fields:
@@ -160,13 +178,52 @@ def resolve_prompts(spec: SpecIn, issues: Issues, spec_dir: FsPath) -> list[Prom
                            "fields are {name} or {name:format}; write {{ and }} for literal braces")
             else:
                 _check_length(entry, {v: merged[v] for v in used}, [g for g in zipped if g], issues)
-        out.append(PromptSpec(template=entry.template, vars={v: merged[v] for v in used if merged[v]},
-                              zip=[g for g in zipped if len(g) >= 2]))
+        metadata = [c for c in columns if c not in fields]
+        zipped = [list(g) if path == ("rows",) else z for (g, path), z in zip(groups, zipped, strict=True)]
+        out.append(PromptSpec(template=entry.template,
+                              vars={v: merged[v] for v in [*used, *metadata] if merged[v]},
+                              zip=[g for g in zipped if len(g) >= 2], metadata=metadata))
     for name in spec.vars:
         if name not in used_anywhere and not unreadable:
             issues.add(("vars", name), f"var {name!r} is not used by any template",
                        f"use {{{name}}} in a template or remove it", at_key=True)
+    if rows and not unreadable:
+        if not used_anywhere.intersection(columns):
+            issues.add(("rows",), f"no template uses a column of rows (columns: {', '.join(columns)})",
+                       f"use e.g. {{{columns[0]}}} in a template", at_key=True)
+        else:
+            _row_warnings(rows, [c for c in columns if c in used_anywhere], issues)
     return out
+
+
+#: Warnings of one kind listed one by one before the rest are counted.
+MAX_ROW_WARNINGS = 10
+
+
+def _row_warnings(rows: Rows, used: list[str], issues: Issues) -> None:
+    """Rows that request the same thing as an earlier one, and empty cells, each at its row."""
+    first: dict[tuple[str, ...], Row] = {}
+    duplicates: list[str] = []
+    empties: list[str] = []
+    for row in rows.rows:
+        key = tuple(row.values.get(c, "") for c in used)
+        if key in first:
+            earlier = first[key]
+            same = ("repeats" if row.values == earlier.values else
+                    "renders the same prompt as")
+            why = "" if same == "repeats" else " (it differs only in columns no template uses)"
+            duplicates.append(f"{row.where}: rows: this row {same} line {earlier.line}{why}; "
+                              "both become one job, which keeps the first row's values")
+        else:
+            first[key] = row
+        for name in rows.columns:
+            if not row.values.get(name, ""):
+                effect = "the prompt gets an empty value" if name in used else "its metadata is empty"
+                empties.append(f"{row.where}: rows: empty cell in column {name!r}: {effect}")
+    for found, what in ((duplicates, "duplicate rows"), (empties, "empty cells")):
+        issues.warnings.extend(found[:MAX_ROW_WARNINGS])
+        if len(found) > MAX_ROW_WARNINGS:
+            issues.warnings.append(f"rows: … and {len(found) - MAX_ROW_WARNINGS} more {what}")
 
 
 def _check_length(entry: _Entry, values: dict[str, list[str]], zipped: list[list[str]],
