@@ -149,7 +149,8 @@ def test_broken_sync_answers_are_bad_response_and_a_rerun_does_not_crash(tmp_pat
     assert_clean(again, 1)
     # a 2xx that cannot be read was made and billed all the same: ambiguous (in doubt), not retried;
     # one over the size cap is not read at all
-    assert kinds(tmp_path / "ds") == {**dict.fromkeys(shapes, "unreadable_answer"), "gzipbomb": "bad_response"}
+    expected = {**dict.fromkeys(shapes, "unreadable_answer"), "gzipbomb": "bad_response"}
+    assert kinds(tmp_path / "ds") == expected
     assert took < 30
     runs = [json.loads(p.read_text()) for p in (tmp_path / "ds" / "runs").glob("*.json")]
     assert sorted(r["exit_code"] for r in runs) == [1, 1]
