@@ -12,7 +12,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -24,13 +23,12 @@ import anyio
 import httpx
 import pyarrow.parquet as pq
 import pytest
-import uvicorn
 from PIL import Image
 
 import wanbatch
 from tests.helpers import cli_env
+from tests.helpers.servers import serve_app
 from wanbatch.mock import PARAMETERS_SIZES, MockConfig, create_app, run_in_thread
-from wanbatch.mock.server import base_url as socket_url, bind
 from wanbatch.runner import RunOptions, RunResult
 
 pytestmark = pytest.mark.timeout(60)
@@ -102,27 +100,8 @@ class Front:
 @contextmanager
 def fronted_gateway(answer: Callable[[str, dict[str, Any]], Canned | None], **config: Any) -> Iterator[str]:
     """A mock gateway behind a :class:`Front`, served on loopback in a thread."""
-    with serve(Front(create_app(MockConfig(**{**FAST, **config})), answer)) as base:
+    with serve_app(Front(create_app(MockConfig(**{**FAST, **config})), answer)) as base:
         yield base
-
-
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Any ASGI app served on loopback in a thread; yields its base URL."""
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                                           timeout_graceful_shutdown=0.5))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            assert thread.is_alive(), "the loopback server failed to start"
-            thread.join(0.01)
-        yield socket_url(sock)
-    finally:
-        server.should_exit = True
-        thread.join(5)
-        sock.close()
 
 
 def openai_error(status: int, code: str, message: str, type_: str = "ali_error") -> Canned:
@@ -580,7 +559,7 @@ def test_async_submissions_are_pipelined_up_to_submit_concurrency(
     submit_concurrency: int, write_spec: Callable[..., Path], tmp_path: Path
 ) -> None:
     front = SlowSubmits(create_app(MockConfig(**{**FAST, "dialect": "parameters"})), delay=0.2)
-    with serve(front) as base:
+    with serve_app(front) as base:
         out = tmp_path / "ds"
         spec = write_gateway_spec(write_spec, out, provider_yaml(base, "parameters", use_async=True),
                                   subjects=4, seeds=4,

@@ -10,7 +10,6 @@ import gzip
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
@@ -19,13 +18,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-import uvicorn
 
 import wanbatch
 from tests.helpers import cli_env
+from tests.helpers.servers import serve_app
 from wanbatch import load_spec
 from wanbatch.dataset import DatasetWriter
-from wanbatch.mock.server import base_url as socket_url, bind
 from wanbatch.plan import plan
 from wanbatch.providers.base import Answer, Call, Provider
 from wanbatch.registry import Dialect, register_dialect, unregister_dialect
@@ -90,20 +88,8 @@ class Hostile:
 @contextmanager
 def hostile_gateway() -> Iterator[tuple[Hostile, str]]:
     app = Hostile()
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                                           timeout_graceful_shutdown=0.5))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            assert thread.is_alive()
-            thread.join(0.01)
-        yield app, socket_url(sock)
-    finally:
-        server.should_exit = True
-        thread.join(5)
-        sock.close()
+    with serve_app(app) as base:
+        yield app, base
 
 
 def write_spec(tmp_path: Path, base: str, shapes: list[str], *, use_async: bool) -> Path:

@@ -14,7 +14,6 @@ import io
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,11 +21,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-import uvicorn
 from PIL import Image
 
 from tests.helpers import cli_env
-from wanbatch.mock.server import base_url as socket_url, bind
+from tests.helpers.servers import serve_app
 from wanbatch.redact import MIN_FRAGMENT, redact, redact_short, register_secret
 
 pytestmark = pytest.mark.timeout(60)
@@ -110,21 +108,9 @@ class Hostile:
 @contextmanager
 def hostile_gateway() -> Iterator[Hostile]:
     app = Hostile()
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                                           timeout_graceful_shutdown=0.5))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            assert thread.is_alive()
-            thread.join(0.01)
-        app.base = socket_url(sock)
+    with serve_app(app) as base:
+        app.base = base
         yield app
-    finally:
-        server.should_exit = True
-        thread.join(5)
-        sock.close()
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
