@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -205,22 +205,28 @@ class JobRunner:
             self.controller.on_success(anyio.current_time() - started)
         return generation
 
-    async def _paid(self, job: Job, need: list[int], call: Callable[[], Any]) -> Any:
-        """One synchronous generation under a write-ahead intent (:mod:`wanbatch.dataset.ledger`).
+    @asynccontextmanager
+    async def _intent(self, job: Job, need: list[int]) -> AsyncIterator[int]:
+        """A write-ahead intent (:mod:`wanbatch.dataset.ledger`), durable before the request leaves.
 
-        The intent is durable before the request leaves; its outcome says what was billed: the
-        images delivered, all ``n`` in doubt for an ambiguous failure, none for any other. Cancelled
-        mid-request (a second signal, a fatal error elsewhere), the intent stays open: in doubt.
+        A failure settles it: all ``n`` in doubt for an ambiguous one, nothing billed for any other.
+        Cancelled mid-request (a second signal, a fatal error elsewhere), it stays open: in doubt.
+        The caller settles a success (or hands the intent to a journaled task).
         """
         intent = await self.writer.intend(job, need)
         try:
-            generation = await call()
+            yield intent
         except AmbiguousError:
             await self.writer.settle(intent, billed=0, in_doubt=job.n)
             raise
         except GatewayError:
             await self.writer.settle(intent, billed=0)
             raise
+
+    async def _paid(self, job: Job, need: list[int], call: Callable[[], Any]) -> Any:
+        """One synchronous generation under its intent; the images delivered are what it billed."""
+        async with self._intent(job, need) as intent:
+            generation = await call()
         await self.writer.settle(intent, billed=len(generation.images))
         return generation
 
@@ -233,15 +239,8 @@ class JobRunner:
         concurrent. The task stays in doubt until a poll sees it end.
         """
         async with self.submit_slots:
-            intent = await self.writer.intend(job, need)
-            try:
+            async with self._intent(job, need) as intent:
                 task_id = await self.provider.submit(job)
-            except AmbiguousError:
-                await self.writer.settle(intent, billed=0, in_doubt=job.n)
-                raise
-            except GatewayError:
-                await self.writer.settle(intent, billed=0)
-                raise
             await self.writer.journal_task(job.job_id, self.provider.name, task_id, intent=intent,
                                            images=job.n)
         return task_id
