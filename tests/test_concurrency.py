@@ -132,14 +132,14 @@ def share_within(values: list[int], target: float, tolerance: float = 0.2) -> fl
 
 
 async def test_converges_to_an_in_flight_cap_of_8_from_a_max_of_64() -> None:
-    gw = SimGateway(latency=0.03, cap=8)
+    gw = SimGateway(latency=0.08, cap=8)  # rounds long against event-loop jitter
     ctl = ConcurrencyController(max_limit=64)
-    trace, _, end = await drive(ctl, gw, jobs=480)  # 60 rounds at the cap
+    trace, _, end = await drive(ctl, gw, jobs=320)  # 40 rounds at the cap
     rounds = end / gw.latency
     settled = trace.between(10 * gw.latency, math.inf)  # within 10 rounds
     assert share_within(settled, 8) >= 0.9, (settled, ctl.stats)
     assert ctl.stats.highest <= 16  # slow start overshoots by at most one doubling, never towards 64
-    assert len(gw.throttled_at) / 480 <= 0.3, ctl.stats
+    assert len(gw.throttled_at) / 320 <= 0.3, ctl.stats
     busy = trace.load_between(10 * gw.latency, end - 2 * gw.latency)
     assert sum(busy) / len(busy) >= 0.8 * 8, \
         f"the pipe ran {sum(busy) / len(busy):.1f} of 8 full ({rounds:.0f} rounds)"

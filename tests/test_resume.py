@@ -175,15 +175,17 @@ def test_temp_files_left_behind_are_cleaned_on_the_next_start(tmp_path: Path) ->
         assert run(spec).exit_code == 0
         debris = [
             out / ".tmp" / "deadbeef00000000" / "0-1a2b3c4d.part",  # a download of a writer now gone
-            out / ".tmp" / "stray.part",
             out / "index" / ".part-0000000000001-wdeadbeef-abcdef.parquet.tmp",  # a part half-written
             out / ".wanbatch.json.w-0badc0de.tmp",  # a manifest write cut short
         ]
         for path in debris:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"\x89PNG half")
+        stray = out / ".tmp" / "stray.part"  # not named by wanbatch: not provably ours, so kept
+        stray.write_bytes(b"someone's")
         assert run(spec).stats.submitted_images == 0
-    assert [p for p in debris if p.exists()] == []
+    assert [p for p in debris if p.exists()] == [] and stray.read_bytes() == b"someone's"
+    stray.unlink()
     assert len(assert_consistent(out)) == 4
 
 
