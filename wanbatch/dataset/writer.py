@@ -421,9 +421,14 @@ class DatasetWriter:
         if not tasks:
             return {}
         jobs = set(tasks)
+        # An in-doubt row (a request a killed run never saw answered) does not answer a task journaled
+        # since: the task is what settles that doubt, so it is polled, never forgotten and resubmitted.
         with self._rows_lock:
-            with_rows = {r["job_id"] for r in self._buffer if r.get("job_id") in jobs}
-        table = read_parts(self.layout, ["job_id"], pc.field("job_id").isin(pa.array(sorted(jobs))))
+            with_rows = {r["job_id"] for r in self._buffer
+                         if r.get("job_id") in jobs and r.get("error_kind") != IN_DOUBT}
+        settling = pc.field("error_kind").is_null() | (pc.field("error_kind") != IN_DOUBT)
+        wanted = pc.field("job_id").isin(pa.array(sorted(jobs))) & settling
+        table = read_parts(self.layout, ["job_id"], wanted)
         with_rows.update(table["job_id"].to_pylist())
         if forget_answered:
             for job_id in sorted(with_rows & jobs):
