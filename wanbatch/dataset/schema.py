@@ -34,6 +34,9 @@ INDEX_SCHEMA = pa.schema(
         pa.field("latency_ms", pa.int64()),
         pa.field("created_at", pa.timestamp("ms", tz="UTC")),
         pa.field("run_id", pa.string()),
+        # input images of an editing / reference request, in request order (null for text-to-image):
+        # sha256 of the bytes sent, and where they came from (a path, a URL or "dataset:<image_id>")
+        pa.field("inputs", pa.list_(pa.struct([("sha256", pa.string()), ("source", pa.string())]))),
     ]
 )
 

@@ -69,9 +69,18 @@ def export_schema(var_names: list[str] | None = None) -> pa.Schema:
     fields += [pa.field(var_column(v), pa.string()) for v in var_names or []]
     features: dict[str, Any] = {"image": {"_type": "Image"}}
     for f in fields[1:]:
-        features[f.name] = {"dtype": _dtype(f.type), "_type": "Value"}
+        features[f.name] = _feature(f.type)
     meta = {"info": {"features": features}}
     return pa.schema(fields, metadata={"huggingface": json.dumps(meta)})
+
+
+def _feature(t: pa.DataType) -> Any:
+    """An Arrow type as a ``datasets`` feature: a list of structs is ``[{name: feature}]``."""
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return [_feature(t.value_type)]
+    if pa.types.is_struct(t):
+        return {t.field(i).name: _feature(t.field(i).type) for i in range(t.num_fields)}
+    return {"dtype": _dtype(t), "_type": "Value"}
 
 
 def _dtype(t: pa.DataType) -> str:
