@@ -178,14 +178,14 @@ class SyntheticEditDataset:
 def make_edit_dataset(root: Path, *, bases: int = 3, size: tuple[int, int] = (96, 64),
                       source_size: tuple[int, int] = (80, 60), multi: bool = True, url: bool = True,
                       sequential: bool = True, failed: bool = True,
-                      prompt_prefix: str = "") -> SyntheticEditDataset:
+                      prompt_prefix: str = "", url_source: str = URL_INPUT) -> SyntheticEditDataset:
     """Write an edit dataset through :class:`~wanbatch.dataset.writer.DatasetWriter`.
 
     ``bases`` source images (png, jpg and webp in turn, ``source_size``) each edited with every one of
     :data:`INSTRUCTIONS` (one input, ``source`` = ``dataset:<image_id>`` of an earlier stage); with
-    ``multi`` one fusion of the first two bases (two inputs); with ``url`` one edit of a URL input (not
-    stored); with ``sequential`` a set of three from the last base (``enable_sequential``, slots 0–2);
-    with ``failed`` one refused edit. Results are ``size``.
+    ``multi`` one fusion of the first two bases (two inputs); with ``url`` one edit of the URL input
+    ``url_source`` (not stored); with ``sequential`` a set of three from the last base
+    (``enable_sequential``, slots 0–2); with ``failed`` one refused edit. Results are ``size``.
     """
     from wanbatch.dataset.writer import DatasetWriter
 
@@ -216,10 +216,10 @@ def make_edit_dataset(root: Path, *, bases: int = 3, size: tuple[int, int] = (96
     if multi and len(sources) >= 2:
         requests.append((prompt_prefix + "put the sun of image 1 into image 2", sources[:2], {}, 1))
     if url:
-        url_sha = hashlib.sha256(URL_INPUT.encode()).hexdigest()
-        requests.append((prompt_prefix + "give the cat a hat", [(url_sha, URL_INPUT)], {}, 1))
+        url_sha = hashlib.sha256(url_source.encode()).hexdigest()
+        requests.append((prompt_prefix + "give the cat a hat", [(url_sha, url_source)], {}, 1))
     if sequential:
-        requests.append((prompt_prefix + "the same street through four seasons", sources[-1:],
+        requests.append((prompt_prefix + "the same street through the seasons", sources[-1:],
                          {"enable_sequential": True}, 3))
     rows: list[dict[str, Any]] = []
     try:
