@@ -14,6 +14,7 @@ from PIL import Image
 from tests.helpers.synthetic import URL_INPUT, SyntheticEditDataset, make_dataset, make_edit_dataset
 from wanbatch.dataset.view import DatasetView
 from wanbatch.export import ImageOptions, export_dataset
+from wanbatch.export._common import input_rel
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,12 +27,12 @@ def ds(tmp_path_factory: pytest.TempPathFactory) -> SyntheticEditDataset:
 def test_stored_inputs_are_found_by_hash_and_nothing_else(ds: SyntheticEditDataset) -> None:
     view = DatasetView.open(ds.root)
     for sha in ds.inputs:
-        path = view.input_path(sha)
-        assert path is not None and Path(path).name.startswith(sha)
-        assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha
+        rel = input_rel(view, sha)
+        assert rel is not None and rel.startswith(f"inputs/{sha[:2]}/{sha}.")
+        assert hashlib.sha256((ds.root / rel).read_bytes()).hexdigest() == sha
     url_sha = hashlib.sha256(URL_INPUT.encode()).hexdigest()
-    assert view.input_path(url_sha) is None  # a URL input is never stored
-    assert view.input_path("../../etc/passwd") is None and view.input_path("AB" * 32) is None
+    assert input_rel(view, url_sha) is None  # a URL input is never stored
+    assert input_rel(view, "../../etc/passwd") is None and input_rel(view, "AB" * 32) is None
 
 
 def test_hf_edit_export_loads_source_and_result_images(ds: SyntheticEditDataset, tmp_path: Path) -> None:

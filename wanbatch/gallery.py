@@ -35,7 +35,7 @@ from PIL import Image, UnidentifiedImageError
 from wanbatch.dataset.view import DatasetView
 from wanbatch.errors import UsageError, WanbatchError
 from wanbatch.export import _load_rows, only_planned
-from wanbatch.export._common import dataset_name, is_url, valid_image_id
+from wanbatch.export._common import dataset_name, input_rel, is_url, valid_image_id
 from wanbatch.images import safe_open_image
 from wanbatch.models import TIER_PIXELS
 
@@ -428,7 +428,7 @@ def _make_input_thumbs(view: DatasetView, slots: Iterable[_Slot], thumbs_dir: Pa
             by_sha.setdefault(src.sha256, []).append(src)
     todo: list[tuple[str, Callable[[], Path | bytes | None], Path, Path | None]] = []
     for sha in by_sha:
-        rel = view.input_rel(sha)  # None for a URL input, a missing file, or a tampered hash
+        rel = input_rel(view, sha)  # None for a URL input, a missing file, or a tampered hash
         if rel is None:
             continue
         local = view.local_path(rel)

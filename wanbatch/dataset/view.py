@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +44,6 @@ from .remote import RemoteRoot, is_remote, short
 from .schema import INDEX_SCHEMA
 
 TRIAGE_COLUMNS = ("image_id", "status", "path", "error_kind", "created_at")
-#: Extensions a stored input image may have (``inputs/<sha[:2]>/<sha>.<ext>``), most common first.
-INPUT_EXTENSIONS = ("png", "jpg", "webp", "bmp", "jpeg")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class _Adds(Protocol):
@@ -256,28 +252,6 @@ class DatasetView:
                 return data
         except FileNotFoundError:
             return None
-
-    def input_path(self, sha256: str) -> str | None:
-        """The stored input image with content hash ``sha256`` (``inputs/<sha[:2]>/<sha>.<ext>``): its
-        local path, or its URI in object storage; None when it is not stored (a URL input, or gone)."""
-        rel = self.input_rel(sha256)
-        if rel is None:
-            return None
-        if self.layout is not None:
-            return str(self.layout.root / rel)
-        return f"{self.location.rstrip('/')}/{rel}"
-
-    def input_rel(self, sha256: str) -> str | None:
-        """The path of a stored input image relative to the root (see :meth:`input_path`). A hash that
-        is not 64 hex digits (a tampered index) names nothing."""
-        if not isinstance(sha256, str) or not _SHA256.match(sha256):
-            return None
-        names = [f"inputs/{sha256[:2]}/{sha256}.{ext}" for ext in INPUT_EXTENSIONS]
-        if self.layout is not None:
-            return next((rel for rel in names if self.local_path(rel) is not None), None)
-        with self._errors("look up an input image"):
-            infos = self.fs.get_file_info([f"{self.base}/{rel}" for rel in names])
-        return next((rel for rel, i in zip(names, infos, strict=True) if i.type == pafs.FileType.File), None)
 
     def manifest(self) -> dict[str, Any]:
         """The manifest (``{}`` if there is none)."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from wanbatch.dataset.layout import check_image_id
 from wanbatch.dataset.view import DatasetView
@@ -181,11 +182,33 @@ EDIT_COLUMNS = frozenset(
     ["instruction", *(source_column(i, kind) for i in range(MAX_INPUTS) for kind in ("image", "url"))])
 
 
+#: Extensions a stored input image may have, most common first.
+INPUT_EXTENSIONS = ("png", "jpg", "webp", "bmp", "jpeg")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def input_rel(view: DatasetView, sha256: object) -> str | None:
+    """Where the dataset stores the input image with content hash ``sha256``, relative to its root
+    (``inputs/<sha[:2]>/<sha>.<ext>``); None when it is not stored (a URL input, or gone). A hash that
+    is not 64 hex digits (a tampered index) names nothing; files are read through the view's checks
+    (no symlinks, nothing outside the root)."""
+    if not isinstance(sha256, str) or not _SHA256.match(sha256):
+        return None
+    names = [f"inputs/{sha256[:2]}/{sha256}.{ext}" for ext in INPUT_EXTENSIONS]
+    if not view.is_remote:
+        return next((rel for rel in names if view.local_path(rel) is not None), None)
+    try:
+        infos = view.fs.get_file_info([f"{view.base}/{rel}" for rel in names])
+    except OSError as exc:
+        raise DatasetError(f"cannot look up input image {sha256} in {view.location}: {exc}") from None
+    return next((rel for rel, i in zip(names, infos, strict=True) if i.type == pafs.FileType.File), None)
+
+
 def input_image(view: DatasetView, sha256: object,
                 images: ImageOptions) -> tuple[Path | bytes | None, str, dict[str, Any]]:
     """A stored input image as an export writes it: (file or bytes, extension, changed fields), like
     :func:`exported_image`; None when the input is not stored (a URL input, or the file is gone)."""
-    rel = view.input_rel(sha256) if isinstance(sha256, str) else None
+    rel = input_rel(view, sha256)
     if rel is None:
         return None, "", {}
     ext = rel.rsplit(".", 1)[-1]
