@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.helpers.synthetic import URL_INPUT, SyntheticEditDataset, make_dataset, make_edit_dataset
+from wanbatch.errors import WanbatchError
 from wanbatch.gallery import build_gallery
 
 pytestmark = pytest.mark.timeout(60)
@@ -29,6 +31,11 @@ class _Page(HTMLParser):
         self.links: list[str] = []
         self.text: list[str] = []
         self.tags: list[str] = []
+        self.in_figure = False
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "figure":
+            self.in_figure = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
@@ -36,12 +43,16 @@ class _Page(HTMLParser):
         if tag == "figure":
             self.figures.append({"class": a.get("class", ""), "title": a.get("title", ""), "srcs": [],
                                  "hrefs": []})
+        if tag == "figure":
+            self.in_figure = True
         if tag == "img":
             self.links.append(a["src"])
-            self.figures[-1]["srcs"].append(a["src"])  # type: ignore[attr-defined]
+            if self.in_figure:
+                self.figures[-1]["srcs"].append(a["src"])  # type: ignore[attr-defined]
         if tag == "a":
             self.links.append(a["href"])
-            self.figures[-1]["hrefs"].append(a["href"])  # type: ignore[attr-defined]
+            if self.in_figure:
+                self.figures[-1]["hrefs"].append(a["href"])  # type: ignore[attr-defined]
         if tag == "div" and "frame" in a.get("class", "").split():
             self.frames.append(a.get("data-slot", ""))
 
@@ -137,3 +148,16 @@ def test_screenshot_script_renders_the_edit_gallery(ds: SyntheticEditDataset, tm
         assert img.size == (900, 700)
         colours = img.convert("RGB").getcolors(maxcolors=1_000_000)
     assert colours is not None and len(colours) > 50  # pictures and text drawn, not a blank page
+
+
+def test_source_by_instruction_grid(ds: SyntheticEditDataset, tmp_path: Path) -> None:
+    html = build_gallery(ds.root, tmp_path / "g.html", rows="source", cols="prompt", thumb=48).read_text()
+    parsed = _parse(tmp_path / "g.html")
+    # 3 bases, the fusion of two of them, the URL: one row each; the 5 instructions as columns
+    assert html.count("<tr data-row>") == 5 and html.count("<th scope=\"col\" data-col>") == 5
+    heads = re.findall(r'<th scope="row" class="rowhead">(.*?)</th>', html)
+    assert sum(h.count("<img") for h in heads) == 3 + 2  # each base's picture; the fusion's two
+    assert "pair" not in " ".join(str(f["class"]) for f in parsed.figures)  # sources are in the heads
+    plain = make_dataset(tmp_path / "plain", prompts=2, seeds=1, failed=0)
+    with pytest.raises(WanbatchError, match="unknown gallery axis 'source'"):
+        build_gallery(plain.root, tmp_path / "p.html", rows="source")

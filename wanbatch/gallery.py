@@ -42,6 +42,9 @@ from wanbatch.models import TIER_PIXELS
 #: Slots shown when no ``limit`` is given: the page stays light enough for any browser.
 DEFAULT_LIMIT = 2000
 BUILTIN_AXES = ("prompt", "seed", "size", "model")
+#: The axis of an edit dataset's input image(s): ``--rows source --cols prompt`` is a source ×
+#: instruction grid (a style-transfer grid), the source's picture heading its row.
+SOURCE_AXIS = "source"
 _COLUMNS = [
     "image_id", "status", "error_kind", "error_message", "prompt", "vars", "seed", "size", "model",
     "width", "height", "path", "sha256", "created_at", "job_id", "n", "slot", "params", "inputs",
@@ -162,9 +165,10 @@ def _axes(slots: list[_Slot], rows: str | None, cols: str | None, *,
     """The grid axes, or None for a wall. Default grid: a seed sweep (several seeds for a prompt);
     never for edits (one instruction over many sources is no seed sweep: they are shown as pairs)."""
     var_names = sorted({k for s in slots for k in s.vars})
+    known = [*BUILTIN_AXES, *([SOURCE_AXIS] if edits else []), *var_names]
     for name in (rows, cols):
-        if name is not None and name not in BUILTIN_AXES and name not in var_names:
-            allowed = ", ".join([*BUILTIN_AXES, *var_names])
+        if name is not None and name not in known:
+            allowed = ", ".join(known)
             raise UsageError(f"unknown gallery axis {name!r}; choose one of: {allowed}")
     if rows is None and cols is None:
         if edits:
@@ -182,6 +186,8 @@ def _axes(slots: list[_Slot], rows: str | None, cols: str | None, *,
 
 
 def _value(slot: _Slot, axis: str) -> str | None:
+    if axis == SOURCE_AXIS:
+        return " + ".join(src.source or src.sha256 for src in slot.sources) or None
     if axis in BUILTIN_AXES:
         v = slot.row.get(axis)
         return None if v is None else str(v)
@@ -207,22 +213,25 @@ def _grid(slots: list[_Slot], rows: str, cols: str, base: Path) -> str:
     for s in slots:
         cells.setdefault((_value(s, rows), _value(s, cols)), []).append(s)
     with_prompt = "prompt" not in (rows, cols)  # otherwise a header already says it
+    by_source = SOURCE_AXIS in (rows, cols)  # the header shows the source(s): cells only the result
+    heads = {_value(s, SOURCE_AXIS): s.sources for s in slots if s.sources} if by_source else {}
     # rows in spec order (first appearance; the slots come in plan order), numbers by value
     row_keys = list(dict.fromkeys(k[0] for k in cells))
     if rows in ("seed", "size"):
         row_keys.sort(key=_sort_key(rows))
     col_keys = sorted({k[1] for k in cells}, key=_sort_key(cols))
-    head = "".join(f'<th scope="col" data-col>{_axis_label(cols, c)}</th>' for c in col_keys)
+    head = "".join(f'<th scope="col" data-col>{_axis_label(cols, c, heads, base)}</th>' for c in col_keys)
     out = [
         f'<table class="grid" data-rows="{len(row_keys)}" data-cols="{len(col_keys)}">',
         f'<thead><tr><th class="corner">{escape(rows)} <span>╲</span> {escape(cols)}</th>{head}</tr>',
         "</thead><tbody>",
     ]
     for r in row_keys:
-        out.append(f'<tr data-row><th scope="row" class="rowhead">{_axis_label(rows, r)}</th>')
+        out.append(f'<tr data-row><th scope="row" class="rowhead">{_axis_label(rows, r, heads, base)}</th>')
         for c in col_keys:
             found = cells.get((r, c), [])
-            inner = "".join(_card(s, base, with_prompt=with_prompt) for s in found) or _EMPTY
+            inner = "".join(_card(s, base, with_prompt=with_prompt, with_sources=not by_source)
+                            for s in found) or _EMPTY
             out.append(f"<td>{inner}</td>")
         out.append("</tr>")
     out.append("</tbody></table>")
@@ -232,9 +241,12 @@ def _grid(slots: list[_Slot], rows: str, cols: str, base: Path) -> str:
 _EMPTY = '<div class="empty">—</div>'
 
 
-def _axis_label(axis: str, value: str | None) -> str:
+def _axis_label(axis: str, value: str | None, heads: Mapping[str | None, list[_Source]] | None = None,
+                base: Path | None = None) -> str:
     if value is None:
         return '<span class="muted">(none)</span>'
+    if axis == SOURCE_AXIS and heads and value in heads and base is not None:
+        return f'{_source_tiles(heads[value], base)}<span class="srcname">{escape(value)}</span>'
     if axis == "seed":
         return f'<span class="muted">seed</span> {escape(value)}'
     if axis == "size":
@@ -246,7 +258,7 @@ def _wall(slots: list[_Slot], base: Path) -> str:
     return '<div class="wall">' + "".join(_card(s, base, with_prompt=True) for s in slots) + "</div>"
 
 
-def _card(slot: _Slot, base: Path, *, with_prompt: bool) -> str:
+def _card(slot: _Slot, base: Path, *, with_prompt: bool, with_sources: bool = True) -> str:
     r = slot.row
     size = _size_label(r)
     facts = [f"seed {r['seed']}" if r["seed"] is not None else "", size, r["image_id"]]
@@ -270,7 +282,7 @@ def _card(slot: _Slot, base: Path, *, with_prompt: bool) -> str:
         cls = "card missing"
     else:
         visual, cls = _picture(slot, base), "card"
-    if slot.sources:  # an edit: its source(s) → the result (or why there is none)
+    if slot.sources and with_sources:  # an edit: its source(s) → the result (or why there is none)
         return _figure(f"{cls} pair", title, _pair(slot, visual, base), caption)
     return _figure(cls, title, visual, caption)
 
@@ -639,6 +651,10 @@ figcaption .prompt { flex-basis: 100%; color: var(--ink); font-size: 13px; displ
 .striprow .sources { flex: 0 0 calc(var(--thumb) * .75); }
 .striprow .frame { flex: 0 0 var(--thumb); }
 .striprow .fail { border-radius: 6px; }
+.rowhead .sources { width: 100%; max-width: 200px; }
+.rowhead img { display: block; width: 100%; height: auto; border-radius: 6px; }
+.srcname { display: block; margin-top: 4px; color: var(--muted); font: 11px/1.3 ui-monospace, monospace;
+  overflow-wrap: anywhere; }
 .empty { width: var(--thumb); aspect-ratio: 3 / 2; display: grid; place-items: center; color: var(--muted);
   border: 1px dashed var(--line); border-radius: 10px; }
 """
