@@ -130,3 +130,20 @@ def test_imagefolder_names_the_copied_inputs(ds: SyntheticEditDataset, tmp_path:
     fusion = next(r for r in data if r["instruction"].startswith("put the sun"))
     assert fusion["image"].size == ds.size
     assert fusion["source_image"].size == fusion["source_image_2"].size == (80, 60)
+
+
+def test_failed_edits_keep_their_sources_and_a_symlinked_input_is_not_read(tmp_path: Path) -> None:
+    ds = make_edit_dataset(tmp_path / "ds", bases=2, multi=False, url=False, sequential=False)
+    outside = tmp_path / "secret.png"
+    Image.new("RGB", (80, 60), "red").save(outside)
+    view = DatasetView.open(ds.root)
+    second = ds.rows[-1]["inputs"][0]["sha256"]  # the second base: its input becomes a symlink
+    stored = ds.root / str(input_rel(view, second))
+    stored.unlink()
+    stored.symlink_to(outside)
+    report = export_dataset(ds.root, "hf", tmp_path / "hf", include_failed=True)
+    rows = {r["image_id"]: r for r in pq.read_table(report.files[0]).to_pylist()}
+    failed = rows[ds.rows[0]["image_id"]]
+    assert failed["status"] == "failed" and failed["image"] is None
+    assert hashlib.sha256(failed["source_image"]["bytes"]).hexdigest() == ds.rows[0]["inputs"][0]["sha256"]
+    assert rows[ds.rows[-1]["image_id"]]["source_image"] is None  # never the file outside the dataset
