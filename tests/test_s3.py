@@ -339,3 +339,27 @@ def test_read_commands_on_s3_read_the_bucket(
     missing = cli("status", f"s3://{bucket}/nothing-here")
     assert missing.returncode == 2 and "not a wanbatch dataset" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_edit_dataset_on_s3_exports_and_shows_its_inputs(bucket: str, tmp_path: Path) -> None:
+    """Stored inputs are read from the bucket too: the hf export's source_image and the gallery's
+    input thumbnails."""
+    import pyarrow.parquet as pq
+
+    from tests.helpers.synthetic import make_edit_dataset
+    from wanbatch.export import export_dataset
+    from wanbatch.gallery import build_gallery
+
+    local = make_edit_dataset(tmp_path / "local", url=False, sequential=False, failed=False)
+    pafs.copy_files(str(local.root), f"{bucket}/ds", source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=s3())
+    uri = f"s3://{bucket}/ds"
+    report = export_dataset(uri, "hf", tmp_path / "hf")
+    rows = pq.read_table(report.files[0]).to_pylist()
+    assert len(rows) == len(local.ok) == 7
+    for row in rows:
+        for i, item in enumerate(row["inputs"]):
+            image = row["source_image" if i == 0 else f"source_image_{i + 1}"]
+            assert hashlib.sha256(image["bytes"]).hexdigest() == item["sha256"]
+    build_gallery(uri, tmp_path / "g.html", thumb=48)
+    assert len(list((tmp_path / "g_thumbs").glob("input-*.webp"))) == len(local.inputs) == 3

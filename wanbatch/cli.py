@@ -491,7 +491,8 @@ def compact(dataset: str, as_json: bool) -> None:
 @main.command()
 @click.argument("dataset")  # a folder or an object-store URI (s3://…)
 @click.option("--to", "to", required=True, type=click.Path(), help="The HTML file to write.")
-@click.option("--rows", help="Grid rows: prompt, seed, size, model or a var name.")
+@click.option("--rows", help="Grid rows: prompt, seed, size, model, a var name, or source (edit datasets: "
+              "the input image(s), e.g. --rows source --cols prompt).")
 @click.option("--cols", help="Grid columns: seed (default for sweeps), size, prompt, model or a var name.")
 @click.option("--limit", type=int, help="Show at most this many image slots (default 2000).")
 @click.option("--thumb", default=256, show_default=True, help="Thumbnail edge in pixels.")

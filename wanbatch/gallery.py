@@ -7,15 +7,21 @@ thumbnails and the dataset can be moved together (a dataset in object storage is
 as a grid (rows: prompts, columns: seeds, or any two axes the user names); anything else as a wall of
 cards. Failed slots stay
 visible as red cells: a gallery that hides failures misleads.
+
+An edit row (one with ``inputs``) is a pair: its source image(s) → the result, captioned with the
+instruction; an ``enable_sequential`` set is one horizontal strip of its images in slot order. Inputs
+are shown from the dataset's own copies (``inputs/``); an input sent as a URL is named, never fetched:
+the page loads nothing from the network.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from html import escape
 from pathlib import Path
@@ -29,18 +35,32 @@ from PIL import Image, UnidentifiedImageError
 from wanbatch.dataset.view import DatasetView
 from wanbatch.errors import UsageError, WanbatchError
 from wanbatch.export import _load_rows, only_planned
-from wanbatch.export._common import dataset_name, valid_image_id
+from wanbatch.export._common import dataset_name, input_rel, is_url, valid_image_id
 from wanbatch.images import safe_open_image
 from wanbatch.models import TIER_PIXELS
 
 #: Slots shown when no ``limit`` is given: the page stays light enough for any browser.
 DEFAULT_LIMIT = 2000
 BUILTIN_AXES = ("prompt", "seed", "size", "model")
+#: The axis of an edit dataset's input image(s): ``--rows source --cols prompt`` is a source ×
+#: instruction grid (a style-transfer grid), the source's picture heading its row.
+SOURCE_AXIS = "source"
 _COLUMNS = [
     "image_id", "status", "error_kind", "error_message", "prompt", "vars", "seed", "size", "model",
-    "width", "height", "path", "sha256", "created_at",
+    "width", "height", "path", "sha256", "created_at", "job_id", "n", "slot", "params", "inputs",
 ]
 _ORDER = [("prompt", "ascending"), ("seed", "ascending"), ("size", "ascending"), ("image_id", "ascending")]
+
+
+@dataclass
+class _Source:
+    """One input image of an edit row, shown from the dataset's stored copy."""
+
+    sha256: str
+    source: str
+    image: Path | None = None  # the stored input to link to (local datasets)
+    thumb: Path | None = None
+    thumb_size: tuple[int, int] | None = None
 
 
 @dataclass
@@ -51,6 +71,16 @@ class _Slot:
     image: Path | None = None  # the full image to link to (local datasets)
     thumb: Path | None = None
     thumb_size: tuple[int, int] | None = None
+    sources: list[_Source] = field(default_factory=list)  # an edit row's inputs, in request order
+
+    @property
+    def sequential(self) -> bool:
+        """Whether the row is one image of an ``enable_sequential`` set."""
+        try:
+            params = json.loads(self.row.get("params") or "{}")
+        except ValueError:
+            return False
+        return isinstance(params, dict) and params.get("enable_sequential") is True
 
 
 def build_gallery(
@@ -82,8 +112,10 @@ def build_gallery(
     table = _in_spec_order(only_planned(_load_rows(view, _COLUMNS), only), order)
     cap = limit if limit is not None else DEFAULT_LIMIT
     totals = _totals(table)
-    slots = [_Slot(row=r, vars=dict(r["vars"] or [])) for r in table.slice(0, cap).to_pylist()]
-    axes = _axes(slots, rows, cols)
+    slots = [_Slot(row=r, vars=dict(r["vars"] or []), sources=_sources(r))
+             for r in table.slice(0, cap).to_pylist()]
+    edits = any(s.sources or s.sequential for s in slots)
+    axes = _axes(slots, rows, cols, edits=edits)
 
     thumbs_dir = page.parent / f"{page.stem}_thumbs"
     try:
@@ -91,12 +123,18 @@ def build_gallery(
     except OSError as exc:
         raise UsageError(f"cannot write the gallery next to {page}: {exc.strerror or exc}") from None
     _make_thumbs(view, slots, thumbs_dir, thumb)
+    _make_input_thumbs(view, slots, thumbs_dir, thumb)
 
-    body = _grid(slots, *axes, page.parent) if axes else _wall(slots, page.parent)
+    if axes:
+        body = _grid(slots, *axes, page.parent)
+    elif edits:
+        body = _edit_wall(slots, page.parent)
+    else:
+        body = _wall(slots, page.parent)
     title = _dataset_name(view)
     html = _PAGE.format(
         title=escape(title), css=_CSS.replace("THUMB", str(thumb)),
-        header=_header(title, view.location, totals, len(slots), table.num_rows, axes),
+        header=_header(title, view.location, totals, len(slots), table.num_rows, axes, edits=edits),
         body=body,
     )
     tmp = page.with_name(page.name + ".tmp")
@@ -117,14 +155,24 @@ def _in_spec_order(table: pa.Table, only: Mapping[str, int] | None) -> pa.Table:
     return table.sort_by([("created_at", "ascending"), *_ORDER])
 
 
-def _axes(slots: list[_Slot], rows: str | None, cols: str | None) -> tuple[str, str] | None:
-    """The grid axes, or None for a wall. Default grid: a seed sweep (several seeds for a prompt)."""
+def _sources(row: dict[str, Any]) -> list[_Source]:
+    return [_Source(sha256=str(i.get("sha256") or ""), source=str(i.get("source") or ""))
+            for i in row.get("inputs") or [] if isinstance(i, dict)]
+
+
+def _axes(slots: list[_Slot], rows: str | None, cols: str | None, *,
+          edits: bool = False) -> tuple[str, str] | None:
+    """The grid axes, or None for a wall. Default grid: a seed sweep (several seeds for a prompt);
+    never for edits (one instruction over many sources is no seed sweep: they are shown as pairs)."""
     var_names = sorted({k for s in slots for k in s.vars})
+    known = [*BUILTIN_AXES, *([SOURCE_AXIS] if edits else []), *var_names]
     for name in (rows, cols):
-        if name is not None and name not in BUILTIN_AXES and name not in var_names:
-            allowed = ", ".join([*BUILTIN_AXES, *var_names])
+        if name is not None and name not in known:
+            allowed = ", ".join(known)
             raise UsageError(f"unknown gallery axis {name!r}; choose one of: {allowed}")
     if rows is None and cols is None:
+        if edits:
+            return None
         seeds: dict[str, set[Any]] = {}
         for s in slots:
             seeds.setdefault(s.row["prompt"], set()).add(s.row["seed"])
@@ -138,6 +186,8 @@ def _axes(slots: list[_Slot], rows: str | None, cols: str | None) -> tuple[str, 
 
 
 def _value(slot: _Slot, axis: str) -> str | None:
+    if axis == SOURCE_AXIS:
+        return " + ".join(src.source or src.sha256 for src in slot.sources) or None
     if axis in BUILTIN_AXES:
         v = slot.row.get(axis)
         return None if v is None else str(v)
@@ -163,22 +213,25 @@ def _grid(slots: list[_Slot], rows: str, cols: str, base: Path) -> str:
     for s in slots:
         cells.setdefault((_value(s, rows), _value(s, cols)), []).append(s)
     with_prompt = "prompt" not in (rows, cols)  # otherwise a header already says it
+    by_source = SOURCE_AXIS in (rows, cols)  # the header shows the source(s): cells only the result
+    heads = {_value(s, SOURCE_AXIS): s.sources for s in slots if s.sources} if by_source else {}
     # rows in spec order (first appearance; the slots come in plan order), numbers by value
     row_keys = list(dict.fromkeys(k[0] for k in cells))
     if rows in ("seed", "size"):
         row_keys.sort(key=_sort_key(rows))
     col_keys = sorted({k[1] for k in cells}, key=_sort_key(cols))
-    head = "".join(f'<th scope="col" data-col>{_axis_label(cols, c)}</th>' for c in col_keys)
+    head = "".join(f'<th scope="col" data-col>{_axis_label(cols, c, heads, base)}</th>' for c in col_keys)
     out = [
         f'<table class="grid" data-rows="{len(row_keys)}" data-cols="{len(col_keys)}">',
         f'<thead><tr><th class="corner">{escape(rows)} <span>╲</span> {escape(cols)}</th>{head}</tr>',
         "</thead><tbody>",
     ]
     for r in row_keys:
-        out.append(f'<tr data-row><th scope="row" class="rowhead">{_axis_label(rows, r)}</th>')
+        out.append(f'<tr data-row><th scope="row" class="rowhead">{_axis_label(rows, r, heads, base)}</th>')
         for c in col_keys:
             found = cells.get((r, c), [])
-            inner = "".join(_card(s, base, with_prompt=with_prompt) for s in found) or _EMPTY
+            inner = "".join(_card(s, base, with_prompt=with_prompt, with_sources=not by_source)
+                            for s in found) or _EMPTY
             out.append(f"<td>{inner}</td>")
         out.append("</tr>")
     out.append("</tbody></table>")
@@ -188,9 +241,12 @@ def _grid(slots: list[_Slot], rows: str, cols: str, base: Path) -> str:
 _EMPTY = '<div class="empty">—</div>'
 
 
-def _axis_label(axis: str, value: str | None) -> str:
+def _axis_label(axis: str, value: str | None, heads: Mapping[str | None, list[_Source]] | None = None,
+                base: Path | None = None) -> str:
     if value is None:
         return '<span class="muted">(none)</span>'
+    if axis == SOURCE_AXIS and heads and value in heads and base is not None:
+        return f'{_source_tiles(heads[value], base)}<span class="srcname">{escape(value)}</span>'
     if axis == "seed":
         return f'<span class="muted">seed</span> {escape(value)}'
     if axis == "size":
@@ -202,11 +258,12 @@ def _wall(slots: list[_Slot], base: Path) -> str:
     return '<div class="wall">' + "".join(_card(s, base, with_prompt=True) for s in slots) + "</div>"
 
 
-def _card(slot: _Slot, base: Path, *, with_prompt: bool) -> str:
+def _card(slot: _Slot, base: Path, *, with_prompt: bool, with_sources: bool = True) -> str:
     r = slot.row
     size = _size_label(r)
     facts = [f"seed {r['seed']}" if r["seed"] is not None else "", size, r["image_id"]]
-    title = escape("\n".join([r["prompt"] or "", " · ".join(f for f in facts if f)]), quote=True)
+    inputs = [f"input {i}: {src.source}" for i, src in enumerate(slot.sources, 1)]
+    title = escape("\n".join([r["prompt"] or "", " · ".join(f for f in facts if f), *inputs]), quote=True)
     caption = (
         f'<span class="facts">seed {escape(str(r["seed"]))} · {escape(size)}</span>'
         f'<code>{escape(r["image_id"])}</code>'
@@ -217,20 +274,105 @@ def _card(slot: _Slot, base: Path, *, with_prompt: bool) -> str:
         kind = escape(r["error_kind"] or "failed")
         message = escape(r["error_message"] or "no message recorded")
         visual = f'<div class="fail"{_ratio(r)}><strong>✕ {kind}</strong><span>{message}</span></div>'
-        return _figure("card failed", title, visual, caption)
-    if not slot.found or slot.thumb is None or slot.thumb_size is None:
+        cls = "card failed"
+    elif not slot.found or slot.thumb is None or slot.thumb_size is None:
         why = "image file missing" if not slot.found else "image unreadable"
         where = escape(r["path"] or "")
         visual = f'<div class="fail missing"{_ratio(r)}><strong>{why}</strong><span>{where}</span></div>'
-        return _figure("card missing", title, visual, caption)
+        cls = "card missing"
+    else:
+        visual, cls = _picture(slot, base), "card"
+    if slot.sources and with_sources:  # an edit: its source(s) → the result (or why there is none)
+        return _figure(f"{cls} pair", title, _pair(slot, visual, base), caption)
+    return _figure(cls, title, visual, caption)
+
+
+def _picture(slot: _Slot, base: Path) -> str:
+    """The thumbnail of an ok slot whose thumbnail exists, linked to the full image when local."""
+    assert slot.thumb is not None and slot.thumb_size is not None
     w, h = slot.thumb_size
     visual = (
         f'<img src="{_href(slot.thumb, base)}" width="{w}" height="{h}" '
-        f'loading="lazy" alt="{escape(r["prompt"] or "", quote=True)}">'
+        f'loading="lazy" alt="{escape(slot.row["prompt"] or "", quote=True)}">'
     )
     if slot.image is not None:
         visual = f'<a href="{_href(slot.image, base)}">{visual}</a>'
-    return _figure("card", title, visual, caption)
+    return visual
+
+
+def _pair(slot: _Slot, result: str, base: Path) -> str:
+    """Source(s) → result, side by side."""
+    return (f'<div class="pairrow">{_source_tiles(slot.sources, base, _ratio(slot.row))}'
+            f'{_ARROW}<div class="result">{result}</div></div>')
+
+
+_ARROW = '<div class="arrow" aria-hidden="true">→</div>'
+
+
+def _source_tiles(sources: list[_Source], base: Path, ratio: str = "") -> str:
+    """The input images of a request, numbered when there are several (as the prompt names them)."""
+    tiles = []
+    for i, src in enumerate(sources, 1):
+        badge = f'<span class="badge">{i}</span>' if len(sources) > 1 else ""
+        name = escape(src.source, quote=True)
+        if src.thumb is not None and src.thumb_size is not None:
+            w, h = src.thumb_size
+            tile = (f'<img src="{_href(src.thumb, base)}" width="{w}" height="{h}" loading="lazy" '
+                    f'alt="input {i}: {name}">')
+            if src.image is not None:
+                tile = f'<a href="{_href(src.image, base)}">{tile}</a>'
+        else:
+            why = "URL input (not stored)" if is_url(src.source) else "input not stored"
+            tile = f'<div class="nosrc"{ratio}><strong>{why}</strong><span>{escape(src.source)}</span></div>'
+        tiles.append(f'<div class="src" title="input {i}: {name}">{badge}{tile}</div>')
+    columns = 1 if len(sources) == 1 else 2 if len(sources) <= 4 else 3
+    return f'<div class="sources" style="--cols: {columns}">{"".join(tiles)}</div>'
+
+
+def _edit_wall(slots: list[_Slot], base: Path) -> str:
+    """A wall of pairs (source → result) and cards; each ``enable_sequential`` set one strip, where its
+    first image stands, in slot order."""
+    sets: dict[str, list[_Slot]] = {}
+    for s in slots:
+        if s.sequential:
+            sets.setdefault(s.row["job_id"], []).append(s)
+    out, shown = [], set()
+    for s in slots:
+        if not s.sequential:
+            out.append(_card(s, base, with_prompt=True))
+        elif s.row["job_id"] not in shown:
+            shown.add(s.row["job_id"])
+            out.append(_strip(sorted(sets[s.row["job_id"]], key=lambda x: x.row["slot"] or 0), base))
+    return '<div class="wall edits">' + "".join(out) + "</div>"
+
+
+def _strip(members: list[_Slot], base: Path) -> str:
+    """One set: its inputs (if any) →, then every image in slot order, each numbered."""
+    first = members[0].row
+    frames = []
+    for s in members:
+        r = s.row
+        label = f'<span class="badge">{(r["slot"] or 0) + 1}</span>'
+        if r["status"] != "ok":
+            kind = escape(r["error_kind"] or "failed")
+            message = escape(r["error_message"] or "")
+            visual = f'<div class="fail"{_ratio(r)}><strong>✕ {kind}</strong><span>{message}</span></div>'
+        elif s.thumb is None:
+            visual = f'<div class="fail missing"{_ratio(r)}><strong>image file missing</strong></div>'
+        else:
+            visual = _picture(s, base)
+        frames.append(f'<div class="frame" data-slot="{escape(str(r["slot"]))}" '
+                      f'title="{escape(r["image_id"], quote=True)}">{label}{visual}</div>')
+    lead = ""
+    if members[0].sources:
+        lead = _source_tiles(members[0].sources, base, _ratio(first)) + _ARROW
+    n = first["n"] or len(members)
+    caption = (f'<span class="prompt">{escape(first["prompt"] or "")}</span>'
+               f'<span class="facts">set of {escape(str(n))} · seed {escape(str(first["seed"]))} · '
+               f'{escape(_size_label(first))}</span><code>{escape(first["job_id"] or "")}</code>')
+    title = escape("\n".join([first["prompt"] or "", f"set {first['job_id']}"]), quote=True)
+    return (f'<figure class="strip" title="{title}"><div class="striprow">{lead}{"".join(frames)}</div>'
+            f"<figcaption>{caption}</figcaption></figure>")
 
 
 def _figure(cls: str, title: str, visual: str, caption: str) -> str:
@@ -290,6 +432,34 @@ def _make_thumbs(view: DatasetView, slots: Iterable[_Slot], thumbs_dir: Path, si
                 s.thumb, s.thumb_size = thumb, dims
 
 
+def _make_input_thumbs(view: DatasetView, slots: Iterable[_Slot], thumbs_dir: Path, size: int) -> None:
+    """Thumbnails of the stored inputs, one per sha256 however many rows use it."""
+    by_sha: dict[str, list[_Source]] = {}
+    for s in slots:
+        for src in s.sources:
+            by_sha.setdefault(src.sha256, []).append(src)
+    todo: list[tuple[str, Callable[[], Path | bytes | None], Path, Path | None]] = []
+    for sha in by_sha:
+        rel = input_rel(view, sha)  # None for a URL input, a missing file, or a tampered hash
+        if rel is None:
+            continue
+        local = view.local_path(rel)
+        source: Callable[[], Path | bytes | None] = (
+            partial(view.read_bytes, rel) if view.is_remote else partial(_same, local) if local else _none)
+        todo.append((sha, source, thumbs_dir / f"input-{sha[:16]}-{size}.webp", local))
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        made = pool.map(lambda job: _thumbnail(job[1], job[2], size), todo)
+        for (sha, _, thumb, local), dims in zip(todo, made, strict=True):
+            if dims is None:
+                continue
+            for src in by_sha[sha]:
+                src.thumb, src.thumb_size, src.image = thumb, dims, local
+
+
+def _none() -> None:
+    return None
+
+
 def _same(path: Path) -> Path:
     return path
 
@@ -332,7 +502,18 @@ def _totals(table: pa.Table) -> dict[str, int]:
         "failed": table.num_rows - ok,
         **{key: pc.count_distinct(table[col]).as_py() for key, col in
            (("prompts", "prompt"), ("seeds", "seed"), ("sizes", "size"))},
+        "sources": _distinct_inputs(table),
     }
+
+
+def _distinct_inputs(table: pa.Table) -> int:
+    """How many distinct input images (by sha256) the rows use: 0 for text-to-image."""
+    if "inputs" not in table.column_names or table.num_rows == 0:
+        return 0
+    flat = pc.list_flatten(table["inputs"])
+    if len(flat) == 0:
+        return 0
+    return int(pc.count_distinct(pc.struct_field(flat, "sha256")).as_py() or 0)
 
 
 def _dataset_name(view: DatasetView) -> str:
@@ -347,7 +528,8 @@ def _dataset_name(view: DatasetView) -> str:
 
 
 def _header(
-    title: str, root: str, totals: dict[str, int], shown: int, total: int, axes: tuple[str, str] | None
+    title: str, root: str, totals: dict[str, int], shown: int, total: int, axes: tuple[str, str] | None,
+    *, edits: bool = False,
 ) -> str:
     def stat(n: int, label: str, cls: str = "") -> str:
         return f'<div class="stat {cls}"><b>{n:,}</b><span>{label}</span></div>'
@@ -358,8 +540,10 @@ def _header(
         stat(totals["prompts"], "prompts"),
         stat(totals["seeds"], "seeds"),
         stat(totals["sizes"], "sizes"),
+        stat(totals["sources"], "source images") if totals["sources"] else "",
     ])
-    layout = f"grid: rows = {escape(axes[0])}, columns = {escape(axes[1])}" if axes else "wall of cards"
+    layout = (f"grid: rows = {escape(axes[0])}, columns = {escape(axes[1])}" if axes
+              else "source → result, sets as strips" if edits else "wall of cards")
     note = ""
     if shown < total:
         note = (
@@ -442,6 +626,35 @@ figcaption .prompt { flex-basis: 100%; color: var(--ink); font-size: 13px; displ
 .fail span { font-size: 12px; color: var(--ink); opacity: .8; overflow: hidden; }
 .card.failed { border-color: color-mix(in srgb, var(--bad) 45%, var(--line)); }
 .fail.missing { background: var(--bg); color: var(--muted); }
+.wall.edits { align-items: start;
+  grid-template-columns: repeat(auto-fill, minmax(min(calc(var(--thumb) * 2 + 56px), 100%), 1fr)); }
+.pairrow .fail { border-radius: 6px; border-bottom: 0; padding: 8px 10px; }
+.pairrow { display: grid; grid-template-columns: 1fr auto 1fr; align-items: center; gap: 8px;
+  padding: 10px 10px 0; }
+.pairrow img, .striprow img { display: block; width: 100%; height: auto; border-radius: 6px; }
+.pairrow a, .striprow a { display: block; background: none; }
+.sources { display: grid; grid-template-columns: repeat(var(--cols), 1fr); gap: 4px; }
+.src, .frame { position: relative; }
+.badge { position: absolute; top: 4px; left: 4px; z-index: 1; min-width: 18px; padding: 0 5px;
+  border-radius: 9px; background: rgba(0, 0, 0, .62); color: #fff; font-size: 11px; line-height: 18px;
+  text-align: center; }
+.arrow { font-size: 24px; color: var(--muted); padding: 0 2px; }
+.nosrc { display: flex; flex-direction: column; gap: 4px; justify-content: center; aspect-ratio: 1 / 1;
+  padding: 8px; border: 1px dashed var(--line); border-radius: 6px; color: var(--muted); font-size: 11px;
+  overflow: hidden; overflow-wrap: anywhere; }
+.nosrc strong { color: var(--ink); font-weight: 600; }
+.card.pair figcaption .prompt::before, .strip figcaption .prompt::before { content: "“"; }
+.card.pair figcaption .prompt::after, .strip figcaption .prompt::after { content: "”"; }
+.strip { grid-column: 1 / -1; margin: 0; background: var(--panel); border: 1px solid var(--line);
+  border-radius: 10px; box-shadow: 0 1px 2px rgba(16, 24, 40, .05); }
+.striprow { display: flex; align-items: center; gap: 8px; padding: 10px 10px 0; overflow-x: auto; }
+.striprow .sources { flex: 0 0 calc(var(--thumb) * .75); }
+.striprow .frame { flex: 0 0 var(--thumb); }
+.striprow .fail { border-radius: 6px; }
+.rowhead .sources { width: 100%; max-width: 200px; }
+.rowhead img { display: block; width: 100%; height: auto; border-radius: 6px; }
+.srcname { display: block; margin-top: 4px; color: var(--muted); font: 11px/1.3 ui-monospace, monospace;
+  overflow-wrap: anywhere; }
 .empty { width: var(--thumb); aspect-ratio: 3 / 2; display: grid; place-items: center; color: var(--muted);
   border: 1px dashed var(--line); border-radius: 10px; }
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
+import io
 import json
 import random
 from dataclasses import dataclass
@@ -149,3 +150,103 @@ def make_dataset(
     manifest = {"format_version": FORMAT_VERSION, "name": name, "spec": None, "runs": []}
     (root / "wanbatch.json").write_text(json.dumps(manifest, indent=2))
     return SyntheticDataset(root=root, rows=rows, prompts=prompt_texts, seeds=seed_values, size=size)
+
+
+# -- edit datasets -----------------------------------------------------------------------------------
+
+INSTRUCTIONS = ["make it snowy", "turn it into a night scene"]
+#: An input given as a URL: wanbatch sends it as is and stores nothing (its sha256 is of the bytes
+#: the gateway was pointed at, recorded when the spec was validated).
+URL_INPUT = "https://images.example.com/cat.png"
+
+
+@dataclass
+class SyntheticEditDataset:
+    """An edit dataset as the runner writes it: result images, rows with ``inputs``, and every local
+    input stored once under ``inputs/<sha[:2]>/<sha>.<ext>``."""
+
+    root: Path
+    rows: list[dict[str, Any]]
+    inputs: dict[str, tuple[int, int]]  # stored input sha256 -> (width, height)
+    size: tuple[int, int]  # of the results
+
+    @property
+    def ok(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] == "ok"]
+
+
+def make_edit_dataset(root: Path, *, bases: int = 3, size: tuple[int, int] = (96, 64),
+                      source_size: tuple[int, int] = (80, 60), multi: bool = True, url: bool = True,
+                      sequential: bool = True, failed: bool = True,
+                      prompt_prefix: str = "", url_source: str = URL_INPUT) -> SyntheticEditDataset:
+    """Write an edit dataset through :class:`~wanbatch.dataset.writer.DatasetWriter`.
+
+    ``bases`` source images (png, jpg and webp in turn, ``source_size``) each edited with every one of
+    :data:`INSTRUCTIONS` (one input, ``source`` = ``dataset:<image_id>`` of an earlier stage); with
+    ``multi`` one fusion of the first two bases (two inputs); with ``url`` one edit of the URL input
+    ``url_source`` (not stored); with ``sequential`` a set of three from the last base
+    (``enable_sequential``, slots 0–2); with ``failed`` one refused edit. Results are ``size``.
+    """
+    from wanbatch.dataset.writer import DatasetWriter
+
+    width, height = size
+    size_str = f"{width}*{height}"
+    start = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+    stored: dict[str, tuple[int, int]] = {}
+    sources: list[tuple[str, str]] = []  # (sha256, source) per base
+    formats = [("PNG", "png"), ("JPEG", "jpg"), ("WEBP", "webp")]
+    writer = DatasetWriter.open(root, create=True)  # first: it refuses a folder that is not empty
+    for b in range(bases):
+        pil, ext = formats[b % len(formats)]
+        buf = io.BytesIO()
+        draw_image(f"base {b}", b, *source_size).save(buf, format=pil)
+        data = buf.getvalue()
+        sha = hashlib.sha256(data).hexdigest()
+        path = root / "inputs" / sha[:2] / f"{sha}.{ext}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        stored[sha] = source_size
+        base_id = hashlib.sha256(f"base{b}".encode()).hexdigest()[:16] + "-0"
+        sources.append((sha, f"dataset:{base_id}"))
+
+    requests: list[tuple[str, list[tuple[str, str]], dict[str, Any], int]] = []  # prompt, inputs, params, n
+    for sha_source in sources:
+        for instruction in INSTRUCTIONS:
+            requests.append((prompt_prefix + instruction, [sha_source], {}, 1))
+    if multi and len(sources) >= 2:
+        requests.append((prompt_prefix + "put the sun of image 1 into image 2", sources[:2], {}, 1))
+    if url:
+        url_sha = hashlib.sha256(url_source.encode()).hexdigest()
+        requests.append((prompt_prefix + "give the cat a hat", [(url_sha, url_source)], {}, 1))
+    if sequential:
+        requests.append((prompt_prefix + "the same street through the seasons", sources[-1:],
+                         {"enable_sequential": True}, 3))
+    rows: list[dict[str, Any]] = []
+    try:
+        for i, (prompt, inputs, extra, n) in enumerate(requests):
+            params = json.dumps({"watermark": False, **extra}, sort_keys=True, separators=(",", ":"))
+            job_id = hashlib.sha256(json.dumps([prompt, inputs, params]).encode()).hexdigest()[:16]
+            for slot in range(n):
+                image_id = f"{job_id}-{slot}"
+                common = dict(
+                    image_id=image_id, job_id=job_id, pipeline="image2image", model=MODEL, provider="mock",
+                    prompt=prompt, template=prompt, vars=[], seed=1000 + i, size=size_str, n=n, slot=slot,
+                    params=params, attempts=1, latency_ms=1200, run_id="run-edit",
+                    created_at=start + timedelta(seconds=len(rows)),
+                    inputs=[{"sha256": sha, "source": source} for sha, source in inputs],
+                )
+                if failed and i == 0 and slot == 0:  # the first edit of the first base was refused
+                    rows.append(_row(**common, status="failed", error_kind="moderation",
+                                     error_message="The input image was rejected by content moderation."))
+                    continue
+                tmp = writer.tmp_path(".png")
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                draw_image(f"{prompt}|{slot}", i, width, height).save(tmp, format="PNG")
+                data = tmp.read_bytes()
+                rel = writer.place(tmp, image_id, "png")
+                rows.append(_row(**common, status="ok", width=width, height=height, path=rel, format="png",
+                                 bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
+        writer.append(rows)
+    finally:
+        writer.close()
+    return SyntheticEditDataset(root=root, rows=rows, inputs=stored, size=size)

@@ -28,6 +28,7 @@ from wanbatch.export._common import (
     Output,
     check_destination,
     commit,
+    input_count,
     staging_dir,
     table_var_names,
 )
@@ -80,9 +81,11 @@ def export_dataset(
     out = Output(staging)
     try:
         names = table_var_names(table)
+        inputs, urls = input_count(table)
         counts: dict[str, int] = {}
         for name, part in split_rows(table, splits):
-            part_out = Output(staging, images=images, split=name, var_names=names,
+            part_out = Output(staging, images=images, split=name, var_names=names, inputs=inputs,
+                              input_urls=urls,
                               prefix="" if split is None or format_.splits_in_names else f"{name}/")
             format_.write(view, part, part_out, shard_rows)
             out.files += part_out.files
@@ -90,7 +93,8 @@ def export_dataset(
             out.rows += part_out.rows
             counts[name] = part_out.rows
         if format_.finish is not None:
-            format_.finish(view, table, Output(staging, files=out.files, var_names=names), counts)
+            format_.finish(view, table, Output(staging, files=out.files, var_names=names, inputs=inputs,
+                                              input_urls=urls), counts)
         if out.rows == 0:
             raise DatasetError(
                 f"nothing exported from {view.location}: none of the {table.num_rows} selected rows has its "

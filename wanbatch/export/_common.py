@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from wanbatch.dataset.layout import check_image_id
 from wanbatch.dataset.view import DatasetView
@@ -123,6 +125,8 @@ class Output:
     split: str = "train"
     prefix: str = ""
     var_names: list[str] = field(default_factory=list)  # hf: one column each, the same in every split
+    inputs: int = 0  # the most input images a row has (0: a text-to-image export), the same in every split
+    input_urls: bool = False  # some input is a URL (not stored): hf adds source_url columns
 
     def path(self, rel: str) -> Path:
         rel = self.prefix + rel
@@ -141,6 +145,77 @@ def exported_image(view: DatasetView, row: dict[str, Any],
     if source is None or not images.active:
         return source, ext, {}
     return images.apply(source, row)
+
+
+def input_count(table: pa.Table) -> tuple[int, bool]:
+    """The most input images any row of ``table`` has (0 for text-to-image), and whether any input is a
+    URL (sent as is, so not stored in the dataset)."""
+    if "inputs" not in table.column_names:
+        return 0, False
+    most, urls = 0, False
+    for value in table.column("inputs").to_pylist():
+        if value:
+            most = max(most, len(value))
+            urls = urls or any(is_url(i.get("source")) for i in value)
+    return most, urls
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(source: object) -> bool:
+    """Whether an input's ``source`` is a URL (``https://…``) rather than a path or ``dataset:<id>``."""
+    return isinstance(source, str) and _URL.match(source) is not None
+
+
+def source_column(i: int, kind: str = "image") -> str:
+    """The export column of input ``i`` (0-based): ``source_image``, ``source_image_2``, … (``kind``
+    ``url``: ``source_url``, ``source_url_2``, …). The first input keeps the plain name, so the usual
+    one-source pair reads the same whatever else a dataset holds."""
+    return f"source_{kind}" if i == 0 else f"source_{kind}_{i + 1}"
+
+
+#: The most input images one request may carry (Model Studio: 1–9).
+MAX_INPUTS = 9
+#: Columns an edit export adds; a var with one of these names is exported as ``var_<name>``.
+EDIT_COLUMNS = frozenset(
+    ["instruction", *(source_column(i, kind) for i in range(MAX_INPUTS) for kind in ("image", "url"))])
+
+
+#: Extensions a stored input image may have, most common first.
+INPUT_EXTENSIONS = ("png", "jpg", "webp", "bmp", "jpeg")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def input_rel(view: DatasetView, sha256: object) -> str | None:
+    """Where the dataset stores the input image with content hash ``sha256``, relative to its root
+    (``inputs/<sha[:2]>/<sha>.<ext>``); None when it is not stored (a URL input, or gone). A hash that
+    is not 64 hex digits (a tampered index) names nothing; files are read through the view's checks
+    (no symlinks, nothing outside the root)."""
+    if not isinstance(sha256, str) or not _SHA256.match(sha256):
+        return None
+    names = [f"inputs/{sha256[:2]}/{sha256}.{ext}" for ext in INPUT_EXTENSIONS]
+    if not view.is_remote:
+        return next((rel for rel in names if view.local_path(rel) is not None), None)
+    try:
+        infos = view.fs.get_file_info([f"{view.base}/{rel}" for rel in names])
+    except OSError as exc:
+        raise DatasetError(f"cannot look up input image {sha256} in {view.location}: {exc}") from None
+    return next((rel for rel, i in zip(names, infos, strict=True) if i.type == pafs.FileType.File), None)
+
+
+def input_image(view: DatasetView, sha256: object,
+                images: ImageOptions) -> tuple[Path | bytes | None, str, dict[str, Any]]:
+    """A stored input image as an export writes it: (file or bytes, extension, changed fields), like
+    :func:`exported_image`; None when the input is not stored (a URL input, or the file is gone)."""
+    rel = input_rel(view, sha256)
+    if rel is None:
+        return None, "", {}
+    ext = rel.rsplit(".", 1)[-1]
+    source: Path | bytes | None = view.read_bytes(rel) if view.is_remote else view.local_path(rel)
+    if source is None or not images.active:
+        return source, ext, {}
+    return images.apply(source, {"path": rel})
 
 
 def check_destination(to: Path, *, overwrite: bool) -> None:
@@ -276,7 +351,7 @@ def var_column(name: str) -> str:
     (a var called ``size`` or ``seed``)."""
     from wanbatch.dataset.schema import INDEX_SCHEMA
 
-    reserved = {*INDEX_SCHEMA.names, "image", "file_name"}
+    reserved = {*INDEX_SCHEMA.names, "image", "file_name", *EDIT_COLUMNS}
     return f"var_{name}" if name in reserved else name
 
 

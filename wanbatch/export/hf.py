@@ -22,8 +22,11 @@ from wanbatch.export._common import (
     Output,
     dataset_name,
     exported_image,
+    input_image,
+    is_url,
     iter_batches,
     plan_shards,
+    source_column,
     var_column,
     var_columns,
 )
@@ -31,7 +34,7 @@ from wanbatch.export._common import (
 IMAGE_TYPE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
 
 def card(name: str, splits: dict[str, int], manifest: dict[str, Any], cost: float | None,
-         failed: int, var_names: list[str]) -> str:
+         failed: int, var_names: list[str], inputs: int = 0) -> str:
     """The dataset card (README.md): the spec's name as the title; spec, model, counts and cost."""
     spec = manifest.get("spec") or {}
     runs = [r for r in manifest.get("runs") or [] if isinstance(r, dict)]
@@ -56,20 +59,41 @@ def card(name: str, splits: dict[str, int], manifest: dict[str, Any], cost: floa
         "template var" + (f" ({', '.join(f'`{v}`' for v in var_names)})" if var_names else "")
         + ", and the rest of the wanbatch index (`params` is the request's parameters as JSON).", "",
     ]
+    if inputs:
+        columns = ", ".join(f"`{source_column(i)}`" for i in range(inputs))
+        lines += [
+            f"An image-editing set (InstructPix2Pix-style): the input image(s) {columns} (in request order), "
+            "the `instruction` and the result `image`. `inputs` lists every input's sha256 and source; "
+            "an input sent as a URL was not stored, so its image column is null and `source_url` holds "
+            "the URL.", "",
+        ]
     return "\n".join(lines)
 
 
-def export_schema(var_names: list[str] | None = None) -> pa.Schema:
+def export_schema(var_names: list[str] | None = None, inputs: int = 0, urls: bool = False) -> pa.Schema:
     """The index columns, one string column per var instead of the ``vars`` map, after an ``image``
-    column, with HF features."""
+    column, with HF features.
+
+    An edit export (``inputs`` > 0: the most input images a row has) adds, after ``image`` (the
+    result), one ``Image`` column per input (``source_image``, ``source_image_2``, …) and
+    ``instruction`` (the prompt): the InstructPix2Pix shape. With ``urls``, ``source_url`` (…) hold
+    the URL of an input that was sent as a URL (its image column is null: wanbatch never stored it).
+    """
     fields = [pa.field("image", IMAGE_TYPE)]
+    images = ["image"]
+    if inputs:
+        images += [source_column(i) for i in range(inputs)]
+        fields += [pa.field(name, IMAGE_TYPE) for name in images[1:]]
+        fields.append(pa.field("instruction", pa.string()))
+        if urls:
+            fields += [pa.field(source_column(i, "url"), pa.string()) for i in range(inputs)]
     for f in INDEX_SCHEMA:
         if f.name != "vars":
             fields.append(f.with_nullable(True))
     fields += [pa.field(var_column(v), pa.string()) for v in var_names or []]
-    features: dict[str, Any] = {"image": {"_type": "Image"}}
-    for f in fields[1:]:
-        features[f.name] = _feature(f.type)
+    features: dict[str, Any] = {}
+    for f in fields:
+        features[f.name] = {"_type": "Image"} if f.name in images else _feature(f.type)
     meta = {"info": {"features": features}}
     return pa.schema(fields, metadata={"huggingface": json.dumps(meta)})
 
@@ -89,7 +113,7 @@ def _dtype(t: pa.DataType) -> str:
 
 
 def write(view: DatasetView, table: pa.Table, out: Output, shard_rows: int | None) -> None:
-    schema = export_schema(out.var_names)
+    schema = export_schema(out.var_names, out.inputs, out.input_urls)
     sizes = [b or 0 for b in table.column("bytes").to_pylist()]
     shards = plan_shards(sizes, shard_rows=shard_rows, target_bytes=TARGET_SHARD_BYTES)
     for i, rows in enumerate(shards):
@@ -106,17 +130,34 @@ def write(view: DatasetView, table: pa.Table, out: Output, shard_rows: int | Non
                     image = None if data is None else {"bytes": data, "path": f"{row['image_id']}.{ext}"}
                     record = {**row, **changed, "image": image, **var_columns(row["vars"])}
                     record.pop("vars")
+                    if out.inputs:
+                        record.update(_sources(view, row, out))
                     records.append(record)
                 if records:
                     writer.write_table(pa.Table.from_pylist(records, schema=schema))
                     out.rows += len(records)
 
 
+def _sources(view: DatasetView, row: dict[str, Any], out: Output) -> dict[str, Any]:
+    """The edit columns of a row: each stored input as an image (re-encoded like the result), the
+    URL of each URL input, and the instruction."""
+    record: dict[str, Any] = {"instruction": row.get("prompt")}
+    for i, item in enumerate(row.get("inputs") or []):
+        sha, source = item.get("sha256"), item.get("source")
+        data, ext, _ = input_image(view, sha, out.images)
+        if isinstance(data, Path):
+            data = data.read_bytes()
+        record[source_column(i)] = None if data is None else {"bytes": data, "path": f"{sha}.{ext}"}
+        if out.input_urls and is_url(source):
+            record[source_column(i, "url")] = source
+    return record
+
+
 def finish(view: DatasetView, table: pa.Table, out: Output, counts: dict[str, int]) -> None:
     """The dataset card, once every split is written."""
     failed = int(pc.sum(pc.equal(table["status"], "failed")).as_py() or 0)
     out.path("README.md").write_text(
-        card(dataset_name(view), counts, view.manifest(), spent(view), failed, out.var_names),
+        card(dataset_name(view), counts, view.manifest(), spent(view), failed, out.var_names, out.inputs),
         encoding="utf-8")
 
 

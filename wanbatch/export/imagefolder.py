@@ -2,22 +2,38 @@
 
 The layout ``datasets.load_dataset("imagefolder", data_dir=...)`` reads, and that any tool can
 browse. It holds images only, so failed rows cannot be part of it.
+
+An edit row's stored inputs are copied once each to ``inputs/xx/<sha256>.<ext>`` and named by
+``source_image_file_name``, ``source_image_2_file_name``, … (``datasets`` loads every
+``*_file_name`` as an image column: ``source_image``, …), with ``instruction`` (the prompt) and, for
+an input sent as a URL (never stored), ``source_url``.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from typing import Any
 
 import pyarrow as pa
 
 from wanbatch.dataset.view import DatasetView
 from wanbatch.errors import DatasetError
-from wanbatch.export._common import Output, exported_image, iter_batches, json_record, var_columns
+from wanbatch.export._common import (
+    Output,
+    exported_image,
+    input_image,
+    is_url,
+    iter_batches,
+    json_record,
+    source_column,
+    var_columns,
+)
 
 
 def write(view: DatasetView, table: pa.Table, out: Output, shard_rows: int | None) -> None:
     metadata = out.path("metadata.jsonl")
+    copied: dict[str, str | None] = {}  # input sha256 -> its file in the export (None: not stored)
     with metadata.open("w", encoding="utf-8") as meta:
         for batch in iter_batches(table, range(table.num_rows)):
             for row in batch:
@@ -38,8 +54,36 @@ def write(view: DatasetView, table: pa.Table, out: Output, shard_rows: int | Non
                 fields = json_record(row, vars_as_object=False)
                 record = {"file_name": rel, **{k: v for k, v in fields.items() if v is not None}}
                 record.update(var_columns(row.get("vars"), record))
+                if row.get("inputs"):
+                    record.update(_inputs(view, row, out, copied))
                 meta.write(json.dumps(record, ensure_ascii=False) + "\n")
                 out.rows += 1
+
+
+def _inputs(view: DatasetView, row: dict[str, Any], out: Output,
+            copied: dict[str, str | None]) -> dict[str, Any]:
+    """The edit columns of a row (its inputs copied on first use)."""
+    record: dict[str, Any] = {"instruction": row.get("prompt")}
+    for i, item in enumerate(row["inputs"]):
+        sha, source = item.get("sha256"), item.get("source")
+        if sha not in copied:
+            data, ext, _ = input_image(view, sha, out.images)
+            copied[sha] = None
+            if data is not None:
+                rel = f"inputs/{sha[:2]}/{sha}.{ext}"
+                try:
+                    if isinstance(data, bytes):
+                        out.path(rel).write_bytes(data)
+                    else:
+                        shutil.copyfile(data, out.path(rel))
+                except OSError as exc:
+                    raise DatasetError(f"cannot copy input image {sha}: {exc.strerror or exc}") from None
+                copied[sha] = rel
+        if copied[sha] is not None:
+            record[source_column(i) + "_file_name"] = copied[sha]
+        if is_url(source):
+            record[source_column(i, "url")] = source
+    return record
 
 
 def register() -> None:
