@@ -400,6 +400,8 @@ class _Run:
             concurrency_cuts=self.controller.stats.cuts, lowest_concurrency=self.controller.stats.lowest,
             in_doubt_images=stats.in_doubt_images, in_doubt_skipped=stats.in_doubt_skipped,
             in_doubt_retried=stats.in_doubt_retried, ledger=self.dataset_ledger().to_dict(),
+            paid_downloads=stats.paid_downloads, regenerated_expired=stats.regenerated_expired,
+            foreign_tasks=stats.foreign_tasks,
         )
 
     def dataset_ledger(self) -> DatasetLedger:
