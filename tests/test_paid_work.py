@@ -161,6 +161,19 @@ def test_an_object_store_403_is_downloaded_by_the_rerun_within_the_links_life(tm
     assert sum(r["status"] == "ok" for r in rows(out)) == 2
 
 
+def test_a_link_the_object_store_calls_gone_again_is_left_failed_not_paid_again(tmp_path: Path) -> None:
+    with run_in_thread(small(file_fail_first={"403": 2})) as base:
+        spec, out = write_spec(tmp_path, base, seeds=1)
+        run(spec)
+        again = run(spec)
+        assert again.exit_code == 1 and again.summary.errors_by_kind == {"url_expired": 2}
+        assert again.summary.paid_downloads == 0 and mock_stats(base)["billed"] == 2
+        assert mock_stats(base)["requests"][FILES] == 4  # each link tried once per run
+        assert journaled(out)[1] == {}  # gone: not kept
+        third = run(spec)  # left failed (a refused kind): nothing is requested
+        assert third.summary.todo_images == 0 and mock_stats(base)["billed"] == 2
+
+
 class _Cdn:
     """The gateway's file links go through ``hops`` redirects: the first from the gateway itself, the
     others on a second loopback server (the CDN), which records every request's headers."""

@@ -90,11 +90,13 @@ class JobRunner:
         links = plan_links(self.links.pop(job.job_id, None), need, self.link_life)
         note, kept = "", {}
         if links is not None:  # paid for by an earlier run: download, or say why it is paid again
-            got, gone = await self._download_paid(job, links)
+            got = await self._download_paid(links)
             slots += got
-            kept = {s.slot: links.download[s.slot] for s in got if isinstance(s, SlotFailed)}
-            need = [k for k in need if k not in links.download or k in gone]
-            again = [k for k in need if k in gone or k in links.expired]
+            # a link the object store calls gone is not kept: the slot stays failed (url_expired)
+            kept = {s.slot: links.download[s.slot] for s in got
+                    if isinstance(s, SlotFailed) and s.kind != "url_expired"}
+            need = [k for k in need if k not in links.download]
+            again = [k for k in need if k in links.expired]
             if again:
                 note = (f"generated again: the image was paid for {age(time.time() - links.received)} ago, "
                         "could not be downloaded, and its link has expired (limits.link_life)")
@@ -323,25 +325,22 @@ class JobRunner:
                     failed[k] = found.url
         return slots, failed
 
-    async def _download_paid(self, job: Job, links: LinkPlan) -> tuple[list[Slot], list[int]]:
+    async def _download_paid(self, links: LinkPlan) -> list[Slot]:
         """Download images an earlier run paid for from their journaled links (no generation, no
-        budget). Returns the slots, and the ones the object store says are gone (generate those)."""
+        budget, no intent)."""
         slots: list[Slot] = []
-        gone: list[int] = []
         when = age(time.time() - links.received)
         for k, url in sorted(links.download.items()):
             try:
                 fetched = await self._download(k, DeliveredImage(index=k, url=url),
                                                f"downloaded from a link paid for {when} before")
             except (RefusedError, TransientError) as exc:
-                if exc.kind == "url_expired":
-                    gone.append(k)
-                else:
-                    slots.append(SlotFailed(k, exc.kind, _paid_message(exc, None)))
+                message = exc.message if exc.kind == "url_expired" else _paid_message(exc, None)
+                slots.append(SlotFailed(k, exc.kind, message))
                 continue
             slots.append(fetched)
             self.stats.paid_downloads += 1
-        return slots, gone
+        return slots
 
     async def _download(self, slot: int, image: DeliveredImage, note: str = "") -> Fetched:
         """One image to a temp file, verified (retried under the download policy)."""
