@@ -11,7 +11,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from wanbatch.errors import RefusedError
+from wanbatch.errors import RefusedError, TransientError
 from wanbatch.fetch import DownloadLimits, fetch_image
 from wanbatch.types import DeliveredImage
 
@@ -121,3 +121,18 @@ async def test_relative_redirects_are_followed_up_to_three_hops(tmp_path: Path) 
                               tmp_path / "x.part", timeout=5)
     assert info.value.kind == "too_many_redirects" and len(seen) == 4
     assert "cdn.example/a.png" in info.value.message and "Signature" not in info.value.message
+
+
+async def test_a_network_error_quoting_the_link_keeps_its_signed_query_out_of_the_message(
+    tmp_path: Path,
+) -> None:
+    url = "http://cdn.example/img/a.png?Expires=1&Signature=SECRETSIG"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"cannot connect to {request.url}")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(TransientError) as info:
+            await fetch_image(client, DeliveredImage(index=0, url=url), tmp_path / "x.part", timeout=5)
+    assert info.value.kind == "download" and "cdn.example/img/a.png" in info.value.message
+    assert "SECRETSIG" not in info.value.message

@@ -18,6 +18,7 @@ import base64
 import binascii
 import hashlib
 import ipaddress
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -207,12 +208,15 @@ async def _download(
         raise RefusedError(f"the gateway delivered an unusable image link ({where})",
                            kind="bad_image") from None
     except _NETWORK_ERRORS as exc:
-        raise TransientError(f"download from {where} failed: {type(exc).__name__}: {exc}",
+        detail = _QUERY.sub("?…", str(exc))  # some clients quote the whole link, signed query and all
+        raise TransientError(f"download from {where} failed: {type(exc).__name__}: {detail}",
                              kind="download") from None
     finally:
         sink.close()
     return size, digest.hexdigest(), verified
 
+
+_QUERY = re.compile(r"\?[^\s'\"<>)]*")
 
 #: Statuses a CDN redirects with; at most MAX_REDIRECTS hops are followed, each checked like the first.
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
