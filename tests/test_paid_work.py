@@ -24,7 +24,7 @@ import wanbatch
 from tests.helpers import cli_env
 from tests.helpers.chaos import mock_stats
 from tests.helpers.servers import serve_app
-from wanbatch.dataset import DatasetView, DatasetWriter
+from wanbatch.dataset import DatasetView, DatasetWriter, status
 from wanbatch.dataset.journal import read_journal
 from wanbatch.mock import MockConfig, create_app, run_in_thread
 from wanbatch.runner import RunOptions
@@ -122,6 +122,7 @@ def test_a_failed_download_is_downloaded_by_the_rerun_without_paying_again(tmp_p
                    for r in failed)
         _, links = journaled(out)
         assert sum(len(p.links) for p in links.values()) == 4  # the links, where only the journal has them
+        assert status(out).paid_not_downloaded == 4  # `wanbatch status` says so
         again = run(spec)
         stats = mock_stats(base)
         assert again.exit_code == 0 and again.summary.paid_downloads == 4
@@ -131,6 +132,7 @@ def test_a_failed_download_is_downloaded_by_the_rerun_without_paying_again(tmp_p
     assert len({r["image_id"] for r in ok}) == 4
     assert all("paid for" in (r["error_message"] or "") for r in ok)
     assert journaled(out)[1] == {}  # used up: forgotten
+    assert status(out).paid_not_downloaded == 0
     account = DatasetView.open(out).ledger()  # what `wanbatch status --json` reports
     assert account.billed_images == 4 and account.in_doubt_images == 0
 
