@@ -114,7 +114,7 @@ def pending_tasks_on_disk(root: Path) -> dict[str, str]:
     """job_id → task_id of every async task journaled and not marked done, over all writers."""
     found: dict[str, str] = {}
     for folder in (root / "journal").iterdir() if (root / "journal").exists() else []:
-        found.update({job: task for job, (_, task) in read_tasks(folder / "tasks.jsonl").items()})
+        found.update({job: ref.task for job, ref in read_tasks(folder / "tasks.jsonl").items()})
     return found
 
 

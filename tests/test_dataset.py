@@ -141,17 +141,17 @@ def test_pending_tasks_survive_and_clear(tmp_path: Path) -> None:
     ds.journal_task(j3.job_id, "gw-b", "task-3")
     ds.append([failed_row(j2, 0, kind="task_failed", message="x", provider="gw-a", run_id="r")])
     ds.finish_task(j3.job_id)
-    assert ds.pending_tasks() == {j1.job_id: ("gw-a", "task-1")}
+    assert ds.pending_tasks() == {j1.job_id: ("gw-a", "task-1", "")}
     abandon(ds)
 
     with DatasetWriter.open(root) as again:
         report = again.recover()
         assert report.tasks_adopted == 2  # j1 and j2 (j2's row is recovered alongside)
-        assert again.pending_tasks() == {j1.job_id: ("gw-a", "task-1")}
+        assert again.pending_tasks() == {j1.job_id: ("gw-a", "task-1", "")}
     # a clean close with a pending task keeps it for the next run
     with DatasetWriter.open(root) as third:
         third.recover()
-        assert third.pending_tasks() == {j1.job_id: ("gw-a", "task-1")}
+        assert third.pending_tasks() == {j1.job_id: ("gw-a", "task-1", "")}
         third.finish_task(j1.job_id)
     with DatasetWriter.open(root) as fourth:
         fourth.recover()
@@ -420,4 +420,5 @@ def test_task_journal_shrinks_without_losing_pending_tasks(tmp_path: Path) -> No
     abandon(ds)
     with DatasetWriter.open(root) as again:
         assert again.recover().tasks_adopted == 2
-        assert again.pending_tasks() == {"job0299": ("gw", "task-299"), "job-late": ("gw", "task-late")}
+        assert again.pending_tasks() == {"job0299": ("gw", "task-299", ""),
+                                         "job-late": ("gw", "task-late", "")}

@@ -298,11 +298,14 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
               help="Cap this run alone (limits.max_images caps the whole dataset, over all runs).")
 @click.option("--max-cost-this-run", type=click.FloatRange(min=0),
               help="Cap this run's cost alone (limits.max_cost caps the whole dataset).")
+@click.option("--abandon-tasks", is_flag=True,
+              help="Forget async tasks an earlier run submitted to another gateway (they were paid: "
+                   "they stay in doubt) and submit their jobs again, paying again.")
 @json_option
 @config_option
 def run(spec_path: str, shard: str | None, output: str | None, retry_failed: str | None, grace: float,
         progress: bool | None, log_every: float, max_images_this_run: int | None,
-        max_cost_this_run: float | None, as_json: bool, config: str | None) -> None:
+        max_cost_this_run: float | None, abandon_tasks: bool, as_json: bool, config: str | None) -> None:
     """Generate what the output dataset still lacks (rerun to resume)."""
     from .progress import LiveProgress, LogProgress, summary_table
     from .runner import RunOptions, run as run_spec
@@ -330,6 +333,7 @@ def run(spec_path: str, shard: str | None, output: str | None, retry_failed: str
         handle_signals=True,
         grace_period=grace, on_start=display.attach if display else None, on_note=note,
         max_images_this_run=max_images_this_run, max_cost_this_run=max_cost_this_run,
+        abandon_tasks=abandon_tasks,
     )
     with user_errors(as_json):
         try:

@@ -158,7 +158,7 @@ class FatalError(GatewayError):
 KIND_CLASSES: dict[str, tuple[str, ...]] = {
     "refused": ("moderation", "invalid_parameter", "invalid_request", "upstream_error", "task_failed",
                 "task_unknown", "missing_image", "bad_image", "too_large", "too_slow", "url_expired",
-                "unsupported", "refused"),
+                "too_many_redirects", "unsupported", "refused"),
     "transient": ("rate_limited", "server_error", "network", "download", "bad_response", "transient"),
     # "unreadable_answer": a 2xx whose body cannot be read; "in_doubt": a request no answer was seen
     # for (a crash); "ambiguous": what earlier releases recorded for a 524 or an unreadable answer

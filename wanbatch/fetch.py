@@ -18,8 +18,10 @@ import base64
 import binascii
 import hashlib
 import ipaddress
+import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -160,8 +162,9 @@ async def _download(
     started = time.monotonic()
     try:
         with anyio.fail_after(timeout):
-            async with client.stream("GET", url, timeout=http_timeout) as response:
-                _check_status(response.status_code, url)
+            async with _follow(client, url, http_timeout, limits.hosts) as response:
+                where = _where(str(response.url))
+                _check_status(response.status_code, str(response.url))
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > max_bytes:
                     raise _too_large(where, max_bytes, f"announces {declared} bytes, more than")
@@ -205,11 +208,53 @@ async def _download(
         raise RefusedError(f"the gateway delivered an unusable image link ({where})",
                            kind="bad_image") from None
     except _NETWORK_ERRORS as exc:
-        raise TransientError(f"download from {where} failed: {type(exc).__name__}: {exc}",
+        detail = _QUERY.sub("?…", str(exc))  # some clients quote the whole link, signed query and all
+        raise TransientError(f"download from {where} failed: {type(exc).__name__}: {detail}",
                              kind="download") from None
     finally:
         sink.close()
     return size, digest.hexdigest(), verified
+
+
+_QUERY = re.compile(r"\?[^\s'\"<>)]*")
+
+#: Statuses a CDN redirects with; at most MAX_REDIRECTS hops are followed, each checked like the first.
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 3
+
+
+@asynccontextmanager
+async def _follow(client: httpx.AsyncClient, url: str, timeout: httpx.Timeout,
+                  hosts: tuple[str, ...] | None) -> AsyncIterator[httpx.Response]:
+    """The streamed answer for ``url`` after at most :data:`MAX_REDIRECTS` redirects.
+
+    Each hop is a new request built here with no credentials (the client holds none, and nothing is
+    carried over from the previous hop but the URL), to an http(s) URL that passes :func:`check_host`
+    (``limits.download_hosts``, the link-local rule) before any connection is made.
+    """
+    first = url
+    for hop in range(MAX_REDIRECTS + 1):
+        response = await client.send(client.build_request("GET", url, timeout=timeout), stream=True)
+        location = response.headers.get("location", "") if response.status_code in _REDIRECTS else ""
+        if not location:
+            try:
+                yield response
+            finally:
+                await response.aclose()
+            return
+        await response.aclose()
+        if hop == MAX_REDIRECTS:
+            raise RefusedError(f"the image link {_where(first)} redirected more than {MAX_REDIRECTS} times "
+                               f"(last to {_where(str(response.url.join(location)))}); not followed further",
+                               kind="too_many_redirects")
+        try:
+            target = str(response.url.join(location))
+        except (httpx.InvalidURL, TypeError, ValueError):
+            raise RefusedError(f"the image link {_where(first)} redirected to an unusable address",
+                               kind="bad_image") from None
+        await check_host(target, hosts)
+        url = target
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _check_status(status: int, url: str) -> None:
@@ -340,8 +385,17 @@ def _is_link_local(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bo
 
 
 def _where(url: str) -> str:
-    """The host of a link, for messages: signed query strings stay out of logs and the index."""
+    """Host (and port) and path of a link, for messages: a signed link's query string is what lets
+    anyone download the image, so it stays out of messages, logs and the index."""
     try:
-        return httpx.URL(url).host or "?"
+        parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError):
         return "?"
+    host = parsed.host or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parsed.port}" if parsed.port is not None else ""
+    return f"{host}{port}{parsed.path}"
+
+
+redact_link = _where

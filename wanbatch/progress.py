@@ -179,6 +179,12 @@ def summary_table(summary: RunSummary) -> Table:
         row("async tasks resumed", summary.resumed_tasks)
     if summary.pending_tasks:
         row("async tasks still running", summary.pending_tasks, "yellow")
+        if summary.foreign_tasks:
+            row("  of them at another gateway", summary.foreign_tasks, "yellow")
+    if summary.paid_downloads:
+        row("downloaded, paid for earlier", summary.paid_downloads)
+    if summary.regenerated_expired:
+        row("paid again (links expired)", summary.regenerated_expired, "yellow")
     if summary.cost is not None:
         row("spent (estimated)", _money(summary.cost), "magenta")
     row("elapsed", f"{summary.elapsed_seconds:.1f} s ({summary.images_per_second:.1f} img/s)")

@@ -31,6 +31,9 @@ class RunStats:
     ambiguous: int = 0
     resumed_tasks: int = 0
     pending_tasks: int = 0  # async tasks still running at the end (a rerun polls them)
+    foreign_tasks: int = 0  # journaled tasks of another gateway: left alone (not polled, not resubmitted)
+    paid_downloads: int = 0  # images paid for by an earlier run, downloaded from their journaled links
+    regenerated_expired: int = 0  # images paid for earlier, links expired: generated (and paid) again
     concurrency: int = 0
     price_per_image: float | None = None
     errors: Counter[str] = field(default_factory=Counter)

@@ -11,7 +11,11 @@ Each open :class:`~wanbatch.dataset.DatasetWriter` is a *writer* with its own fo
   segment, writes the buffered rows as a part whose metadata says which segments it covers, and only
   then deletes those segments;
 - ``tasks.jsonl``: ``task`` and ``done`` lines for async gateway tasks, so a resumed run polls an
-  already paid task instead of submitting it again.
+  already paid task instead of submitting it again; each task names the gateway it was submitted to
+  (``gateway``: normalised scheme, host, port and path), so a renamed provider still polls it. And
+  ``links`` / ``fetched`` lines: image links of paid generations whose download failed, with the time
+  they were received, so a rerun within the link's life downloads instead of paying again. A signed
+  link's query is what makes it work, so it is kept here, and only here (never in rows or messages).
 
 A SIGKILL can tear the last line of a file; readers skip a line that does not parse.
 """
@@ -26,7 +30,7 @@ import re
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import DatasetError
 from .fsutil import disk_errors, explain
@@ -104,21 +108,76 @@ def segments(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def read_tasks(path: Path) -> dict[str, tuple[str, str]]:
-    """job_id → (provider, task_id) of tasks journaled in ``path`` and not marked done."""
-    tasks: dict[str, tuple[str, str]] = {}
+class TaskRef(NamedTuple):
+    """A journaled async task: the provider's name then, its id, and the gateway it was submitted to
+    (``""`` in journals written before gateways were recorded: the provider's name decides then)."""
+
+    provider: str
+    task: str
+    gateway: str = ""
+
+
+class PaidLinks(NamedTuple):
+    """Image links of a paid generation whose download failed: slot → URL, received at ``at`` (epoch
+    seconds) from ``gateway`` by ``provider``."""
+
+    provider: str
+    gateway: str
+    links: dict[int, str]
+    at: float
+
+
+def task_line(job: str, ref: TaskRef) -> dict[str, Any]:
+    line: dict[str, Any] = {"op": "task", "job": job, "provider": ref.provider, "task": ref.task}
+    if ref.gateway:
+        line["gateway"] = ref.gateway
+    return line
+
+
+def links_line(job: str, paid: PaidLinks) -> dict[str, Any]:
+    return {"op": "links", "job": job, "provider": paid.provider, "gateway": paid.gateway,
+            "links": {str(k): url for k, url in sorted(paid.links.items())}, "at": paid.at}
+
+
+def _links_of(item: dict[str, Any]) -> PaidLinks | None:
+    raw, at = item.get("links"), item.get("at")
+    if not isinstance(raw, dict) or not isinstance(at, (int, float)) or isinstance(at, bool):
+        return None
+    links = {int(k): v for k, v in raw.items() if isinstance(k, str) and k.isdigit() and isinstance(v, str)}
+    if not links:
+        return None
+    return PaidLinks(str(item.get("provider", "")), str(item.get("gateway", "")), links, float(at))
+
+
+def read_journal(path: Path) -> tuple[dict[str, TaskRef], dict[str, PaidLinks]]:
+    """Tasks journaled in ``path`` and not marked done; paid links not marked fetched."""
+    tasks: dict[str, TaskRef] = {}
+    links: dict[str, PaidLinks] = {}
     if not path.exists():
-        return tasks
+        return tasks, links
     items, _ = read_lines(path)
     for item in items:
         job = item.get("job")
         if not isinstance(job, str):
             continue
-        if item.get("op") == "task":
-            tasks[job] = (str(item.get("provider", "")), str(item.get("task", "")))
-        elif item.get("op") == "done":
+        op = item.get("op")
+        if op == "task":
+            gateway = item.get("gateway")
+            tasks[job] = TaskRef(str(item.get("provider", "")), str(item.get("task", "")),
+                                 gateway if isinstance(gateway, str) else "")
+        elif op == "done":
             tasks.pop(job, None)
-    return tasks
+        elif op == "links":
+            if (paid := _links_of(item)) is not None:
+                links[job] = paid
+        elif op == "fetched":
+            links.pop(job, None)
+    return tasks, links
+
+
+def read_tasks(path: Path) -> dict[str, TaskRef]:
+    """job_id → :class:`TaskRef` of tasks journaled in ``path`` and not marked done."""
+    return read_journal(path)[0]
 
 
 def try_lock(path: Path) -> int | None:
@@ -192,7 +251,8 @@ class WriterJournal:
         self.seq = existing[-1][0] + 1 if existing else 1
         self._rows = AppendFile(self._segment(self.seq))
         self._tasks = AppendFile(folder / TASKS)
-        self.tasks: dict[str, tuple[str, str]] = {}  # pending: journaled, not done
+        self.tasks: dict[str, TaskRef] = {}  # pending: journaled, not done
+        self.links: dict[str, PaidLinks] = {}  # paid, not downloaded yet
         self.finished = 0
 
     def _segment(self, seq: int) -> Path:
@@ -220,11 +280,32 @@ class WriterJournal:
             if s <= seq and s != self.seq:
                 path.unlink(missing_ok=True)
 
-    def add_task(self, job: str, provider: str, task: str) -> None:
-        data = encode_lines([{"op": "task", "job": job, "provider": provider, "task": task}])
+    def add_task(self, job: str, provider: str, task: str, gateway: str = "") -> None:
+        ref = TaskRef(provider, task, gateway)
+        data = encode_lines([task_line(job, ref)])
         with self._tasks_lock:
             self._tasks.write(data)
-            self.tasks[job] = (provider, task)
+            self.tasks[job] = ref
+
+    def add_links(self, job: str, paid: PaidLinks) -> None:
+        """Remember the links of ``job``'s paid, undownloaded images (replaces earlier ones)."""
+        data = encode_lines([links_line(job, paid)])
+        with self._tasks_lock:
+            self._tasks.write(data)
+            self.links[job] = paid
+
+    def drop_links(self, job: str) -> None:
+        """``job``'s links are no longer needed (downloaded, or its images were generated again)."""
+        with self._tasks_lock:
+            if job not in self.links:
+                return
+            self._tasks.write(encode_lines([{"op": "fetched", "job": job}]))
+            del self.links[job]
+            self.finished += 1
+
+    def links_snapshot(self) -> dict[str, PaidLinks]:
+        with self._tasks_lock:
+            return dict(self.links)
 
     def finish_task(self, job: str) -> None:
         with self._tasks_lock:
@@ -234,7 +315,7 @@ class WriterJournal:
             del self.tasks[job]
             self.finished += 1
 
-    def tasks_snapshot(self) -> dict[str, tuple[str, str]]:
+    def tasks_snapshot(self) -> dict[str, TaskRef]:
         with self._tasks_lock:
             return dict(self.tasks)
 
@@ -244,13 +325,14 @@ class WriterJournal:
         Holds the task lock throughout, so a task journaled meanwhile is never lost.
         """
         with self._tasks_lock:
-            if self.finished <= 256 or self.finished <= 4 * len(self.tasks):
+            if self.finished <= 256 or self.finished <= 4 * (len(self.tasks) + len(self.links)):
                 return
             self._rewrite_tasks_locked()
             self.finished = 0
 
     def _rewrite_tasks_locked(self) -> None:
-        lines = [{"op": "task", "job": j, "provider": p, "task": t} for j, (p, t) in self.tasks.items()]
+        lines = [task_line(j, ref) for j, ref in self.tasks.items()]
+        lines += [links_line(j, paid) for j, paid in self.links.items()]
         target = self.folder / TASKS
         tmp = self.folder / f".{TASKS}.tmp"
         with disk_errors("rewrite the task journal"):

@@ -6,7 +6,7 @@ leaves (a synchronous generation, an async submission), the writer journals an i
 the rows); after the answer comes, the writer journals its outcome::
 
     {"op":"run","run":R}                                      the run this writer serves (first line)
-    {"op":"intent","id":I,"job":{…Job…},"slots":[0,1],"images":N}   before the request leaves
+    {"op":"intent","id":I,"job":{…Job…},"slots":[0,1],"images":N,"provider":P}   before it leaves
     {"op":"outcome","id":I,"billed":K,"in_doubt":M}           after: K images billed, M maybe billed
     {"op":"resolve","job":J,"images":N,"billed":K}            an in-doubt async task settled by a poll
 
@@ -44,8 +44,10 @@ LEDGER = "ledger.jsonl"
 IN_DOUBT = "in_doubt"
 
 
-def intent_line(intent: int, job: Job, slots: list[int]) -> dict[str, Any]:
-    return {"op": "intent", "id": intent, "job": asdict(job), "slots": list(slots), "images": job.n}
+def intent_line(intent: int, job: Job, slots: list[int], provider: str = "") -> dict[str, Any]:
+    """``provider`` is the provider's name (never a key): what recovery's in-doubt rows record."""
+    return {"op": "intent", "id": intent, "job": asdict(job), "slots": list(slots), "images": job.n,
+            "provider": provider}
 
 
 def job_of(data: Any) -> Job | None:
@@ -63,6 +65,7 @@ class Intent:
     job: Job
     slots: list[int]
     images: int
+    provider: str = ""  # journals before it was recorded: ""
 
 
 @dataclass(slots=True)
@@ -94,7 +97,9 @@ class RunLedger:
             images = _count(item.get("images"))
             if job is not None:
                 slots = [s for s in item.get("slots") or [] if isinstance(s, int)]
-                self.open[item["id"]] = Intent(job, slots or list(range(job.n)), images)
+                provider = item.get("provider")
+                self.open[item["id"]] = Intent(job, slots or list(range(job.n)), images,
+                                               provider if isinstance(provider, str) else "")
             else:  # unreadable job: still in doubt, but no row can name it
                 self.in_doubt += images
         elif op == "outcome" and isinstance(item.get("id"), int):

@@ -6,7 +6,8 @@ For every journal folder whose lock nobody holds (its writer is gone):
    image is missing is dropped, unless a temp file of that writer has the journaled size and sha256
    (then its rename is finished);
 2. those rows become one new part, covering the dead writer's segments, *before* anything is deleted;
-3. its pending async tasks move to the current writer's task journal;
+3. its pending async tasks, and the links of paid images it could not download, move to the current
+   writer's task journal;
 4. its journal and temp folders are removed.
 
 Then leftovers nobody owns are removed: half-written parts and manifest temps, stray temp files. If
@@ -34,7 +35,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .fsutil import disk_errors
-from .journal import NEWBORN, NEWBORN_AGE, TASKS, decode_row, read_lines, read_tasks, segments, try_lock
+from .journal import (
+    NEWBORN,
+    NEWBORN_AGE,
+    TASKS,
+    PaidLinks,
+    TaskRef,
+    decode_row,
+    read_journal,
+    read_lines,
+    read_tasks,
+    segments,
+    try_lock,
+)
 from .layout import OWN_TEMP, WRITER_ID, Layout
 from .ledger import IN_DOUBT, LEDGER, read_ledger
 from .manifest import record_ledger, root_lock
@@ -69,12 +82,14 @@ class RecoveryReport:
 
 
 def recover(
-    layout: Layout, writer: str, *, adopt_task: Callable[[str, str, str], None],
+    layout: Layout, writer: str, *, adopt_task: Callable[[str, TaskRef], None],
     image_files: Callable[[], Iterable[str]], buffered_ids: Collection[str] = (),
+    adopt_links: Callable[[str, PaidLinks], None] | None = None,
 ) -> RecoveryReport:
     """Recover the dead writers of ``layout`` on behalf of the live ``writer``.
 
-    ``adopt_task(job_id, provider, task_id)`` journals a dead writer's pending task in the live one;
+    ``adopt_task(job_id, ref)`` journals a dead writer's pending task in the live one (and
+    ``adopt_links(job_id, paid)`` its paid, undownloaded links);
     ``image_files()`` lists every image (relative paths, object storage included); ``buffered_ids``
     are image ids the live writer holds rows for that are not in a part yet.
     """
@@ -98,7 +113,7 @@ def recover(
                 dead.append((folder.name, folder, fd))
     try:
         if dead:
-            _recover_writers(layout, writer, adopt_task, dead, report)
+            _recover_writers(layout, writer, adopt_task, adopt_links, dead, report)
         _sweep(layout, report)
         if report.writers_recovered:
             report.orphan_images = _orphans(layout, image_files(), buffered_ids)
@@ -109,8 +124,9 @@ def recover(
 
 
 def _recover_writers(
-    layout: Layout, live_writer: str, adopt_task: Callable[[str, str, str], None],
-    dead: list[tuple[str, Path, int]], report: RecoveryReport,
+    layout: Layout, live_writer: str, adopt_task: Callable[[str, TaskRef], None],
+    adopt_links: Callable[[str, PaidLinks], None] | None, dead: list[tuple[str, Path, int]],
+    report: RecoveryReport,
 ) -> None:
     covers = all_covers(layout)
     rows: list[dict[str, Any]] = []
@@ -139,7 +155,8 @@ def _recover_writers(
             if intent.job.job_id in polled:
                 continue
             report.images_in_doubt += intent.images
-            rows += [failed_row(intent.job, k, kind=IN_DOUBT, provider="", run_id=ledger.run_id or writer,
+            rows += [failed_row(intent.job, k, kind=IN_DOUBT, provider=intent.provider,
+                                run_id=ledger.run_id or writer,
                                 message="the request was sent when its run was killed; it may have been "
                                         "billed")
                      for k in intent.slots]
@@ -152,9 +169,13 @@ def _recover_writers(
                 and record_ledger(layout, ledger.run_id, ledger.entry()):
             report.ledgers_folded += 1
     for writer, folder, _ in dead:
-        for job, (provider, task) in read_tasks(folder / TASKS).items():
-            adopt_task(job, provider, task)
+        tasks, links = read_journal(folder / TASKS)
+        for job, ref in tasks.items():
+            adopt_task(job, ref)
             report.tasks_adopted += 1
+        if adopt_links is not None:
+            for job, paid in links.items():
+                adopt_links(job, paid)
         report.temp_files_removed += _count_files(layout.writer_tmp(writer))
         with disk_errors(f"remove the journal of writer {writer}"):
             shutil.rmtree(layout.writer_tmp(writer), ignore_errors=True)

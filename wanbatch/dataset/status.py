@@ -30,6 +30,10 @@ class StatusReport:
     journal_rows_unindexed: int = 0
     #: billed_images, in_doubt_images, spent, max_images, max_cost (see :mod:`.ledger`)
     ledger: dict[str, Any] = field(default_factory=dict)
+    #: failed images that were paid for and whose links are kept: a rerun downloads them (within
+    #: limits.link_life of ``paid_links_oldest``, epoch seconds) instead of paying again
+    paid_not_downloaded: int = 0
+    paid_links_oldest: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,6 +52,8 @@ def status(root: str | Path | DatasetView) -> StatusReport:
     parts = view.parts()
     manifest = view.manifest()
     pending, unindexed = view.journals()
+    links = view.paid_links()
+    waiting = [paid.at for job, paid in links.items() for k in paid.links if f"{job}-{k}" in failed]
     return StatusReport(
         root=view.location,
         name=manifest.get("name"),
@@ -63,4 +69,6 @@ def status(root: str | Path | DatasetView) -> StatusReport:
         index_bytes=sum(view.size(p) for p in parts),
         journal_rows_unindexed=unindexed,
         ledger=view.ledger(ok_by_run=ok_by_run).to_dict(),
+        paid_not_downloaded=len(waiting),
+        paid_links_oldest=min(waiting) if waiting else None,
     )

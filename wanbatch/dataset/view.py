@@ -28,7 +28,7 @@ from ..errors import DatasetError, NotADatasetError
 from .folds import Files, StatusFold, TriageFold
 from .fsutil import disk_errors
 from .idkeys import IdSet
-from .journal import TASKS, read_tasks, segments
+from .journal import TASKS, PaidLinks, read_journal, read_tasks, segments
 from .layout import MANIFEST, Layout, is_dataset, is_part
 from .ledger import (
     LEDGER,
@@ -291,6 +291,17 @@ class DatasetView:
             answered = self.read_parts(["job_id"], ds.field("job_id").isin(pa.array(sorted(pending))))
             pending -= set(answered["job_id"].to_pylist())
         return len(pending), unindexed
+
+    def paid_links(self) -> dict[str, PaidLinks]:
+        """Links of images paid for and not downloaded, over all writers' journals (a rerun within
+        their life downloads them). Journals are local: a remote view reports none."""
+        found: dict[str, PaidLinks] = {}
+        if self.layout is None or not self.layout.journal.is_dir():
+            return found
+        for folder in sorted(self.layout.journal.iterdir()):
+            if folder.is_dir():
+                found.update(read_journal(folder / TASKS)[1])
+        return found
 
     def ledger(self, table: pa.Table | None = None, *,
                ok_by_run: Mapping[str | None, int] | None = None) -> DatasetLedger:

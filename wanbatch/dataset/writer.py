@@ -36,7 +36,7 @@ from . import manifest as _manifest
 from .compaction import CompactReport, compact
 from .folds import Files, TriageFold
 from .fsutil import disk_errors, explain
-from .journal import NEWBORN, AppendFile, WriterJournal, encode_lines, try_lock
+from .journal import NEWBORN, AppendFile, PaidLinks, TaskRef, WriterJournal, encode_lines, try_lock
 from .layout import Layout, check_ext, check_image_id, fresh_folder
 from .ledger import (
     IN_DOUBT,
@@ -313,7 +313,8 @@ class DatasetWriter:
                 if self._ledger_file is not None:
                     self._ledger_file.close()
                 unfolded = not self.ledger.empty and not self._ledger_folded
-                clean = not self._buffer and not self.journal.tasks and not unfolded
+                clean = not self._buffer and not self.journal.tasks and not self.journal.links \
+                    and not unfolded
                 if clean:
                     shutil.rmtree(self.journal.folder, ignore_errors=True)
                     shutil.rmtree(self.layout.writer_tmp(self.writer), ignore_errors=True)
@@ -328,8 +329,8 @@ class DatasetWriter:
         with self._rows_lock:
             buffered = [r["image_id"] for r in self._buffer]
         self.storage.refresh_manifest()  # dead writers' ledgers are folded into the latest manifest
-        report = recover(self.layout, self.writer, adopt_task=self.journal_task,
-                         image_files=self._image_files, buffered_ids=buffered)
+        report = recover(self.layout, self.writer, adopt_task=self._adopt_task,
+                         adopt_links=self.journal_links, image_files=self._image_files, buffered_ids=buffered)
         if report.ledgers_folded:
             self.storage.publish(self.layout.manifest)
         self.storage.recovered()
@@ -400,18 +401,54 @@ class DatasetWriter:
 
     # ----------------------------------------------------------------------------------- tasks
 
-    def journal_task(self, job_id: str, provider: str, task_id: str) -> None:
-        """Remember an async task id before polling it (survives SIGKILL when this returns)."""
+    def journal_task(self, job_id: str, provider: str, task_id: str, gateway: str = "") -> None:
+        """Remember an async task id before polling it (survives SIGKILL when this returns);
+        ``gateway`` is where it was submitted (normalised), what a rerun checks before polling it."""
         if not job_id or not task_id:
             raise DatasetError("journal_task needs a job id and a task id")
-        self.journal.add_task(job_id, provider, task_id)
+        self.journal.add_task(job_id, provider, task_id, gateway)
+
+    def _adopt_task(self, job_id: str, ref: TaskRef) -> None:
+        self.journal_task(job_id, ref.provider, ref.task, ref.gateway)
+
+    def journal_links(self, job_id: str, paid: PaidLinks) -> None:
+        """Remember the links of images that were paid for and not downloaded (see
+        :mod:`.journal`): a rerun within their life downloads them instead of paying again."""
+        if not job_id or not paid.links:
+            raise DatasetError("journal_links needs a job id and at least one link")
+        self.journal.add_links(job_id, paid)
+
+    def drop_links(self, job_id: str) -> None:
+        """The paid links of ``job_id`` are used up (downloaded, or the images made again)."""
+        self.journal.drop_links(job_id)
+
+    def paid_links(self, *, forget_before: float | None = None) -> dict[str, PaidLinks]:
+        """job_id → :class:`PaidLinks` still useful: slots of those links with an ok row are left
+        out (a job whose every linked slot has one is dropped), and so are links received before
+        ``forget_before`` (epoch seconds)."""
+        links = self.journal.links_snapshot()
+        if not links:
+            return {}
+        ids = sorted(f"{job}-{k}" for job, paid in links.items() for k in paid.links)
+        wanted = pc.field("image_id").isin(pa.array(ids)) & (pc.field("status") == "ok")
+        with self._rows_lock:
+            done = {r["image_id"] for r in self._buffer if r.get("status") == "ok"}
+        done.update(read_parts(self.layout, ["image_id"], wanted)["image_id"].to_pylist())
+        out: dict[str, PaidLinks] = {}
+        for job, paid in sorted(links.items()):
+            left = {k: url for k, url in paid.links.items() if f"{job}-{k}" not in done}
+            if not left or (forget_before is not None and paid.at < forget_before):
+                self.drop_links(job)
+                continue
+            out[job] = paid._replace(links=left)
+        return out
 
     def finish_task(self, job_id: str) -> None:
         """The task of ``job_id`` has its rows (or is given up): never poll it again."""
         self.journal.finish_task(job_id)
 
-    def pending_tasks(self, *, forget_answered: bool = False) -> dict[str, tuple[str, str]]:
-        """job_id → (provider, task_id) for journaled tasks whose job has no row yet.
+    def pending_tasks(self, *, forget_answered: bool = False) -> dict[str, TaskRef]:
+        """job_id → :class:`~.journal.TaskRef` for journaled tasks whose job has no row yet.
 
         With ``forget_answered``, tasks whose job already has rows (a crash fell between the rows and
         the task's "done" mark) are marked done: nobody will poll them, and a clean close can then
@@ -450,12 +487,13 @@ class DatasetWriter:
         self._ledger_file.write(encode_lines([item]))
         self.ledger.apply(item)
 
-    def intend(self, job: Job, slots: list[int]) -> int:
-        """Journal that a request that may bill ``job.n`` images is about to leave; returns its id.
-        Durable against SIGKILL on return: only then may the request be sent."""
+    def intend(self, job: Job, slots: list[int], provider: str = "") -> int:
+        """Journal that a request that may bill ``job.n`` images is about to leave (to the provider
+        named ``provider``); returns its id. Durable against SIGKILL on return: only then may the
+        request be sent."""
         with self._ledger_lock:
             intent = next(self._intents)
-            self._ledger_write(intent_line(intent, job, slots))
+            self._ledger_write(intent_line(intent, job, slots, provider))
             return intent
 
     def settle(self, intent: int, *, billed: int, in_doubt: int) -> None:

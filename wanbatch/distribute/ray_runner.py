@@ -37,7 +37,7 @@ RAY_MISSING = "Ray is not installed: pip install 'wanbatch[ray]'"
 SUMMED = (
     "planned_jobs", "planned_images", "todo_jobs", "todo_images", "skipped_images", "skipped_failed",
     "adopted_images", "done_images", "failed_images", "submitted_images", "retries", "throttled",
-    "ambiguous", "resumed_tasks", "pending_tasks",
+    "ambiguous", "resumed_tasks", "pending_tasks", "paid_downloads", "regenerated_expired", "foreign_tasks",
 )
 
 

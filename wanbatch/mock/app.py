@@ -40,7 +40,7 @@ from wanbatch.mock import answers, quota
 from wanbatch.mock.answers import Family
 from wanbatch.mock.config import MockConfig
 from wanbatch.mock.dialects import BadRequest, GenRequest, load_json
-from wanbatch.mock.faults import FaultPicker
+from wanbatch.mock.faults import FaultPicker, FileFaultPicker
 from wanbatch.mock.images import ImageRef, PngRenderer, default_kb, image_digest, iter_parts
 from wanbatch.mock.registry import MockDialect, MockRoute, get_mock_dialect, mock_dialect_names
 from wanbatch.mock.stats import Stats
@@ -71,6 +71,7 @@ class MockGateway:
     def reset(self) -> None:
         self.stats = Stats()
         self.faults = FaultPicker(self.config)
+        self.file_faults = FileFaultPicker(self.config)
         self.latency_rng = random.Random(f"latency-{self.config.fault_seed}")
         self.tasks = TaskStore(self._task_finished)
         self.variants = itertools.count()
@@ -176,6 +177,13 @@ class MockGateway:
             self.stats.download_auth += 1
             return answers.oss_error(400, "InvalidArgument", "Unsupported Authorization Type", request_id=rid)
         ref = ImageRef.from_token(request.path_params["token"])
+        # counted per image (not per link): a link issued again for the same image continues the count
+        fault = self.file_faults.pick(ref.digest.hex() if ref is not None else request.path_params["token"])
+        if fault == "403":
+            return answers.oss_error(403, "AccessDenied", "Request has expired.", request_id=rid)
+        if fault is not None:
+            return answers.oss_error(int(fault), "InternalError", "We encountered an internal error. Please "
+                                     "try again.", request_id=rid)
         if ref is None:
             return answers.oss_error(404, "NoSuchKey", "The specified key does not exist.", request_id=rid)
         now = time.time()

@@ -53,6 +53,8 @@ def _pairs(values: tuple[str, ...], option: str, convert: type[float] | type[int
               help=f"Inject a fault: {', '.join(FAULTS)}.")
 @click.option("--fail-first", "fail_first", multiple=True, metavar="NAME=K",
               help="The first K requests of each job get this fault.")
+@click.option("--file-fail-first", "file_fail_first", multiple=True, metavar="NAME=K",
+              help="The first K downloads of each image get this fault: 500, 503 or 403.")
 @click.option("--api-key-env", metavar="VAR", help="Accept only the key held by this environment variable.")
 @click.option("--moderation-word", "moderation_words", multiple=True,
               help="Prompts containing it are refused (default: forbidden-word).")
@@ -83,6 +85,7 @@ def mock_server(
     latency: str,
     faults: tuple[str, ...],
     fail_first: tuple[str, ...],
+    file_fail_first: tuple[str, ...],
     api_key_env: str | None,
     moderation_words: tuple[str, ...],
     url_ttl: float,
@@ -119,6 +122,7 @@ def mock_server(
             latency=latency,
             faults={k: float(v) for k, v in _pairs(faults, "--fault", float).items()},
             fail_first={k: int(v) for k, v in first.items()},
+            file_fail_first={k: int(v) for k, v in _pairs(file_fail_first, "--file-fail-first", int).items()},
             fault_seed=seed,
             api_key=api_key,
             moderation_words=list(moderation_words) or ["forbidden-word"],

@@ -34,6 +34,9 @@ FAULTS: tuple[str, ...] = (
 )
 
 
+#: Faults of the file route (``GET /files/{token}``, the object store): ``file_fail_first``.
+FILE_FAULTS: tuple[str, ...] = ("500", "503", "403")
+
 #: What a key that ran dry answers (``dry_after``).
 DRY_ANSWERS: tuple[str, ...] = ("401", "403", "arrearage")
 
@@ -136,6 +139,9 @@ class MockConfig:
     dry_answer: str = "arrearage"
     #: A real gateway's behaviour (``mock.profiles``); set by ``MockConfig.from_profile``.
     profile: str | None = None
+    #: The object store's faults: the first K downloads of each image get that fault (entries
+    #: stack in order, like ``fail_first``): ``500``/``503`` (InternalError), ``403`` (AccessDenied).
+    file_fail_first: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_profile(cls, name: str, **overrides: Any) -> MockConfig:
@@ -161,6 +167,11 @@ class MockConfig:
             _check_fault_name(name)
             if isinstance(k, bool) or not isinstance(k, int) or k < 0:
                 raise ValueError(f"fail_first {name}: K must be an integer >= 0, not {k!r}")
+        for name, k in self.file_fail_first.items():
+            if name not in FILE_FAULTS:
+                raise ValueError(f"unknown file fault {name!r}; known: {', '.join(FILE_FAULTS)}")
+            if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+                raise ValueError(f"file_fail_first {name}: K must be an integer >= 0, not {k!r}")
         if not 0 < self.scale <= 1:
             raise ValueError(f"scale must be in (0, 1], not {self.scale!r}")
         if self.image_kb is not None and not self.image_kb > 0:

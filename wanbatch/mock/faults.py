@@ -42,6 +42,24 @@ class FaultPicker:
         return None
 
 
+class FileFaultPicker:
+    """Which fault (if any) a download gets: the first K downloads of each image (whichever link
+    names it) get the faults of ``file_fail_first``, in order."""
+
+    def __init__(self, config: MockConfig) -> None:
+        self._first = list(config.file_fail_first.items())
+        self._seen: Counter[str] = Counter()
+
+    def pick(self, key: str) -> str | None:
+        index = self._seen[key]
+        self._seen[key] += 1
+        for name, count in self._first:
+            if index < count:
+                return name
+            index -= count
+        return None
+
+
 def _applies(name: str, n: int, use_async: bool) -> bool:
     if name in _NEEDS_MANY and n < 2:
         return False

@@ -25,6 +25,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._version import __version__
 from ..concurrency import ConcurrencyController
 from ..dataset import DatasetView, DatasetWriter
+from ..dataset.journal import PaidLinks, TaskRef
 from ..dataset.ledger import DatasetLedger
 from ..errors import DatasetError, FatalError, GatewayError, WanbatchError
 from ..fetch import DownloadLimits
@@ -40,6 +41,7 @@ from ..types import Job
 from .budget import Budget
 from .job import JobRunner
 from .options import Notes, RunOptions, RunResult, resolve_output
+from .paid import gateway_of, split_tasks
 from .summary import RunSummary, exit_code_for
 from .writer import WriterTask
 
@@ -53,7 +55,8 @@ class _Triage:
     done: AbstractSet[str]
     failed: dict[str, str]
     unindexed: set[str]
-    pending: dict[str, tuple[str, str]]
+    pending: dict[str, TaskRef]
+    links: dict[str, PaidLinks]  # images paid for by earlier runs and not downloaded
     spent_before: int  # the dataset's ledger (billed + in doubt) when the run started
 
 
@@ -130,8 +133,10 @@ class _Run:
         held = view.triage(self.options.shard)
         self.base_ledger = view.ledger()
         dataset.begin_run(self.run_id)
+        # links older than their life are kept a week, so the rows of what is generated again say why
+        links = dataset.paid_links(forget_before=time.time() - self.limits.link_life - 7 * 86400)
         return _Triage(done=held.done, failed=held.failed, unindexed=set(held.unindexed),
-                       pending=dataset.pending_tasks(forget_answered=True),
+                       pending=dataset.pending_tasks(forget_answered=True), links=links,
                        spent_before=self.base_ledger.images)
 
     async def _fan_out(self, the_plan: Plan, dataset: DatasetWriter, state: _Triage) -> None:
@@ -156,6 +161,7 @@ class _Run:
                                            timeout=self.limits.request_timeout) as client:
                         provider = make_provider(self.spec.provider, client,
                                                  request_timeout=self.limits.request_timeout, env=self._env())
+                        writer.gateway = gateway_of(provider.base_url)
                         self.jobs = self._job_runner(provider, client, writer, dataset, state)
                         await self._workers(the_plan, state, self.jobs)
             except* FatalError as group:
@@ -174,6 +180,15 @@ class _Run:
     def _job_runner(self, provider: Any, client: Any, writer: WriterTask, dataset: DatasetWriter,
                     state: _Triage) -> JobRunner:
         initial, most = self.options.backoff_initial, self.options.backoff_max
+        pending, foreign = split_tasks(state.pending, writer.gateway, provider.name)
+        if foreign.jobs and self.options.abandon_tasks:
+            where = ", ".join(sorted(foreign.where))
+            self.notes.append(f"--abandon-tasks: forgetting {len(foreign.jobs)} async task(s) submitted to "
+                              f"another gateway ({where}); they were paid (counted in doubt) and their jobs "
+                              "are submitted again")
+            foreign.jobs.clear()
+        elif foreign.jobs:
+            self.notes.append(foreign.message(writer.gateway))
         return JobRunner(
             provider=provider, client=client, writer=writer, stats=self.stats,
             budget=Budget(self.stats, max_images=self.limits.max_images, max_cost=self.limits.max_cost,
@@ -191,7 +206,8 @@ class _Run:
                 hosts=None if self.limits.download_hosts is None
                 else tuple(h.lower().strip("[]").rstrip(".") for h in self.limits.download_hosts)),
             submit_concurrency=self.limits.submit_concurrency, unindexed=state.unindexed,
-            pending=dict(state.pending), notes=self.notes, stop=self.stop,
+            pending=pending, notes=self.notes, stop=self.stop, foreign=foreign.jobs, links=state.links,
+            link_life=self.limits.link_life,
         )
 
     def _writer_failed(self, exc: DatasetError) -> None:
@@ -250,14 +266,23 @@ class _Run:
                 self.stats.skipped_failed += slots.refused + slots.in_doubt
                 self.stats.in_doubt_skipped += slots.in_doubt
                 self.stats.in_doubt_retried += slots.in_doubt_retried
-                if not slots.need:
+                need = slots.need
+                paid = state.links.get(job.job_id)
+                if paid is not None and time.time() - paid.at < self.limits.link_life:
+                    # a download paid for earlier costs nothing: fetched whatever its row's kind; after
+                    # the link's life only the kinds a rerun retries anyway are generated again
+                    extra = [k for k in paid.links if k not in need and 0 <= k < job.n
+                             and f"{job.job_id}-{k}" not in state.done]
+                    self.stats.skipped_failed -= len(extra)
+                    need = sorted(need + extra)
+                if not need:
                     continue
                 try:
-                    await jobs.send((job, slots.need))
+                    await jobs.send((job, need))
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                     return  # every worker has stopped (a fatal error): nothing left to hand out
                 self.stats.todo_jobs += 1
-                self.stats.todo_images += len(slots.need)
+                self.stats.todo_images += len(need)
 
     async def _worker(self, jobs: MemoryObjectReceiveStream[_Work], runner: JobRunner) -> None:
         async with jobs:
@@ -296,6 +321,16 @@ class _Run:
             self.notes.append(f"{self.stats.in_doubt_skipped} slot(s) in doubt from earlier runs (maybe "
                               "billed) were not requested (limits.in_doubt: skip); set limits.in_doubt: "
                               "retry or use --retry-failed to request them again")
+        if self.stats.paid_downloads:
+            self.notes.append(f"downloaded {self.stats.paid_downloads} image(s) paid for earlier, from the "
+                              "links their run kept (no new generation)")
+        if self.stats.regenerated_expired:
+            self.notes.append(f"generated {self.stats.regenerated_expired} image(s) again that an earlier "
+                              "run paid for and could not download: their links had expired "
+                              "(limits.link_life)")
+        if self.stats.foreign_tasks:
+            self.notes.append(f"{self.stats.foreign_tasks} job(s) left alone: their async tasks were "
+                              "submitted to another gateway (see above)")
         if self.stats.in_doubt_retried:
             self.notes.append(f"{self.stats.in_doubt_retried} slot(s) in doubt from earlier runs were "
                               "requested again (limits.in_doubt: retry)")
@@ -365,6 +400,8 @@ class _Run:
             concurrency_cuts=self.controller.stats.cuts, lowest_concurrency=self.controller.stats.lowest,
             in_doubt_images=stats.in_doubt_images, in_doubt_skipped=stats.in_doubt_skipped,
             in_doubt_retried=stats.in_doubt_retried, ledger=self.dataset_ledger().to_dict(),
+            paid_downloads=stats.paid_downloads, regenerated_expired=stats.regenerated_expired,
+            foreign_tasks=stats.foreign_tasks,
         )
 
     def dataset_ledger(self) -> DatasetLedger:

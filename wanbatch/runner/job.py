@@ -1,14 +1,15 @@
 """One job's way through the gateway: adopt what is on disk, generate (or submit and poll), download.
 
 The result is a :class:`JobOutcome` for the writer task; nothing here touches the dataset. Errors that
-concern only this job become failed slots; a :class:`FatalError` stops the run.
+concern only this job become failed slots; a :class:`FatalError` stops the run. Work an earlier run
+paid for (journaled tasks, links of undownloaded images) is finished first: see :mod:`.paid`.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -16,6 +17,7 @@ import anyio
 import httpx
 
 from ..concurrency import ConcurrencyController
+from ..dataset.journal import PaidLinks, TaskRef
 from ..errors import AmbiguousError, FatalError, GatewayError, RefusedError, TransientError
 from ..fetch import DownloadLimits, fetch_verified
 from ..limits import RatePacer
@@ -25,7 +27,11 @@ from ..stats import RunStats
 from ..types import DeliveredImage, Generation, Job
 from .budget import Budget
 from .outcome import Adopted, Fetched, JobOutcome, Slot, SlotFailed
+from .paid import LinkPlan, age, plan_links
 from .writer import WriterTask
+
+#: Download failures of a delivered (paid) image whose link is kept for a rerun to try again.
+RETRIABLE_DOWNLOADS = frozenset({"download", "url_expired", "too_slow"})
 
 
 class JobRunner:
@@ -36,8 +42,9 @@ class JobRunner:
         budget: Budget, policy: RetryPolicy, download_policy: RetryPolicy, pacer: RatePacer,
         controller: ConcurrencyController, tmp_path: Callable[[str], Any], request_timeout: float,
         download_timeout: float, download_limits: DownloadLimits, unindexed: set[str],
-        pending: dict[str, tuple[str, str]], notes: list[str], stop: Callable[[str], None],
-        submit_concurrency: int = 1,
+        pending: dict[str, TaskRef], notes: list[str], stop: Callable[[str], None],
+        submit_concurrency: int = 1, foreign: set[str] | None = None,
+        links: Mapping[str, PaidLinks] | None = None, link_life: float = 86400.0,
     ) -> None:
         self.provider = provider
         self.client = client
@@ -57,6 +64,9 @@ class JobRunner:
         self.notes = notes
         self.stop = stop
         self.answered = False  # the gateway has answered a generation in this run
+        self.foreign = foreign or set()  # jobs whose journaled task went to another gateway: left alone
+        self.links = dict(links or {})  # job → links of images paid for earlier, not downloaded
+        self.link_life = link_life
         self.submit_slots = anyio.Semaphore(submit_concurrency)
 
     async def run(self, job: Job, need: list[int]) -> JobOutcome | None:
@@ -73,6 +83,27 @@ class JobRunner:
         if not need:  # adopted whole: a task journaled for it is answered, never poll it again
             return JobOutcome(job, slots, attempts=0, finishes_task=pending is not None) if slots or pending \
                 else None
+        if job.job_id in self.foreign:  # its task went to another gateway: neither polled nor paid again
+            self.stats.foreign_tasks += 1
+            self.stats.pending_tasks += 1
+            return JobOutcome(job, slots, attempts=0) if slots else None
+        links = plan_links(self.links.pop(job.job_id, None), need, self.link_life)
+        note, kept = "", {}
+        if links is not None:  # paid for by an earlier run: download, or say why it is paid again
+            got = await self._download_paid(links)
+            slots += got
+            # a link the object store calls gone is not kept: the slot stays failed (url_expired)
+            kept = {s.slot: links.download[s.slot] for s in got
+                    if isinstance(s, SlotFailed) and s.kind != "url_expired"}
+            need = [k for k in need if k not in links.download]
+            again = [k for k in need if k in links.expired]
+            if again:
+                note = (f"generated again: the image was paid for {age(time.time() - links.received)} ago, "
+                        "could not be downloaded, and its link has expired (limits.link_life)")
+                self.stats.regenerated_expired += len(again)
+            if not need:
+                return JobOutcome(job, slots, attempts=0, links=kept, links_at=links.received,
+                                  drops_links=True, finishes_task=pending is not None)
         if pending is None and (reason := self.budget.reserve(job.n)) is not None:
             self.stop(reason)
             return JobOutcome(job, slots, attempts=0) if slots else None
@@ -86,9 +117,13 @@ class JobRunner:
             return JobOutcome(job, slots, attempts=0) if slots else None
         self.answered = True
         latency = int((time.monotonic() - started) * 1000)
-        slots += await self._download_all(job, need, generation)  # downloads hold no slot
-        return JobOutcome(job, slots, attempts=max(attempts, 1), latency_ms=latency, task_id=task_id,
-                          finishes_task=task_id is not None)
+        received = time.time()
+        fetched, failed = await self._download_all(job, need, generation, note)  # downloads hold no slot
+        if links is not None and kept:  # one time per job's links: the older (never past a link's life)
+            received = links.received
+        return JobOutcome(job, slots + fetched, attempts=max(attempts, 1), latency_ms=latency,
+                          task_id=task_id, finishes_task=task_id is not None, links={**kept, **failed},
+                          links_at=received, drops_links=links is not None)
 
     def _failed_job(self, job: Job, need: list[int], slots: list[Slot], exc: GatewayError,
                     started: float) -> JobOutcome:
@@ -161,7 +196,7 @@ class JobRunner:
         self.stats.concurrency = self.controller.limit
 
     async def _generate(
-        self, job: Job, pending: tuple[str, str] | None, need: list[int]
+        self, job: Job, pending: TaskRef | None, need: list[int]
     ) -> tuple[Generation | None, int, str | None]:
         provider = self.provider
         if not provider.use_async:
@@ -170,17 +205,17 @@ class JobRunner:
                 self.policy, on_retry=self.on_retry, throttle_wait=self.throttle_wait,
             )
             return generation, attempts, None
-        if pending is not None and pending[0] == provider.name:
+        if pending is not None:  # journaled by an earlier run, at this gateway (see .paid)
             self.stats.resumed_tasks += 1
             try:
                 async with AsyncExitStack() as hold:
                     await self._on_wire(self._noop, hold, paced=False)  # a poll, not a new generation
-                    return await self._settle(job, pending[1], anyio.current_time()), 0, pending[1]
+                    return await self._settle(job, pending.task, anyio.current_time()), 0, pending.task
             except RefusedError as exc:
                 if exc.kind != "task_unknown":  # older than 24 h or unknown: only then submit again
                     raise
                 self.notes.append(
-                    f"task {pending[1]} of job {job.job_id} is unknown to the gateway: resubmitted")
+                    f"task {pending.task} of job {job.job_id} is unknown to the gateway: resubmitted")
         async with AsyncExitStack() as hold:
             # The task holds its slot from submission until it settles: it is a generation in flight.
             started = anyio.current_time()
@@ -266,11 +301,16 @@ class JobRunner:
 
     # ------------------------------------------------------------------ the images
 
-    async def _download_all(self, job: Job, need: list[int], generation: Generation) -> list[Slot]:
+    async def _download_all(self, job: Job, need: list[int], generation: Generation,
+                            why: str = "") -> tuple[list[Slot], dict[int, str]]:
+        """The slots of ``need`` from ``generation``, and the links of those whose download failed in
+        a way a later attempt may not (:data:`RETRIABLE_DOWNLOADS`): journaled, they are paid for."""
         delivered: dict[int, DeliveredImage] = {}
         for position, item in enumerate(generation.images):
             delivered.setdefault(item.index if item.index is not None else position, item)
         slots: list[Slot] = []
+        failed: dict[int, str] = {}
+        note = "; ".join(n for n in (why, generation.note) if n)
         for k in need:
             found = delivered.get(k)
             if found is None:
@@ -278,12 +318,32 @@ class JobRunner:
                                         f"the gateway delivered {len(generation.images)} of {job.n} images"))
                 continue
             try:
-                slots.append(await self._download(k, found, generation.note))
+                slots.append(await self._download(k, found, note))
             except (RefusedError, TransientError) as exc:
-                slots.append(SlotFailed(k, exc.kind, exc.message))
+                slots.append(SlotFailed(k, exc.kind, _paid_message(exc, found)))
+                if exc.kind in RETRIABLE_DOWNLOADS and found.url:
+                    failed[k] = found.url
+        return slots, failed
+
+    async def _download_paid(self, links: LinkPlan) -> list[Slot]:
+        """Download images an earlier run paid for from their journaled links (no generation, no
+        budget, no intent)."""
+        slots: list[Slot] = []
+        when = age(time.time() - links.received)
+        for k, url in sorted(links.download.items()):
+            try:
+                fetched = await self._download(k, DeliveredImage(index=k, url=url),
+                                               f"downloaded from a link paid for {when} before")
+            except (RefusedError, TransientError) as exc:
+                message = exc.message if exc.kind == "url_expired" else _paid_message(exc, None)
+                slots.append(SlotFailed(k, exc.kind, message))
+                continue
+            slots.append(fetched)
+            self.stats.paid_downloads += 1
         return slots
 
     async def _download(self, slot: int, image: DeliveredImage, note: str = "") -> Fetched:
+        """One image to a temp file, verified (retried under the download policy)."""
         tmp = self.tmp_path(".part")
         try:
             (nbytes, sha, (fmt, width, height)), _ = await call_with_retries(
@@ -299,3 +359,11 @@ class JobRunner:
             notes.append(f"the gateway reported size {image.claimed_size} but delivered {width}*{height}")
         return Fetched(slot, tmp, fmt, width, height, nbytes, sha, image.revised_prompt or "",
                        "; ".join(notes))
+
+
+def _paid_message(exc: GatewayError, image: DeliveredImage | None) -> str:
+    """A failed download's row message: it was paid for, and whether a rerun can still fetch it."""
+    if (image is not None and not image.url) or exc.kind not in RETRIABLE_DOWNLOADS:
+        return exc.message
+    return (f"{exc.message} (the image was paid for; its link is kept: a rerun within limits.link_life "
+            "downloads it instead of paying again)")

@@ -28,6 +28,8 @@ class RunOptions:
     max_images_this_run: int | None = None  # a cap for this run alone (limits.* cap the dataset)
     max_cost_this_run: float | None = None
     on_note: Callable[[str], None] | None = None  # told each note when it happens (recovery, a signal)
+    #: Forget journaled async tasks of another gateway (they were paid) and submit their jobs again.
+    abandon_tasks: bool = False
 
 
 class Notes(list[str]):

@@ -53,6 +53,8 @@ class JobOutcome:
     """Everything one job produced in this run.
 
     ``finishes_task``: the job's journaled async task is settled by these rows (never poll it again).
+    ``links``: links of images delivered (paid) and not downloaded, received at ``links_at`` (epoch
+    s), journaled before the rows; ``drops_links``: the job's journaled links are used up.
     """
 
     job: Job
@@ -61,3 +63,6 @@ class JobOutcome:
     latency_ms: int | None = None
     task_id: str | None = None
     finishes_task: bool = False
+    links: dict[int, str] = field(default_factory=dict)
+    links_at: float = 0.0
+    drops_links: bool = False

@@ -60,6 +60,9 @@ class RunSummary:
     #: The dataset's ledger once this run ended (billed_images, in_doubt_images, spent, max_images,
     #: max_cost), as ``wanbatch status --json`` reports it.
     ledger: dict[str, Any] = field(default_factory=dict)
+    paid_downloads: int = 0  # images paid for by earlier runs, downloaded from their kept links
+    regenerated_expired: int = 0  # images paid for earlier whose links expired: generated (paid) again
+    foreign_tasks: int = 0  # jobs left alone: their async tasks went to another gateway
 
     @property
     def status(self) -> str:

@@ -18,6 +18,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..dataset import DatasetWriter
+from ..dataset.journal import PaidLinks
 from ..dataset.rows import failed_row, ok_row
 from ..errors import DatasetError, RefusedError
 from ..fetch import ext_for, verify_image
@@ -112,6 +113,8 @@ class WriterTask:
         # outcome per worker is unapplied at any moment (what a SIGKILL can lose, as before).
         self._send, self._recv = anyio.create_memory_object_stream[_Message](0)
         self.error: DatasetError | None = None
+        #: The gateway this run talks to (``runner.paid.gateway_of``), recorded with tasks and links.
+        self.gateway = ""
 
     # ------------------------------------------------------------------ what workers call
 
@@ -220,12 +223,13 @@ class WriterTask:
         finished: list[str] = []
         for message in batch:
             if isinstance(message, _JournalTask):
-                self.dataset.journal_task(message.job_id, message.provider, message.task_id)
+                self.dataset.journal_task(message.job_id, message.provider, message.task_id, self.gateway)
                 if message.intent is not None:
                     self.dataset.settle(message.intent, billed=0, in_doubt=message.images)
                 applied.replies.append((message.reply, None))
             elif isinstance(message, _Intend):
-                applied.replies.append((message.reply, self.dataset.intend(message.job, message.slots)))
+                applied.replies.append((message.reply, self.dataset.intend(message.job, message.slots,
+                                                                           self.provider())))
             elif isinstance(message, _Settle):
                 self.dataset.settle(message.intent, billed=message.billed, in_doubt=message.in_doubt)
                 applied.replies.append((message.reply, None))
@@ -235,6 +239,11 @@ class WriterTask:
             elif isinstance(message, _Adopt):
                 applied.replies.append((message.reply, self._adopt(message.image_id)))
             else:
+                if message.links:  # before the rows: a kill between them leaves links, never rows alone
+                    self.dataset.journal_links(message.job.job_id, PaidLinks(
+                        self.provider(), self.gateway, dict(message.links), message.links_at))
+                elif message.drops_links:
+                    self.dataset.drop_links(message.job.job_id)
                 rows += self._rows(message, applied)
                 if message.finishes_task:
                     finished.append(message.job.job_id)

@@ -208,6 +208,9 @@ class Limits(_In):
     #: link-local addresses (169.254.0.0/16, fe80::/10).
     download_hosts: Annotated[list[Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9.:\[\]_-]+$")]],
                               Field(min_length=1)] | None = None
+    #: How long an image link stays downloadable (gateways' object stores: about 24 h). Images paid
+    #: for and not downloaded are downloaded by a rerun within it, and generated again after it.
+    link_life: Annotated[Seconds, Field(gt=0)] = 86400.0
 
 
 class SpecIn(_In):
