@@ -51,6 +51,7 @@ class _Adds(Protocol):
 
 
 _Fold = TypeVar("_Fold", bound=_Adds)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,21 +136,15 @@ class DatasetView:
         """Every row of every visible part (relisting if a compaction removes one mid-read)."""
         if self.layout is not None:
             return read_parts(self.layout, columns, flt)
-        last: BaseException | None = None
-        for _ in range(8):
-            parts = self.parts()
+        empty = INDEX_SCHEMA.empty_table().select(list(columns) if columns else INDEX_SCHEMA.names)
+
+        def read(parts: list[str]) -> pa.Table:
             if not parts:
-                return INDEX_SCHEMA.empty_table().select(list(columns) if columns else INDEX_SCHEMA.names)
-            try:
-                dataset = ds.dataset(parts, schema=INDEX_SCHEMA, format="parquet", filesystem=self.fs)
-                return dataset.to_table(columns=list(columns) if columns else None, filter=flt)
-            except FileNotFoundError as exc:
-                last = exc
-            except (OSError, pa.ArrowException) as exc:
-                if "not found" not in str(exc).lower() and "no such" not in str(exc).lower():
-                    raise DatasetError(f"cannot read the index of {self.location}: {short(exc)}") from None
-                last = exc
-        raise DatasetError(f"cannot read the index of {self.location}: {short(last or Exception())}")
+                return empty
+            dataset = ds.dataset(parts, schema=INDEX_SCHEMA, format="parquet", filesystem=self.fs)
+            return dataset.to_table(columns=list(columns) if columns else None, filter=flt)
+
+        return self._relisting(read)
 
     def read_index(self, columns: Sequence[str] | None = None, *, dedupe: bool = True) -> pa.Table:
         """The index as a table; with ``dedupe`` one row per image_id (see the module docstring)."""
@@ -171,16 +166,25 @@ class DatasetView:
         threaded scan reads ahead of a slow consumer: ~1 GB of queued batches at 10M rows). A part
         removed by a compaction mid-scan restarts the scan on the new listing (the compacted parts hold
         every row of the old ones)."""
-        last: BaseException | None = None
         wanted = list(columns)
-        for _ in range(8):
+
+        def read(parts: list[str]) -> _Fold:
             acc = start()
-            parts = self.parts()
+            for part in parts:
+                for batch in _part_batches(self.fs, part, wanted):
+                    acc.add(batch)
+            return acc
+
+        return self._relisting(read)
+
+    def _relisting(self, read: Callable[[list[str]], _T]) -> _T:
+        """``read(parts)`` of the current listing; a part that a compaction removed mid-read (the
+        compacted parts hold every row of the old ones) means: list again and read again, up to 8
+        times. Other errors become one :class:`DatasetError` naming the dataset."""
+        last: BaseException | None = None
+        for _ in range(8):
             try:
-                for part in parts:
-                    for batch in _part_batches(self.fs, part, wanted):
-                        acc.add(batch)
-                return acc
+                return read(self.parts())
             except FileNotFoundError as exc:
                 last = exc
             except (OSError, pa.ArrowException) as exc:
