@@ -65,7 +65,8 @@ class _Run:
         self.spec = spec
         self.options = options
         self.limits = spec.limits
-        self.run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+        self.run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3) \
+            + (f"-{options.run_label}" if options.run_label else "")
         self.stats = RunStats(run_id=self.run_id, price_per_image=spec.price_per_image)
         self.root = resolve_output(spec, options)
         self.controller = ConcurrencyController(self.limits.concurrency)
