@@ -128,10 +128,10 @@ def test_three_shards_fill_one_dataset_exactly_once_and_a_rerun_bills_nothing(
     by_key = {k: stats["billed_by_key"].get(k, 0) - before["billed_by_key"].get(k, 0) for k in billing}
     assert by_key == billing  # every job billed exactly once
 
-    # The rerun, through the CLI in another process: it starts (and stops) its own local Ray instance.
+    # The rerun, through the CLI in another process that joins the cluster (the old option names).
     # One triage finds every unit done: no unit runs, nothing is requested, no run is recorded.
-    result = _cli_in_subprocess([str(spec), "--shards", "3", "--cpus-per-shard", "0.5", "--json"],
-                                env={KEY_ENV: KEY}, timeout=90)
+    result = _cli_in_subprocess([str(spec), "--shards", "3", "--cpus-per-shard", "0.5", "--json",
+                                 "--address", cluster], env={KEY_ENV: KEY}, timeout=90)
     assert result.returncode == 0, result.stderr
     again = json.loads(result.stdout)
     assert again["exit_code"] == 0 and again["shards"] == [] and again["units_skipped"] == 3
@@ -229,7 +229,7 @@ def test_without_the_key_on_the_workers_every_shard_stops_cleanly(
     billed = mock_stats(gateway)["billed"]
     report = run_on_ray(str(spec), 2, num_cpus_per_unit=0.5)
     assert report.exit_code == 3
-    assert all(s.exit_code == 3 and s.error and KEY_ENV in s.error for s in report.shards)
+    assert all(s.exit_code == 3 and s.error and KEY_ENV in s.error for s in report.shards), report.shards
     assert report.totals["done_images"] == 0 and mock_stats(gateway)["billed"] == billed
 
 

@@ -393,6 +393,11 @@ class DatasetWriter:
             return None
         return path
 
+    def image_files(self) -> list[str]:
+        """Every image this writer knows without listing object storage: its local ones and those its
+        storage uploaded or listed (relative paths, sorted, once each)."""
+        return self._image_files()
+
     def _image_files(self) -> list[str]:
         """Every image, local or kept by the storage (relative paths, sorted, once each)."""
         with disk_errors("list the images"):

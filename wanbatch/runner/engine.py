@@ -131,7 +131,8 @@ class _Run:
                               "answered: counted in doubt (maybe billed)")
         # for s3://, the bucket (recovery synced it); a shard reads only its slice
         view = DatasetView.open(self.root)
-        held = view.triage(self.options.shard)
+        held = view.triage(self.options.shard,  # s3://: images known from the index, plus the staged ones
+                           staged=[dataset.image_files()] if view.is_remote else ())
         self.base_ledger = view.ledger()
         dataset.begin_run(self.run_id)
         # links older than their life are kept a week, so the rows of what is generated again say why
