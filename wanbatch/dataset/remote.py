@@ -470,6 +470,11 @@ class Mirror:
         with self._lock:
             return set(self.images)
 
+    def stored_parts(self) -> list[str]:
+        """The bucket's index parts as this mirror knows them (listed at hydration, kept up to date by
+        its own uploads and deletions): a run's triage reads them without listing ``index/`` again."""
+        return sorted(self.remote.key(rel) for rel in self._recorded())
+
     def fetch(self, rel: str, local: Path) -> None:
         self.remote.download(rel, local)
 

@@ -121,6 +121,12 @@ class DatasetView:
 
     # ----------------------------------------------------------------------------------- the index
 
+    def known_parts(self, parts: Sequence[str] | None) -> None:
+        """Use ``parts`` (e.g. what the writer's mirror knows is in the bucket) as this view's listing
+        of ``index/`` until a read finds one gone (then it lists)."""
+        if parts is not None and self.layout is None:
+            self._parts = sorted(parts)
+
     def parts(self, *, fresh: bool = False) -> list[str]:
         """Paths (inside :attr:`fs`) of the visible index parts, sorted by name. On object storage
         the listing is one request, kept for this view's later reads unless ``fresh``."""

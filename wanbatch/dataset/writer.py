@@ -71,6 +71,7 @@ class Storage(Protocol):
     def opened(self, manifest: Path) -> None: ...  # the writer is open, its manifest exists
     def placed(self, rel: str) -> None: ...  # an image was renamed into place
     def stored_images(self) -> set[str]: ...  # relative paths of images kept elsewhere
+    def stored_parts(self) -> list[str] | None: ...  # the parts kept elsewhere (full paths there), if known
     def fetch(self, rel: str, local: Path) -> None: ...  # bring such an image back to ``local``
     def flushed(self, paths: set[str]) -> None: ...  # a part was written; ``paths``: its ok images
     def compacting(self) -> None: ...
@@ -99,6 +100,9 @@ class LocalStorage:
 
     def stored_images(self) -> set[str]:
         return set()
+
+    def stored_parts(self) -> list[str] | None:
+        return None
 
     def fetch(self, rel: str, local: Path) -> None:
         raise FileNotFoundError(rel)

@@ -131,6 +131,7 @@ class _Run:
                               "answered: counted in doubt (maybe billed)")
         # for s3://, the bucket (recovery synced it); a shard reads only its slice
         view = DatasetView.open(self.root)
+        view.known_parts(dataset.storage.stored_parts())  # s3://: the mirror's listing, not another
         held = view.triage(self.options.shard,  # s3://: images known from the index, plus the staged ones
                            staged=[dataset.image_files()] if view.is_remote else ())
         self.base_ledger = view.ledger()
