@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
@@ -45,12 +48,13 @@ SPEC_30 = """
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[None]:
-    """One local Ray cluster for the module (starting one costs seconds). The key is NOT in this
-    process's environment when it starts, so workers can only get it through runtime_env."""
+def cluster() -> Iterator[str]:
+    """One local Ray cluster for the module (starting one costs seconds); its address, for drivers
+    in other processes. The key is NOT in this process's environment when it starts, so workers can
+    only get it through runtime_env."""
     assert KEY_ENV not in os.environ
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    yield
+    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield str(context.address_info["gcs_address"])
     ray.shutdown()
 
 
@@ -81,7 +85,7 @@ def key_in_files(root: Path) -> list[Path]:
 
 
 def test_three_shards_fill_one_dataset_exactly_once_and_a_rerun_bills_nothing(
-    cluster: None, gateway: str, write_spec: Callable[..., Path], tmp_path: Path
+    cluster: str, gateway: str, write_spec: Callable[..., Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "ds"
     spec = write_spec(SPEC_30.format(base=gateway, key_env=KEY_ENV, output=out))
@@ -90,7 +94,7 @@ def test_three_shards_fill_one_dataset_exactly_once_and_a_rerun_bills_nothing(
     before = mock_stats(gateway)
     billed_before = before["billed"]
 
-    report = run_on_ray(str(spec), 3, num_cpus_per_shard=0.5,
+    report = run_on_ray(str(spec), 3, num_cpus_per_unit=0.5,
                         runtime_env={"env_vars": {KEY_ENV: KEY}})
 
     assert report.exit_code == 0, report.to_dict()
@@ -104,6 +108,8 @@ def test_three_shards_fill_one_dataset_exactly_once_and_a_rerun_bills_nothing(
     assert images == (30, 30, 0, 30)
     assert t["done_images"] == sum(s.summary.done_images for s in report.shards if s.summary)
     assert t["shards_failed"] == 0 and t["cost"] is None
+    assert (t["billed_images"], t["in_doubt_images"], t["attempts"], t["killed_attempts"]) == (30, 0, 3, 0)
+    assert (report.units, report.units_skipped) == (3, 0)
     assert report.output == str(out.resolve())
 
     rows = index_rows(out)
@@ -122,13 +128,16 @@ def test_three_shards_fill_one_dataset_exactly_once_and_a_rerun_bills_nothing(
     by_key = {k: stats["billed_by_key"].get(k, 0) - before["billed_by_key"].get(k, 0) for k in billing}
     assert by_key == billing  # every job billed exactly once
 
-    # The rerun, through the CLI in another process: it starts (and stops) its own local Ray instance.
-    result = _cli_in_subprocess([str(spec), "--shards", "3", "--cpus-per-shard", "0.5", "--json"],
-                                env={KEY_ENV: KEY}, timeout=90)
+    # The rerun, through the CLI in another process that joins the cluster (the old option names).
+    # One triage finds every unit done: no unit runs, nothing is requested, no run is recorded.
+    result = _cli_in_subprocess([str(spec), "--shards", "3", "--cpus-per-shard", "0.5", "--json",
+                                 "--address", cluster], env={KEY_ENV: KEY}, timeout=90)
     assert result.returncode == 0, result.stderr
     again = json.loads(result.stdout)
-    assert again["exit_code"] == 0
+    assert again["exit_code"] == 0 and again["shards"] == [] and again["units_skipped"] == 3
     assert again["totals"]["submitted_images"] == 0 and again["totals"]["skipped_images"] == 30
+    assert again["totals"]["planned_images"] == 30 and again["totals"]["billed_images"] == 0
+    assert {p.stem for p in (out / "runs").glob("*.json")} == runs
     assert mock_stats(gateway)["billed"] - billed_before == 30
     assert len(index_rows(out)) == 30
 
@@ -137,19 +146,94 @@ def test_three_shards_fill_one_dataset_exactly_once_and_a_rerun_bills_nothing(
     assert key_in_files(out) == []
 
 
+SPEC_48_SLOW = """
+    name: ray-kill
+    provider: {{base_url: '{base}/v1', api_key_env: {key_env}, dialect: flat}}
+    prompt: "{{subject}}, {{style}}"
+    vars:
+      subject: [a flower shop, a bakery at dawn, a lighthouse, a harbour]
+      style: [watercolor, photorealistic, ink]
+    seeds: {{start: 0, count: 4}}
+    sizes: [1K]
+    limits: {{concurrency: 2, retries: 3, in_doubt: retry}}
+    price_per_image: 0.25
+    output: {output}
+"""
+
+
+def _unit_processes() -> list[psutil.Process]:
+    """Ray workers running a unit right now (Ray titles a busy worker ``ray::<function>``)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if " ".join(proc.info["cmdline"] or []).startswith("ray::_run_unit"):
+            found.append(proc)
+    return found
+
+
+@pytest.mark.timeout(300)  # ~25 s on a quiet machine; Ray starts workers for the runtime_env
+def test_a_worker_killed_mid_unit_is_retried_and_the_json_report_equals_the_bill(
+    cluster: str, write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    """`ray-run --json` joins the cluster (whose workers lack the key: it travels in runtime_env);
+    one unit's worker is SIGKILLed while its requests are on the wire. Ray reruns the unit, which
+    resumes it; the report counts the killed attempt's requests (its ledger, folded by recovery), so
+    billed + in doubt is what the gateway billed, and stdout is one JSON document."""
+    with run_in_thread(MockConfig(api_key=KEY, latency=0.3, image_kb=2)) as gateway:
+        out = tmp_path / "killed"
+        spec = write_spec(SPEC_48_SLOW.format(base=gateway, key_env=KEY_ENV, output=out))
+        args = [str(spec), "--units", "4", "--cpus-per-unit", "0.5", "--address", cluster, "--json"]
+        code = "from wanbatch.distribute.cli import ray_run\nray_run(prog_name='wanbatch ray-run')"
+        proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                env=cli_env(RAY_DISABLE_USAGE_STATS="1", **{KEY_ENV: KEY}))
+        killed = None
+        deadline = time.monotonic() + 180
+        while killed is None and time.monotonic() < deadline and proc.poll() is None:
+            if mock_stats(gateway)["billed"] >= 4:
+                busy = _unit_processes()
+                if busy:
+                    killed = busy[0]
+                    killed.send_signal(signal.SIGKILL)
+            time.sleep(0.05)
+        stdout, stderr = proc.communicate(timeout=240)
+        assert killed is not None, stderr
+        assert proc.returncode == 0, stderr
+        report = json.loads(stdout)  # only JSON on stdout, whatever Ray printed when the worker died
+        t = report["totals"]
+        billed = _settled_billed(gateway)
+
+    assert t["killed_attempts"] == 1 and t["attempts"] == 5, t
+    assert t["billed_images"] + t["in_doubt_images"] == billed  # the gateway's bill, the killed attempt's too
+    assert t["billed_images"] <= billed and t["cost"] == billed * 0.25
+    assert billed >= 48 and t["planned_images"] == 48 and report["exit_code"] == 0
+    rows = index_rows(out)
+    assert len(rows) == len({r["image_id"] for r in rows}) == 48  # compacted once: no duplicates
+    assert {r["status"] for r in rows} == {"ok"}
+    assert t["done_images"] + t["adopted_images"] >= 48
+    assert KEY not in stdout + stderr and key_in_files(out) == []
+
+
+def _settled_billed(base: str) -> int:
+    """Billed images once requests cut off by the kill have finished at the gateway (they bill)."""
+    deadline = time.monotonic() + 10
+    while mock_stats(base)["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return int(mock_stats(base)["billed"])
+
+
 def test_without_the_key_on_the_workers_every_shard_stops_cleanly(
-    cluster: None, gateway: str, write_spec: Callable[..., Path], tmp_path: Path
+    cluster: str, gateway: str, write_spec: Callable[..., Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "nokey"
     spec = write_spec(SPEC_30.format(base=gateway, key_env=KEY_ENV, output=out))
     billed = mock_stats(gateway)["billed"]
-    report = run_on_ray(str(spec), 2, num_cpus_per_shard=0.5)
+    report = run_on_ray(str(spec), 2, num_cpus_per_unit=0.5)
     assert report.exit_code == 3
-    assert all(s.exit_code == 3 and s.error and KEY_ENV in s.error for s in report.shards)
+    assert all(s.exit_code == 3 and s.error and KEY_ENV in s.error for s in report.shards), report.shards
     assert report.totals["done_images"] == 0 and mock_stats(gateway)["billed"] == billed
 
 
-def test_a_shard_that_raises_is_reported_while_the_others_finish(cluster: None) -> None:
+def test_a_shard_that_raises_is_reported_while_the_others_finish(cluster: str) -> None:
     from wanbatch.distribute.ray_runner import _gather, aggregate
 
     def shard(i: int) -> dict[str, Any]:

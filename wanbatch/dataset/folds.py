@@ -49,14 +49,20 @@ def rel_keys(rels: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @dataclass(slots=True)
 class Files:
-    """The image files: canonical ones as sorted (job, sub) keys, others as relative paths."""
+    """The image files: canonical ones as sorted (job, sub) keys, others as relative paths.
+
+    ``trusted``: every image an ok row names exists, without a listing (object storage, where a part
+    is uploaded only after every image it names); the files held then are only those known without
+    a listing (e.g. a staging folder's), which the triage reports as unindexed when no ok row has them."""
 
     jobs: np.ndarray
     subs: np.ndarray
     other: set[str]
+    trusted: bool = False
 
     @classmethod
-    def of(cls, chunks: Iterable[list[str]], shard: tuple[int, int] | None = None) -> Files:
+    def of(cls, chunks: Iterable[list[str]], shard: tuple[int, int] | None = None, *,
+           trusted: bool = False) -> Files:
         jobs: list[np.ndarray] = []
         subs: list[np.ndarray] = []
         other: set[str] = set()
@@ -71,13 +77,15 @@ class Files:
             other.update(arr.filter(pa.array(~keyed)).to_pylist())
         job_all, sub_all = sort_keys(np.concatenate(jobs) if jobs else np.zeros(0, np.uint64),
                                      np.concatenate(subs) if subs else np.zeros(0, np.uint32))
-        return cls(job_all, sub_all, other)
+        return cls(job_all, sub_all, other, trusted)
 
     def has(self, job: np.ndarray, sub: np.ndarray) -> np.ndarray:
+        if self.trusted:
+            return np.ones(len(job), bool)
         return lookup(self.jobs, self.subs, longest_run(self.jobs), job, sub) >= 0
 
     def has_rel(self, rel: str) -> bool:
-        if rel in self.other:
+        if self.trusted or rel in self.other:
             return True
         job, sub, keyed = rel_keys(pa.array([rel], pa.string()))
         return bool(keyed[0] and self.has(job, sub)[0])

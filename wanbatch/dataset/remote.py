@@ -19,14 +19,18 @@ object):
 The mirror records, in ``STAGING/.remote/parts``, which parts it knows to be in the bucket. A crash
 between an upload and its record only means uploading the same file again.
 
-**Hydration** (on open): the remote listing is read once. Remote parts missing from the staging are
-downloaded; staging parts that are not in the bucket are uploaded (a flush that crashed before its
-upload), unless the record says they were there, i.e. a compaction elsewhere removed them (then they
-are dropped locally). Staging images not in the bucket are uploaded first. Images in the bucket are
-listed, never downloaded, so a run's triage (a :class:`~wanbatch.dataset.view.DatasetView` of the
-bucket) reflects the remote dataset: a resume on another machine requests nothing already in the bucket.
-(An image in the bucket with no row, killed between upload and journal, is downloaded once to be
-verified and adopted.)
+**Hydration** (on open): ``index/`` is listed once (never ``images/``). Remote parts missing from the
+staging are downloaded; staging parts that are not in the bucket are uploaded (a flush that crashed
+before its upload), unless the record says they were there, i.e. a compaction elsewhere removed them
+(then they are dropped locally). Staging images (not yet indexed in the bucket) are uploaded first.
+A run's triage (a :class:`~wanbatch.dataset.view.DatasetView` of the bucket) takes an ok row's image
+as present (a part is uploaded only after its images), so a resume on another machine requests
+nothing already indexed in the bucket. A staging folder new to the dataset lists ``images/`` once,
+so an image in the bucket with no row (a lost machine, killed between upload and journal) is
+downloaded once to be verified and adopted, not paid for again.
+
+**Uploads**: a file up to :data:`ONE_PUT_BYTES` is one PUT (read whole, sent on close through
+pyarrow's ``allow_delayed_open``), a larger one a multipart upload; both appear only complete.
 
 **Local copies** of images are deleted once their row is in a part that is in the bucket (after each
 flush, and at hydration): the staging stays about one flush of images big, and a crash before that
@@ -64,6 +68,9 @@ from .parts import read_parts
 
 STAGING_ENV = "WANBATCH_STAGING"
 UPLOAD_THREADS = 4
+#: Files up to this size are uploaded in one PUT (read whole, then sent); larger ones as a multipart
+#: upload. Images are far smaller; index parts of large datasets are larger.
+ONE_PUT_BYTES = 8 << 20
 _LOCAL_SCHEMES = frozenset({"", "file"})
 
 
@@ -89,6 +96,17 @@ def staging_dir(uri: str, env: dict[str, str] | None = None) -> Path:
     return (parent / f"{safe}-{hashlib.sha256(key.encode()).hexdigest()[:16]}").resolve()
 
 
+def _one_put(uri: str) -> str:
+    """``uri`` with ``allow_delayed_open=true`` for ``s3://``: a small object written in one go is
+    then sent as one PUT when its stream is closed, not as a 3-request multipart upload (measured with
+    pyarrow 26 against moto's request log). Either appears only complete."""
+    parts = urlsplit(uri)
+    if parts.scheme.lower() != "s3" or "allow_delayed_open" in parts.query:
+        return uri
+    query = f"{parts.query}&allow_delayed_open=true" if parts.query else "allow_delayed_open=true"
+    return parts._replace(query=query).geturl()
+
+
 def _canonical(uri: str) -> str:
     parts = urlsplit(uri)
     return f"{parts.scheme.lower()}://{parts.netloc}{parts.path.rstrip('/')}"
@@ -103,7 +121,8 @@ class RemoteRoot:
     def __init__(self, uri: str) -> None:
         self.uri = _canonical(uri)
         try:
-            self.fs, base = pafs.FileSystem.from_uri(uri)
+            self._multipart_fs, _ = pafs.FileSystem.from_uri(uri)
+            self.fs, base = pafs.FileSystem.from_uri(_one_put(uri))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:
             raise DatasetError(f"{self.uri}: cannot open this object storage URI: {_short(exc)}") from None
         self.base = base.rstrip("/")
@@ -138,16 +157,29 @@ class RemoteRoot:
         with self.errors("open the dataset"):
             return is_dataset(self.fs, self.base)
 
-    def listing(self) -> dict[str, int]:
-        """Every object under the root: relative path → size (one recursive listing)."""
+    def image_files(self) -> list[str]:
+        """Relative paths of every object under ``images/`` (one recursive listing: ~1 request per
+        1,000 images; done once per staging folder, see :meth:`Mirror.hydrate`)."""
+        with self.errors("list the images"):
+            infos = self.fs.get_file_info(pafs.FileSelector(self.key("images"), recursive=True,
+                                                            allow_not_found=True))
+        cut = len(self.base) + 1
+        return [i.path[cut:] for i in infos if i.type == pafs.FileType.File]
+
+    def exists(self, rel: str) -> bool:
+        """Whether the object ``rel`` exists (one HEAD request)."""
+        with self.errors(f"look for {rel}"):
+            (info,) = self.fs.get_file_info([self.key(rel)])
+        return bool(info.type == pafs.FileType.File)
+
+    def is_empty(self) -> bool:
+        """Whether nothing at all is under the root (one listing of its top level, not recursive)."""
         with self.errors("list the dataset"):
             try:
-                infos = self.fs.get_file_info(pafs.FileSelector(self.base, recursive=True,
-                                                                allow_not_found=True))
+                infos = self.fs.get_file_info(pafs.FileSelector(self.base, allow_not_found=True))
             except FileNotFoundError:
-                return {}
-        cut = len(self.base) + 1
-        return {i.path[cut:]: i.size or 0 for i in infos if i.type == pafs.FileType.File}
+                return True
+        return not infos
 
     def parts(self) -> list[str]:
         """Full paths (inside the file system) of the visible ``index/part-*.parquet``, sorted."""
@@ -158,8 +190,16 @@ class RemoteRoot:
     def upload(self, local: Path, rel: str) -> None:
         """Copy a finished local file to ``rel`` (a multipart upload becomes visible only complete)."""
         with self.errors(f"upload {rel}"):
-            pafs.copy_files(str(local), self.key(rel), source_filesystem=pafs.LocalFileSystem(),
-                            destination_filesystem=self.fs, use_threads=False)
+            with disk_errors(f"read {local}"):
+                small = local.stat().st_size <= ONE_PUT_BYTES
+                data = local.read_bytes() if small else b""
+            if not small:  # a multipart upload (becomes visible only complete)
+                pafs.copy_files(str(local), self.key(rel), source_filesystem=pafs.LocalFileSystem(),
+                                destination_filesystem=self._multipart_fs, use_threads=False)
+                return
+            out = self.fs.open_output_stream(self.key(rel))  # delayed open: nothing sent yet
+            out.write(data)
+            out.close()  # one PUT of the whole object; its errors are raised here, never dropped
 
     def download(self, rel: str, local: Path) -> None:
         """Copy ``rel`` to ``local`` through a temp name and a rename (never a half file)."""
@@ -204,7 +244,8 @@ class Mirror:
         self.staging = staging
         self.layout = Layout(staging)
         self.state = staging / ".remote"
-        self.images: set[str] = set()  # relative paths known to be in the bucket
+        self.images: set[str] = set()  # in the bucket: uploaded by this mirror, or listed once (hydrate)
+        self.has_manifest = False
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="wanbatch-upload")
         self._uploads: list[Future[None]] = []
@@ -213,18 +254,21 @@ class Mirror:
 
     def hydrate(self, *, create: bool) -> None:
         """Bring the staging in line with the bucket (see the module docstring); idempotent."""
-        listing = self.remote.listing()
-        remote_parts = {r for r in listing if r.startswith("index/") and _is_part(r[6:])}
-        if not listing and not create:
-            raise NotADatasetError(f"{self.remote.uri}: no wanbatch dataset there (no {MANIFEST} or index/)")
-        if listing and not self.remote.is_dataset():
-            raise NotADatasetError(f"{self.remote.uri}: holds objects but is not a wanbatch dataset "
-                               f"(no {MANIFEST} or index/); choose an empty or new prefix")
+        self.has_manifest = self.remote.exists(MANIFEST)
+        if not self.has_manifest:
+            empty = self.remote.is_empty()
+            if empty and not create:
+                raise NotADatasetError(
+                    f"{self.remote.uri}: no wanbatch dataset there (no {MANIFEST} or index/)")
+            if not empty:
+                raise NotADatasetError(f"{self.remote.uri}: holds objects but is not a wanbatch dataset "
+                                       f"(no {MANIFEST} or index/); choose an empty or new prefix")
+        remote_parts = {f"index/{p.rsplit('/', 1)[1]}" for p in self.remote.parts()} \
+            if self.has_manifest else set()
         with disk_errors(f"create the staging folder {self.staging}"):
             self.state.mkdir(parents=True, exist_ok=True)
             self.layout.index.mkdir(exist_ok=True)
-        self.images = {r for r in listing if r.startswith("images/")}
-        if MANIFEST in listing:
+        if self.has_manifest:
             self._pull_manifest()
         recorded = self._recorded()
         local_parts = {f"index/{p.name}" for p in self.layout.parts()}
@@ -234,10 +278,21 @@ class Mirror:
             if rel in recorded:  # was in the bucket, now gone: compacted away elsewhere
                 (self.staging / rel).unlink(missing_ok=True)
                 self._record([], [rel])
+        # Local images are those not yet indexed in the bucket (copies are dropped once they are):
+        # after a clean run none, after a crash about one flush. Upload them all again (one PUT each)
+        # rather than list the bucket's images: a part in the bucket only names uploaded images.
         for rel in self._local_images():
-            if rel not in self.images:  # placed by a run that died before its upload
-                self.remote.upload(self.staging / rel, rel)
-                self.images.add(rel)
+            self.remote.upload(self.staging / rel, rel)
+            self.images.add(rel)
+        listed = self.state / "images-listed"
+        if not listed.exists():
+            # A machine new to this dataset lists its images once, so an object a lost machine
+            # uploaded without a row is adopted, not paid for again; later runs here never list them
+            # (a new dataset has none to list).
+            if self.has_manifest:
+                self.images |= set(self.remote.image_files())
+            with disk_errors("record the listing"):
+                listed.touch()
         self._record(sorted(remote_parts - recorded), [])
         self.sync_parts()
         self.drop_indexed_copies()
@@ -374,8 +429,11 @@ class Mirror:
 
     def pull_manifest_if_any(self) -> None:
         """Take in the run entries other machines added to the bucket's manifest meanwhile."""
-        if MANIFEST in self.remote.listing():
+        try:
             self._pull_manifest()
+        except FileNotFoundError:
+            return
+        self.has_manifest = True
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -401,8 +459,9 @@ class Mirror:
         return self.remote.uri
 
     def opened(self, manifest: Path) -> None:
-        if MANIFEST not in self.remote.listing():  # mark the prefix as a dataset from the start
+        if not self.has_manifest:  # mark the prefix as a dataset from the start
             self.push_file(manifest)
+            self.has_manifest = True
 
     def placed(self, rel: str) -> None:
         self.upload_image_later(rel)
@@ -410,6 +469,11 @@ class Mirror:
     def stored_images(self) -> set[str]:
         with self._lock:
             return set(self.images)
+
+    def stored_parts(self) -> list[str]:
+        """The bucket's index parts as this mirror knows them (listed at hydration, kept up to date by
+        its own uploads and deletions): a run's triage reads them without listing ``index/`` again."""
+        return sorted(self.remote.key(rel) for rel in self._recorded())
 
     def fetch(self, rel: str, local: Path) -> None:
         self.remote.download(rel, local)

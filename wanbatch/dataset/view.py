@@ -51,6 +51,7 @@ class _Adds(Protocol):
 
 
 _Fold = TypeVar("_Fold", bound=_Adds)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,7 @@ class DatasetView:
         self.base = base  # the root inside ``fs``
         self.location = location  # as shown to users: the folder, or the canonical URI
         self.layout = layout  # local datasets only (journals are read from it)
+        self._parts: list[str] | None = None  # object storage: the index listing, once per view
 
     @classmethod
     def open(cls, path_or_uri: str | Path) -> DatasetView:
@@ -119,13 +121,23 @@ class DatasetView:
 
     # ----------------------------------------------------------------------------------- the index
 
-    def parts(self) -> list[str]:
-        """Paths (inside :attr:`fs`) of the visible index parts, sorted by name."""
+    def known_parts(self, parts: Sequence[str] | None) -> None:
+        """Use ``parts`` (e.g. what the writer's mirror knows is in the bucket) as this view's listing
+        of ``index/`` until a read finds one gone (then it lists)."""
+        if parts is not None and self.layout is None:
+            self._parts = sorted(parts)
+
+    def parts(self, *, fresh: bool = False) -> list[str]:
+        """Paths (inside :attr:`fs`) of the visible index parts, sorted by name. On object storage
+        the listing is one request, kept for this view's later reads unless ``fresh``."""
         if self.layout is not None:
             return [str(p) for p in self.layout.parts()]
+        if self._parts is not None and not fresh:
+            return list(self._parts)
         with self._errors("list the index"):
             infos = self.fs.get_file_info(pafs.FileSelector(f"{self.base}/index", allow_not_found=True))
-        return sorted(i.path for i in infos if i.type == pafs.FileType.File and is_part(i.base_name))
+        self._parts = sorted(i.path for i in infos if i.type == pafs.FileType.File and is_part(i.base_name))
+        return list(self._parts)
 
     def open_index(self) -> ds.Dataset:
         """A pyarrow dataset over the current ``index/*.parquet`` with INDEX_SCHEMA (raw rows)."""
@@ -135,21 +147,15 @@ class DatasetView:
         """Every row of every visible part (relisting if a compaction removes one mid-read)."""
         if self.layout is not None:
             return read_parts(self.layout, columns, flt)
-        last: BaseException | None = None
-        for _ in range(8):
-            parts = self.parts()
+        empty = INDEX_SCHEMA.empty_table().select(list(columns) if columns else INDEX_SCHEMA.names)
+
+        def read(parts: list[str]) -> pa.Table:
             if not parts:
-                return INDEX_SCHEMA.empty_table().select(list(columns) if columns else INDEX_SCHEMA.names)
-            try:
-                dataset = ds.dataset(parts, schema=INDEX_SCHEMA, format="parquet", filesystem=self.fs)
-                return dataset.to_table(columns=list(columns) if columns else None, filter=flt)
-            except FileNotFoundError as exc:
-                last = exc
-            except (OSError, pa.ArrowException) as exc:
-                if "not found" not in str(exc).lower() and "no such" not in str(exc).lower():
-                    raise DatasetError(f"cannot read the index of {self.location}: {short(exc)}") from None
-                last = exc
-        raise DatasetError(f"cannot read the index of {self.location}: {short(last or Exception())}")
+                return empty
+            dataset = ds.dataset(parts, schema=INDEX_SCHEMA, format="parquet", filesystem=self.fs)
+            return dataset.to_table(columns=list(columns) if columns else None, filter=flt)
+
+        return self._relisting(read)
 
     def read_index(self, columns: Sequence[str] | None = None, *, dedupe: bool = True) -> pa.Table:
         """The index as a table; with ``dedupe`` one row per image_id (see the module docstring)."""
@@ -171,16 +177,25 @@ class DatasetView:
         threaded scan reads ahead of a slow consumer: ~1 GB of queued batches at 10M rows). A part
         removed by a compaction mid-scan restarts the scan on the new listing (the compacted parts hold
         every row of the old ones)."""
-        last: BaseException | None = None
         wanted = list(columns)
-        for _ in range(8):
+
+        def read(parts: list[str]) -> _Fold:
             acc = start()
-            parts = self.parts()
+            for part in parts:
+                for batch in _part_batches(self.fs, part, wanted):
+                    acc.add(batch)
+            return acc
+
+        return self._relisting(read)
+
+    def _relisting(self, read: Callable[[list[str]], _T]) -> _T:
+        """``read(parts)`` of the current listing; a part that a compaction removed mid-read (the
+        compacted parts hold every row of the old ones) means: list again and read again, up to 8
+        times. Other errors become one :class:`DatasetError` naming the dataset."""
+        last: BaseException | None = None
+        for attempt in range(8):
             try:
-                for part in parts:
-                    for batch in _part_batches(self.fs, part, wanted):
-                        acc.add(batch)
-                return acc
+                return read(self.parts(fresh=attempt > 0))
             except FileNotFoundError as exc:
                 last = exc
             except (OSError, pa.ArrowException) as exc:
@@ -191,11 +206,20 @@ class DatasetView:
 
     # ----------------------------------------------------------------------------------- triage
 
-    def triage(self, shard: tuple[int, int] | None = None) -> TriageState:
+    def triage(self, shard: tuple[int, int] | None = None, *,
+               staged: Iterable[list[str]] = ()) -> TriageState:
         """Done, failed and unindexed slots (of one shard's slice with ``shard=(i, N)``): the index
-        streamed into fixed-size keys (:mod:`.folds`), then one listing of ``images/``."""
+        streamed into fixed-size keys (:mod:`.folds`), then one listing of ``images/`` — locally.
+
+        On object storage the images are never listed (at 1M images that is ~1,000 LIST requests):
+        an ok row's image is in the bucket, because a part is uploaded only after every image it
+        names. ``staged``: image files known elsewhere (a writer's staging folder), unindexed when
+        no ok row has them."""
         rows = self.fold(TRIAGE_COLUMNS, lambda: TriageFold(shard))
-        files = Files.of(self.image_file_chunks(), shard)
+        if self.is_remote:
+            files = Files.of(staged, shard, trusted=True)
+        else:
+            files = Files.of(self.image_file_chunks(), shard)
         done, failed, unindexed = rows.result(files)
         return TriageState(done=done, failed=failed, unindexed=unindexed)
 

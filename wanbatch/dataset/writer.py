@@ -71,6 +71,7 @@ class Storage(Protocol):
     def opened(self, manifest: Path) -> None: ...  # the writer is open, its manifest exists
     def placed(self, rel: str) -> None: ...  # an image was renamed into place
     def stored_images(self) -> set[str]: ...  # relative paths of images kept elsewhere
+    def stored_parts(self) -> list[str] | None: ...  # the parts kept elsewhere (full paths there), if known
     def fetch(self, rel: str, local: Path) -> None: ...  # bring such an image back to ``local``
     def flushed(self, paths: set[str]) -> None: ...  # a part was written; ``paths``: its ok images
     def compacting(self) -> None: ...
@@ -99,6 +100,9 @@ class LocalStorage:
 
     def stored_images(self) -> set[str]:
         return set()
+
+    def stored_parts(self) -> list[str] | None:
+        return None
 
     def fetch(self, rel: str, local: Path) -> None:
         raise FileNotFoundError(rel)
@@ -392,6 +396,11 @@ class DatasetWriter:
         except FileNotFoundError:
             return None
         return path
+
+    def image_files(self) -> list[str]:
+        """Every image this writer knows without listing object storage: its local ones and those its
+        storage uploaded or listed (relative paths, sorted, once each)."""
+        return self._image_files()
 
     def _image_files(self) -> list[str]:
         """Every image, local or kept by the storage (relative paths, sorted, once each)."""

@@ -65,7 +65,8 @@ class _Run:
         self.spec = spec
         self.options = options
         self.limits = spec.limits
-        self.run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+        self.run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3) \
+            + (f"-{options.run_label}" if options.run_label else "")
         self.stats = RunStats(run_id=self.run_id, price_per_image=spec.price_per_image)
         self.root = resolve_output(spec, options)
         self.controller = ConcurrencyController(self.limits.concurrency)
@@ -130,7 +131,9 @@ class _Run:
                               "answered: counted in doubt (maybe billed)")
         # for s3://, the bucket (recovery synced it); a shard reads only its slice
         view = DatasetView.open(self.root)
-        held = view.triage(self.options.shard)
+        view.known_parts(dataset.storage.stored_parts())  # s3://: the mirror's listing, not another
+        held = view.triage(self.options.shard,  # s3://: images known from the index, plus the staged ones
+                           staged=[dataset.image_files()] if view.is_remote else ())
         self.base_ledger = view.ledger()
         dataset.begin_run(self.run_id)
         # links older than their life are kept a week, so the rows of what is generated again say why

@@ -30,6 +30,9 @@ class RunOptions:
     on_note: Callable[[str], None] | None = None  # told each note when it happens (recovery, a signal)
     #: Forget journaled async tasks of another gateway (they were paid) and submit their jobs again.
     abandon_tasks: bool = False
+    #: Appended to the run id (``<time>-<random>-<label>``), so a caller finds its runs again in the
+    #: manifest and ``runs/`` (``ray-run``: which ray-run and which unit); letters, digits, ``-``.
+    run_label: str | None = None
 
 
 class Notes(list[str]):
