@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 
 import wanbatch
 from tests.helpers import cli_env
-from wanbatch.mock import MockConfig, run_in_thread
+from tests.helpers.servers import profile_servers
 from wanbatch.plan import plan
 from wanbatch.providers.flat import FlatProvider
 from wanbatch.providers.newapi import NewApiProvider
@@ -32,11 +31,7 @@ KEY = "sk-test-5c1d2e3f4a5b6c7d8"
 
 @pytest.fixture
 def serve() -> Iterator[Callable[..., str]]:
-    with ExitStack() as stack:
-
-        def start(profile: str, **overrides: Any) -> str:
-            return stack.enter_context(run_in_thread(MockConfig.from_profile(profile, **overrides)))
-
+    with profile_servers() as start:
         yield start
 
 

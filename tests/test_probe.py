@@ -6,15 +6,13 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.helpers import cli_env
-from wanbatch.mock import MockConfig, run_in_thread
+from tests.helpers.servers import profile_servers
 from wanbatch.probe import probe, probe_path, seed_warning, write_probe
 from wanbatch.spec import load_spec
 
@@ -27,12 +25,7 @@ ENV = {KEY_ENV: KEY}
 
 @pytest.fixture
 def serve() -> Iterator[Callable[..., str]]:
-    with ExitStack() as stack:
-
-        def start(profile: str, **overrides: Any) -> str:
-            config = MockConfig.from_profile(profile, image_kb=8, **overrides)
-            return stack.enter_context(run_in_thread(config))
-
+    with profile_servers(image_kb=8) as start:
         yield start
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.helpers.scripted import BASE, DS_BASE, Gateway, Handler, scripted_provider
 from wanbatch.errors import AmbiguousError, FatalError, GatewayError, RefusedError, TransientError
 from wanbatch.providers.base import Provider, parse_retry_after
 from wanbatch.providers.dashscope import DashScopeProvider
@@ -25,29 +25,11 @@ from wanbatch.types import Job
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(20)]
 
 KEY = "sk-test-SECRET-0123456789"
-BASE = "https://gateway.example/v1"
-DS_BASE = "https://dashscope-intl.aliyuncs.com"
-Handler = Callable[[httpx.Request], httpx.Response]
 
 
 def job(size: str = "2K", n: int = 1, seed: int = 7, prompt: str = "a red door", **params: Any) -> Job:
     return Job(job_id="0123456789abcdef", model="wan2.7-image-pro", prompt=prompt, size=size,
                seed=seed, n=n, params=params)
-
-
-class Gateway:
-    """A scripted gateway: answers come from ``respond``; every request is kept."""
-
-    def __init__(self, respond: Handler) -> None:
-        self.respond = respond
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return self.respond(request)
-
-    def bodies(self) -> list[Any]:
-        return [json.loads(r.content) if r.content else None for r in self.requests]
 
 
 def images_answer(*items: dict[str, str], request_id: str = "req-1") -> httpx.Response:
@@ -61,12 +43,7 @@ def ok_url(request: httpx.Request) -> httpx.Response:
 
 
 def make(cls: type[Provider], respond: Handler, **kwargs: Any) -> tuple[Provider, Gateway]:
-    gateway = Gateway(respond)
-    client = httpx.AsyncClient(transport=httpx.MockTransport(gateway))
-    base = DS_BASE if cls is DashScopeProvider else BASE
-    options: dict[str, Any] = {"base_url": base, "api_key": KEY, "client": client, "name": "gw",
-                               "key_env": "WAN_API_KEY", "poll_interval": 0.01, **kwargs}
-    return cls(**options), gateway
+    return scripted_provider(cls, respond, api_key=KEY, **kwargs)
 
 
 def openai_error(status: int, message: str, type_: str = "", code: str = "", **headers: str) -> Handler:

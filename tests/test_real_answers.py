@@ -8,12 +8,12 @@ official dashscope SDK. They go through ``httpx.MockTransport`` into the provide
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.helpers.scripted import Gateway, Handler, scripted_provider
 from wanbatch.errors import EXIT_ABORTED, FatalError, GatewayError, RefusedError, TransientError
 from wanbatch.providers.base import Provider
 from wanbatch.providers.dashscope import DashScopeProvider
@@ -24,31 +24,10 @@ from wanbatch.types import Job
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(20)]
 
 KEY = "sk-test-SECRET-7777777777"
-Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class Gateway:
-    """Answers from ``respond``; keeps every request."""
-
-    def __init__(self, respond: Handler) -> None:
-        self.respond = respond
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return self.respond(request)
-
-    def bodies(self) -> list[Any]:
-        return [json.loads(r.content) if r.content else None for r in self.requests]
 
 
 def make(cls: type[Provider], respond: Handler, **kwargs: Any) -> tuple[Provider, Gateway]:
-    gateway = Gateway(respond)
-    client = httpx.AsyncClient(transport=httpx.MockTransport(gateway))
-    base = "https://dashscope-intl.aliyuncs.com" if cls is DashScopeProvider else "https://gateway.example/v1"
-    options: dict[str, Any] = {"base_url": base, "api_key": KEY, "client": client, "name": "gw",
-                               "key_env": "WAN_API_KEY", "poll_interval": 0.01, **kwargs}
-    return cls(**options), gateway
+    return scripted_provider(cls, respond, api_key=KEY, **kwargs)
 
 
 def job(n: int = 1, **params: Any) -> Job:

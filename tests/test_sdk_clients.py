@@ -5,13 +5,12 @@ The mock must accept what they send, and they must parse what the mock answers."
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from typing import Any
 
 import httpx
 import pytest
 
-from wanbatch.mock import MockConfig, run_in_thread
+from tests.helpers.servers import profile_servers
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,12 +20,7 @@ KEY = "sk-test-0f1e2d3c4b5a69788"
 
 @pytest.fixture
 def serve() -> Iterator[Callable[..., str]]:
-    with ExitStack() as stack:
-
-        def start(profile: str, **overrides: Any) -> str:
-            config = MockConfig.from_profile(profile, image_kb=8, **overrides)
-            return stack.enter_context(run_in_thread(config))
-
+    with profile_servers(image_kb=8) as start:
         yield start
 
 

@@ -18,7 +18,7 @@ from wanbatch.dataset.view import DatasetView
 from wanbatch.errors import UsageError
 from wanbatch.export import export_dataset, format_names
 from wanbatch.export._common import Output, image_source
-from wanbatch.export.registry import _FORMATS, ExportFormat, register_format
+from wanbatch.export.registry import ExportFormat, register_format, unregister_format
 
 
 def write_captions(view: DatasetView, table: pa.Table, out: Output, shard_rows: int | None) -> None:
@@ -42,7 +42,7 @@ def captions() -> Iterator[None]:
     register_format(ExportFormat("captions", write_captions, "a caption CSV", sharded=False,
                                  images_only=True))
     yield
-    _FORMATS.pop("captions", None)
+    unregister_format("captions")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     import httpx
@@ -32,6 +32,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "wanbatch.mock.plugin",
 )
 ENTRY_POINT_GROUP = "wanbatch"
+T = TypeVar("T")
 
 #: (message, hint) of a spec rule that failed.
 Problem = tuple[str, str]
@@ -108,34 +109,60 @@ class ProviderKind:
     check_options: Callable[[Mapping[str, Any]], list[tuple[tuple[str, ...], str, str]]] | None = None
 
 
-_dialects: dict[str, Dialect] = {}
-_kinds: dict[str, ProviderKind] = {}
+class Registry(Generic[T]):
+    """Things of one sort by name, loaded on the first lookup: dialects, provider kinds, mock handlers,
+    export formats.
+
+    ``load`` runs before every lookup (it must be cheap once done: it imports the built-ins the first
+    time); registering does not load. Registering a different thing under a taken name is an error
+    unless ``replace``; ``missing(name, known)`` builds the exception a lookup of an unknown name raises
+    (``known`` in registration order, or sorted when ``sort_names``).
+    """
+
+    def __init__(self, missing: Callable[[str, str], Exception], *, what: str,
+                 load: Callable[[], None] | None = None, replace: bool = False,
+                 sort_names: bool = False) -> None:
+        self._items: dict[str, T] = {}
+        self._lock = threading.Lock()
+        self._missing = missing
+        self._what = what
+        self._load = load
+        self._replace = replace
+        self._sort = sort_names
+
+    def register(self, name: str, item: T) -> None:
+        with self._lock:
+            known = self._items.get(name)
+            if not self._replace and known is not None and known != item:
+                raise ValueError(f"a {self._what} named {name!r} is already registered")
+            self._items[name] = item
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self._items.pop(name, None)
+
+    def get(self, name: str) -> T:
+        self._loaded()
+        try:
+            return self._items[name]
+        except KeyError:
+            raise self._missing(name, ", ".join(self.names())) from None
+
+    def names(self) -> list[str]:
+        self._loaded()
+        return sorted(self._items) if self._sort else list(self._items)
+
+    def values(self) -> list[T]:
+        self._loaded()
+        return list(self._items.values())
+
+    def _loaded(self) -> None:
+        if self._load is not None:
+            self._load()
+
+
 _loaded = False
 _lock = threading.RLock()
-
-
-def register_dialect(dialect: Dialect) -> None:
-    """Add a dialect; registering a different one under a taken name is an error."""
-    with _lock:
-        known = _dialects.get(dialect.name)
-        if known is not None and known != dialect:
-            raise ValueError(f"a dialect named {dialect.name!r} is already registered")
-        _dialects[dialect.name] = dialect
-
-
-def register_provider_kind(kind: ProviderKind) -> None:
-    """Add a provider kind; registering a different one under a taken name is an error."""
-    with _lock:
-        known = _kinds.get(kind.name)
-        if known is not None and known != kind:
-            raise ValueError(f"a provider kind named {kind.name!r} is already registered")
-        _kinds[kind.name] = kind
-
-
-def unregister_dialect(name: str) -> None:
-    """Remove a dialect (for tests that register a toy one)."""
-    with _lock:
-        _dialects.pop(name, None)
 
 
 def load_plugins() -> None:
@@ -159,40 +186,49 @@ def _register(plugin: Any) -> None:
         hook()
 
 
+_dialects: Registry[Dialect] = Registry(
+    lambda name, known: KeyError(f"unknown dialect {name!r}; use one of {known}"), what="dialect",
+    load=load_plugins)
+_kinds: Registry[ProviderKind] = Registry(
+    lambda name, known: KeyError(f"unknown provider type {name!r}; use one of {known}"),
+    what="provider kind", load=load_plugins)
+
+
+def register_dialect(dialect: Dialect) -> None:
+    """Add a dialect; registering a different one under a taken name is an error."""
+    _dialects.register(dialect.name, dialect)
+
+
+def register_provider_kind(kind: ProviderKind) -> None:
+    """Add a provider kind; registering a different one under a taken name is an error."""
+    _kinds.register(kind.name, kind)
+
+
+def unregister_dialect(name: str) -> None:
+    """Remove a dialect (for tests that register a toy one)."""
+    _dialects.unregister(name)
+
+
 def get_dialect(name: str) -> Dialect:
     """The dialect called ``name``; ``KeyError`` with the known names when there is none."""
-    load_plugins()
-    try:
-        return _dialects[name]
-    except KeyError:
-        raise KeyError(f"unknown dialect {name!r}; use one of {', '.join(dialect_names())}") from None
+    return _dialects.get(name)
 
 
 def dialect_names() -> list[str]:
-    load_plugins()
-    return list(_dialects)
+    return _dialects.names()
 
 
 def dialects() -> list[Dialect]:
-    load_plugins()
-    return list(_dialects.values())
+    return _dialects.values()
 
 
 def get_provider_kind(name: str) -> ProviderKind:
-    load_plugins()
-    try:
-        return _kinds[name]
-    except KeyError:
-        known = ", ".join(provider_kind_names())
-        raise KeyError(f"unknown provider type {name!r}; use one of {known}") from None
+    return _kinds.get(name)
 
 
 def provider_kind_names() -> list[str]:
-    load_plugins()
-    return list(_kinds)
+    return _kinds.names()
 
 
 def provider_kinds() -> list[ProviderKind]:
-    load_plugins()
-    return list(_kinds.values())
-
+    return _kinds.values()

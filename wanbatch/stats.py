@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -73,27 +73,11 @@ class RunStats:
         return round((self.billed_images + self.in_doubt_images) * self.price_per_image, 6)
 
     def to_dict(self) -> dict[str, Any]:
+        """The run's counters as :class:`wanbatch.runner.summary.RunSummary` names them (its
+        ``from_stats`` is built from this, so a counter added to :data:`COUNTERS` reaches the summary)."""
         return {
             "run_id": self.run_id,
-            "planned_jobs": self.planned_jobs,
-            "planned_images": self.planned_images,
-            "todo_jobs": self.todo_jobs,
-            "todo_images": self.todo_images,
-            "skipped_images": self.skipped_images,
-            "skipped_failed": self.skipped_failed,
-            "adopted_images": self.adopted_images,
-            "done_images": self.done_images,
-            "failed_images": self.failed_images,
-            "submitted_images": self.submitted_images,
-            "billed_images": self.billed_images,
-            "in_doubt_images": self.in_doubt_images,
-            "in_doubt_skipped": self.in_doubt_skipped,
-            "in_doubt_retried": self.in_doubt_retried,
-            "retries": self.retries,
-            "throttled": self.throttled,
-            "ambiguous": self.ambiguous,
-            "resumed_tasks": self.resumed_tasks,
-            "pending_tasks": self.pending_tasks,
+            **{name: getattr(self, name) for name in COUNTERS},
             "errors_by_kind": dict(sorted(self.errors.items())),
             "cost": self.spent,
             "price_per_image": self.price_per_image,
@@ -102,3 +86,10 @@ class RunStats:
             "started_at": self.started_at,
             "stop_reason": self.stop_reason,
         }
+
+
+#: Counters only the live display reads.
+LIVE_ONLY = frozenset({"in_flight", "concurrency"})
+#: The counters a run's summary carries under the same names: every other int field above, in order.
+COUNTERS: tuple[str, ...] = tuple(f.name for f in fields(RunStats)
+                                  if f.type == "int" and f.name not in LIVE_ONLY)

@@ -1,14 +1,16 @@
-"""Any ASGI app (a hostile gateway, the mock behind a middleware) served on loopback in a thread."""
+"""Any ASGI app (a hostile gateway, the mock behind a middleware) served on loopback in a thread, and the
+mock gateway under a profile."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import uvicorn
 
+from wanbatch.mock import MockConfig, run_in_thread
 from wanbatch.mock.server import base_url, bind
 
 
@@ -29,3 +31,16 @@ def serve_app(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(5)
         sock.close()
+
+
+@contextmanager
+def profile_servers(**defaults: Any) -> Iterator[Callable[..., str]]:
+    """``start(profile, **overrides)`` serves the mock gateway imitating ``profile`` (``MockConfig``
+    fields from ``defaults``, then ``overrides``) on loopback until the block ends; returns its base URL."""
+    with ExitStack() as stack:
+
+        def start(profile: str, **overrides: Any) -> str:
+            config = MockConfig.from_profile(profile, **{**defaults, **overrides})
+            return stack.enter_context(run_in_thread(config))
+
+        yield start

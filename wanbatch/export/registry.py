@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from wanbatch.errors import UsageError
+from wanbatch.registry import Registry
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -47,16 +48,8 @@ class ExportFormat:
     splits_in_names: bool = False  # names its files by ``out.split`` itself; else a folder per split
 
 
-_FORMATS: dict[str, ExportFormat] = {}
 _lock = threading.Lock()
 _loaded = False
-
-
-def register_format(fmt: ExportFormat) -> None:
-    """Add (or replace) a format under ``fmt.name``."""
-    if not fmt.name or not fmt.name.replace("-", "").replace("_", "").isalnum():
-        raise ValueError(f"an export format needs a plain name, not {fmt.name!r}")
-    _FORMATS[fmt.name] = fmt
 
 
 def _load() -> None:
@@ -69,16 +62,27 @@ def _load() -> None:
             importlib.import_module(module).register()
 
 
+_FORMATS: Registry[ExportFormat] = Registry(
+    lambda name, known: UsageError(f"unknown export format {name!r}; choose one of: {known}"),
+    what="export format", load=_load, replace=True, sort_names=True)
+
+
+def register_format(fmt: ExportFormat) -> None:
+    """Add (or replace) a format under ``fmt.name``."""
+    if not fmt.name or not fmt.name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"an export format needs a plain name, not {fmt.name!r}")
+    _FORMATS.register(fmt.name, fmt)
+
+
+def unregister_format(name: str) -> None:
+    """Remove a format (for tests that register a toy one)."""
+    _FORMATS.unregister(name)
+
+
 def get_format(name: str) -> ExportFormat:
     """The format called ``name``; a UsageError (exit 2) lists the known ones."""
-    _load()
-    try:
-        return _FORMATS[name]
-    except KeyError:
-        known = ", ".join(format_names())
-        raise UsageError(f"unknown export format {name!r}; choose one of: {known}") from None
+    return _FORMATS.get(name)
 
 
 def format_names() -> list[str]:
-    _load()
-    return sorted(_FORMATS)
+    return _FORMATS.names()

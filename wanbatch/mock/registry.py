@@ -9,12 +9,12 @@ machinery — auth, moderation, faults, billing, latency, tasks, image links —
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from wanbatch.mock.dialects import BadRequest, GenRequest
+from wanbatch.registry import Registry, load_plugins
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -78,39 +78,23 @@ class MockDialect(ABC):
         raise NotImplementedError
 
 
-_handlers: dict[str, MockDialect] = {}
-_lock = threading.Lock()
+_handlers: Registry[MockDialect] = Registry(
+    lambda name, known: KeyError(f"the mock gateway does not speak {name!r}; it speaks {known}"),
+    what="mock handler for dialect", load=load_plugins)  # built-ins register from a plugin
 
 
 def register_mock_dialect(handler: MockDialect) -> None:
     """Add a handler; a different one under a taken name is an error."""
-    with _lock:
-        known = _handlers.get(handler.name)
-        if known is not None and known is not handler:
-            raise ValueError(f"a mock handler for dialect {handler.name!r} is already registered")
-        _handlers[handler.name] = handler
+    _handlers.register(handler.name, handler)
 
 
 def unregister_mock_dialect(name: str) -> None:
-    with _lock:
-        _handlers.pop(name, None)
+    _handlers.unregister(name)
 
 
 def get_mock_dialect(name: str) -> MockDialect:
-    _load()
-    try:
-        return _handlers[name]
-    except KeyError:
-        raise KeyError(f"the mock gateway does not speak {name!r}; it speaks "
-                       f"{', '.join(mock_dialect_names())}") from None
+    return _handlers.get(name)
 
 
 def mock_dialect_names() -> list[str]:
-    _load()
-    return list(_handlers)
-
-
-def _load() -> None:
-    from wanbatch.registry import load_plugins  # the built-in handlers register from a plugin
-
-    load_plugins()
+    return _handlers.names()

@@ -7,9 +7,12 @@ is the file format of ``runs/<run_id>.json`` and of ``wanbatch run --json``: key
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_ABORTED, EXIT_FAILED, EXIT_OK, WanbatchError
+
+if TYPE_CHECKING:
+    from ..stats import RunStats
 
 #: What a run's exit code says, as recorded in the manifest's run entries.
 STATUS_BY_EXIT = {EXIT_OK: "done", EXIT_FAILED: "some failed", EXIT_ABORTED: "aborted"}
@@ -72,6 +75,12 @@ class RunSummary:
         data = asdict(self)
         data["shard"] = list(self.shard) if self.shard else None
         return data
+
+    @classmethod
+    def from_stats(cls, stats: RunStats, **context: Any) -> RunSummary:
+        """The summary of a run whose live counters are ``stats`` (:meth:`RunStats.to_dict`, by name);
+        ``context`` gives the rest (model, provider, exit code, ledger, …)."""
+        return cls(**{**stats.to_dict(), **context})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSummary:
