@@ -411,7 +411,8 @@ def _run_stage(spec_path: str, shard: str | None, output: str | None, retry_fail
                 display.close()
     summaries.append(result.summary.to_dict())
     if as_json:
-        print(json.dumps(result.summary.to_dict(), indent=2, ensure_ascii=False))
+        if print_json:
+            print(json.dumps(result.summary.to_dict(), indent=2, ensure_ascii=False))
     else:
         if not (result.error is not None and result.stats.planned_jobs == 0):  # stopped before starting
             out.print(summary_table(result.summary))
