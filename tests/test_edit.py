@@ -29,6 +29,7 @@ from tests.helpers.servers import serve_app
 from wanbatch.cli import main
 from wanbatch.dataset.view import DatasetView
 from wanbatch.errors import SpecError
+from wanbatch.images import fit_input
 from wanbatch.mock import MockConfig, run_in_thread
 from wanbatch.redact import redact
 from wanbatch.runner import RunOptions
@@ -469,3 +470,33 @@ def test_old_datasets_have_no_stored_inputs(tmp_path: Path) -> None:
     assert row["inputs"] is None and not (tmp_path / "out/inputs").exists()
     parts = list((tmp_path / "out/index").glob("*.parquet"))
     assert pq.read_schema(parts[0]).field("inputs").type.value_type.names == ["sha256", "source"]
+
+
+def test_fit_inputs_reencodes_and_downscales_what_the_user_allows(tmp_path: Path,
+                                                                  gateway: Callable[..., str]) -> None:
+    base = gateway(scale=0.125)
+    gif_sha = png(tmp_path / "anim.gif", fmt="GIF")
+    png(tmp_path / "wide.png", (8400, 1050))
+    text = f"""provider: {provider(base)}
+images: {{a: anim.gif, b: wide.png}}
+inputs: [a, b]
+prompt: "blend image 1 and image 2"
+sizes: [1K]
+output: {tmp_path / "out"}
+"""
+    err = spec_error(write(tmp_path, text))  # refused unless the user allows a change
+    assert "format gif is not accepted" in str(err) and "8400×1050 px" in str(err)
+    data, width, height = fit_input(tmp_path / "wide.png")  # what fit_inputs would send
+    assert (width, height) == (8000, 1000) and data.startswith(b"\x89PNG")
+    # a run (the gif alone: cheap) sends and stores exactly what the job id names
+    spec = wanbatch.load_spec(write(tmp_path, text.replace("inputs: [a, b]", "inputs: [a]").replace(
+        ", b: wide.png", "") + "fit_inputs: true\n"))
+    (job,) = wanbatch.plan(spec).jobs()
+    (image,) = job.inputs
+    assert image.fitted and image.format == "png" and image.sha256 != gif_sha
+    assert wanbatch.run(spec, RunOptions(env={KEY_ENV: KEY})).exit_code == 0
+    assert upstream_inputs(base) == [[image.sha256]]
+    view = DatasetView.open(tmp_path / "out")
+    assert view.input_path(image.sha256) == f"inputs/{image.sha256[:2]}/{image.sha256}.png"
+    resolved = view.manifest()["spec"]
+    assert resolved["fit_inputs"] is True and resolved["fitted_inputs"] == ["anim.gif"]

@@ -39,6 +39,9 @@ class InputImage:
     sha256: str | None = None
     format: str | None = None
     path: str | None = None
+    #: Sent as :func:`wanbatch.images.fit_input` made it (``fit_inputs: true``): ``sha256`` and
+    #: ``format`` are those of that PNG, not of the file at ``path``.
+    fitted: bool = False
 
     @property
     def is_url(self) -> bool:

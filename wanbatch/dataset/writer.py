@@ -370,7 +370,7 @@ class DatasetWriter:
         self.storage.placed(rel)
         return rel
 
-    def store_input(self, src: Path, sha256: str, ext: str) -> str | None:
+    def store_input(self, src: Path | bytes, sha256: str, ext: str) -> str | None:
         """Keep a copy of an input image sent with a request, once per content:
         ``inputs/<xx>/<sha256>.<ext>`` (copied through a temp file, checked against ``sha256``, renamed
         into place; the storage then mirrors it like an image). Returns its relative path, or None
@@ -384,10 +384,14 @@ class DatasetWriter:
             digest = hashlib.sha256()
             tmp.parent.mkdir(parents=True, exist_ok=True)
             try:
-                with src.open("rb") as fin, tmp.open("wb") as fout:
-                    while chunk := fin.read(1 << 20):
-                        digest.update(chunk)
-                        fout.write(chunk)
+                if isinstance(src, bytes):  # made for the request (fit_inputs): stored as sent
+                    digest.update(src)
+                    tmp.write_bytes(src)
+                else:
+                    with src.open("rb") as fin, tmp.open("wb") as fout:
+                        while chunk := fin.read(1 << 20):
+                            digest.update(chunk)
+                            fout.write(chunk)
             except FileNotFoundError:
                 tmp.unlink(missing_ok=True)
                 return None

@@ -32,6 +32,7 @@ import anyio
 import httpx
 
 from wanbatch.errors import AmbiguousError, FatalError, GatewayError, RefusedError, TransientError
+from wanbatch.images import fit_input
 from wanbatch.models import INPUT_FORMATS
 from wanbatch.providers.classify import BODY_RULES, STATUS_RULES, Phase, Said, classify
 from wanbatch.redact import redact_short
@@ -276,9 +277,10 @@ def input_uris(job: Job) -> list[str]:
             continue
         assert image.path is not None
         try:
-            data = Path(image.path).read_bytes()
-        except OSError as exc:
-            raise RefusedError(f"input {image.source} cannot be read: {exc.strerror or exc}",
+            data = fit_input(Path(image.path))[0] if image.fitted else Path(image.path).read_bytes()
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise RefusedError(f"input {image.source} cannot be read: {why}",
                                kind="input_changed") from None
         if hashlib.sha256(data).hexdigest() != image.sha256:
             raise RefusedError(f"input {image.source} changed since the plan; rerun to plan it anew",

@@ -22,6 +22,7 @@ from ..dataset.journal import PaidLinks
 from ..dataset.rows import failed_row, ok_row
 from ..errors import DatasetError, RefusedError
 from ..fetch import ext_for, verify_image
+from ..images import fit_input
 from ..models import INPUT_EXT
 from ..stats import RunStats
 from ..types import Job, StoredImage
@@ -284,7 +285,11 @@ class WriterTask:
             if image.path is None or image.sha256 is None or image.sha256 in self._stored_inputs:
                 continue
             ext = INPUT_EXT.get(image.format or "", "png")
-            if self.dataset.store_input(Path(image.path), image.sha256, ext) is not None:
+            try:
+                src: Path | bytes = fit_input(Path(image.path))[0] if image.fitted else Path(image.path)
+            except (OSError, ValueError):
+                continue  # gone or changed: the provider refuses to send it (input_changed)
+            if self.dataset.store_input(src, image.sha256, ext) is not None:
                 self._stored_inputs.add(image.sha256)
 
     def _place(self, job_id: str, fetched: Fetched) -> StoredImage:

@@ -30,14 +30,17 @@ from typing import Any
 
 from wanbatch.dataset.schema import COLUMNS
 from wanbatch.errors import SpecError, WanbatchError
-from wanbatch.images import ImageTooLarge, safe_open_image
-from wanbatch.models import INPUT_FORMATS, MAX_INPUT_BYTES, input_problem
+from wanbatch.images import ImageTooLarge, fit_input, safe_open_image
+from wanbatch.models import INPUT_FORMATS, MAX_INPUT_BYTES, MAX_INPUT_SIDE, input_problem
 from wanbatch.spec.issues import Issues
 from wanbatch.spec.model import ImageDataset, ImageFile, ImageGlob, VarFile
 from wanbatch.spec.paths import confined
 from wanbatch.spec.values import VarFileError, read_var_file
 from wanbatch.spec.yaml_nodes import Path, compose
 from wanbatch.types import InputImage
+
+#: Largest source image ``fit_inputs`` opens (a 12000×12000 scan is fine; a decompression bomb is not).
+FIT_MAX_PIXELS = 150_000_000
 
 #: Prefix of the ``source`` of an image taken from another wanbatch dataset.
 DATASET_PREFIX = "dataset:"
@@ -53,6 +56,9 @@ class InputTable:
     """Every input image a spec uses, by ``source`` (each checked and hashed once)."""
 
     images: dict[str, InputImage] = field(default_factory=dict)
+    #: ``fit_inputs: true``: an input over the size or byte limits, or in another format Pillow reads,
+    #: is re-encoded as PNG and downscaled as far as needed (:func:`wanbatch.images.fit_input`).
+    fit: bool = False
     _by_path: dict[str, InputImage] = field(default_factory=dict)
 
     def local(self, source: str, spec_dir: FsPath, where: str) -> InputImage:
@@ -62,9 +68,10 @@ class InputTable:
         path = confined(FsPath(source), spec_dir, where)
         key = str(path)
         if key not in self._by_path:
-            self._by_path[key] = _check_file(path, source)
+            self._by_path[key] = _check_file(path, source, self.fit)
         found = self._by_path[key]
-        image = InputImage(source=source, sha256=found.sha256, format=found.format, path=found.path)
+        image = InputImage(source=source, sha256=found.sha256, format=found.format, path=found.path,
+                           fitted=found.fitted)
         self.images[source] = image
         return image
 
@@ -82,7 +89,7 @@ class InputTable:
         return self.local(text, spec_dir, where)
 
 
-def _check_file(path: FsPath, source: str) -> InputImage:
+def _check_file(path: FsPath, source: str, fit: bool = False) -> InputImage:
     try:
         size = path.stat().st_size
         if not path.is_file():
@@ -92,11 +99,11 @@ def _check_file(path: FsPath, source: str) -> InputImage:
                         hint="paths are relative to the spec's folder") from None
     except OSError as exc:
         raise SpecError(f"{source}: cannot read it ({exc.strerror or exc})") from None
-    if size > MAX_INPUT_BYTES:
+    if size > MAX_INPUT_BYTES and not fit:
         raise SpecError(f"{source}: {input_problem('png', 240, 240, size)}",
-                        hint="shrink or re-encode the image (e.g. as JPEG)")
+                        hint="shrink or re-encode the image (e.g. as JPEG), or set fit_inputs: true")
     try:
-        with safe_open_image(path) as img:
+        with safe_open_image(path, FIT_MAX_PIXELS if fit else MAX_INPUT_SIDE * MAX_INPUT_SIDE) as img:
             fmt = (img.format or "").lower()
             width, height = img.size
     except ImageTooLarge as exc:
@@ -105,8 +112,19 @@ def _check_file(path: FsPath, source: str) -> InputImage:
         formats = "/".join(f.upper() for f in INPUT_FORMATS)
         raise SpecError(f"{source}: not an image wanbatch can read; inputs must be {formats}",
                         hint="convert it to PNG or JPEG") from None
-    if (problem := input_problem(fmt, width, height, size)) is not None:
-        raise SpecError(f"{source}: {problem}", hint="resize or convert the image, or leave it out")
+    if (problem := input_problem(fmt, width, height, size)) is not None and fit:
+        try:
+            data, width, height = fit_input(path, FIT_MAX_PIXELS)
+        except (OSError, ValueError) as exc:
+            raise SpecError(f"{source}: {problem}; it could not be re-encoded ({exc})") from None
+        if (still := input_problem("png", width, height, len(data))) is not None:
+            raise SpecError(f"{source}: {still} (even re-encoded)",
+                            hint="crop or pad the image, or leave it out")
+        return InputImage(source=source, sha256=hashlib.sha256(data).hexdigest(), format="png",
+                          path=str(path), fitted=True)
+    if problem is not None:
+        raise SpecError(f"{source}: {problem}",
+                        hint="resize or convert the image, set fit_inputs: true, or leave it out")
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 20):

@@ -121,7 +121,7 @@ def _build(raw: SpecIn, doc: Document, issues: Issues, spec_dir: FsPath,
                    "add price_per_image: <price of one image>", at_key=True)
     if problem := range_problem(raw.seeds):
         issues.add(("seeds",), problem, "lower start or count")
-    table = InputTable()
+    table = InputTable(fit=raw.fit_inputs)
     prompts = resolve_prompts(raw, issues, spec_dir, table, upstream)
     _edit_rules(raw, doc, prompts, issues, dialect)
     issues.raise_if_any()

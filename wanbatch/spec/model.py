@@ -276,6 +276,9 @@ class SpecIn(_In):
     rows: RowsIn | None = None
     images: Annotated[dict[str, ImagesIn], BeforeValidator(_none_is_empty)] = {}
     inputs: InputsIn | None = None
+    #: Let wanbatch re-encode (PNG, lossless) and downscale inputs outside the limits instead of
+    #: refusing them; recorded in the manifest (``fit_inputs``, ``fitted_inputs``).
+    fit_inputs: bool = False
     seeds: SeedsIn | None = None
     sizes: Annotated[list[Annotated[str, BeforeValidator(normalize_size)]],
                      BeforeValidator(_one_or_many), Field(min_length=1)] = ["2K"]
@@ -372,6 +375,10 @@ class Spec(_Out):
         }
         if self.input_images:  # how many; their sources are the image vars' values above
             out["input_images"] = len(self.input_images)
+        fitted = sorted(s for s, i in self.input_images.items() if i.fitted)
+        if fitted:  # sent re-encoded (and maybe downscaled) as the user allowed: say which
+            out["fit_inputs"] = True
+            out["fitted_inputs"] = fitted
         return out
 
 
