@@ -500,3 +500,35 @@ output: {tmp_path / "out"}
     assert view.input_path(image.sha256) == f"inputs/{image.sha256[:2]}/{image.sha256}.png"
     resolved = view.manifest()["spec"]
     assert resolved["fit_inputs"] is True and resolved["fitted_inputs"] == ["anim.gif"]
+
+
+def test_the_newapi_dialect_sends_inputs_in_the_relayed_input_object(tmp_path: Path,
+                                                                     gateway: Callable[..., str]) -> None:
+    base = gateway(scale=0.125, dialect="newapi")
+    shas = [png(tmp_path / "a.png"), png(tmp_path / "b.png", colour=(0, 90, 0))]
+    spec = wanbatch.load_spec(write(tmp_path, f"""provider: {{base_url: '{base}/v1', api_key_env: {KEY_ENV},
+  dialect: newapi}}
+images: {{a: a.png, b: b.png}}
+inputs: [a, b]
+prompt: "put the cup of image 2 on the table of image 1"
+sizes: [1K]
+output: {tmp_path / "out"}
+"""))
+    assert wanbatch.run(spec, RunOptions(env={KEY_ENV: KEY})).exit_code == 0
+    assert upstream_inputs(base) == [shas]
+    (entry,) = [e for e in httpx.get(f"{base}/_mock/requests").json()["requests"] if "upstream" in e]
+    content = entry["body"]["input"]["messages"][0]["content"]
+    assert content == [{"image": f"data:sha256:{shas[0]}"}, {"image": f"data:sha256:{shas[1]}"},
+                       {"text": "put the cup of image 2 on the table of image 1"}]
+    billed = mock_stats(base)["billed_by_key"]
+    assert list(billed.values()) == [1] and json.loads(next(iter(billed)))[5] == shas
+
+
+def test_an_intent_line_carries_the_inputs_for_recovery() -> None:
+    from wanbatch.dataset.ledger import intent_line, job_of
+    from wanbatch.types import InputImage, Job
+
+    job = Job("0123456789abcdef", "wan2.7-image", "edit image 1", "1K", 7, 1, {},
+              inputs=(InputImage("a.png", "ab" * 32, "png", "/x/a.png"), InputImage("https://x.test/b.png")))
+    line = json.loads(json.dumps(intent_line(1, job, [0])))
+    assert "base64" not in json.dumps(line) and job_of(line["job"]) == job

@@ -57,15 +57,20 @@ class GenRequest:
         return self.seed if self.seed is not None else SEED_MAX + 1 + self.noise
 
     def billing_key(self) -> str:
-        return billing_key(self.model, self.prompt, self.size, self.seed, self.n)
+        return billing_key(self.model, self.prompt, self.size, self.seed, self.n, self.inputs)
 
 
-def billing_key(model: str, prompt: str, size: str, seed: int | None, n: int) -> str:
-    """The key of ``/_mock/stats`` ``billed_by_key``: compact JSON of [model, prompt, size, seed, n].
+def billing_key(model: str, prompt: str, size: str, seed: int | None, n: int,
+                inputs: tuple[str, ...] = ()) -> str:
+    """The key of ``/_mock/stats`` ``billed_by_key``: compact JSON of [model, prompt, size, seed, n]
+    (and the input images' sha256s or URLs, as a sixth item, when the request has inputs).
 
     ``size`` is normalised: a tier (``"2K"``) or ``"W*H"`` (``"2048x2048"`` becomes ``"2048*2048"``).
     """
-    return json.dumps([model, prompt, size, seed, n], ensure_ascii=False, separators=(",", ":"))
+    key: list[Any] = [model, prompt, size, seed, n]
+    if inputs:
+        key.append(list(inputs))
+    return json.dumps(key, ensure_ascii=False, separators=(",", ":"))
 
 
 #: What the mock checks of an input image (Model Studio's editing reference, docs/protocol.md).
