@@ -361,11 +361,13 @@ inputs: [photo]
 prompt: "{instruction}"
 """))
     assert "edits.csv:3" in str(err) and "file not found" in str(err)
-    (tmp_path / "edits.csv").write_text("photo,instruction\na.png,make it red\na.png,make it blue\n")
+    png(tmp_path / "b.png", colour=(0, 0, 9))
+    (tmp_path / "edits.csv").write_text("photo,instruction\na.png,make it red\nb.png,make it red\n")
     spec = wanbatch.load_spec(tmp_path / "spec.yaml")
     jobs = list(wanbatch.plan(spec).jobs())
-    assert [j.prompt for j in jobs] == ["make it red", "make it blue"]
-    assert all([i.source for i in j.inputs] == ["a.png"] for j in jobs)
+    assert [j.prompt for j in jobs] == ["make it red", "make it red"]  # two images: two jobs
+    assert [[i.source for i in j.inputs] for j in jobs] == [["a.png"], ["b.png"]]
+    assert spec.warnings == ()  # not "the same prompt as line 2": the rows send other images
 
 
 # ------------------------------------------------------------------------------- identity
@@ -450,6 +452,7 @@ def test_plan_of_a_chain_before_it_ran_and_a_fatal_stage_stops_it(tmp_path: Path
     assert plan.exit_code == 0, plan.output
     reports = json.loads(plan.stdout)
     assert [r["jobs"] for r in reports] == [3, 0]
+    assert CliRunner().invoke(main, ["validate", *stages]).exit_code == 0
     assert "not written yet" in " ".join(reports[1]["warnings"])
     # stage 2 alone, before stage 1 ran: its dataset does not exist → exit 2, nothing after it runs
     (tmp_path / "pipelines/edit-pairs/03-more.yaml").write_text("prompt: x\nprovider: mock\n")

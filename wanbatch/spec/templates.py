@@ -227,7 +227,7 @@ def resolve_prompts(spec: SpecIn, issues: Issues, spec_dir: FsPath, table: Input
             issues.add(("rows",), f"no template uses a column of rows (columns: {', '.join(columns)})",
                        f"use e.g. {{{columns[0]}}} in a template", at_key=True)
         else:
-            _row_warnings(rows, [c for c in columns if c in used_anywhere], issues)
+            _row_warnings(rows, [c for c in columns if c in used_anywhere or c in input_columns], issues)
     return out
 
 
