@@ -432,7 +432,7 @@ def test_the_edit_pairs_chain_runs_and_a_rerun_requests_nothing(
     billed = mock_stats(base)["billed"]
     assert billed == 9
     base_ok = {r["sha256"] for r in rows(tmp_path / "datasets/edit-pairs-base") if r["status"] == "ok"}
-    edited = rows(tmp_path / "datasets/edit-pairs")
+    edited = rows(tmp_path / "datasets/edit-pairs-edit")
     assert len(edited) == 6 and all(r["status"] == "ok" for r in edited)
     assert {r["inputs"][0]["sha256"] for r in edited} == base_ok
     assert len({r["prompt"] for r in edited}) == 2
