@@ -535,3 +535,21 @@ def test_an_intent_line_carries_the_inputs_for_recovery() -> None:
               inputs=(InputImage("a.png", "ab" * 32, "png", "/x/a.png"), InputImage("https://x.test/b.png")))
     line = json.loads(json.dumps(intent_line(1, job, [0])))
     assert "base64" not in json.dumps(line) and job_of(line["job"]) == job
+
+
+def test_probe_of_an_edit_spec_sends_its_first_inputs(tmp_path: Path, gateway: Callable[..., str]) -> None:
+    from wanbatch.probe import probe
+
+    base = gateway(scale=0.125)
+    sha = png(tmp_path / "a.png")
+    spec = wanbatch.load_spec(write(tmp_path, f"""provider: {provider(base)}
+images: {{a: a.png}}
+inputs: [a]
+prompt: "make image 1 green"
+params: {{bbox_list: [[[1, 1, 100, 100]]]}}
+seeds: [5]
+sizes: [1K]
+"""))
+    verdict = probe(spec, env={KEY_ENV: KEY})
+    assert verdict.checks["body accepted"][0] == "ok"
+    assert upstream_inputs(base) == [[sha]] * 3
