@@ -363,3 +363,31 @@ def test_edit_dataset_on_s3_exports_and_shows_its_inputs(bucket: str, tmp_path: 
             assert hashlib.sha256(image["bytes"]).hexdigest() == item["sha256"]
     build_gallery(uri, tmp_path / "g.html", thumb=48)
     assert len(list((tmp_path / "g_thumbs").glob("input-*.webp"))) == len(local.inputs) == 3
+
+
+def test_a_run_with_inputs_stores_them_in_the_bucket(
+    bucket: str, staging: Callable[[str], Path], gateway: Callable[..., str], tmp_path: Path
+) -> None:
+    """The writer's store_input goes through the Mirror like an image: a run on another machine finds
+    each input in the bucket by its sha256 (DatasetView.input_path over pyarrow's S3)."""
+    from PIL import Image
+
+    from wanbatch.dataset.view import DatasetView
+
+    base = gateway(latency=0.0, scale=0.125)
+    Image.new("RGB", (320, 256), (10, 200, 30)).save(tmp_path / "a.png")
+    sha = hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
+    uri = f"s3://{bucket}/edits"
+    (tmp_path / "spec.yaml").write_text(
+        f"provider: {{base_url: '{base}', api_key_env: {KEY_ENV}, dialect: dashscope}}\n"
+        f"images: {{photo: a.png}}\ninputs: [photo]\nprompt: \"make image 1 {{m}}\"\n"
+        f"vars: {{m: [red, blue]}}\nsizes: [1K]\noutput: {uri}\n")
+    staging("one")
+    result = wanbatch.run(wanbatch.load_spec(tmp_path / "spec.yaml"), RunOptions(env={KEY_ENV: KEY}))
+    assert result.exit_code == 0, result.summary
+    stored = {k for k in objects(f"{bucket}/edits") if k.startswith("inputs/")}
+    assert stored == {f"inputs/{sha[:2]}/{sha}.png"}
+    view = DatasetView.open(uri)
+    rel = view.input_path(sha)
+    assert rel is not None and view.read_bytes(rel) == (tmp_path / "a.png").read_bytes()
+    assert {r["inputs"][0]["sha256"] for r in view.read_index(["inputs"]).to_pylist()} == {sha}

@@ -7,7 +7,7 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
@@ -182,10 +182,10 @@ def validate(specs: tuple[str, ...], as_json: bool, config: str | None) -> None:
     from .spec import load_spec
 
     results: list[dict[str, Any]] = []
-    for path in specs:
+    for i, path in enumerate(specs):
         try:
-            # nothing is sent: an unset ${VAR} only warns
-            spec = load_spec(path, config=config, require_env=False)
+            # nothing is sent: an unset ${VAR} only warns; earlier specs are stages that feed this one
+            spec = load_spec(path, config=config, require_env=False, upstream=chain_outputs(specs[:i]))
             p = make_plan(spec)
             result = {"spec": path, "ok": True, "jobs": p.job_count, "images": p.image_count,
                       "warnings": list(spec.warnings)}
@@ -215,24 +215,57 @@ def show_warnings(warnings: Iterable[str]) -> None:
 
 
 @main.command("plan")
-@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.argument("spec_paths", metavar="SPEC...", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @shard_option
-@click.option("--output", help="Dataset folder or s3:// URI (default: the spec's `output`).")
+@click.option("--output", help="Dataset folder or s3:// URI (default: the spec's `output`; one SPEC only).")
 @click.option("--samples", default=5, show_default=True, help="How many rendered prompts to show.")
 @json_option
 @config_option
-def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int, as_json: bool,
+def plan_cmd(spec_paths: tuple[str, ...], shard: str | None, output: str | None, samples: int, as_json: bool,
              config: str | None) -> None:
-    """Expand a spec into jobs and show counts, sizes, sample prompts, cost and what is left to do."""
+    """Expand specs into jobs and show counts, sizes, sample prompts, cost and what is left to do.
+
+    Several SPECs are stages of one chain, in order: a stage whose images come from an earlier
+    stage's dataset plans nothing until that stage has run."""
     from .planreport import plan_report
 
-    with user_errors(as_json):
-        report = plan_report(spec_path, shard=parse_shard(shard), output=output, samples=samples,
-                             config=config)
-    _warn_seeds(spec_path, config=config)
+    _one_output(spec_paths, output)
+    reports = []
+    for i, spec_path in enumerate(spec_paths):
+        with user_errors(as_json):
+            report = plan_report(spec_path, shard=parse_shard(shard), output=output, samples=samples,
+                                 config=config, upstream=chain_outputs(spec_paths[:i]))
+        _warn_seeds(spec_path, config=config)
+        if not as_json:
+            _print_plan(report)
+        reports.append(report)
     if as_json:
-        print(json.dumps(report, indent=2, ensure_ascii=False))
-        return
+        print(json.dumps(reports if len(reports) > 1 else reports[0], indent=2, ensure_ascii=False))
+
+
+def chain_outputs(earlier: Sequence[str]) -> list[str]:
+    """The outputs (absolute) of the earlier stages of a chain: a later stage may read them before
+    they exist (``plan a.yaml b.yaml``), as what those stages will write."""
+    from .spec.inputs import spec_output
+
+    outputs = []
+    for path in earlier:
+        try:
+            out_ = spec_output(Path(path))
+        except SpecError:
+            continue
+        if "://" not in out_:
+            outputs.append(str(Path(out_).expanduser().resolve()))
+    return outputs
+
+
+def _one_output(spec_paths: Sequence[str], output: str | None) -> None:
+    if output is not None and len(spec_paths) > 1:
+        fail("--output names one dataset; it applies to one SPEC only", EXIT_BAD_INPUT,
+             "set output: in each spec of a chain")
+
+
+def _print_plan(report: dict[str, Any]) -> None:
     table = Table(title=f"plan: {report['name']}  ({report['model']} via {report['provider']})",
                   title_justify="left", show_header=False)
     table.add_column(style="bold")
@@ -280,9 +313,9 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
 
 
 @main.command()
-@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.argument("spec_paths", metavar="SPEC...", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @shard_option
-@click.option("--output", help="Dataset folder or s3:// URI (default: the spec's `output`).")
+@click.option("--output", help="Dataset folder or s3:// URI (default: the spec's `output`; one SPEC only).")
 @click.option("--retry-failed", "retry_failed", is_flag=False, flag_value="all", default=None,
               metavar="[KINDS]",
               help="Also request slots that failed for good earlier: all of them (bare flag), or the kinds "
@@ -303,10 +336,45 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
                    "they stay in doubt) and submit their jobs again, paying again.")
 @json_option
 @config_option
-def run(spec_path: str, shard: str | None, output: str | None, retry_failed: str | None, grace: float,
-        progress: bool | None, log_every: float, max_images_this_run: int | None,
+def run(spec_paths: tuple[str, ...], shard: str | None, output: str | None, retry_failed: str | None,
+        grace: float, progress: bool | None, log_every: float, max_images_this_run: int | None,
         max_cost_this_run: float | None, abandon_tasks: bool, as_json: bool, config: str | None) -> None:
-    """Generate what the output dataset still lacks (rerun to resume)."""
+    """Generate what the output dataset still lacks (rerun to resume).
+
+    Several SPECs are stages run in order, like a Makefile: each is loaded only when the ones before
+    it have run, so its images drawn from their datasets include what they just made. A stage that
+    leaves failed slots (exit 1) lets the next ones run; any other failure stops the chain. The exit
+    code is the first failing stage's."""
+    _one_output(spec_paths, output)
+    first_failure = 0
+    summaries: list[Any] = []
+    for i, spec_path in enumerate(spec_paths):
+        if len(spec_paths) > 1 and not as_json:
+            err.print(f"stage {i + 1}/{len(spec_paths)}: {spec_path}", markup=False, highlight=False)
+        try:
+            _run_stage(spec_path, shard, output, retry_failed, grace, progress, log_every,
+                       max_images_this_run, max_cost_this_run, abandon_tasks, as_json, config, summaries,
+                       print_json=len(spec_paths) == 1)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+        first_failure = first_failure or code
+        if code not in (0, EXIT_FAILED):
+            if len(spec_paths) > 1 and not as_json and i + 1 < len(spec_paths):
+                err.print(f"stage {i + 1} stopped the chain (exit {code}); later stages were not run",
+                          markup=False, highlight=False)
+            break
+    if as_json and len(spec_paths) > 1:
+        print(json.dumps(summaries, indent=2, ensure_ascii=False))
+    sys.exit(first_failure)
+
+
+def _run_stage(spec_path: str, shard: str | None, output: str | None, retry_failed: str | None, grace: float,
+               progress: bool | None, log_every: float, max_images_this_run: int | None,
+               max_cost_this_run: float | None, abandon_tasks: bool, as_json: bool, config: str | None,
+               summaries: list[Any], *, print_json: bool = True) -> None:
+    """One spec's run; exits (``SystemExit``) with its exit code. Its summary is added to
+    ``summaries`` (``--json`` of a chain prints them all at the end, not one by one)."""
     from .progress import LiveProgress, LogProgress, summary_table
     from .runner import RunOptions, run as run_spec
     from .runner.budget import CAP_REACHED
@@ -341,8 +409,10 @@ def run(spec_path: str, shard: str | None, output: str | None, retry_failed: str
         finally:
             if display:
                 display.close()
+    summaries.append(result.summary.to_dict())
     if as_json:
-        print(json.dumps(result.summary.to_dict(), indent=2, ensure_ascii=False))
+        if print_json:
+            print(json.dumps(result.summary.to_dict(), indent=2, ensure_ascii=False))
     else:
         if not (result.error is not None and result.stats.planned_jobs == 0):  # stopped before starting
             out.print(summary_table(result.summary))

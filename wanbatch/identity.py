@@ -3,7 +3,9 @@
 Resume rests on one invariant: the same request always gets the same ``job_id``. So exactly one
 piece of code forms the text that is hashed — :class:`JobIds` — and ``job_id()``/``derived_seed()``
 are thin calls into it. The text is ``canonical_json`` of the request ``{model, n, params, prompt,
-seed, size}``; :class:`JobIds` assembles it from cached parts (a job then costs one concatenation and
+seed, size}`` — plus ``inputs`` (the identities of the input images, in request order: a local
+image's sha256, a URL input's URL) for an editing request only, so text-to-image ids never changed;
+:class:`JobIds` assembles it from cached parts (a job then costs one concatenation and
 one sha256, which keeps plan expansion fast), and tests pin that both forms agree and that known ids
 never change.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["SEED_MASK", "SEED_SALT", "JobIds", "PromptIds", "canonical_json", "derived_seed", "job_id"]
@@ -31,9 +34,11 @@ class JobIds:
 
     __slots__ = ("_head", "_tails")
 
-    def __init__(self, model: str, n: int, params: dict[str, Any]) -> None:
-        # canonical_json's key order is alphabetical: model, n, params, prompt, seed, size.
-        self._head = (f'{{"model":{canonical_json(model)},"n":{canonical_json(n)},'
+    def __init__(self, model: str, n: int, params: dict[str, Any], inputs: Sequence[str] = ()) -> None:
+        # canonical_json's key order is alphabetical: inputs, model, n, params, prompt, seed, size;
+        # text-to-image requests have no "inputs" key at all (their ids predate inputs).
+        lead = f'"inputs":{canonical_json(list(inputs))},' if inputs else ""
+        self._head = (f'{{{lead}"model":{canonical_json(model)},"n":{canonical_json(n)},'
                       f'"params":{canonical_json(params)},"prompt":')
         self._tails: dict[str, str] = {}
 
@@ -68,11 +73,14 @@ class PromptIds:
         return int(hashlib.sha256(SEED_SALT + text.encode()).hexdigest()[:8], 16) & SEED_MASK
 
 
-def job_id(model: str, prompt: str, size: str, seed: int, n: int, params: dict[str, Any]) -> str:
-    """16 hex chars of sha256 over ``canonical_json({model, prompt, size, seed, n, params})``."""
-    return JobIds(model, n, params).for_prompt(prompt).job_id(size, seed)
+def job_id(model: str, prompt: str, size: str, seed: int, n: int, params: dict[str, Any],
+           inputs: Sequence[str] = ()) -> str:
+    """16 hex chars of sha256 over ``canonical_json({model, prompt, size, seed, n, params})`` (and
+    ``inputs``: the input images' identities in order, when there are any)."""
+    return JobIds(model, n, params, inputs).for_prompt(prompt).job_id(size, seed)
 
 
-def derived_seed(model: str, prompt: str, size: str, n: int, params: dict[str, Any]) -> int:
+def derived_seed(model: str, prompt: str, size: str, n: int, params: dict[str, Any],
+                 inputs: Sequence[str] = ()) -> int:
     """The seed of a job whose spec gives none: stable, from the request's content."""
-    return JobIds(model, n, params).for_prompt(prompt).derived_seed(size)
+    return JobIds(model, n, params, inputs).for_prompt(prompt).derived_seed(size)

@@ -48,3 +48,33 @@ def safe_open_image(path: Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -
         if width * height > max_pixels:
             raise ImageTooLarge(width, height, max_pixels)
         yield img
+
+
+#: Longest side, and most bytes, an input image may have (Model Studio's editing limits; see
+#: :mod:`wanbatch.models`, which holds the same facts for validation).
+_FIT_SIDE = 8000
+_FIT_BYTES = 20 * 1024 * 1024
+
+
+def fit_input(path: Path, max_pixels: int = MAX_IMAGE_PIXELS * 4) -> tuple[bytes, int, int]:
+    """An input image the user allowed wanbatch to change (``fit_inputs: true``), as the PNG that is
+    sent: re-encoded losslessly, and downscaled (Lanczos, aspect kept) only as far as needed for a
+    side of at most 8000 px and a file of at most 20 MB. Deterministic for a given file and Pillow,
+    so the plan (which hashes it) and the request (which sends it) agree; returns (png, width, height).
+    """
+    import io
+
+    with safe_open_image(path, max_pixels) as img:
+        img.load()
+        frame = img.convert("RGBA" if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+                            else "RGB")
+    scale = min(1.0, _FIT_SIDE / max(frame.size))
+    while True:
+        size = (max(1, int(frame.width * scale)), max(1, int(frame.height * scale)))
+        shown = frame if size == frame.size else frame.resize(size, Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        shown.save(out, "PNG", compress_level=6)
+        data = out.getvalue()
+        if len(data) <= _FIT_BYTES or min(size) <= 240:
+            return data, size[0], size[1]
+        scale *= 0.8

@@ -95,3 +95,68 @@ def size_problem(size: str, model: str) -> tuple[str, str] | None:
         return (f"{size} has {total} pixels; {BASE} serves at most 2048*2048 = "
                 f"{BASE_MODEL_MAX_PIXELS}", f"use a smaller size, or set model: {PRO}")
     return None
+
+
+# ---------------------------------------------------------------------------------- input images
+# Model Studio, "Wan2.7 - image generation and editing" API reference (docs/protocol.md, "Editing"):
+# 1–9 input images per request, URL or data URI; JPEG, PNG, WEBP or BMP; each side 240–8000 px;
+# aspect ratio within 1:8–8:1; at most 20 MB each. Editing and image sets are capped at 2K (4K is
+# text-to-image on the pro model only); thinking_mode applies to text-to-image only.
+
+#: Most input images one request may carry.
+MAX_INPUTS = 9
+#: Formats an input may have (Pillow's names, lower-cased) and the MIME subtype of each.
+INPUT_FORMATS: dict[str, str] = {"jpeg": "jpeg", "png": "png", "webp": "webp", "bmp": "bmp"}
+#: File extension an input is stored under in a dataset's ``inputs/`` folder.
+INPUT_EXT: dict[str, str] = {"jpeg": "jpg", "png": "png", "webp": "webp", "bmp": "bmp"}
+MIN_INPUT_SIDE = 240
+MAX_INPUT_SIDE = 8000
+MAX_INPUT_BYTES = 20 * 1024 * 1024
+#: Most output pixels of an editing request or an image set (the 2K tier).
+EDIT_MAX_PIXELS = 2048 * 2048
+#: Request parameters that only make sense with input images.
+EDIT_PARAM_KEYS: tuple[str, ...] = ("bbox_list",)
+
+
+def input_problem(fmt: str | None, width: int, height: int, nbytes: int) -> str | None:
+    """Why an input image cannot be sent (the rule it breaks), or None."""
+    if fmt not in INPUT_FORMATS:
+        return (f"format {fmt or 'unknown'} is not accepted; inputs must be "
+                f"{'/'.join(f.upper() for f in INPUT_FORMATS)}")
+    if nbytes > MAX_INPUT_BYTES:
+        return f"{nbytes / 1048576:.1f} MB is over the 20 MB an input may have"
+    if not (MIN_INPUT_SIDE <= width <= MAX_INPUT_SIDE and MIN_INPUT_SIDE <= height <= MAX_INPUT_SIDE):
+        return f"{width}×{height} px: each side must be within {MIN_INPUT_SIDE}–{MAX_INPUT_SIDE} px"
+    if not 1 / MAX_ASPECT <= width / height <= MAX_ASPECT:
+        return f"{width}×{height} px: the aspect ratio must be within 1:8–8:1"
+    return None
+
+
+def edit_size_problem(size: str) -> str | None:
+    """Why ``size`` (normalised) cannot be asked of an editing request or an image set, or None."""
+    if size == "4K":
+        return "4K is text-to-image only; editing and image sets go up to 2K"
+    width, height = pixels(size)
+    if width * height > EDIT_MAX_PIXELS:
+        return f"{size} is over 2K ({width * height} pixels); editing and image sets go up to 2048*2048"
+    return None
+
+
+def bbox_problem(value: Any, inputs: int) -> str | None:
+    """Why ``bbox_list`` does not fit ``inputs`` input images, or None. Its shape: one list per input
+    image, in order, each holding boxes ``[x1, y1, x2, y2]`` in that image's pixels (an empty list for
+    an image without boxes)."""
+    if not isinstance(value, list):
+        return "bbox_list must be a list with one list of boxes per input image"
+    if len(value) != inputs:
+        return f"bbox_list has {len(value)} entries; it needs one per input image ({inputs})"
+    for i, boxes in enumerate(value, 1):
+        if not isinstance(boxes, list):
+            return f"bbox_list entry {i} must be a list of boxes [x1, y1, x2, y2]"
+        for box in boxes:
+            ints = isinstance(box, list) and len(box) == 4 and all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in box)
+            if not ints or not (box[0] < box[2] and box[1] < box[3]):
+                return (f"bbox_list entry {i}: {box!r} is not a box [x1, y1, x2, y2] of whole pixels "
+                        "with x1 < x2 and y1 < y2")
+    return None

@@ -26,7 +26,7 @@ from itertools import product
 from wanbatch.errors import SpecError
 from wanbatch.identity import JobIds, canonical_json, derived_seed, job_id
 from wanbatch.spec import PromptSpec, Spec
-from wanbatch.types import Job
+from wanbatch.types import InputImage, Job
 
 #: Most var combinations (summed over prompt entries) whose rendered prompts are de-duplicated
 #: exactly; the digest set then costs at most ~50 MB.
@@ -99,20 +99,24 @@ class Plan:
         """Whether prompts that render alike from different values are merged (see the module doc)."""
         return self.combinations <= EXACT_DEDUP_LIMIT
 
-    def prompts(self) -> Iterator[tuple[str, str, dict[str, str]]]:
-        """Distinct rendered prompts in plan order, with the template and var values behind each."""
+    def prompts(self) -> Iterator[tuple[str, str, dict[str, str], tuple[InputImage, ...]]]:
+        """Distinct requests (rendered prompt and input images) in plan order, with the template and
+        var values behind each."""
         seen: set[bytes] | None = set() if self.exact else None
         digest = hashlib.blake2b
+        images = self.spec.input_images
         for prompt in self._entries:
-            template = prompt.template
+            template, names = prompt.template, prompt.inputs
             for assignment in _combinations(prompt):
                 text = template.format_map(assignment)
+                inputs = tuple(images[assignment[name]] for name in names) if names else ()
                 if seen is not None:
-                    key = digest(text.encode(), digest_size=16).digest()
+                    material = text if not inputs else "\0".join([text, *(i.identity for i in inputs)])
+                    key = digest(material.encode(), digest_size=16).digest()
                     if key in seen:
                         continue
                     seen.add(key)
-                yield text, template, assignment
+                yield text, template, assignment, inputs
 
     def jobs(self) -> Iterator[Job]:
         """Every job, lazily, in plan order. ``params`` and ``vars`` dicts are shared: read only."""
@@ -121,8 +125,9 @@ class Plan:
         sent = dict(spec.sent_params) if spec.sent_params != spec.params else None
         seeds = spec.seeds.values()
         keep_i, modulo = self.shard if self.shard else (0, 0)
-        ids = JobIds(model, n, params)
-        for text, template, assignment in self.prompts():
+        plain = JobIds(model, n, params)
+        for text, template, assignment, inputs in self.prompts():
+            ids = JobIds(model, n, params, [i.identity for i in inputs]) if inputs else plain
             prompt_ids = ids.for_prompt(text)
             for size in spec.sizes:
                 job_seeds: Sequence[int] = (prompt_ids.derived_seed(size),) if seeds is None else seeds
@@ -130,7 +135,8 @@ class Plan:
                     jid = prompt_ids.job_id(size, seed)
                     if modulo and int(jid[:8], 16) % modulo != keep_i:
                         continue
-                    yield Job(jid, model, text, size, seed, n, params, template, assignment, name, sent)
+                    yield Job(jid, model, text, size, seed, n, params, template, assignment, name, sent,
+                              inputs)
 
     def image_ids(self) -> dict[str, int]:
         """Every image id the plan asks for, mapped to its position in plan order (one pass; what
@@ -175,7 +181,7 @@ class Plan:
         """The first ``k`` distinct rendered prompts (of this shard, when sharded)."""
         out: list[str] = []
         source = (job.prompt for job in self.jobs()) if self.shard is not None else (
-            text for text, _, _ in self.prompts())
+            text for text, _, _, _ in self.prompts())
         for text in source:
             if len(out) >= k:
                 break

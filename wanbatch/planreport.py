@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,10 @@ MAX_COMPARED_JOBS = 50_000_000
 
 def plan_report(
     spec_path: str, *, shard: tuple[int, int] | None = None, output: str | None = None,
-    samples: int = 5, retry_failed: bool = False, config: str | None = None,
+    samples: int = 5, retry_failed: bool = False, config: str | None = None, upstream: Sequence[str] = (),
 ) -> dict[str, Any]:
-    spec = load_spec(spec_path, config=config, require_env=False)  # plan sends nothing: ${VAR} only warns
+    # plan sends nothing: ${VAR} only warns; ``upstream``: outputs of earlier stages not run yet
+    spec = load_spec(spec_path, config=config, require_env=False, upstream=upstream)
     the_plan = make_plan(spec, shard=shard)
     target = output or spec.output
     price = spec.price_per_image

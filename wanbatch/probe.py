@@ -33,7 +33,7 @@ from wanbatch.models import TIER_PIXELS, pixels
 from wanbatch.providers.base import Provider
 from wanbatch.providers.factory import check_settings, make_provider, open_client
 from wanbatch.spec import Spec
-from wanbatch.types import Generation, Job
+from wanbatch.types import Generation, InputImage, Job
 
 #: Requests a probe sends: seed S, seed S again, seed S+1.
 PROBE_REQUESTS = 3
@@ -74,9 +74,18 @@ def probe_cost(spec: Spec) -> tuple[int, int, float | None]:
 
 def _job(spec: Spec, prompt: str, seed: int) -> Job:
     size = spec.sizes[0]
-    jid = job_id(spec.model, prompt, size, seed, spec.n, dict(spec.params))
+    inputs = _first_inputs(spec)
+    jid = job_id(spec.model, prompt, size, seed, spec.n, dict(spec.params), [i.identity for i in inputs])
     return Job(jid, spec.model, prompt, size, seed, spec.n, dict(spec.params),
-               sent_params=dict(spec.sent_params) or None)
+               sent_params=dict(spec.sent_params) or None, inputs=inputs)
+
+
+def _first_inputs(spec: Spec) -> tuple[InputImage, ...]:
+    """The input images of the spec's first request (an editing spec is probed as it will run)."""
+    first = spec.prompts[0] if spec.prompts else None
+    if first is None or not all(first.vars.get(name) for name in first.inputs):
+        return ()
+    return tuple(spec.input_images[first.vars[name][0]] for name in first.inputs)
 
 
 async def probe_async(spec: Spec, *, env: Mapping[str, str] = os.environ) -> Verdict:

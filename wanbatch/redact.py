@@ -19,6 +19,7 @@ never expose a part of a key that masking would have caught whole.
 
 from __future__ import annotations
 
+import re
 import threading
 
 #: The shortest run of a secret's characters that is masked on its own.
@@ -50,11 +51,22 @@ def known_secrets() -> frozenset[str]:
     return frozenset(_secrets)
 
 
+#: An inline image (a request's input, a b64 answer echoed in an error): never written out whole.
+_DATA_URI = re.compile(r"data:image/[A-Za-z0-9.+-]*;base64,[A-Za-z0-9+/=_-]{16,}")
+
+
+def _short_data_uri(match: re.Match[str]) -> str:
+    head, _, body = match.group(0).partition(",")
+    return f"{head},…({len(body)} chars)"
+
+
 def redact(text: str, *also: str | None) -> str:
     """``text`` with every registered secret (and each of ``also``, for this call only) masked,
-    fragments included."""
+    fragments included, and every ``data:image/…;base64,`` URI cut to its head."""
     if not text:
         return text
+    if "data:image/" in text:
+        text = _DATA_URI.sub(_short_data_uri, text)
     secrets, fragments = _secrets, _fragments
     extra = [s for s in also if s and len(s) >= 4 and s not in secrets]
     if extra:

@@ -64,6 +64,9 @@ class Dialect:
     value_rule: Callable[[str, Any], Problem | None] = _no_value_rule
     response_format: bool = False
     summary: str = ""
+    #: Whether it can send input images (editing, references): a spec with ``inputs`` over a dialect
+    #: that cannot is refused before anything is sent.
+    edits: bool = False
 
     @property
     def has_async(self) -> bool:

@@ -25,6 +25,35 @@ MIN_DOWNLOAD_RATE = 32 << 10
 
 
 @dataclass(frozen=True, slots=True)
+class InputImage:
+    """One input image of an editing / reference request, as the plan resolved it.
+
+    ``source`` is where the user said it comes from (a path relative to the spec, a URL, or
+    ``dataset:<image_id>``); it is recorded, never sent. A local image (``path`` set: the absolute file
+    to read at send time) is identified by the ``sha256`` of its bytes, so moving it changes nothing and
+    editing it makes a new job; a URL is never fetched by wanbatch, so the URL itself identifies it.
+    ``format`` is the detected format (``png``, ``jpeg``, ``webp``, ``bmp``; None for a URL).
+    """
+
+    source: str
+    sha256: str | None = None
+    format: str | None = None
+    path: str | None = None
+    #: Sent as :func:`wanbatch.images.fit_input` made it (``fit_inputs: true``): ``sha256`` and
+    #: ``format`` are those of that PNG, not of the file at ``path``.
+    fitted: bool = False
+
+    @property
+    def is_url(self) -> bool:
+        return self.path is None
+
+    @property
+    def identity(self) -> str:
+        """What the job id hashes: the content's sha256, or the URL of a URL input."""
+        return self.sha256 if self.sha256 is not None else self.source
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     """One request to a gateway: ``n`` images of one rendered prompt at one seed and size.
 
@@ -49,6 +78,8 @@ class Job:
     pipeline: str = ""
     #: The params to send (the spec's as written, defaults kept); None: send ``params``.
     sent_params: dict[str, Any] | None = None
+    #: Input images, in request order (empty: text-to-image). Part of the job id (their identities).
+    inputs: tuple[InputImage, ...] = ()
 
     @property
     def wire_params(self) -> dict[str, Any]:

@@ -26,6 +26,21 @@ _EXT = re.compile(r"^[A-Za-z0-9]{1,8}$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _PART = re.compile(r"^part-.*\.parquet$")
 INDEX = "index"
+#: Input images of editing requests, stored once each: ``inputs/<sha256[:2]>/<sha256>.<ext>``.
+INPUTS = "inputs"
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_sha256(sha256: str) -> None:
+    if not isinstance(sha256, str) or not SHA256.match(sha256):
+        raise DatasetError(f"invalid sha256 {sha256!r}: expected 64 lower-case hex digits")
+
+
+def input_rel(sha256: str, ext: str) -> str:
+    """The relative path of a stored input image (see :data:`INPUTS`)."""
+    check_sha256(sha256)
+    check_ext(ext)
+    return f"{INPUTS}/{sha256[:2]}/{sha256}.{ext}"
 
 
 def is_dataset(fs: pafs.FileSystem, base: str) -> bool:
@@ -121,6 +136,14 @@ class Layout:
 
     def image_path(self, image_id: str, ext: str) -> Path:
         return self.root / self.image_rel(image_id, ext)
+
+    @property
+    def inputs(self) -> Path:
+        return self.root / INPUTS
+
+    def input_path(self, sha256: str, ext: str) -> Path:
+        """Where an input image with this content is stored (once per dataset, content-addressed)."""
+        return self.root / input_rel(sha256, ext)
 
     def run_summary(self, run_id: str) -> Path:
         return self.runs / f"{run_id}.json"

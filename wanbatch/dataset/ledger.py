@@ -36,7 +36,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..types import Job
+from ..types import InputImage, Job
 from .journal import read_lines
 
 LEDGER = "ledger.jsonl"
@@ -55,8 +55,9 @@ def job_of(data: Any) -> Job | None:
     if not isinstance(data, dict):
         return None
     try:
-        return Job(**data)
-    except TypeError:
+        inputs = tuple(InputImage(**i) for i in data.get("inputs") or ())
+        return Job(**{**data, "inputs": inputs})
+    except (TypeError, AttributeError):
         return None
 
 

@@ -34,6 +34,8 @@ def _common(job: Job, slot: int, *, provider: str, run_id: str, attempts: int, l
         "latency_ms": latency_ms,
         "created_at": datetime.now(UTC),
         "run_id": run_id,
+        # the inputs' content and where each came from; never the bytes sent (no data URI)
+        "inputs": [{"sha256": i.sha256, "source": i.source} for i in job.inputs] or None,
     }
 
 

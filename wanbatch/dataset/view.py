@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from .folds import Files, StatusFold, TriageFold
 from .fsutil import disk_errors
 from .idkeys import IdSet
 from .journal import TASKS, PaidLinks, read_journal, read_tasks, segments
-from .layout import MANIFEST, Layout, is_dataset, is_part
+from .layout import INPUTS, MANIFEST, SHA256, Layout, is_dataset, is_part
 from .ledger import (
     LEDGER,
     DatasetLedger,
@@ -255,6 +256,28 @@ class DatasetView:
         if _through_symlink(self.layout.root, rel):
             return None
         return path if path.is_file() else None
+
+    def input_path(self, sha256: str) -> str | None:
+        """The relative path (``inputs/<xx>/<sha256>.<ext>``) of the stored input image with this
+        content, or None when the dataset does not hold it (a URL input, an older dataset)."""
+        if not isinstance(sha256, str) or not SHA256.match(sha256):
+            return None
+        folder = f"{INPUTS}/{sha256[:2]}"
+        if self.layout is not None:
+            try:
+                names = os.listdir(self.layout.root / folder)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+        else:
+            with self._errors(f"list {folder}"):
+                selector = pafs.FileSelector(f"{self.base}/{folder}", allow_not_found=True)
+                infos = self.fs.get_file_info(selector)
+            names = [i.base_name for i in infos if i.type == pafs.FileType.File]
+        for name in sorted(names):
+            if name.rsplit(".", 1)[0] == sha256:
+                rel = f"{folder}/{name}"
+                return rel if self.layout is None or self.local_path(rel) is not None else None
+        return None
 
     def read_bytes(self, rel: str) -> bytes | None:
         """The bytes of the file ``rel`` (e.g. an image), None if it does not exist."""

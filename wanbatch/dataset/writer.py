@@ -15,6 +15,7 @@ which writes through a local staging folder and copies finished files to the buc
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import os
 import secrets
@@ -37,7 +38,7 @@ from .compaction import CompactReport, compact
 from .folds import Files, TriageFold
 from .fsutil import disk_errors, explain
 from .journal import NEWBORN, AppendFile, PaidLinks, TaskRef, WriterJournal, encode_lines, try_lock
-from .layout import Layout, check_ext, check_image_id, fresh_folder
+from .layout import Layout, check_ext, check_image_id, fresh_folder, input_rel
 from .ledger import (
     IN_DOUBT,
     LEDGER,
@@ -369,6 +370,39 @@ class DatasetWriter:
         self.storage.placed(rel)
         return rel
 
+    def store_input(self, src: Path | bytes, sha256: str, ext: str) -> str | None:
+        """Keep a copy of an input image sent with a request, once per content:
+        ``inputs/<xx>/<sha256>.<ext>`` (copied through a temp file, checked against ``sha256``, renamed
+        into place; the storage then mirrors it like an image). Returns its relative path, or None
+        when ``src`` is gone or no longer has that content (the provider then refuses to send it)."""
+        rel = input_rel(sha256, ext)
+        dest = self.root / rel
+        if dest.is_file():
+            return rel
+        tmp = self.tmp_path(f".{ext}")
+        with disk_errors(f"store input image {sha256[:12]}"):
+            digest = hashlib.sha256()
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                if isinstance(src, bytes):  # made for the request (fit_inputs): stored as sent
+                    digest.update(src)
+                    tmp.write_bytes(src)
+                else:
+                    with src.open("rb") as fin, tmp.open("wb") as fout:
+                        while chunk := fin.read(1 << 20):
+                            digest.update(chunk)
+                            fout.write(chunk)
+            except FileNotFoundError:
+                tmp.unlink(missing_ok=True)
+                return None
+            if digest.hexdigest() != sha256:
+                tmp.unlink(missing_ok=True)
+                return None
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, dest)
+        self.storage.placed(rel)
+        return rel
+
     def existing_image(self, image_id: str) -> Path | None:
         """An image file for ``image_id`` (any extension), e.g. one whose row a crash lost.
 
@@ -406,7 +440,7 @@ class DatasetWriter:
         """Every image, local or kept by the storage (relative paths, sorted, once each)."""
         with disk_errors("list the images"):
             local = self.layout.image_files()
-        return sorted(set(local) | self.storage.stored_images())
+        return sorted(set(local) | {r for r in self.storage.stored_images() if r.startswith("images/")})
 
     # ----------------------------------------------------------------------------------- tasks
 

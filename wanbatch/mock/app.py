@@ -39,7 +39,7 @@ from starlette.routing import Route
 from wanbatch.mock import answers, quota
 from wanbatch.mock.answers import Family
 from wanbatch.mock.config import MockConfig
-from wanbatch.mock.dialects import BadRequest, GenRequest, load_json
+from wanbatch.mock.dialects import BadRequest, GenRequest, load_json, scrub
 from wanbatch.mock.faults import FaultPicker, FileFaultPicker
 from wanbatch.mock.images import ImageRef, PngRenderer, default_kb, image_digest, iter_parts
 from wanbatch.mock.registry import MockDialect, MockRoute, get_mock_dialect, mock_dialect_names
@@ -218,8 +218,9 @@ class MockGateway:
             parsed: Any = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             parsed = raw.decode("utf-8", "replace")
-        self.stats.bodies.append({"route": route, "body": parsed})
-        entry: dict[str, Any] = {"method": "POST", "path": route, "body": parsed}
+        kept_body = scrub(parsed)  # input images are kept as their sha256, not their bytes
+        self.stats.bodies.append({"route": route, "body": kept_body})
+        entry: dict[str, Any] = {"method": "POST", "path": route, "body": kept_body}
         if request is not None:
             entry["headers"] = {k: v for k, v in request.headers.items() if k.lower() in _LOGGED_HEADERS}
         kept = getattr(self._dialect_of(route), "kept_aside", None)
@@ -234,7 +235,10 @@ class MockGateway:
     def _log_upstream(self, req: GenRequest) -> None:
         """What the upstream model was asked for, beside the body that arrived (``/_mock/requests``)."""
         if self.log:
-            self.log[-1]["upstream"] = {"size": req.size, "n": req.n, "seed": req.seed, "params": req.params}
+            upstream: dict[str, Any] = {"size": req.size, "n": req.n, "seed": req.seed, "params": req.params}
+            if req.inputs:  # input images as their sha256 (a URL input as is), in order
+                upstream["inputs"] = list(req.inputs)
+            self.log[-1]["upstream"] = upstream
 
     def _dry(self, family: Family, rid: str) -> Response | None:
         """``dry_after``: the key runs dry after K generation requests (every later one is refused)."""
@@ -273,7 +277,7 @@ class MockGateway:
         width = max(1, round(req.width * self.config.scale))
         height = max(1, round(req.height * self.config.scale))
         kb = round(self.config.image_kb) if self.config.image_kb is not None else default_kb(width, height)
-        digest = image_digest(req.prompt, req.image_seed(), req.size, slot)
+        digest = image_digest(req.prompt, req.image_seed(), req.size, slot, req.inputs)
         return ImageRef(width, height, max(1, kb), digest, expires)
 
     def now(self) -> int:

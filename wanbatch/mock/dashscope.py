@@ -15,13 +15,14 @@ from wanbatch.mock.dialects import (
     BadRequest,
     GenRequest,
     check_bool,
+    check_edit,
     check_model,
     check_palette,
-    check_prompt,
     check_seed,
     check_size,
     int_in,
     no_unknown,
+    parse_content,
 )
 from wanbatch.mock.registry import MockDialect, MockRoute, register_mock_dialect
 from wanbatch.mock.tasks import Task
@@ -29,7 +30,7 @@ from wanbatch.models import PARAM_KEYS, max_n
 
 DASHSCOPE_KEYS = frozenset({"model", "input", "parameters"})
 #: ``is_async``: the official SDK's ``ImageGeneration.async_call`` sends it (besides the header).
-DASHSCOPE_PARAM_KEYS = frozenset({"size", "n", "seed", "is_async", *PARAM_KEYS})
+DASHSCOPE_PARAM_KEYS = frozenset({"size", "n", "seed", "is_async", "bbox_list", *PARAM_KEYS})
 _STATUS = {"queued": "PENDING", "processing": "RUNNING", "succeeded": "SUCCEEDED", "failed": "FAILED"}
 
 
@@ -45,7 +46,7 @@ class DashScope(MockDialect):
     def parse(self, body: dict[str, Any]) -> GenRequest:
         no_unknown(body, DASHSCOPE_KEYS, "", invalid=True)
         model = check_model(body.get("model"))
-        prompt = _prompt(body.get("input"))
+        prompt, inputs = _prompt(body.get("input"))
         inner = body.get("parameters", {})
         if not isinstance(inner, dict):
             raise BadRequest("invalid", "parameters must be an object")
@@ -59,7 +60,9 @@ class DashScope(MockDialect):
         seed = check_seed(inner.get("seed"))
         params = {k: v for k, v in inner.items()
                   if k not in ("seed", "size", "n", "is_async") and v is not None}
-        return GenRequest("dashscope", model, prompt, norm, width, height, n, seed, params=params)
+        check_edit(inputs, norm, params)
+        return GenRequest("dashscope", model, prompt, norm, width, height, n, seed, params=params,
+                          inputs=inputs)
 
     def before_submit(self, request: Request, rid: str) -> Response | None:
         if request.headers.get("x-dashscope-async") != "enable":
@@ -107,7 +110,7 @@ def _usage(req: GenRequest, count: int) -> dict[str, Any]:
     return answers.dashscope_usage(count, req.width, req.height)
 
 
-def _prompt(value: Any) -> str:
+def _prompt(value: Any) -> tuple[str, tuple[str, ...]]:
     messages = value.get("messages") if isinstance(value, dict) else None
     if not isinstance(value, dict) or set(value) != {"messages"} or not isinstance(messages, list):
         raise BadRequest("invalid", "input must be {\"messages\": [...]}")
@@ -116,15 +119,7 @@ def _prompt(value: Any) -> str:
     content = messages[0].get("content")
     if set(messages[0]) != {"role", "content"} or not isinstance(content, list) or not content:
         raise BadRequest("invalid", "input.messages[0] must be {\"role\": \"user\", \"content\": [...]}")
-    texts = []
-    for item in content:
-        if not isinstance(item, dict) or set(item) != {"text"}:
-            raise BadRequest("invalid",
-                             "the mock serves text-to-image only: content items must be {\"text\": ...}")
-        texts.append(item["text"])
-    if len(texts) != 1:
-        raise BadRequest("invalid", "input.messages[0].content must hold exactly one text item")
-    return check_prompt(texts[0])
+    return parse_content(content)
 
 
 HANDLER = DashScope()

@@ -9,6 +9,9 @@ with a value the model refuses — ``InvalidParameter``).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -45,6 +48,8 @@ class GenRequest:
     params: dict[str, Any] = field(default_factory=dict)
     #: Without a seed the upstream picks one of its own: ``noise`` stands for it (set per request).
     noise: int = 0
+    #: Input images in order: the sha256 of a data URI's bytes, or a URL as sent.
+    inputs: tuple[str, ...] = ()
 
     def image_seed(self) -> int:
         """The seed the images are drawn with: the one sent, else one the gateway picked (outside the
@@ -52,15 +57,93 @@ class GenRequest:
         return self.seed if self.seed is not None else SEED_MAX + 1 + self.noise
 
     def billing_key(self) -> str:
-        return billing_key(self.model, self.prompt, self.size, self.seed, self.n)
+        return billing_key(self.model, self.prompt, self.size, self.seed, self.n, self.inputs)
 
 
-def billing_key(model: str, prompt: str, size: str, seed: int | None, n: int) -> str:
-    """The key of ``/_mock/stats`` ``billed_by_key``: compact JSON of [model, prompt, size, seed, n].
+def billing_key(model: str, prompt: str, size: str, seed: int | None, n: int,
+                inputs: tuple[str, ...] = ()) -> str:
+    """The key of ``/_mock/stats`` ``billed_by_key``: compact JSON of [model, prompt, size, seed, n]
+    (and the input images' sha256s or URLs, as a sixth item, when the request has inputs).
 
     ``size`` is normalised: a tier (``"2K"``) or ``"W*H"`` (``"2048x2048"`` becomes ``"2048*2048"``).
     """
-    return json.dumps([model, prompt, size, seed, n], ensure_ascii=False, separators=(",", ":"))
+    key: list[Any] = [model, prompt, size, seed, n]
+    if inputs:
+        key.append(list(inputs))
+    return json.dumps(key, ensure_ascii=False, separators=(",", ":"))
+
+
+#: What the mock checks of an input image (Model Studio's editing reference, docs/protocol.md).
+MAX_INPUTS = 9
+MAX_INPUT_BYTES = 20 * 1024 * 1024
+_DATA_URI = re.compile(r"^data:image/(jpeg|jpg|png|webp|bmp);base64,(.*)$", re.S)
+_MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG": "png", b"RIFF": "webp", b"BM": "bmp"}
+
+
+def input_identity(value: Any) -> str:
+    """The sha256 of a ``data:image/…;base64,`` input's bytes, or an http(s) URL as is."""
+    if not isinstance(value, str):
+        raise BadRequest("invalid", "an image item must be a URL or a data URI string")
+    if value.startswith(("http://", "https://")):
+        return value
+    match = _DATA_URI.match(value)
+    if match is None:
+        raise BadRequest("invalid", "image must be an http(s) URL or data:image/{jpeg,png,webp,bmp};base64,…")
+    try:
+        data = base64.b64decode(match.group(2), validate=True)
+    except (ValueError, binascii.Error):
+        raise BadRequest("invalid", "image data URI is not valid base64") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise BadRequest("invalid", "input image is larger than 20 MB")
+    if not any(data.startswith(magic) for magic in _MAGIC):
+        raise BadRequest("invalid", "input image is not JPEG, PNG, WEBP or BMP")
+    return hashlib.sha256(data).hexdigest()
+
+
+def parse_content(content: Any) -> tuple[str, tuple[str, ...]]:
+    """DashScope's ``content``: 0–9 ``{image}`` items and one ``{text}`` item → (prompt, input ids)."""
+    if not isinstance(content, list) or not content:
+        raise BadRequest("invalid", "input.messages[0].content must be a non-empty list")
+    texts: list[Any] = []
+    inputs: list[str] = []
+    for item in content:
+        if isinstance(item, dict) and set(item) == {"text"}:
+            texts.append(item["text"])
+        elif isinstance(item, dict) and set(item) == {"image"}:
+            inputs.append(input_identity(item["image"]))
+        else:
+            raise BadRequest("invalid", "content items must be {\"text\": …} or {\"image\": …}")
+    if len(texts) != 1:
+        raise BadRequest("invalid", "input.messages[0].content must hold exactly one text item")
+    if len(inputs) > MAX_INPUTS:
+        raise BadRequest("invalid", f"at most {MAX_INPUTS} input images, got {len(inputs)}")
+    return check_prompt(texts[0]), tuple(inputs)
+
+
+def check_edit(inputs: tuple[str, ...], size: str, params: dict[str, Any]) -> None:
+    """What an editing request (or an image set) may not ask: 4K; thinking_mode with inputs; a
+    bbox_list that is not one list per input."""
+    if (inputs or params.get("enable_sequential")) and size == "4K":
+        raise BadRequest("invalid", "size 4K is only supported for text-to-image")
+    if inputs and params.get("thinking_mode") is True:
+        raise BadRequest("invalid", "thinking_mode is only supported for text-to-image")
+    bbox = params.get("bbox_list")
+    if bbox is not None and (not isinstance(bbox, list) or len(bbox) != len(inputs)):
+        raise BadRequest("invalid", "bbox_list must hold one list of boxes per input image")
+
+
+def scrub(value: Any) -> Any:
+    """A body as the mock keeps it for ``/_mock/requests``: data URIs replaced by their sha256."""
+    if isinstance(value, dict):
+        return {k: scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    if isinstance(value, str) and value.startswith("data:image/"):
+        try:
+            return f"data:sha256:{input_identity(value)}"
+        except BadRequest:
+            return "data:(invalid)"
+    return value
 
 
 def load_json(raw: bytes) -> dict[str, Any]:

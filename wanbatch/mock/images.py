@@ -39,9 +39,9 @@ _TOKEN_KEY = b"wanbatch-mock-oss"
 _DEFAULT_BYTES_PER_PIXEL = 25000 * 1024 / (4096 * 4096)
 
 
-def image_digest(prompt: str, seed: int | None, size: str, slot: int) -> bytes:
-    """16 bytes identifying one image: same (prompt, seed, size, slot) → same image."""
-    material = "\x1f".join([prompt, "" if seed is None else str(seed), size, str(slot)])
+def image_digest(prompt: str, seed: int | None, size: str, slot: int, inputs: tuple[str, ...] = ()) -> bytes:
+    """16 bytes identifying one image: same (prompt, seed, size, slot, input images) → same image."""
+    material = "\x1f".join([prompt, "" if seed is None else str(seed), size, str(slot), *inputs])
     return hashlib.blake2b(material.encode("utf-8"), digest_size=16).digest()
 
 

@@ -7,7 +7,10 @@ What stock new-api does with an image request (``relay/channel/ali/image.go``, `
   (``size``, ``n``, ``seed``, ``watermark``, ``thinking_mode``, ``color_palette``,
   ``enable_sequential``; other keys are lost) and the top-level ``size`` and ``n`` are ignored;
   without one, ``size`` (``x`` → ``*``), ``n`` and ``watermark`` are taken from the top level;
-- unknown top-level fields are kept aside (``Extra``), not refused; ``/_mock/requests`` shows them.
+- unknown top-level fields are kept aside (``Extra``), not refused; ``/_mock/requests`` shows them —
+  except ``input``, which new-api sends upstream as DashScope's ``input`` unchanged
+  (``oaiImage2AliImageRequest``): ``{messages: [{role: user, content: [{image}, …, {text}]}]}`` is
+  how an editing request travels (the upstream prompt is then the text item).
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from wanbatch.mock.dialects import (
     BadRequest,
     GenRequest,
     check_bool,
+    check_edit,
     check_model,
     check_palette,
     check_prompt,
     check_seed,
     check_size,
     int_in,
+    parse_content,
 )
 from wanbatch.mock.flat import OpenAIImages
 from wanbatch.mock.registry import MockRoute, register_mock_dialect
@@ -33,7 +38,8 @@ from wanbatch.models import max_n
 KNOWN = frozenset({"model", "prompt", "size", "n", "watermark", "response_format", "quality", "style",
                    "user"})
 #: ``AliImageParameters`` fields the upstream call can carry (others are lost when Go decodes them).
-UPSTREAM_PARAMS = ("size", "n", "seed", "watermark", "thinking_mode", "color_palette", "enable_sequential")
+UPSTREAM_PARAMS = ("size", "n", "seed", "watermark", "thinking_mode", "color_palette", "enable_sequential",
+                   "bbox_list")
 
 
 class NewApi(OpenAIImages):
@@ -46,7 +52,11 @@ class NewApi(OpenAIImages):
 
     def parse(self, body: dict[str, Any]) -> GenRequest:
         model = check_model(body.get("model"))
-        prompt = check_prompt(body.get("prompt"))
+        inputs: tuple[str, ...] = ()
+        if "input" in body:
+            prompt, inputs = _input(body["input"])
+        else:
+            prompt = check_prompt(body.get("prompt"))
         response_format = body.get("response_format", "url")
         if response_format not in ("url", "b64_json", "", None):
             raise BadRequest("invalid",
@@ -69,13 +79,23 @@ class NewApi(OpenAIImages):
         n = int_in(upstream.get("n", 1), "n", 1, max_n(upstream.get("enable_sequential") is True))
         seed = check_seed(upstream.get("seed"))
         params = {k: v for k, v in upstream.items() if k not in ("seed", "size", "n") and v is not None}
+        check_edit(inputs, norm, params)
         return GenRequest("newapi", model, prompt, norm, width, height, n, seed,
-                          "b64_json" if response_format == "b64_json" else "url", params=params)
+                          "b64_json" if response_format == "b64_json" else "url", params=params,
+                          inputs=inputs)
 
     @staticmethod
     def kept_aside(body: dict[str, Any]) -> list[str]:
         """Top-level fields new-api keeps aside (``Extra``) and never sends upstream."""
-        return sorted(k for k in body if k not in KNOWN and k != "parameters")
+        return sorted(k for k in body if k not in KNOWN and k not in ("parameters", "input"))
+
+
+def _input(value: Any) -> tuple[str, tuple[str, ...]]:
+    messages = value.get("messages") if isinstance(value, dict) else None
+    if not isinstance(messages, list) or len(messages) != 1 or not isinstance(messages[0], dict):
+        raise BadRequest("malformed", "invalid input field: json: cannot unmarshal into Go value of type "
+                         "ali.AliImageInput")
+    return parse_content(messages[0].get("content"))
 
 
 HANDLER = NewApi()

@@ -13,15 +13,18 @@ every message built from a gateway's answer.
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import hashlib
 import json
 import math
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -29,6 +32,8 @@ import anyio
 import httpx
 
 from wanbatch.errors import AmbiguousError, FatalError, GatewayError, RefusedError, TransientError
+from wanbatch.images import fit_input
+from wanbatch.models import INPUT_FORMATS
 from wanbatch.providers.classify import BODY_RULES, STATUS_RULES, Phase, Said, classify
 from wanbatch.redact import redact_short
 from wanbatch.types import DeliveredImage, Generation, Job, TaskState
@@ -157,7 +162,7 @@ class Provider(ABC):
 
     async def generate(self, job: Job) -> Generation:
         """One synchronous call: the answer comes when the images are done."""
-        answer = await self._send(self.generate_call(job), "generate")
+        answer = await self._send(await _built(self.generate_call, job), "generate")
         with unreadable_is_ambiguous(), _unreadable("generate", answer):
             return noted(self.parse_generation(answer), answer)
 
@@ -166,7 +171,7 @@ class Provider(ABC):
         if not self.supports_async:
             raise FatalError(f"the {self.dialect} dialect has no async submission; set async: false",
                              kind="unsupported")
-        answer = await self._send(self.submit_call(job), "submit")
+        answer = await self._send(await _built(self.submit_call, job), "submit")
         with unreadable_is_ambiguous():
             with _unreadable("submit", answer):
                 task_id = self.parse_submit(answer)
@@ -245,6 +250,44 @@ class Provider(ABC):
             return TransientError(error.message, kind=error.kind, status=error.status,
                                   request_id=error.request_id)
         return error
+
+
+# ---------------------------------------------------------------------- input images
+
+
+async def _built(build: Callable[[Job], Call], job: Job) -> Call:
+    """``build(job)``; in a worker thread when the job's local input images must be read and encoded."""
+    if any(not i.is_url for i in job.inputs):
+        return await anyio.to_thread.run_sync(build, job)
+    return build(job)
+
+
+def input_uris(job: Job) -> list[str]:
+    """What a request carries for each input image, in order: a URL as is, a local file as a
+    ``data:image/<fmt>;base64,`` URI of exactly the bytes the job id was computed from.
+
+    A file changed since the plan would send something else than the job id names: that job is
+    refused (``input_changed``), never sent. These strings go into the request body only; nothing
+    writes a body anywhere (and :mod:`wanbatch.redact` shortens any data URI an error might echo).
+    """
+    out: list[str] = []
+    for image in job.inputs:
+        if image.is_url:
+            out.append(image.source)
+            continue
+        assert image.path is not None
+        try:
+            data = fit_input(Path(image.path))[0] if image.fitted else Path(image.path).read_bytes()
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise RefusedError(f"input {image.source} cannot be read: {why}",
+                               kind="input_changed") from None
+        if hashlib.sha256(data).hexdigest() != image.sha256:
+            raise RefusedError(f"input {image.source} changed since the plan; rerun to plan it anew",
+                               kind="input_changed")
+        mime = INPUT_FORMATS.get(image.format or "", "png")
+        out.append(f"data:image/{mime};base64,{base64.b64encode(data).decode('ascii')}")
+    return out
 
 
 # ---------------------------------------------------------------------- hostile answers

@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from wanbatch.errors import RefusedError, TransientError
-from wanbatch.providers.base import Answer, Call, Provider, noted
+from wanbatch.providers.base import Answer, Call, Provider, input_uris, noted
 from wanbatch.providers.classify import failed_task_kind
 from wanbatch.registry import Dialect, Problem, register_dialect
 from wanbatch.types import DeliveredImage, Generation, Job, TaskState
 
 SYNC_PATH = "api/v1/services/aigc/multimodal-generation/generation"
 ASYNC_PATH = "api/v1/services/aigc/image-generation/generation"
-PARAM_KEYS = ("watermark", "thinking_mode", "color_palette", "enable_sequential")
+PARAM_KEYS = ("watermark", "thinking_mode", "color_palette", "enable_sequential", "bbox_list")
 #: SUSPENDED: the official SDK treats it as alive (docs/protocol.md), so it is polled on.
 _RUNNING = {"PENDING", "RUNNING", "SUSPENDED"}
 _FINAL_FAILURES = {"FAILED": "task_failed", "CANCELED": "task_canceled", "UNKNOWN": "task_unknown"}
@@ -77,14 +77,23 @@ class DashScopeProvider(Provider):
 
 
 def dashscope_body(job: Job) -> dict[str, Any]:
+    return {"model": job.model, "input": dashscope_input(job), "parameters": dashscope_parameters(job)}
+
+
+def dashscope_parameters(job: Job) -> dict[str, Any]:
     parameters: dict[str, Any] = {"size": job.size, "n": job.n}
     parameters.update({k: job.wire_params[k] for k in PARAM_KEYS if k in job.wire_params})
     parameters["seed"] = job.seed
-    return {
-        "model": job.model,
-        "input": {"messages": [{"role": "user", "content": [{"text": job.prompt}]}]},
-        "parameters": parameters,
-    }
+    return parameters
+
+
+def dashscope_input(job: Job) -> dict[str, Any]:
+    """``{messages: [{role: user, content: [{image}, …, {text}]}]}``: the input images first, in
+    order (the prompt says "image 1", "image 2"), then the instruction (Model Studio's editing
+    reference; docs/protocol.md, "Editing")."""
+    content: list[dict[str, str]] = [{"image": uri} for uri in input_uris(job)]
+    content.append({"text": job.prompt})
+    return {"messages": [{"role": "user", "content": content}]}
 
 
 def output_images(body: dict[str, Any]) -> list[DeliveredImage]:
@@ -133,10 +142,8 @@ def palette_list_only(key: str, value: Any) -> Problem | None:
     return None
 
 
-#: What a spec may set over this dialect: enable_sequential travels in the body but, until image
-#: sets are modelled, only the parameters dialect lets a spec ask for it.
-DIALECT = Dialect("dashscope", DashScopeProvider,
-                  params=frozenset({"watermark", "thinking_mode", "color_palette"}),
+#: What a spec may set over this dialect; it sends input images (editing, references, image sets).
+DIALECT = Dialect("dashscope", DashScopeProvider, params=frozenset(PARAM_KEYS), edits=True,
                   value_rule=palette_list_only,
                   summary="native Alibaba Model Studio: messages-shaped body, sync or async task endpoints")
 

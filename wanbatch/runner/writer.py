@@ -22,6 +22,8 @@ from ..dataset.journal import PaidLinks
 from ..dataset.rows import failed_row, ok_row
 from ..errors import DatasetError, RefusedError
 from ..fetch import ext_for, verify_image
+from ..images import fit_input
+from ..models import INPUT_EXT
 from ..stats import RunStats
 from ..types import Job, StoredImage
 from .outcome import Adopted, Fetched, JobOutcome, SlotFailed
@@ -115,6 +117,7 @@ class WriterTask:
         self.error: DatasetError | None = None
         #: The gateway this run talks to (``runner.paid.gateway_of``), recorded with tasks and links.
         self.gateway = ""
+        self._stored_inputs: set[str] = set()
 
     # ------------------------------------------------------------------ what workers call
 
@@ -228,6 +231,7 @@ class WriterTask:
                     self.dataset.settle(message.intent, billed=0, in_doubt=message.images)
                 applied.replies.append((message.reply, None))
             elif isinstance(message, _Intend):
+                self._store_inputs(message.job)  # before the request that sends them leaves
                 applied.replies.append((message.reply, self.dataset.intend(message.job, message.slots,
                                                                            self.provider())))
             elif isinstance(message, _Settle):
@@ -244,6 +248,7 @@ class WriterTask:
                         self.provider(), self.gateway, dict(message.links), message.links_at))
                 elif message.drops_links:
                     self.dataset.drop_links(message.job.job_id)
+                self._store_inputs(message.job)
                 rows += self._rows(message, applied)
                 if message.finishes_task:
                     finished.append(message.job.job_id)
@@ -273,6 +278,19 @@ class WriterTask:
                                    attempts=max(outcome.attempts, 1), latency_ms=outcome.latency_ms))
                 applied.done += 1
         return rows
+
+    def _store_inputs(self, job: Job) -> None:
+        """The job's local input images into the dataset's ``inputs/`` (once each per run)."""
+        for image in job.inputs:
+            if image.path is None or image.sha256 is None or image.sha256 in self._stored_inputs:
+                continue
+            ext = INPUT_EXT.get(image.format or "", "png")
+            try:
+                src: Path | bytes = fit_input(Path(image.path))[0] if image.fitted else Path(image.path)
+            except (OSError, ValueError):
+                continue  # gone or changed: the provider refuses to send it (input_changed)
+            if self.dataset.store_input(src, image.sha256, ext) is not None:
+                self._stored_inputs.add(image.sha256)
 
     def _place(self, job_id: str, fetched: Fetched) -> StoredImage:
         rel = self.dataset.place(fetched.tmp, f"{job_id}-{fetched.slot}", ext_for(fetched.format))

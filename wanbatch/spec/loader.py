@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path as FsPath
 from typing import Any
 
 from pydantic import ValidationError
 
 from wanbatch.errors import SpecError, SpecErrors
-from wanbatch.models import MAX_N_SEQUENTIAL, is_default, max_n
-from wanbatch.registry import dialect_names, get_dialect
+from wanbatch.models import MAX_N_SEQUENTIAL, bbox_problem, edit_size_problem, is_default, max_n
+from wanbatch.registry import dialect_names, dialects, get_dialect
 from wanbatch.spec.files import MAX_SPEC_BYTES, FileProblem, read_text_capped
+from wanbatch.spec.inputs import InputTable, default_name
 from wanbatch.spec.issues import Issues, describe
-from wanbatch.spec.model import KEYS, ParamsIn, ProviderIn, Spec, SpecIn
+from wanbatch.spec.model import KEYS, ParamsIn, PromptSpec, ProviderIn, Spec, SpecIn
 from wanbatch.spec.provider import resolve_provider, strip_secrets
 from wanbatch.spec.seeds import SEED_KEYS, SeedSpec, range_problem
 from wanbatch.spec.sizes import size_problem
@@ -30,13 +32,16 @@ _NAME = re.compile(r"^[a-z0-9_-]+$")
 
 
 def load_spec(path: str | os.PathLike[str], *, text: str | None = None,
-              config: str | os.PathLike[str] | None = None, require_env: bool = True) -> Spec:
+              config: str | os.PathLike[str] | None = None, require_env: bool = True,
+              upstream: Iterable[str] = ()) -> Spec:
     """Read, validate and normalise a spec; raise :class:`SpecErrors` listing every mistake.
 
     ``config``: the one ``wanbatch.yaml`` to look named providers up in (the CLI's ``--config``);
     by default the one beside the spec, then the user's (never the current directory's).
     ``require_env=False`` (``validate``, ``plan``: nothing is sent) turns an unset ``${VAR}`` in a
     provider's ``base_url`` into a warning and keeps the URL unexpanded; only a run needs the value.
+    ``upstream``: outputs of earlier stages of a chain that have not run yet (absolute paths): image
+    vars drawn from one of them plan nothing yet instead of failing (``plan a.yaml b.yaml``).
     """
     source = os.fspath(path)
     if text is None:
@@ -62,7 +67,7 @@ def load_spec(path: str | os.PathLike[str], *, text: str | None = None,
         raise AssertionError("unreachable") from None
     issues.raise_if_any()
     return _build(raw, doc, issues, FsPath(source).parent, None if config is None else FsPath(config),
-                  require_env)
+                  require_env, frozenset(upstream))
 
 
 def _read(source: str) -> str:
@@ -81,6 +86,8 @@ def _allowed_keys(path: Path, data: Any) -> list[str]:
         return SEED_KEYS["random" if isinstance(data, dict) and "random" in data else "range"]
     if len(path) >= 2 and path[-2] == "vars":
         return KEYS["var"]
+    if len(path) == 2 and path[0] == "images":
+        return KEYS["image"]
     if path == ("rows",):
         return KEYS["rows"]
     if path[0] == "prompts" and len(path) == 2:
@@ -89,7 +96,8 @@ def _allowed_keys(path: Path, data: Any) -> list[str]:
 
 
 def _build(raw: SpecIn, doc: Document, issues: Issues, spec_dir: FsPath,
-           config: FsPath | None = None, require_env: bool = True) -> Spec:
+           config: FsPath | None = None, require_env: bool = True,
+           upstream: frozenset[str] = frozenset()) -> Spec:
     name = raw.name if raw.name is not None else default_name(doc.file)
     if not _NAME.match(name):
         issues.add(("name",), f"must use only a-z, 0-9, _ and -; got {name!r}",
@@ -113,7 +121,9 @@ def _build(raw: SpecIn, doc: Document, issues: Issues, spec_dir: FsPath,
                    "add price_per_image: <price of one image>", at_key=True)
     if problem := range_problem(raw.seeds):
         issues.add(("seeds",), problem, "lower start or count")
-    prompts = resolve_prompts(raw, issues, spec_dir)
+    table = InputTable(fit=raw.fit_inputs)
+    prompts = resolve_prompts(raw, issues, spec_dir, table, upstream)
+    _edit_rules(raw, doc, prompts, issues, dialect)
     issues.raise_if_any()
     if provider is None:  # resolve_provider records why in ``issues``; this only guards that contract
         raise SpecErrors([SpecError("the provider could not be resolved", file=doc.file, field="provider")])
@@ -123,13 +133,41 @@ def _build(raw: SpecIn, doc: Document, issues: Issues, spec_dir: FsPath,
         price_per_image=raw.price_per_image, sent_params=sent_params(raw.params),
         output=(raw.output if raw.output is not None else "datasets/{name}").replace("{name}", name),
         source=doc.file, warnings=tuple(issues.warnings),
+        input_images={s: table.images[s] for p in prompts for v in p.inputs for s in p.vars.get(v, [])},
     )
 
 
-def default_name(file: str) -> str:
-    """The file stem, lower-cased, anything outside ``[a-z0-9_-]`` turned into ``-``."""
-    stem = FsPath(file).stem.lower()
-    return re.sub(r"[^a-z0-9_-]", "-", stem) or "spec"
+def _edit_rules(raw: SpecIn, doc: Document, prompts: list[PromptSpec], issues: Issues,
+                dialect: str | None) -> None:
+    """What editing requests and image sets allow (docs/protocol.md, "Editing"): 2K at most, no
+    thinking_mode with inputs, bbox_list one entry per input, and a dialect that can send inputs."""
+    editing = any(p.inputs for p in prompts)
+    sets = bool(raw.params.enable_sequential)
+    where: tuple[str, ...] = ("inputs",) if raw.inputs is not None else (
+        ("prompts",) if raw.prompts is not None else ("prompt",))
+    if editing or sets:
+        what = "with input images" if editing else "with enable_sequential"
+        written_as_list = isinstance(doc.data.get("sizes"), list)
+        for i, size in enumerate(raw.sizes):
+            if (problem := edit_size_problem(size)) is not None:
+                issues.add(("sizes", i) if written_as_list else ("sizes",),
+                           f"{problem} (this spec asks {what})",
+                           "use sizes: [1K] or [2K] (or W*H up to 2048*2048)")
+    if editing and raw.params.thinking_mode:
+        issues.add(("params", "thinking_mode"),
+                   "thinking_mode applies to text-to-image only; this spec sends input images",
+                   "remove thinking_mode", at_key=True)
+    if editing and dialect in dialect_names() and not get_dialect(dialect).edits:
+        can = ", ".join(d.name for d in dialects() if d.edits)
+        issues.add(where, f"the {dialect} dialect cannot send input images",
+                   f"use a provider whose dialect can ({can})", at_key=True)
+    bbox = raw.params.bbox_list
+    if bbox is not None:
+        for p in prompts:
+            if (problem := bbox_problem(bbox, len(p.inputs))) is not None:
+                issues.add(("params", "bbox_list"), f"{problem} (template {p.template[:40]!r})",
+                           "write one list of boxes per input image, e.g. [[[10, 10, 200, 200]], []]")
+                break
 
 
 def _sizes(raw: SpecIn, doc: Document, issues: Issues, dialect: str) -> list[str]:

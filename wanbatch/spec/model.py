@@ -18,7 +18,7 @@ from wanbatch.spec.durations import parse_duration
 from wanbatch.spec.issues import describe, fail
 from wanbatch.spec.seeds import SeedsIn, SeedSpec
 from wanbatch.spec.sizes import normalize_size
-from wanbatch.types import MAX_IMAGE_BYTES, MIN_DOWNLOAD_RATE
+from wanbatch.types import MAX_IMAGE_BYTES, MIN_DOWNLOAD_RATE, InputImage
 
 Model = Literal["wan2.7-image-pro", "wan2.7-image"]
 #: Dialect and provider-type names are checked against :mod:`wanbatch.registry` in ``spec.provider``.
@@ -71,6 +71,49 @@ VarIn = Annotated[
 ]
 
 
+class ImageFile(_In):
+    """Input images listed in a file beside the spec: ``.txt`` lines, a ``.csv`` column, ``.jsonl`` key."""
+
+    file: str
+    column: str | None = None
+
+
+class ImageGlob(_In):
+    """Input images matching a glob, relative to the spec's folder (``inputs/*.png``)."""
+
+    glob: str
+
+
+class ImageDataset(_In):
+    """The ok images of another wanbatch dataset (a folder, or the spec file that writes it),
+    optionally filtered by index columns: ``where: {size: 1K, model: [wan2.7-image]}``."""
+
+    dataset: str
+    where: dict[str, Annotated[str, BeforeValidator(_scalar_text)] | list[Annotated[
+        str, BeforeValidator(_scalar_text)]]] = {}
+
+
+def _image_tag(value: Any) -> str:
+    if isinstance(value, list):
+        return "@list"
+    if isinstance(value, dict):
+        return "@dataset" if "dataset" in value else "@glob" if "glob" in value else "@file"
+    return "@scalar"
+
+
+ImagesIn = Annotated[
+    Annotated[list[VarScalar], Tag("@list"), Field(min_length=1)]
+    | Annotated[ImageDataset, Tag("@dataset")]
+    | Annotated[ImageGlob, Tag("@glob")]
+    | Annotated[ImageFile, Tag("@file")]
+    | Annotated[VarScalar, Tag("@scalar")],
+    Discriminator(_image_tag),
+]
+
+#: ``inputs: [a, b]``: the image vars (or columns of rows) a request carries, in order.
+InputsIn = Annotated[list[str], BeforeValidator(_one_or_many), Field(min_length=1)]
+
+
 class RowsFile(_In):
     """Rows read from a file beside the spec: a ``.csv`` with a header, or ``.jsonl`` objects."""
 
@@ -111,6 +154,7 @@ class PromptIn(_In):
     template: str
     vars: Annotated[dict[str, VarIn], BeforeValidator(_none_is_empty)] = {}
     zip: ZipIn = []
+    inputs: InputsIn | None = None
 
 
 def _template_shorthand(value: Any) -> Any:
@@ -178,6 +222,9 @@ class ParamsIn(_In):
     thinking_mode: bool | None = None
     color_palette: Palette = None
     enable_sequential: bool | None = None
+    #: Interactive editing: one list of boxes ``[x1, y1, x2, y2]`` per input image (checked against
+    #: the number of inputs by the loader).
+    bbox_list: Any = None
 
 
 class Limits(_In):
@@ -227,6 +274,11 @@ class SpecIn(_In):
     vars: Annotated[dict[str, VarIn], BeforeValidator(_none_is_empty)] = {}
     zip: ZipIn = []
     rows: RowsIn | None = None
+    images: Annotated[dict[str, ImagesIn], BeforeValidator(_none_is_empty)] = {}
+    inputs: InputsIn | None = None
+    #: Let wanbatch re-encode (PNG, lossless) and downscale inputs outside the limits instead of
+    #: refusing them; recorded in the manifest (``fit_inputs``, ``fitted_inputs``).
+    fit_inputs: bool = False
     seeds: SeedsIn | None = None
     sizes: Annotated[list[Annotated[str, BeforeValidator(normalize_size)]],
                      BeforeValidator(_one_or_many), Field(min_length=1)] = ["2K"]
@@ -274,6 +326,8 @@ class PromptSpec(_Out):
     vars: dict[str, list[str]]
     zip: list[list[str]]
     metadata: list[str] = []
+    #: Vars whose values are input images (sources), in request order; the template never renders them.
+    inputs: list[str] = []
 
 
 class Spec(_Out):
@@ -298,15 +352,17 @@ class Spec(_Out):
     #: ``params`` (defaults dropped) is what identifies a job, so writing ``watermark: false`` changes
     #: what travels but no job id.
     sent_params: dict[str, Any] = {}
+    #: Every input image the prompts' image vars name, by source (checked and hashed at load time).
+    input_images: dict[str, InputImage] = {}
 
     def resolved(self) -> dict[str, Any]:
         """JSON-able form for the dataset manifest (no secrets: the key stays in the environment)."""
-        return {
+        out = {
             "name": self.name,
             "description": self.description,
             "model": self.model,
             "provider": self.provider.model_dump(exclude={"defined_in"}),
-            "prompts": [p.model_dump() for p in self.prompts],
+            "prompts": [p.model_dump(exclude={"inputs"} if not p.inputs else None) for p in self.prompts],
             "seeds": self.seeds.describe(),
             "sizes": list(self.sizes),
             "n": self.n,
@@ -317,6 +373,13 @@ class Spec(_Out):
             "output": self.output,
             "source": self.source,
         }
+        if self.input_images:  # how many; their sources are the image vars' values above
+            out["input_images"] = len(self.input_images)
+        fitted = sorted(s for s, i in self.input_images.items() if i.fitted)
+        if fitted:  # sent re-encoded (and maybe downscaled) as the user allowed: say which
+            out["fit_inputs"] = True
+            out["fitted_inputs"] = fitted
+        return out
 
 
 #: Keys each kind of mapping accepts, for "unknown key … did you mean" messages.
@@ -327,5 +390,6 @@ KEYS: dict[str, list[str]] = {
     "limits": list(Limits.model_fields),
     "prompt": list(PromptIn.model_fields),
     "var": list(VarFile.model_fields),
+    "image": sorted({*ImageFile.model_fields, *ImageGlob.model_fields, *ImageDataset.model_fields}),
     "rows": list(RowsFile.model_fields),
 }

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any
 
+from wanbatch.errors import SpecError
+from wanbatch.models import MAX_INPUTS
+from wanbatch.spec.inputs import InputTable, resolve_image_var
 from wanbatch.spec.issues import Issues, did_you_mean
 from wanbatch.spec.model import PromptIn, PromptSpec, SpecIn
 from wanbatch.spec.rows import Row, Rows, load_rows
@@ -119,9 +122,21 @@ class _Entry:
     own: PromptIn | None
 
 
-def resolve_prompts(spec: SpecIn, issues: Issues, spec_dir: FsPath) -> list[PromptSpec]:
+def resolve_prompts(spec: SpecIn, issues: Issues, spec_dir: FsPath, table: InputTable | None = None,
+                    upstream: frozenset[str] = frozenset()) -> list[PromptSpec]:
+    table = table if table is not None else InputTable()
     entries = _entries(spec, issues)
     top = _resolve_vars(spec.vars, ("vars",), issues, spec_dir)
+    images: dict[str, list[str]] = {}
+    for name, value in spec.images.items():
+        if not name.isidentifier():
+            issues.add(("images", name), f"image var name {name!r} must be a Python identifier",
+                       "rename it, e.g. " + "".join(c if c.isalnum() else "_" for c in name), at_key=True)
+        if name in spec.vars:
+            issues.add(("images", name), f"{name!r} is both a var and an image var", "keep it in one place",
+                       at_key=True)
+        found = resolve_image_var(name, value, ("images", name), issues, spec_dir, table, upstream=upstream)
+        images[name] = found if found is not None else []
     rows = load_rows(spec.rows, issues, spec_dir) if spec.rows is not None else None
     if spec.rows is not None and rows is None:
         issues.raise_if_any()  # without its columns, every template field would be a follow-on error
@@ -132,16 +147,19 @@ def resolve_prompts(spec: SpecIn, issues: Issues, spec_dir: FsPath) -> list[Prom
                        at_key=True)
     if rows:  # rows first: the outermost axis, so a gallery and an export list them in file order
         top = {**{name: rows.column(name) for name in columns}, **top}
+    input_columns = _input_columns(spec, entries, rows, issues, spec_dir, table)
+    top = {**top, **images}
     zipped_columns = [n for g in spec.zip for n in g if n in columns]
     for name in zipped_columns:
         issues.add(("zip",),
                    f"zip names {name!r}, a column of rows; a row's columns already advance together",
                    f"remove {name} from zip")
-    known = set(spec.vars).union(*(e.own.vars for e in entries if e.own))
+    known = set(spec.vars).union(images, *(e.own.vars for e in entries if e.own))
     top_groups = _known_names(_groups(spec.zip, ("zip",), issues), known, issues)
     if len(columns) >= 2:
         top_groups.append((list(columns), ("rows",)))
     used_anywhere: set[str] = set()
+    used_images: set[str] = set()
     unreadable = False
     out: list[PromptSpec] = []
     for entry in entries:
@@ -154,7 +172,16 @@ def resolve_prompts(spec: SpecIn, issues: Issues, spec_dir: FsPath) -> list[Prom
             continue
         own = _resolve_vars(entry.own.vars, (*entry.base, "vars"), issues, spec_dir) if entry.own else {}
         merged = {**top, **own}
-        declared = set(spec.vars) | set(columns) | (set(entry.own.vars) if entry.own else set())
+        inputs, inputs_path = _entry_inputs(spec, entry)
+        for name in [f for f in fields if f in images or f in input_columns]:
+            issues.add(entry.path, f"template uses {{{name}}}, an image var; images are sent, not rendered",
+                       f'refer to it by its position in inputs, e.g. "image {inputs.index(name) + 1}"'
+                       if name in inputs else "remove it from the template")
+        fields = [f for f in fields if f not in images and f not in input_columns]
+        _check_inputs(inputs, inputs_path, images, input_columns, columns, issues)
+        used_images.update(inputs)
+        declared = (set(spec.vars) | set(columns) | set(images)
+                    | (set(entry.own.vars) if entry.own else set()))
         own_groups = _groups(entry.own.zip, (*entry.base, "zip"), issues) if entry.own else []
         own_groups = _known_names(own_groups, declared, issues)
         for name in fields:
@@ -169,6 +196,7 @@ def resolve_prompts(spec: SpecIn, issues: Issues, spec_dir: FsPath) -> list[Prom
         groups = _equal_lengths(top_groups + own_groups, merged, issues)
         used = [v for v in merged if v in fields]
         zipped = [[v for v in g if v in fields] for g, _ in groups]
+        sent = [[v for v in g if v in fields or v in inputs] for g, _ in groups]
         if unsafe := format_spec_problem(entry.template):
             issues.add(entry.path, f"unsafe format spec: {unsafe}",
                        "format specs may only pad or cut to a few characters, e.g. {name:>10} or {name:.20}")
@@ -178,22 +206,71 @@ def resolve_prompts(spec: SpecIn, issues: Issues, spec_dir: FsPath) -> list[Prom
                            "fields are {name} or {name:format}; write {{ and }} for literal braces")
             else:
                 _check_length(entry, {v: merged[v] for v in used}, [g for g in zipped if g], issues)
-        metadata = [c for c in columns if c not in fields]
-        zipped = [list(g) if path == ("rows",) else z for (g, path), z in zip(groups, zipped, strict=True)]
-        out.append(PromptSpec(template=entry.template,
-                              vars={v: merged[v] for v in [*used, *metadata] if merged[v]},
-                              zip=[g for g in zipped if len(g) >= 2], metadata=metadata))
+        metadata = [c for c in columns if c not in fields and c not in inputs]
+        zipped = [list(g) if path == ("rows",) else z for (g, path), z in zip(groups, sent, strict=True)]
+        kept = {v: merged[v] for v in [*used, *metadata] if merged[v]}
+        # an image var with no images yet (an earlier stage has not run) stays: it plans no job,
+        # where dropping it would plan text-to-image jobs instead
+        kept.update({v: merged.get(v, []) for v in inputs if v in merged and v not in kept})
+        out.append(PromptSpec(template=entry.template, vars=kept,
+                              zip=[g for g in zipped if len(g) >= 2], metadata=metadata, inputs=list(inputs)))
+    for name in images:
+        if name not in used_images and not unreadable:
+            issues.add(("images", name), f"image var {name!r} is not sent by any prompt",
+                       f"add it to inputs: [{name}] or remove it", at_key=True)
     for name in spec.vars:
         if name not in used_anywhere and not unreadable:
             issues.add(("vars", name), f"var {name!r} is not used by any template",
                        f"use {{{name}}} in a template or remove it", at_key=True)
     if rows and not unreadable:
-        if not used_anywhere.intersection(columns):
+        if not used_anywhere.intersection(columns) and not input_columns:
             issues.add(("rows",), f"no template uses a column of rows (columns: {', '.join(columns)})",
                        f"use e.g. {{{columns[0]}}} in a template", at_key=True)
         else:
-            _row_warnings(rows, [c for c in columns if c in used_anywhere], issues)
+            _row_warnings(rows, [c for c in columns if c in used_anywhere or c in input_columns], issues)
     return out
+
+
+def _entry_inputs(spec: SpecIn, entry: _Entry) -> tuple[list[str], Path]:
+    """The image vars ``entry`` sends, and where that list is written (its own, else the spec's)."""
+    if entry.own is not None and entry.own.inputs is not None:
+        return list(entry.own.inputs), (*entry.base, "inputs")
+    return list(spec.inputs or []), ("inputs",)
+
+
+def _check_inputs(inputs: list[str], path: Path, images: dict[str, list[str]], input_columns: set[str],
+                  columns: list[str], issues: Issues) -> None:
+    if len(inputs) > MAX_INPUTS:
+        issues.add(path, f"a request carries at most {MAX_INPUTS} input images; inputs names {len(inputs)}",
+                   f"keep {MAX_INPUTS} or fewer image vars in inputs")
+    for name in inputs:
+        if inputs.count(name) > 1:
+            issues.add(path, f"inputs names {name!r} twice", "name each image var once")
+        if name not in images and name not in input_columns and name not in columns:
+            guess = did_you_mean(name, [*images, *columns])
+            issues.add(path, f"inputs names {name!r}, which is neither an image var nor a column of rows",
+                       f"did you mean {guess!r}?" if guess else f"add it under images: ({name}: a/*.png)")
+
+
+def _input_columns(spec: SpecIn, entries: list[_Entry], rows: Rows | None, issues: Issues,
+                   spec_dir: FsPath, table: InputTable) -> set[str]:
+    """Columns of ``rows`` that some prompt sends as input images; each cell is checked at its row."""
+    if rows is None:
+        return set()
+    named = set(spec.inputs or []).union(*(e.own.inputs or [] for e in entries if e.own))
+    found = {c for c in rows.columns if c in named}
+    for row in rows.rows:
+        for name in sorted(found):
+            text = row.values.get(name, "")
+            try:
+                if not text:
+                    raise SpecError(f"empty cell in column {name!r}: an input image is needed",
+                                    hint="give a path or URL in every row")
+                table.value(text, spec_dir, f"rows.{name}")
+            except SpecError as exc:
+                issues.located.append(SpecError(exc.message, file=row.file, line=row.line,
+                                                column=row.column, field=f"rows.{name}", hint=exc.hint))
+    return found
 
 
 #: Warnings of one kind listed one by one before the rest are counted.
