@@ -301,11 +301,15 @@ def plan_cmd(spec_path: str, shard: str | None, output: str | None, samples: int
 @click.option("--abandon-tasks", is_flag=True,
               help="Forget async tasks an earlier run submitted to another gateway (they were paid: "
                    "they stay in doubt) and submit their jobs again, paying again.")
+@click.option("--wait", is_flag=True,
+              help="If another run holds work this run would request (the same spec, or an overlapping "
+                   "--shard), wait until it ends instead of stopping (exit 3).")
 @json_option
 @config_option
 def run(spec_path: str, shard: str | None, output: str | None, retry_failed: str | None, grace: float,
         progress: bool | None, log_every: float, max_images_this_run: int | None,
-        max_cost_this_run: float | None, abandon_tasks: bool, as_json: bool, config: str | None) -> None:
+        max_cost_this_run: float | None, abandon_tasks: bool, wait: bool, as_json: bool,
+        config: str | None) -> None:
     """Generate what the output dataset still lacks (rerun to resume)."""
     from .progress import LiveProgress, LogProgress, summary_table
     from .runner import RunOptions, run as run_spec
@@ -333,7 +337,7 @@ def run(spec_path: str, shard: str | None, output: str | None, retry_failed: str
         handle_signals=True,
         grace_period=grace, on_start=display.attach if display else None, on_note=note,
         max_images_this_run=max_images_this_run, max_cost_this_run=max_cost_this_run,
-        abandon_tasks=abandon_tasks,
+        abandon_tasks=abandon_tasks, wait=wait,
     )
     with user_errors(as_json):
         try:
