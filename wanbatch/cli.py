@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -441,6 +442,14 @@ def status(dataset: str, as_json: bool) -> None:
             table.add_row(key, "" if value else "–")
             for k, v in value.items():
                 table.add_row(f"  {k}", str(v))
+        elif key == "leases":
+            table.add_row("runs holding work", str(sum(1 for h in value if h.get("live"))) if value else "–")
+            for h in value:
+                since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(h.get("since") or 0))
+                part = f"shard {h['slice'][0]}/{h['slice'][1]}" if h.get("slice") else "whole plan"
+                state = "running" if h.get("live") else "dead (taken over by the next run)"
+                table.add_row(f"  {h.get('run_id')}", f"{part}, host {h.get('host')}, pid {h.get('pid')}, "
+                              f"since {since}, {h.get('reserved', 0)} reserved, {state}")
         elif isinstance(value, list):
             table.add_row(key, str(len(value)))
         elif key.endswith("bytes") and isinstance(value, int):

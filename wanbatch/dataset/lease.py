@@ -19,10 +19,10 @@ images the run has reserved so far (the shared caps, below). Everything is lock-
   dead): the run is told (:attr:`Lease.lost`) and reserves nothing more;
 - *stale*: on the same host (and boot) a lease whose pid is dead (or reused) is stale at once; on
   another host, one whose heartbeat (mtime) is older than :data:`EXPIRY`;
-- *take over*: a stale lease is renamed to a private name (only one taker's rename succeeds; the
-  others get ``ENOENT`` and look again); if what was renamed is not the lease judged stale (a race
-  with another taker that already replaced it), it is linked back. Then the taker creates its own
-  lease by ``link``, which again only one process wins;
+- *take over*: a taker of a stale lease creates a marker named after the stale holder's token
+  (``O_EXCL``: one taker at a time), checks the file still holds that token and renames it to a
+  private name (see :meth:`LocalLeases.claim`). Then it creates its own lease by ``link``, which only
+  one process wins: several processes racing for one stale lease end with one holder;
 - *after creating*, the run lists the leases again: if another overlapping live lease appeared in the
   meantime (two different slices created at the same instant), it withdraws its own and reports the
   other. Both may withdraw; neither pays.
@@ -296,22 +296,56 @@ class LocalLeases:
         return _LocalHandle(holder.slice.name, fd)
 
     def claim(self, entry: Entry) -> bool:
+        """Remove the stale lease ``entry``; False if it is not there any more (another taker was
+        first, or it is not the lease judged stale).
+
+        A taker first creates the marker ``.claim-<name>-<token>`` (``O_EXCL``: one taker per stale
+        lease at a time), checks that the lease file still holds that token, renames it away (a
+        private name) and checks again what it moved. The lease file changes only by its holder's
+        heartbeat (same inode, same token), by a marker holder's rename, or by a creator filling an
+        empty name; so a taker never removes a lease it did not judge stale, except one whose holder
+        released it at that very instant (then it is linked back)."""
         path = self._path(entry.name)
-        claimed = self.folder / f".claim-{secrets.token_hex(6)}"
-        try:
-            os.rename(path, claimed)  # atomic: of several takers, one rename succeeds
-        except FileNotFoundError:
+        token = entry.holder.token if entry.holder else f"unreadable-{int(entry.mtime)}"
+        marker = self.folder / f".claim-{entry.name}-{token}"
+        for _ in range(2):
+            try:
+                os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                break
+            except FileExistsError:  # another taker is at it, or one was killed a while ago
+                with contextlib.suppress(OSError):
+                    if time.time() - marker.stat().st_mtime > _TEMP_AGE:
+                        marker.unlink()
+                        continue
+                return False
+        else:
             return False
         try:
-            taken = Holder.decode(claimed.read_bytes())
-            expected = entry.holder.token if entry.holder else None
-            if taken is not None and taken.token != expected:  # not the lease judged stale: put it back
-                with contextlib.suppress(FileExistsError):
-                    os.link(claimed, path)
+            if self._token_at(path) != (entry.holder.token if entry.holder else None):
                 return False
-            return True
+            moved = self.folder / f".claimed-{secrets.token_hex(6)}"
+            try:
+                os.rename(path, moved)
+            except FileNotFoundError:
+                return False
+            try:
+                if self._token_at(moved) != (entry.holder.token if entry.holder else None):
+                    with contextlib.suppress(FileExistsError):  # not ours to remove: put it back
+                        os.link(moved, path)
+                    return False
+                return True
+            finally:
+                moved.unlink(missing_ok=True)
         finally:
-            claimed.unlink(missing_ok=True)
+            marker.unlink(missing_ok=True)
+
+    @staticmethod
+    def _token_at(path: Path) -> str | None:
+        try:
+            holder = Holder.decode(path.read_bytes())
+        except FileNotFoundError:
+            return "(gone)"
+        return holder.token if holder else None
 
     def write(self, handle: _LocalHandle, holder: Holder) -> None:
         os.pwrite(handle.fd, holder.encode(_SIZE), 0)
@@ -348,7 +382,7 @@ def sweep(folder: Path) -> int:
     except OSError:
         return 0
     for name in names:
-        if name.startswith((".new-", ".claim-")):
+        if name.startswith((".new-", ".claim-", ".claimed-")):
             path = folder / name
             with contextlib.suppress(OSError):
                 if time.time() - path.stat().st_mtime > _TEMP_AGE:
