@@ -7,6 +7,7 @@ taken over at once by the next run; several processes racing for one stale lease
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -95,7 +96,18 @@ def test_overlap_rules() -> None:
     whole, a, b, other_n = Slice(None), Slice((0, 4)), Slice((1, 4)), Slice((0, 3))
     assert whole.overlaps(a) and a.overlaps(whole) and whole.overlaps(whole)
     assert a.overlaps(a) and not a.overlaps(b) and not b.overlaps(a)
-    assert a.overlaps(other_n) and b.overlaps(other_n)  # different N: conservative
+    assert a.overlaps(other_n) and b.overlaps(other_n)  # coprime counts: every pair shares jobs
+    assert not Slice((0, 2)).overlaps(Slice((1, 4))) and Slice((0, 2)).overlaps(Slice((2, 4)))
+
+
+def test_the_overlap_rule_matches_the_plans_shards() -> None:
+    """Shards of different counts share jobs exactly when the rule says so (ids of 2 000 jobs)."""
+    ids = [int(hashlib.sha256(str(k).encode()).hexdigest()[:8], 16) for k in range(2000)]
+    for n, m in [(2, 4), (3, 6), (4, 6), (3, 4), (1, 5)]:
+        for i in range(n):
+            for j in range(m):
+                shared = any(x % n == i and x % m == j for x in ids)
+                assert Slice((i, n)).overlaps(Slice((j, m))) == shared, (i, n, j, m)
 
 
 def dead_pid() -> int:

@@ -2,9 +2,11 @@
 
 A run leases its *slice* — the whole plan, or ``--shard i/N`` — before it triages, and gives the lease
 back when it ends (also after Ctrl-C or a fatal error). A second run whose slice overlaps stops at
-once naming the holder, or waits (``--wait``). Overlap is conservative: the whole plan overlaps
-everything; ``i/N`` and ``j/N`` overlap iff ``i == j``; shards of different ``N`` always overlap
-(their job sets intersect in general).
+once naming the holder, or waits (``--wait``). The whole plan overlaps everything; ``i/N`` and ``j/N``
+overlap iff ``i == j``; shards of different counts ``i/N`` and ``j/M`` overlap iff
+``i ≡ j (mod gcd(N, M))`` — exact, since a shard is a residue of the job id, whatever the spec (so
+``0/2`` and ``1/4`` run side by side, ``0/2`` and ``2/4`` do not). A slice says nothing about the
+spec: two specs writing one dataset are kept apart as long as their slices overlap.
 
 **Local datasets** keep one file per lease, ``leases/<slice>.json`` (``all.json``,
 ``shard-0-of-4.json``). Its content says who holds it: host, pid (and the pid's start time and the
@@ -47,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import secrets
 import socket
@@ -120,9 +123,11 @@ class Slice:
     def overlaps(self, other: Slice) -> bool:
         if self.shard is None or other.shard is None:
             return True
-        if self.shard[1] == other.shard[1]:
-            return self.shard[0] == other.shard[0]
-        return True  # different N: conservative (their job sets intersect in general)
+        (i, n), (j, m) = self.shard, other.shard
+        # Shard i/N holds the jobs whose id x (its first 32 bits) has x % N == i, in every spec (see
+        # plan.Plan.jobs): i/N and j/M share jobs iff some x has x % N == i and x % M == j, i.e. iff
+        # i ≡ j (mod gcd(N, M)) (Chinese remainder theorem; 2^32 ids leave room for every residue).
+        return (i - j) % math.gcd(n, m) == 0
 
     @classmethod
     def parse(cls, value: Any) -> Slice:
