@@ -301,3 +301,24 @@ def test_a_sigkilled_run_leaves_a_lease_the_next_run_takes_over_at_once(tmp_path
         assert "took over the lease" in rerun.stderr and f"pid {first.pid}" in rerun.stderr
         assert time.monotonic() - began < 30  # not after an expiry: the pid is dead
     assert not list((out / "leases").glob("*.json"))
+
+
+def test_prune_refuses_while_a_run_holds_work_and_a_run_waits_for_prune(tmp_path: Path) -> None:
+    from wanbatch.errors import DatasetError
+    from wanbatch.prune import prune
+
+    spec_path = tmp_path / "a.yaml"
+    out = tmp_path / "out"
+    spec_path.write_text(f"name: a\nprovider: {{type: mock, latency: 0}}\nprompt: 'a {{thing}}'\n"
+                         f"vars:\n  thing: [fox, lamp]\nsizes: [1K]\noutput: {out}\n", encoding="utf-8")
+    assert wanbatch.run(wanbatch.load_spec(spec_path), RunOptions()).exit_code == 0
+    spec_path.write_text(spec_path.read_text().replace("'a {thing}'", "'a small {thing}'"))
+    spec = wanbatch.load_spec(spec_path)
+    store = LocalLeases(out / "leases")
+    lease = try_acquire(store, new_holder("busy-run", (1, 3)), str(out))
+    try:
+        with pytest.raises(DatasetError, match=r"run busy-run .* is writing the dataset; prune once"):
+            prune(spec, yes=True)
+    finally:
+        lease.release()
+    assert prune(spec, yes=True).deleted and store.entries() == []
