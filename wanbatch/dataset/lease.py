@@ -30,9 +30,11 @@ images the run has reserved so far (the shared caps, below). Everything is lock-
   other. Both may withdraw; neither pays.
 
 **Caps shared live** (:class:`SharedCaps`): each holder publishes the images it has reserved in its
-lease. For local datasets a reservation reads the other holders' numbers and publishes its own under
-one ``flock`` (``leases/.lock``, held for microseconds), so concurrent runs on one dataset never
-reserve more than ``limits.max_images`` / ``max_cost`` together: the cap is exact.
+lease. For local datasets a reservation of a run with a dataset cap reads the other holders' numbers
+and publishes its own under one ``flock`` (``leases/.lock``, held for a millisecond), so concurrent
+capped runs on one dataset never reserve more than ``limits.max_images`` / ``max_cost`` together: the
+cap is exact. A run without a dataset cap publishes at its heartbeats only (no lock per job), so a
+capped run may count it up to :data:`BEAT` seconds late.
 
 **Object storage** (``s3://``) has no rename and no conditional write through ``pyarrow.fs`` (S3's
 ``If-None-Match: *`` is not reachable without a new dependency), so there the lease is an object

@@ -56,6 +56,10 @@ class Budget:
             return self._reserve(images, 0)
         if shared.lease.lost is not None:
             return shared.lease.lost
+        if self.max_images is None and self.max_cost is None:  # no dataset cap here: the next heartbeat
+            reason = self._reserve(images, 0)                  # tells the others (within BEAT seconds)
+            shared.lease.holder.reserved = self.stats.submitted_images
+            return reason
         with shared.reserving() as others:
             reason = self._reserve(images, others)
             if reason is None:
