@@ -57,7 +57,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -511,16 +511,19 @@ def try_acquire(store: LeaseStore, holder: Holder, location: str) -> Lease:
 class SharedCaps:
     """The images other live runs of the dataset have reserved, and publishing this run's own.
 
-    The dataset's ledger read at start-up leaves out the journals of runs holding a live lease
-    (``counted``: their run ids); they are counted here from their leases instead, as they grow. A
-    run seen here that ends is counted by what it last published, or by its manifest entry
-    (``folded(run_id)``: billed + in doubt, read when its lease disappears), whichever is larger.
+    The dataset's ledger read at start-up leaves out the journals of runs holding a live lease (read
+    before and after it); they are counted here from their leases instead, as they grow. A run seen
+    here that ends is counted by what it last published, or by its manifest entry (``folded(run_id)``:
+    billed + in doubt, read when its lease disappears), whichever is larger. Runs whose manifest entry
+    the ledger already held (``counted``: ending as this run started) are not counted again.
     """
 
-    def __init__(self, lease: Lease, others: list[Entry], folded: Callable[[str], int | None]) -> None:
+    def __init__(self, lease: Lease, others: list[Entry], folded: Callable[[str], int | None],
+                 counted: Collection[str] = ()) -> None:
         self.lease = lease
         self.store = lease.store
         self.folded = folded
+        self.counted = frozenset(counted)  # runs the base ledger holds already (their manifest entry)
         self._seen: dict[str, tuple[str, int]] = {}  # token → (run_id, images)
         self._gone: set[str] = set()
         self._lock = threading.Lock()
@@ -536,7 +539,7 @@ class SharedCaps:
             present = set()
             for e in entries:
                 h = e.holder
-                if h is None or h.token == self.lease.holder.token:
+                if h is None or h.token == self.lease.holder.token or h.run_id in self.counted:
                     continue
                 present.add(h.token)
                 if h.token not in self._seen and not alive(e, expiry=self.store.expiry):

@@ -164,12 +164,18 @@ class _Run:
         held = view.triage(self.options.shard,  # s3://: images known from the index, plus the staged ones
                            staged=[dataset.image_files()] if view.is_remote else ())
         # Runs in progress are counted from their leases as they go (SharedCaps), not from their
-        # journals as they were: the leases are read before the ledger (see SharedCaps).
-        running = SharedCaps.live_others(lease.store, lease.holder.token)
+        # journals as they were: the live leases read before and after the ledger are left out of it.
+        token = lease.holder.token
+        running = SharedCaps.live_others(lease.store, token)
+        manifest = view.manifest()
         ok_by_run = view.ok_by_run()
-        self.base_ledger = view.ledger(ok_by_run=ok_by_run)
-        base = view.ledger(ok_by_run=ok_by_run, exclude_runs={e.holder.run_id for e in running if e.holder})
-        shared = SharedCaps(lease, running, folded=self._folded)
+        self.base_ledger = view.ledger(ok_by_run=ok_by_run, manifest=manifest)
+        running += SharedCaps.live_others(lease.store, token)
+        base = view.ledger(ok_by_run=ok_by_run, manifest=manifest,
+                           exclude_runs={e.holder.run_id for e in running if e.holder})
+        in_manifest = {str(r.get("run_id")) for r in manifest.get("runs") or []
+                       if isinstance(r, dict) and isinstance(r.get("ledger"), dict)}
+        shared = SharedCaps(lease, running, folded=self._folded, counted=in_manifest)
         if lease.store.settle:  # object storage: other runs' numbers are read at each heartbeat
             lease.on_beat = shared.refresh
         dataset.begin_run(self.run_id)
