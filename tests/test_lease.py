@@ -322,3 +322,32 @@ def test_prune_refuses_while_a_run_holds_work_and_a_run_waits_for_prune(tmp_path
     finally:
         lease.release()
     assert prune(spec, yes=True).deleted and store.entries() == []
+
+
+def test_a_holder_whose_lease_was_taken_over_reserves_nothing_more(tmp_path: Path) -> None:
+    """A holder judged dead (no heartbeat for 30 s on another host, say) while it was only stalled:
+    its next heartbeat sees the lease is not its own any more, and its budget refuses every job."""
+    from wanbatch.dataset.lease import SharedCaps
+    from wanbatch.runner.budget import Budget
+    from wanbatch.stats import RunStats
+
+    store = LocalLeases(tmp_path / "leases")
+    stalled = try_acquire(store, new_holder("stalled", None), "ds")
+    try:
+        stats = RunStats(run_id="stalled", price_per_image=None)
+        budget = Budget(stats, max_images=100, max_cost=None, price_per_image=None,
+                        shared=SharedCaps(stalled, [], folded=lambda run_id: None))
+        assert budget.reserve(2) is None and stats.submitted_images == 2
+        (entry,) = store.entries()
+        assert entry.holder is not None and entry.holder.reserved == 2  # published in the lease
+        assert store.claim(entry)  # what a taker does once it judged the holder dead
+        taker = store.create(new_holder("taker", None))
+        assert taker is not None
+        os.close(taker.fd)
+        stalled.beat()
+        assert stalled.lost is not None and "taken over" in stalled.lost
+        assert budget.reserve(1) == stalled.lost and stats.submitted_images == 2
+        assert [e.holder.run_id for e in store.entries() if e.holder] == ["taker"]
+    finally:
+        stalled.release()
+    assert [e.holder.run_id for e in store.entries() if e.holder] == ["taker"]  # not removed by the loser
