@@ -179,7 +179,8 @@ def test_a_live_lease_is_refused_and_a_shard_of_another_n_overlaps(tmp_path: Pat
     first = try_acquire(store, new_holder("first", (0, 4)), "ds")
     try:
         second = try_acquire(store, new_holder("second", (1, 4)), "ds")  # disjoint: side by side
-        with pytest.raises(LeaseHeld, match=r"run first \(host .*, pid \d+, since .*, shard 0/4\)"):
+        with pytest.raises(LeaseHeld, match=r"run first \(host .*, pid \d+, since .*, shard 0/4\).*"
+                                            r"--wait.*--shard j/4 with j ≠ 0"):
             try_acquire(store, new_holder("third", (0, 3)), "ds")
         with pytest.raises(LeaseHeld, match="--wait"):
             try_acquire(store, new_holder("fourth", None), "ds")

@@ -407,7 +407,10 @@ class LeaseHeld(DatasetError):
     def __init__(self, holder: Holder | None, mine: Slice, location: str) -> None:
         self.holder = holder
         who = holder.describe() if holder else "a run whose lease cannot be read"
-        shard_hint = "" if mine.shard else ", or run a different --shard i/N than the other run"
+        shard_hint = ""
+        if holder is not None and holder.slice.shard is not None:
+            i, n = holder.slice.shard
+            shard_hint = f", or run another shard of {n} (--shard j/{n} with j ≠ {i})"
         super().__init__(
             f"{location}: {mine} overlaps the work of {who}, which is still running; "
             f"wait for it to finish (or pass --wait to wait here){shard_hint}")
