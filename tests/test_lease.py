@@ -149,6 +149,7 @@ RACER = textwrap.dedent("""\
 """)
 
 
+@pytest.mark.slow
 def test_several_processes_racing_for_a_stale_lease_one_wins(tmp_path: Path) -> None:
     folder = tmp_path / "leases"
     stale = LocalLeases(folder)
