@@ -391,3 +391,41 @@ def test_a_run_with_inputs_stores_them_in_the_bucket(
     rel = view.input_path(sha)
     assert rel is not None and view.read_bytes(rel) == (tmp_path / "a.png").read_bytes()
     assert {r["inputs"][0]["sha256"] for r in view.read_index(["inputs"]).to_pylist()} == {sha}
+
+
+def test_two_runs_on_one_prefix_from_two_stagings_pay_each_image_once(
+    bucket: str, staging: Callable[[str], Path], gateway: Callable[..., str], tmp_path: Path,
+    s3_env: dict[str, str],
+) -> None:
+    """The lease lives in the bucket (``leases/``): a second machine (another staging folder) stops
+    naming the first, or waits for it with ``wait`` and then requests nothing."""
+    base = gateway(latency=1.0)
+    uri = f"s3://{bucket}/ds"
+    spec = write_spec(tmp_path, base, uri, concurrency=2)  # 12 images, ~6 s
+    env = cli_env(**s3_env, **{KEY_ENV: KEY, "WANBATCH_STAGING": str(tmp_path / "staging-first")})
+    first = subprocess.Popen([sys.executable, "-m", "wanbatch", "run", str(spec), "--json", "--no-progress"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{base}/_mock/stats").json()["requests"].get("/v1/images/generations", 0) < 1:
+            assert time.monotonic() < deadline and first.poll() is None, "the first run never started"
+            time.sleep(0.05)
+        assert any(k.startswith("leases/") for k in objects(f"{bucket}/ds"))
+        staging("second")
+        loaded = wanbatch.load_spec(spec)
+        second = wanbatch.run(loaded, RunOptions(env={KEY_ENV: KEY}))
+        assert first.poll() is None, "the first run ended before the second could overlap it"
+        assert second.exit_code == 3 and second.stats.submitted_images == 0
+        assert f"pid {first.pid}" in str(second.error), second.error
+        staging("third")
+        notes: list[str] = []
+        third = wanbatch.run(loaded, RunOptions(env={KEY_ENV: KEY}, wait=True, on_note=notes.append))
+        assert any(n.startswith("waiting for run") for n in notes), notes
+        assert third.exit_code == 0 and third.stats.submitted_images == 0, third.summary
+    finally:
+        stdout, stderr = first.communicate(timeout=60)
+    assert first.returncode == 0, stderr
+    assert json.loads(stdout)["run_id"] in str(second.error)
+    assert billed(base) == IMAGES
+    assert_complete(bucket)  # no duplicate rows
+    assert not any(k.startswith("leases/") for k in objects(f"{bucket}/ds"))

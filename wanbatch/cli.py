@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -334,11 +335,15 @@ def _print_plan(report: dict[str, Any]) -> None:
 @click.option("--abandon-tasks", is_flag=True,
               help="Forget async tasks an earlier run submitted to another gateway (they were paid: "
                    "they stay in doubt) and submit their jobs again, paying again.")
+@click.option("--wait", is_flag=True,
+              help="If another run holds work this run would request (the same spec, or an overlapping "
+                   "--shard), wait until it ends instead of stopping (exit 3).")
 @json_option
 @config_option
 def run(spec_paths: tuple[str, ...], shard: str | None, output: str | None, retry_failed: str | None,
         grace: float, progress: bool | None, log_every: float, max_images_this_run: int | None,
-        max_cost_this_run: float | None, abandon_tasks: bool, as_json: bool, config: str | None) -> None:
+        max_cost_this_run: float | None, abandon_tasks: bool, wait: bool, as_json: bool,
+        config: str | None) -> None:
     """Generate what the output dataset still lacks (rerun to resume).
 
     Several SPECs are stages run in order, like a Makefile: each is loaded only when the ones before
@@ -353,8 +358,8 @@ def run(spec_paths: tuple[str, ...], shard: str | None, output: str | None, retr
             err.print(f"stage {i + 1}/{len(spec_paths)}: {spec_path}", markup=False, highlight=False)
         try:
             _run_stage(spec_path, shard, output, retry_failed, grace, progress, log_every,
-                       max_images_this_run, max_cost_this_run, abandon_tasks, as_json, config, summaries,
-                       print_json=len(spec_paths) == 1)
+                       max_images_this_run, max_cost_this_run, abandon_tasks, wait, as_json, config,
+                       summaries, print_json=len(spec_paths) == 1)
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
@@ -371,8 +376,8 @@ def run(spec_paths: tuple[str, ...], shard: str | None, output: str | None, retr
 
 def _run_stage(spec_path: str, shard: str | None, output: str | None, retry_failed: str | None, grace: float,
                progress: bool | None, log_every: float, max_images_this_run: int | None,
-               max_cost_this_run: float | None, abandon_tasks: bool, as_json: bool, config: str | None,
-               summaries: list[Any], *, print_json: bool = True) -> None:
+               max_cost_this_run: float | None, abandon_tasks: bool, wait: bool, as_json: bool,
+               config: str | None, summaries: list[Any], *, print_json: bool = True) -> None:
     """One spec's run; exits (``SystemExit``) with its exit code. Its summary is added to
     ``summaries`` (``--json`` of a chain prints them all at the end, not one by one)."""
     from .progress import LiveProgress, LogProgress, summary_table
@@ -401,7 +406,7 @@ def _run_stage(spec_path: str, shard: str | None, output: str | None, retry_fail
         handle_signals=True,
         grace_period=grace, on_start=display.attach if display else None, on_note=note,
         max_images_this_run=max_images_this_run, max_cost_this_run=max_cost_this_run,
-        abandon_tasks=abandon_tasks,
+        abandon_tasks=abandon_tasks, wait=wait,
     )
     with user_errors(as_json):
         try:
@@ -507,6 +512,14 @@ def status(dataset: str, as_json: bool) -> None:
             table.add_row(key, "" if value else "–")
             for k, v in value.items():
                 table.add_row(f"  {k}", str(v))
+        elif key == "leases":
+            table.add_row("runs holding work", str(sum(1 for h in value if h.get("live"))) if value else "–")
+            for h in value:
+                since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(h.get("since") or 0))
+                part = f"shard {h['slice'][0]}/{h['slice'][1]}" if h.get("slice") else "whole plan"
+                state = "running" if h.get("live") else "dead (taken over by the next run)"
+                table.add_row(f"  {h.get('run_id')}", f"{part}, host {h.get('host')}, pid {h.get('pid')}, "
+                              f"since {since}, {h.get('reserved', 0)} reserved, {state}")
         elif isinstance(value, list):
             table.add_row(key, str(len(value)))
         elif key.endswith("bytes") and isinstance(value, int):

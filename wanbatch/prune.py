@@ -10,11 +10,14 @@ refuse too, unless ``--forget unrecorded``. Images of a spec edited in place are
 file at SPEC's path is read as it is now. Dry run unless ``yes``: the report says what would go.
 
 Only local datasets: the index is rewritten first (one compaction leaving the dropped rows out), then
-the image files are deleted, so a reader never meets a row whose file was removed on purpose.
+the image files are deleted, so a reader never meets a row whose file was removed on purpose. Prune
+holds the dataset's whole-plan lease meanwhile (:mod:`wanbatch.dataset.lease`): it refuses while a run
+is writing, and no run starts while it deletes.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +26,8 @@ from typing import Any
 import pyarrow.compute as pc
 
 from .dataset import DatasetView, DatasetWriter
-from .errors import SpecError, UsageError
+from .dataset.lease import LEASES, LeaseHeld, LocalLeases, new_holder, try_acquire
+from .errors import DatasetError, SpecError, UsageError
 from .plan import plan as make_plan
 from .spec import Spec, load_spec
 
@@ -108,15 +112,27 @@ def prune(spec: Spec, *, output: str | None = None, yes: bool = False,
     if not yes or gone.num_rows == 0:
         return report
     drop = set(gone["image_id"].to_pylist())
-    with DatasetWriter.open(target, create=False) as writer:
-        writer.compact(drop=drop)
     root = Path(view.location)
-    for rel in ok["path"].to_pylist():
-        if rel:
-            (root / rel).unlink(missing_ok=True)
-    for rel in view.image_files():  # files without a row (a crash before indexing) of dropped ids
-        if rel.rsplit("/", 1)[-1].rsplit(".", 1)[0] in drop:
-            (root / rel).unlink(missing_ok=True)
+    # The whole dataset's lease: no run is writing (a run of a spec not recorded yet would lose its new
+    # images), and none starts while images are deleted.
+    try:
+        lease = try_acquire(LocalLeases(root / LEASES), new_holder(f"prune-{secrets.token_hex(3)}", None),
+                            view.location)
+    except LeaseHeld as exc:
+        who = exc.holder.describe() if exc.holder else "a run"
+        raise DatasetError(f"{view.location}: {who} is writing the dataset; prune once it has finished") \
+            from None
+    try:
+        with DatasetWriter.open(target, create=False) as writer:
+            writer.compact(drop=drop)
+        for rel in ok["path"].to_pylist():
+            if rel:
+                (root / rel).unlink(missing_ok=True)
+        for rel in view.image_files():  # files without a row (a crash before indexing) of dropped ids
+            if rel.rsplit("/", 1)[-1].rsplit(".", 1)[0] in drop:
+                (root / rel).unlink(missing_ok=True)
+    finally:
+        lease.release()
     report.deleted = True
     return report
 

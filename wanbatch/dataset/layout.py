@@ -123,6 +123,11 @@ class Layout:
         return self.root / "journal"
 
     @property
+    def leases(self) -> Path:
+        """One file per run holding a slice of the work (see :mod:`.lease`)."""
+        return self.root / "leases"
+
+    @property
     def tmp(self) -> Path:
         return self.root / ".tmp"
 

@@ -28,7 +28,7 @@ not recovered yet). Datasets written before ledgers existed (format 1) count the
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,9 +192,12 @@ def legacy_billed(manifest: Mapping[str, Any], ok_by_run: Mapping[str | None, in
 
 def dataset_ledger(manifest: Mapping[str, Any], ok_by_run: Mapping[str | None, int],
                    summary_billed: Callable[[str], int | None],
-                   journals: Iterable[RunLedger]) -> DatasetLedger:
+                   journals: Iterable[RunLedger], exclude_runs: Collection[str] = ()) -> DatasetLedger:
     """The dataset's ledger: run entries' ledgers, legacy runs (see :func:`legacy_billed`), ok rows of
-    runs the manifest does not know, and journal ledgers of runs not folded into the manifest yet."""
+    runs the manifest does not know, and journal ledgers of runs not folded into the manifest yet.
+
+    ``exclude_runs``: runs in progress counted elsewhere (their leases, see :mod:`.lease`): their
+    journals and ok rows are left out unless the manifest already holds their entry."""
     billed = in_doubt = 0
     known: set[str] = set()
     for run in _runs(manifest):
@@ -205,6 +208,7 @@ def dataset_ledger(manifest: Mapping[str, Any], ok_by_run: Mapping[str | None, i
             billed += _count(entry.get("billed_images"))
             in_doubt += _count(entry.get("in_doubt_images")) - _count(entry.get("resolved_images"))
     billed += sum(legacy_billed(manifest, ok_by_run, summary_billed).values())
+    known |= set(exclude_runs)
     for journal in journals:
         if journal.run_id is not None and journal.run_id in known:
             continue  # folded already (the writer ended or was recovered, its folder not yet removed)

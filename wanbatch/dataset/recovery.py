@@ -10,7 +10,9 @@ For every journal folder whose lock nobody holds (its writer is gone):
    writer's task journal;
 4. its journal and temp folders are removed.
 
-Then leftovers nobody owns are removed: half-written parts and manifest temps, stray temp files. If
+Then leftovers nobody owns are removed: half-written parts and manifest temps, stray temp files, and
+temp files a killed run left in ``leases/`` (a dead run's lease itself is taken over by the next run
+whose slice overlaps it, see :mod:`.lease`; ``wanbatch status`` lists it as dead until then). If
 anything was recovered, image files without any row are listed in ``orphan_images``: they were paid
 for, so they are kept for the runner to adopt (``DatasetWriter.existing_image``).
 
@@ -49,6 +51,7 @@ from .journal import (
     try_lock,
 )
 from .layout import OWN_TEMP, WRITER_ID, Layout
+from .lease import sweep as sweep_leases
 from .ledger import IN_DOUBT, LEDGER, read_ledger
 from .manifest import record_ledger, root_lock
 from .parts import TMP_SUFFIX, all_covers, part_name, read_parts, rows_to_table, write_part
@@ -115,6 +118,7 @@ def recover(
         if dead:
             _recover_writers(layout, writer, adopt_task, adopt_links, dead, report)
         _sweep(layout, report)
+        report.temp_files_removed += sweep_leases(layout.leases)
         if report.writers_recovered:
             report.orphan_images = _orphans(layout, image_files(), buffered_ids)
     finally:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .folds import StatusFold
+from .lease import holders
 from .view import DatasetView
 
 STATUS_COLUMNS = ("image_id", "status", "error_kind", "created_at", "bytes", "run_id")
@@ -34,6 +35,8 @@ class StatusReport:
     #: limits.link_life of ``paid_links_oldest``, epoch seconds) instead of paying again
     paid_not_downloaded: int = 0
     paid_links_oldest: float | None = None
+    #: runs holding a slice of the work (see :mod:`.lease`): run_id, host, pid, since, slice, live, …
+    leases: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,4 +74,5 @@ def status(root: str | Path | DatasetView) -> StatusReport:
         ledger=view.ledger(ok_by_run=ok_by_run).to_dict(),
         paid_not_downloaded=len(waiting),
         paid_links_oldest=min(waiting) if waiting else None,
+        leases=holders(view.location if view.is_remote else view.base),
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set as AbstractSet
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence, Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -351,20 +351,28 @@ class DatasetView:
         return found
 
     def ledger(self, table: pa.Table | None = None, *,
-               ok_by_run: Mapping[str | None, int] | None = None) -> DatasetLedger:
+               ok_by_run: Mapping[str | None, int] | None = None,
+               exclude_runs: Collection[str] = (),
+               manifest: Mapping[str, Any] | None = None) -> DatasetLedger:
         """What the dataset has cost so far (billed + in doubt, over every run): see :mod:`.ledger`.
 
         ``table``, if given, holds at least the ``image_id``, ``status`` and ``run_id`` columns of
         every row; ``ok_by_run`` (run_id → ok images, e.g. from a status fold) saves the read. Without
-        either, the index is streamed into keys (bounded memory, as :meth:`triage`)."""
+        either, the index is streamed into keys (bounded memory, as :meth:`triage`). ``exclude_runs``:
+        runs in progress counted from their leases (see :mod:`.lease`); ``manifest``: as read already."""
         if ok_by_run is None:
             if table is not None:
                 ok_by_run = ok_images_by_run(table)
             else:
                 columns = ("image_id", "status", "error_kind", "created_at", "bytes", "run_id")
                 ok_by_run = self.fold(columns, StatusFold).result()[4]
-        return dataset_ledger(self.manifest(), ok_by_run, summary_billed_reader(self.read_bytes),
-                              self.journal_ledgers())
+        return dataset_ledger(self.manifest() if manifest is None else manifest, ok_by_run,
+                              summary_billed_reader(self.read_bytes), self.journal_ledgers(), exclude_runs)
+
+    def ok_by_run(self) -> dict[str | None, int]:
+        """run_id → ok images (one streamed fold of the index), for several :meth:`ledger` calls."""
+        columns = ("image_id", "status", "error_kind", "created_at", "bytes", "run_id")
+        return dict(self.fold(columns, StatusFold).result()[4])
 
     def journal_ledgers(self) -> list[RunLedger]:
         """The ledgers still in writers' journals (runs in progress, or dead and not recovered yet)."""

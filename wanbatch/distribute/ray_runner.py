@@ -163,8 +163,10 @@ def _run_unit(spec_text: str, spec_path: str, unit: int, units: int, output: str
 
     try:
         spec = load_spec(spec_path, text=spec_text)
+        # wait: a unit Ray retries on another node may find the lease of its killed attempt there,
+        # alive until it expires (30 s); waiting beats failing the unit.
         result = run(spec, RunOptions(shard=(unit, units), output=output, retry_failed=retry_failed,
-                                      run_label=label))
+                                      run_label=label, wait=True))
     except WanbatchError as exc:
         return {"exit_code": exc.exit_code, "summary": None, "error": str(exc), "notes": []}
     return {"exit_code": result.exit_code, "summary": result.summary.to_dict(), "error": result.summary.error,

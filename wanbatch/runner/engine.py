@@ -26,6 +26,7 @@ from .._version import __version__
 from ..concurrency import ConcurrencyController
 from ..dataset import DatasetView, DatasetWriter
 from ..dataset.journal import PaidLinks, TaskRef
+from ..dataset.lease import Lease, LeaseHeld, LeaseStore, SharedCaps, new_holder, open_store, try_acquire
 from ..dataset.ledger import DatasetLedger
 from ..errors import DatasetError, FatalError, GatewayError, WanbatchError
 from ..fetch import DownloadLimits
@@ -57,7 +58,8 @@ class _Triage:
     unindexed: set[str]
     pending: dict[str, TaskRef]
     links: dict[str, PaidLinks]  # images paid for by earlier runs and not downloaded
-    spent_before: int  # the dataset's ledger (billed + in doubt) when the run started
+    spent_before: int  # the dataset's ledger (billed + in doubt) when the run started, runs in progress aside
+    shared: SharedCaps | None  # the images runs in progress reserve, live (from their leases)
 
 
 class _Run:
@@ -79,6 +81,7 @@ class _Run:
         self.workers_scope = anyio.CancelScope()
         self.base_ledger = DatasetLedger()
         self.fatal = anyio.Event()
+        self.lease: Lease | None = None
 
     # ----------------------------------------------------------------------------------- control
 
@@ -100,7 +103,8 @@ class _Run:
             return self._result()
         try:
             self.dataset = await anyio.to_thread.run_sync(lambda: DatasetWriter.open(self.root, create=True))
-            state = await anyio.to_thread.run_sync(self._start_up, self.dataset)
+            self.lease = await self._take_lease(open_store(self.root))
+            state = await anyio.to_thread.run_sync(self._start_up, self.dataset, self.lease)
             the_plan = make_plan(self.spec, shard=self.options.shard)
             self.stats.planned_jobs = the_plan.job_count
             self.stats.planned_images = the_plan.image_count
@@ -118,10 +122,35 @@ class _Run:
         finally:
             self.stats.finished = time.monotonic()
             with anyio.CancelScope(shield=True):
-                await self._finalise()
+                if self.lease is not None:
+                    await self._finalise()
+                    await anyio.to_thread.run_sync(self.lease.release)
+                elif self.dataset is not None:  # the run never began (the slice is held): nothing to record
+                    await anyio.to_thread.run_sync(self.dataset.close)
         return self._result()
 
-    def _start_up(self, dataset: DatasetWriter) -> _Triage:
+    async def _take_lease(self, store: LeaseStore) -> Lease:
+        """The lease on this run's slice (see :mod:`wanbatch.dataset.lease`); with ``wait``, waits until
+        the runs holding an overlapping slice are done (a note every half minute)."""
+        holder = new_holder(self.run_id, self.options.shard)
+        noted = -1e9
+        while True:
+            try:
+                lease = await anyio.to_thread.run_sync(try_acquire, store, holder, str(self.root))
+                break
+            except LeaseHeld as exc:
+                if not self.options.wait:
+                    raise
+                if time.monotonic() - noted >= 30:
+                    noted = time.monotonic()
+                    who = exc.holder.describe() if exc.holder else "another run"
+                    self.notes.append(f"waiting for {who} to finish (it holds work this run would request)")
+                await anyio.sleep(store.beat * (0.5 + secrets.randbelow(1000) / 1000))
+        for dead in lease.taken_over:
+            self.notes.append(f"took over the lease of {dead.describe()}: it is no longer running")
+        return lease
+
+    def _start_up(self, dataset: DatasetWriter, lease: Lease) -> _Triage:
         """Recover what crashed writers left, then read what the dataset holds (in a worker thread)."""
         recovered = dataset.recover()
         if recovered.rows_recovered:
@@ -134,13 +163,39 @@ class _Run:
         view.known_parts(dataset.storage.stored_parts())  # s3://: the mirror's listing, not another
         held = view.triage(self.options.shard,  # s3://: images known from the index, plus the staged ones
                            staged=[dataset.image_files()] if view.is_remote else ())
-        self.base_ledger = view.ledger()
+        # Runs in progress are counted from their leases as they go (SharedCaps), not from their
+        # journals as they were: the live leases read before and after the ledger are left out of it.
+        token = lease.holder.token
+        running = SharedCaps.live_others(lease.store, token)
+        manifest = view.manifest()
+        ok_by_run = view.ok_by_run()
+        self.base_ledger = view.ledger(ok_by_run=ok_by_run, manifest=manifest)
+        running += SharedCaps.live_others(lease.store, token)
+        base = view.ledger(ok_by_run=ok_by_run, manifest=manifest,
+                           exclude_runs={e.holder.run_id for e in running if e.holder})
+        in_manifest = {str(r.get("run_id")) for r in manifest.get("runs") or []
+                       if isinstance(r, dict) and isinstance(r.get("ledger"), dict)}
+        shared = SharedCaps(lease, running, folded=self._folded, counted=in_manifest)
+        if lease.store.settle:  # object storage: other runs' numbers are read at each heartbeat
+            lease.on_beat = shared.refresh
         dataset.begin_run(self.run_id)
         # links older than their life are kept a week, so the rows of what is generated again say why
         links = dataset.paid_links(forget_before=time.time() - self.limits.link_life - 7 * 86400)
         return _Triage(done=held.done, failed=held.failed, unindexed=set(held.unindexed),
                        pending=dataset.pending_tasks(forget_answered=True), links=links,
-                       spent_before=self.base_ledger.images)
+                       spent_before=base.images, shared=shared)
+
+    def _folded(self, run_id: str) -> int | None:
+        """Billed + in doubt of ``run_id``'s manifest entry (None if it has none): a run that ended."""
+        try:
+            runs = DatasetView.open(self.root).manifest().get("runs") or []
+        except WanbatchError:
+            return None
+        for run in runs:
+            entry = run.get("ledger") if isinstance(run, dict) and run.get("run_id") == run_id else None
+            if isinstance(entry, dict):
+                return sum(max(int(entry.get(k) or 0), 0) for k in ("billed_images", "in_doubt_images"))
+        return None
 
     async def _fan_out(self, the_plan: Plan, dataset: DatasetWriter, state: _Triage) -> None:
         writer = WriterTask(dataset, self.stats, run_id=self.run_id, on_error=self._writer_failed,
@@ -197,7 +252,7 @@ class _Run:
             budget=Budget(self.stats, max_images=self.limits.max_images, max_cost=self.limits.max_cost,
                           price_per_image=self.spec.price_per_image, spent_before=state.spent_before,
                           run_max_images=self.options.max_images_this_run,
-                          run_max_cost=self.options.max_cost_this_run),
+                          run_max_cost=self.options.max_cost_this_run, shared=state.shared),
             policy=RetryPolicy(retries=self.limits.retries, ambiguous_retries=self.limits.ambiguous_retries,
                                backoff_initial=initial, backoff_max=most),
             download_policy=RetryPolicy(retries=self.limits.retries, backoff_initial=initial,

@@ -33,6 +33,7 @@ class RunOptions:
     #: Appended to the run id (``<time>-<random>-<label>``), so a caller finds its runs again in the
     #: manifest and ``runs/`` (``ray-run``: which ray-run and which unit); letters, digits, ``-``.
     run_label: str | None = None
+    wait: bool = False  # another run holds an overlapping slice: wait for it instead of stopping (exit 3)
 
 
 class Notes(list[str]):
