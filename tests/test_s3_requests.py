@@ -58,12 +58,14 @@ def test_a_run_never_lists_images_and_puts_each_image_once(
         assert s3.count("LIST", "ds/images") == 0
         assert s3.count("PUT", "ds/images/") == IMAGES  # one PUT per image ...
         assert s3.count("MULTIPART") == 0  # ... and no multipart upload of any small object
-        assert s3.count("LIST") <= 3, [(r.kind, r.prefix) for r in s3.of(["LIST"])]
-        assert s3.count("LIST", "ds/index") <= 1
+        assert s3.count("LIST") <= 8, [(r.kind, r.prefix) for r in s3.of(["LIST"])]  # manifest, prefix, leases ×3, index ×2
+        assert s3.count("LIST", "ds/index") <= 2
 
         again = run("machine-a")  # the same machine resumes: everything is done
         assert again.summary.skipped_images == IMAGES and again.summary.submitted_images == 0
-        assert s3.count("LIST", "ds/images") == 0 and s3.count("LIST", "ds/index") == 1  # one, once
+        # index/ twice: when the run opens the bucket, and again once it holds its lease (a run that
+        # held the slice meanwhile may have stored parts; triage reads the second listing)
+        assert s3.count("LIST", "ds/images") == 0 and s3.count("LIST", "ds/index") == 2
         assert s3.count("PUT", "ds/images/") == 0 and s3.count("GET", "ds/images/") == 0
 
         other = run("machine-b")  # a machine new to the dataset lists its images once ...

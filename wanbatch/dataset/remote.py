@@ -498,6 +498,13 @@ class Mirror:
         self.push_missing_images()
         self.sync_parts()
 
+    def catch_up(self) -> None:
+        """Hydrate again once the run holds its lease: a run that held the slice when this mirror was
+        opened (``--wait``), or that ended between the opening and the lease, stored parts this
+        mirror's listing does not know; a triage on that listing would pay for them again."""
+        with _staging_lock(self.staging):
+            self.hydrate(create=True)
+
 
 # ----------------------------------------------------------------------------------- the dataset
 

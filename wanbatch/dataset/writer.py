@@ -80,6 +80,7 @@ class Storage(Protocol):
     def publish(self, local: Path) -> None: ...  # a run summary or the manifest was written
     def refresh_manifest(self) -> None: ...  # before a read-modify-write of the manifest
     def recovered(self) -> None: ...  # recovery finished (it may have rescued images, written a part)
+    def catch_up(self) -> None: ...  # the run now holds its lease: see what others stored since open
     def close(self) -> None: ...
 
 
@@ -124,6 +125,9 @@ class LocalStorage:
         pass
 
     def recovered(self) -> None:
+        pass
+
+    def catch_up(self) -> None:
         pass
 
     def close(self) -> None:

@@ -104,6 +104,7 @@ class _Run:
         try:
             self.dataset = await anyio.to_thread.run_sync(lambda: DatasetWriter.open(self.root, create=True))
             self.lease = await self._take_lease(open_store(self.root))
+            await anyio.to_thread.run_sync(self.dataset.storage.catch_up)  # s3://: relisted under the lease
             state = await anyio.to_thread.run_sync(self._start_up, self.dataset, self.lease)
             the_plan = make_plan(self.spec, shard=self.options.shard)
             self.stats.planned_jobs = the_plan.job_count
