@@ -300,4 +300,6 @@ output: {tmp_path / "ds"}
     assert [key_pieces(text) for text in everything if key_pieces(text)] == []
     said = done.stderr if where == "stderr" else rows[0]["error_message"]
     assert all(word in said for word in words), said
+    if where == "row":  # the run's last lines say why, not only how many
+        assert f"{rows[0]['error_kind']} (1): {said}" in done.stderr
     assert len(said) <= 300 or where == "stderr"

@@ -445,6 +445,9 @@ def _run_stage(spec_path: str, shard: str | None, output: str | None, retry_fail
         elif result.exit_code == EXIT_FAILED:
             err.print(f"[yellow]{result.stats.failed_images} image(s) failed[/] — see "
                       f"`wanbatch status {result.root}`")
+            for kind, example in list(result.stats.error_examples.items())[:3]:  # why, at a glance
+                err.print(f"  {kind} ({result.stats.errors[kind]}): {escape(redact(example))}",
+                          soft_wrap=True)
     sys.exit(result.exit_code)
 
 
