@@ -157,13 +157,14 @@ async def check_download_host(url: str, limits: HostLimits, *, lookup: Lookup | 
         raise RefusedError(f"the image link is not http(s) ({parsed.scheme or 'no scheme'}); not fetched",
                            kind="bad_image")
     host = parsed.host.lower().rstrip(".")
+    wire = parsed.raw_host.decode("ascii").lower().rstrip(".")  # IDNA-encoded: what aiohttp resolves
     allowed = limits.hosts
     if allowed is not None:
         if any(host == a or host.endswith("." + a) for a in allowed):
-            await resolve(host, lookup)  # pinned: the connection goes where this check looked
+            await resolve(wire, lookup)  # pinned: the connection goes where this check looked
             return
         raise RefusedError(f"the image host {host} is not in limits.download_hosts", kind="forbidden_host")
-    addresses = await resolve(host, lookup, pin_unresolved=host != _host(limits.gateway))
+    addresses = await resolve(wire, lookup, pin_unresolved=host != _host(limits.gateway))
     kinds = {a: k for a in addresses if (k := address_kind(a)) is not None}
     if not kinds:
         return
