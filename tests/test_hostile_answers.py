@@ -269,7 +269,7 @@ NEWCOMER_CASES = {
     "echo": (1, "row", ["400 from", "bad request"]),
     "deep": (1, "row", ["nested more than 64 levels deep", "may have been made and billed"]),
     "loop": (3, "stderr", ["302 from", "redirected to /v1/images/generations", "set base_url"]),
-    "imageloop": (1, "row", ["302"]),
+    "imageloop": (1, "row", ["redirected more than 3 times", "not followed further"]),
     "file": (1, "row", ["not http(s) (file)", "not fetched"]),
 }
 
