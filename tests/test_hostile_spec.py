@@ -86,7 +86,7 @@ def test_a_fifo_as_vars_file_is_refused_not_waited_on(tmp_path: Path) -> None:
 def test_a_device_as_vars_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "zero.txt").symlink_to("/dev/zero")
     path = write(tmp_path, "prompt: a {x}\nvars:\n  x: {file: zero.txt}\n")
-    assert "outside the folders a spec may read" in spec_error(path).message  # /dev is not beside it
+    assert "outside the spec's folder" in spec_error(path).message  # /dev is not beside it
     monkeypatch.setenv("WANBATCH_ALLOW_READ", "/dev")  # even where the user allows /dev
     assert "not a regular file" in spec_error(path).message
 

@@ -47,7 +47,7 @@ def test_a_vars_file_outside_the_spec_folder_is_refused(layout: tuple[Path, Path
     err = refused(write(spec_dir, "prompt: a {x}\nvars:\n  x: {file: ../secret.txt}\n"))
     assert (err.line, err.column, err.field) == (3, 13, "vars.x.file")
     assert "../secret.txt" in err.message and str(secret) in err.message
-    assert "outside the folders a spec may read" in err.message and str(spec_dir) in err.message
+    assert "outside the spec's folder" in err.message and str(spec_dir) in err.message
     assert err.hint is not None and "--allow-read" in err.hint and "hunter2" not in str(err)
 
 
@@ -111,7 +111,7 @@ def test_the_cli_flag_allows_a_folder_and_the_spec_cannot(layout: tuple[Path, Pa
                               capture_output=True, text=True, env=env, timeout=60)
 
     denied = validate()
-    assert denied.returncode == 2 and "outside the folders a spec may read" in denied.stderr
+    assert denied.returncode == 2 and "outside the spec's folder" in denied.stderr
     assert "Traceback" not in denied.stderr and "--allow-read" in denied.stderr
     allowed = validate("--allow-read", str(secret.parent))
     assert allowed.returncode == 0, allowed.stderr

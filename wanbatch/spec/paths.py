@@ -74,8 +74,8 @@ def confined(path: Path, spec_dir: Path, field: str, *, max_bytes: int | None = 
     else:
         where = " or ".join(str(r) for r in defaults)
         shown = f"{written} (that is {real})" if str(real) != str(written) else str(written)
-        raise SpecError(f"{shown} is outside the folders a spec may read: {where}", field=field,
-                        hint=_HINT)
+        raise SpecError(f"{shown} is outside the spec's folder (the folders a spec may read: {where})",
+                        field=field, hint=_HINT)
     if max_bytes is None:  # a folder or a file its caller checks (input images, a dataset)
         return real
     try:
