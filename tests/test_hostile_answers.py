@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pyarrow.parquet as pq
 import pytest
 
@@ -196,3 +197,109 @@ def test_a_crashed_run_is_recorded_as_aborted_not_done(tmp_path: Path) -> None:
     assert "sk-crashy" not in summary["error"] and "0123456789" not in summary["error"]
     manifest = json.loads((tmp_path / "ds" / "wanbatch.json").read_text())
     assert manifest["runs"][-1]["status"] == "aborted"
+
+
+# ------------------------------------------------------------------ a newcomer's pass, key in the env
+# One flat-dialect gateway on 127.0.0.1; the prompt picks how it misbehaves. Each case runs
+# `wanbatch run` with a real-looking key and reads everything printed or written, as a user would.
+
+NEWCOMER_KEY = "sk-live-4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c3e1f"
+FLAT_ENV = "WANBATCH_NEWCOMER_KEY"
+
+
+async def newcomer_gateway(scope: Message, receive: Callable[[], Awaitable[Message]], send: Send) -> None:
+    if scope["type"] != "http":
+        return
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    host = dict(scope["headers"])[b"host"].decode()
+
+    async def answer(status: int, content: bytes, ctype: str = "application/json",
+                     extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", ctype.encode()), *extra]})
+        await send({"type": "http.response.body", "body": content})
+
+    async def stream(pieces: Iterator[bytes], pause: float = 0.0) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        for piece in pieces:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await anyio.sleep(pause)
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    if scope["path"].startswith("/loop"):
+        return await answer(302, b"", extra=((b"location", scope["path"].encode()),))
+    case = json.loads(body)["prompt"].split()[0]
+    auth = dict(scope["headers"]).get(b"authorization", b"").decode()
+    if case == "html":
+        page = b"<html><title>Welcome to nginx!</title>" + b"x" * 3000 + b"</html>"
+        return await answer(200, page, "text/html")
+    if case == "big":  # 50 MB of JSON whitespace
+        return await stream(iter([b" " * (1 << 20)] * 50))
+    if case == "drip":  # 1 byte a second
+        return await stream(iter([b" "] * 600), pause=1.0)
+    if case == "echo":
+        said = f"bad request: you sent Authorization: {auth}; key {auth[7:]} is not allowed here"
+        return await answer(400, json.dumps({"error": {"message": said}}).encode())
+    if case == "deep":
+        return await answer(200, b'{"data": ' + b"[" * 10_000 + b"]" * 10_000 + b"}")
+    if case == "loop":
+        return await answer(302, b"", extra=((b"location", b"/v1/images/generations"),))
+    if case == "imageloop":
+        return await answer(200, json.dumps({"data": [{"url": f"http://{host}/loop/a.png"}]}).encode())
+    if case == "file":
+        return await answer(200, json.dumps({"data": [{"url": "file:///etc/passwd"}]}).encode())
+    raise AssertionError(case)
+
+
+def key_pieces(text: str) -> list[str]:
+    """Every 6-character piece of the key that ``text`` holds (the masking promise of redact.py)."""
+    return [NEWCOMER_KEY[i:i + 6] for i in range(len(NEWCOMER_KEY) - 5) if NEWCOMER_KEY[i:i + 6] in text]
+
+
+# case → (exit code, where the problem is named: "row" (index error_message) or "stderr", words it says)
+NEWCOMER_CASES = {
+    "html": (1, "row", ["HTML page", "is base_url the API's address", "may have been made and billed"]),
+    "big": (1, "row", ["answer over 8388608 bytes"]),
+    "drip": (1, "row", ["no complete answer within 2 s", "may have been made and billed"]),
+    "echo": (1, "row", ["400 from", "bad request"]),
+    "deep": (1, "row", ["nested more than 64 levels deep", "may have been made and billed"]),
+    "loop": (3, "stderr", ["302 from", "redirected to /v1/images/generations", "set base_url"]),
+    "imageloop": (1, "row", ["redirected more than 3 times", "not followed further"]),
+    "file": (1, "row", ["not http(s) (file)", "not fetched"]),
+}
+
+
+@pytest.mark.parametrize("case", list(NEWCOMER_CASES))
+def test_what_a_newcomer_reads_from_a_hostile_gateway(case: str, tmp_path: Path) -> None:
+    code, where, words = NEWCOMER_CASES[case]
+    with serve_app(newcomer_gateway) as base:
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(f"""
+name: newcomer
+provider: {{base_url: '{base}/v1', api_key_env: {FLAT_ENV}, dialect: flat}}
+prompt: "{case} {{x}}"
+vars: {{x: [one]}}
+sizes: [1K]
+limits: {{concurrency: 1, retries: 1, request_timeout: 2s, download_timeout: 5s}}
+output: {tmp_path / "ds"}
+""")
+        done = subprocess.run([sys.executable, "-m", "wanbatch", "run", str(spec), "--no-progress"],
+                              capture_output=True, text=True, timeout=60,
+                              env=cli_env(**{FLAT_ENV: NEWCOMER_KEY}), cwd=tmp_path)
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    written = [p.read_bytes().decode("utf-8", "replace") for p in (tmp_path / "ds").rglob("*") if p.is_file()]
+    index = tmp_path / "ds" / "index"
+    rows = pq.read_table(index).to_pylist() if index.exists() else []
+    everything = [done.stdout, done.stderr, *written, json.dumps(rows, default=str)]
+    assert [key_pieces(text) for text in everything if key_pieces(text)] == []
+    said = done.stderr if where == "stderr" else rows[0]["error_message"]
+    assert all(word in said for word in words), said
+    if where == "row":  # the run's last lines say why, not only how many
+        assert f"{rows[0]['error_kind']} (1): {said}" in done.stderr
+    assert len(said) <= 300 or where == "stderr"

@@ -83,10 +83,12 @@ def test_a_fifo_as_vars_file_is_refused_not_waited_on(tmp_path: Path) -> None:
     assert (err.line, err.field) == (3, "vars.x.file")
 
 
-def test_a_device_as_vars_file_is_refused(tmp_path: Path) -> None:
+def test_a_device_as_vars_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "zero.txt").symlink_to("/dev/zero")
-    err = spec_error(write(tmp_path, "prompt: a {x}\nvars:\n  x: {file: zero.txt}\n"))
-    assert "not a regular file" in err.message
+    path = write(tmp_path, "prompt: a {x}\nvars:\n  x: {file: zero.txt}\n")
+    assert "outside the spec's folder" in spec_error(path).message  # /dev is not beside it
+    monkeypatch.setenv("WANBATCH_ALLOW_READ", "/dev")  # even where the user allows /dev
+    assert "not a regular file" in spec_error(path).message
 
 
 def test_a_huge_vars_file_is_refused_before_reading(tmp_path: Path) -> None:

@@ -158,6 +158,20 @@ config_option = click.option(
          "$XDG_CONFIG_HOME/wanbatch/wanbatch.yaml; never the current directory's).")
 
 
+
+def _allow_read(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
+    from .spec.paths import add_allowed
+
+    add_allowed(value)
+
+
+allow_read_option = click.option(
+    "--allow-read", multiple=True, metavar="DIR", type=click.Path(file_okay=False, exists=True),
+    callback=_allow_read, expose_value=False,
+    help="Let specs read files (vars, rows, input images) under DIR too (repeatable; also "
+         "WANBATCH_ALLOW_READ). By default only under the spec's folder or the current one, none hidden.")
+
+
 def provider_line(spec: Any) -> str:
     """Where requests go and which file said so (a named provider's wanbatch.yaml, or the spec)."""
     where = spec.provider.defined_in or spec.source
@@ -177,6 +191,7 @@ def main() -> None:
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @json_option
 @config_option
+@allow_read_option
 def validate(specs: tuple[str, ...], as_json: bool, config: str | None) -> None:
     """Check specs without sending anything: every file is checked and reported (exit 2 if any is bad)."""
     from .plan import plan as make_plan
@@ -222,6 +237,7 @@ def show_warnings(warnings: Iterable[str]) -> None:
 @click.option("--samples", default=5, show_default=True, help="How many rendered prompts to show.")
 @json_option
 @config_option
+@allow_read_option
 def plan_cmd(spec_paths: tuple[str, ...], shard: str | None, output: str | None, samples: int, as_json: bool,
              config: str | None) -> None:
     """Expand specs into jobs and show counts, sizes, sample prompts, cost and what is left to do.
@@ -340,6 +356,7 @@ def _print_plan(report: dict[str, Any]) -> None:
                    "--shard), wait until it ends instead of stopping (exit 3).")
 @json_option
 @config_option
+@allow_read_option
 def run(spec_paths: tuple[str, ...], shard: str | None, output: str | None, retry_failed: str | None,
         grace: float, progress: bool | None, log_every: float, max_images_this_run: int | None,
         max_cost_this_run: float | None, abandon_tasks: bool, wait: bool, as_json: bool,
@@ -433,6 +450,9 @@ def _run_stage(spec_path: str, shard: str | None, output: str | None, retry_fail
         elif result.exit_code == EXIT_FAILED:
             err.print(f"[yellow]{result.stats.failed_images} image(s) failed[/] — see "
                       f"`wanbatch status {result.root}`")
+            for kind, example in list(result.stats.error_examples.items())[:3]:  # why, at a glance
+                err.print(f"  {kind} ({result.stats.errors[kind]}): {escape(redact(example))}",
+                          soft_wrap=True)
     sys.exit(result.exit_code)
 
 
@@ -454,6 +474,7 @@ def _warn_seeds(spec_path: str, spec: Any = None, *, config: str | None = None) 
 @click.option("--yes", is_flag=True, help="Do not ask before spending (the cost is printed first).")
 @json_option
 @config_option
+@allow_read_option
 def probe(spec_path: str, yes: bool, as_json: bool, config: str | None) -> None:
     """Check with a few paid requests what the spec's gateway honours (key, model, body, size, n, seed,
     async); write the verdict beside the spec (SPEC.probe.json)."""
@@ -536,6 +557,7 @@ def status(dataset: str, as_json: bool) -> None:
 @click.option("--forget", multiple=True, metavar="PATH",
               help="A spec that ran into the dataset but is gone: let prune remove its images too.")
 @json_option
+@allow_read_option
 def prune(spec_path: str, output: str | None, yes: bool, forget: tuple[str, ...], as_json: bool) -> None:
     """Remove images no spec that ran into the dataset still plans (a dry run without --yes)."""
     from .prune import prune as prune_dataset
@@ -584,6 +606,7 @@ def compact(dataset: str, as_json: bool) -> None:
 @click.option("--limit", type=int, help="Show at most this many image slots (default 2000).")
 @click.option("--thumb", default=256, show_default=True, help="Thumbnail edge in pixels.")
 @spec_filter_option
+@allow_read_option
 def gallery(dataset: str, to: str, rows: str | None, cols: str | None, limit: int | None, thumb: int,
             spec_path: str | None) -> None:
     """Write a static HTML gallery (works from file://, no server)."""
@@ -618,6 +641,7 @@ def gallery(dataset: str, to: str, rows: str | None, cols: str | None, limit: in
 @click.option("--split", "split", metavar="NAME=F,...",
               help="Deterministic splits by image id, e.g. train=0.9,val=0.1.")
 @json_option
+@allow_read_option
 def export(dataset: str, fmt: str, to: str, include_failed: bool, shard_rows: int | None, overwrite: bool,
            spec_path: str | None, max_side: int | None, image_format: str | None, quality: int | None,
            split: str | None, as_json: bool) -> None:

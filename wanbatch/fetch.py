@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import ipaddress
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -32,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 from wanbatch.dataset.fsutil import explain
 from wanbatch.errors import DatasetError, GatewayError, RefusedError, TransientError
+from wanbatch.hosts import check_download_host
 from wanbatch.images import ImageTooLarge, safe_open_image
 from wanbatch.types import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_DOWNLOAD_RATE, DeliveredImage
 
@@ -64,7 +64,10 @@ class DownloadLimits:
     """Seconds before ``min_rate`` applies (connection set-up, a slow first byte)."""
     hosts: tuple[str, ...] | None = None
     """``limits.download_hosts``: the only hosts (and their subdomains) images may come from; None: any
-    host that is not link-local."""
+    public host (see :mod:`wanbatch.hosts`)."""
+    gateway: str | None = None
+    """The gateway's base URL: images come from non-public addresses only when it is on one itself.
+    None (a download outside a run): that rule is skipped; link-local addresses are refused anyway."""
 
 
 DEFAULT_LIMITS = DownloadLimits()
@@ -102,7 +105,7 @@ async def _fetch(
 ) -> tuple[int, str, tuple[str, int, int] | None]:
     try:
         if image.url:
-            await check_host(image.url, limits.hosts)
+            await check_download_host(image.url, limits)
             return await _download(client, image.url, dest, timeout, finish, limits)
         if image.b64_json:
             return await anyio.to_thread.run_sync(_decode_to, image.b64_json, dest, finish, limits.max_bytes)
@@ -162,7 +165,7 @@ async def _download(
     started = time.monotonic()
     try:
         with anyio.fail_after(timeout):
-            async with _follow(client, url, http_timeout, limits.hosts) as response:
+            async with _follow(client, url, http_timeout, limits) as response:
                 where = _where(str(response.url))
                 _check_status(response.status_code, str(response.url))
                 declared = response.headers.get("content-length", "")
@@ -225,12 +228,13 @@ MAX_REDIRECTS = 3
 
 @asynccontextmanager
 async def _follow(client: httpx.AsyncClient, url: str, timeout: httpx.Timeout,
-                  hosts: tuple[str, ...] | None) -> AsyncIterator[httpx.Response]:
+                  limits: DownloadLimits) -> AsyncIterator[httpx.Response]:
     """The streamed answer for ``url`` after at most :data:`MAX_REDIRECTS` redirects.
 
     Each hop is a new request built here with no credentials (the client holds none, and nothing is
-    carried over from the previous hop but the URL), to an http(s) URL that passes :func:`check_host`
-    (``limits.download_hosts``, the link-local rule) before any connection is made.
+    carried over from the previous hop but the URL), to an http(s) URL that passes
+    :func:`wanbatch.hosts.check_download_host` (``limits.download_hosts``, no private address beside a
+    public gateway, never link-local) before any connection is made.
     """
     first = url
     for hop in range(MAX_REDIRECTS + 1):
@@ -252,7 +256,7 @@ async def _follow(client: httpx.AsyncClient, url: str, timeout: httpx.Timeout,
         except (httpx.InvalidURL, TypeError, ValueError):
             raise RefusedError(f"the image link {_where(first)} redirected to an unusable address",
                                kind="bad_image") from None
-        await check_host(target, hosts)
+        await check_download_host(target, limits)
         url = target
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -327,61 +331,6 @@ def ext_for(format: str) -> str:
     """File extension (no dot) for a Pillow format name: ``JPEG`` → ``jpg``."""
     fmt = format.lower().strip(".")
     return _EXTENSIONS.get(fmt, fmt or "bin")
-
-
-async def check_host(url: str, allowed: tuple[str, ...] | None = None) -> None:
-    """Refuse (``forbidden_host``) a link wanbatch must not follow, before any connection is made.
-
-    Link-local addresses (169.254.0.0/16, fe80::/10: cloud metadata services live there) are refused,
-    as IP literals and as hostnames resolving there; with ``allowed`` (``limits.download_hosts``), any
-    host that is not one of them or their subdomains is refused too. A link-local host named in
-    ``allowed`` is allowed: the user said so.
-    """
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError, ValueError):
-        raise RefusedError("the image link is not a valid URL", kind="bad_image") from None
-    if parsed.scheme not in ("http", "https"):
-        raise RefusedError(f"the image link is not http(s) ({parsed.scheme or 'no scheme'})",
-                           kind="bad_image")
-    host = parsed.host.lower().rstrip(".")
-    if allowed is not None:
-        if any(host == a or host.endswith("." + a) for a in allowed):
-            return
-        raise RefusedError(f"the image host {host} is not in limits.download_hosts", kind="forbidden_host")
-    if await _link_local(host):
-        raise RefusedError(f"the image host {host} is a link-local address (cloud metadata lives there); "
-                           "not fetched", kind="forbidden_host")
-
-
-_RESOLVED: dict[str, tuple[float, bool]] = {}  # host → (when, link-local): one lookup a minute per host
-
-
-async def _link_local(host: str) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        return _is_link_local(address)
-    seen = _RESOLVED.get(host)
-    if seen is not None and time.monotonic() - seen[0] < 60:
-        return seen[1]
-    try:
-        infos = await anyio.getaddrinfo(host, None)
-    except OSError:  # unresolvable: the download fails as a network error, nothing reaches anywhere
-        return False
-    found = any(_is_link_local(ipaddress.ip_address(str(info[4][0]).split("%")[0])) for info in infos)
-    if len(_RESOLVED) > 4096:
-        _RESOLVED.clear()
-    _RESOLVED[host] = (time.monotonic(), found)
-    return found
-
-
-def _is_link_local(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_link_local
 
 
 def _where(url: str) -> str:

@@ -26,7 +26,8 @@ import anyio
 import httpx
 
 from wanbatch.errors import FatalError, GatewayError
-from wanbatch.fetch import fetch_verified
+from wanbatch.fetch import DownloadLimits, fetch_verified
+from wanbatch.hosts import allow_list
 from wanbatch.identity import job_id
 from wanbatch.images import safe_open_image
 from wanbatch.models import TIER_PIXELS, pixels
@@ -95,15 +96,18 @@ async def probe_async(spec: Spec, *, env: Mapping[str, str] = os.environ) -> Ver
     prompt = next(iter(_first_prompt(spec)))
     seed = (spec.seeds.values() or [1234])[0]
     timeout = spec.limits.request_timeout
+    limits = DownloadLimits(gateway=config.base_url, hosts=allow_list(spec.limits.download_hosts))
     async with open_client(config, concurrency=2, timeout=timeout) as client:
         provider = make_provider(config, client, request_timeout=timeout, env=env)
         with tempfile.TemporaryDirectory(prefix="wanbatch-probe-") as tmp:
-            first = await _one(provider, client, _job(spec, prompt, seed), Path(tmp), "a", verdict)
+            first = await _one(provider, client, _job(spec, prompt, seed), Path(tmp), "a", verdict, limits)
             if first is None:
                 return verdict
             _judge_first(spec, provider, first, verdict)
-            again = await _one(provider, client, _job(spec, prompt, seed), Path(tmp), "b", verdict)
-            other = await _one(provider, client, _job(spec, prompt, seed + 1), Path(tmp), "c", verdict)
+            again = await _one(provider, client, _job(spec, prompt, seed), Path(tmp), "b", verdict,
+                               limits)
+            other = await _one(provider, client, _job(spec, prompt, seed + 1), Path(tmp), "c", verdict,
+                               limits)
             _judge_seed(first[0], again[0] if again else None, other[0] if other else None, verdict)
     return verdict
 
@@ -122,14 +126,14 @@ _Fetched = tuple[list[tuple[bytes, int, int]], Generation]
 
 
 async def _one(provider: Provider, client: httpx.AsyncClient, job: Job, tmp: Path, tag: str,
-               verdict: Verdict) -> _Fetched | None:
+               verdict: Verdict, limits: DownloadLimits) -> _Fetched | None:
     """One request and its downloads; a failure is recorded in ``verdict`` and gives None."""
     try:
         generation = await _generate(provider, job)
         images = []
         for k, item in enumerate(generation.images):
             dest = tmp / f"{tag}{k}"
-            _, _, (_, width, height) = await fetch_verified(client, item, dest, timeout=120.0)
+            _, _, (_, width, height) = await fetch_verified(client, item, dest, timeout=120.0, limits=limits)
             images.append((dest.read_bytes(), width, height))
     except GatewayError as exc:
         _record_failure(exc, verdict)

@@ -37,6 +37,7 @@ class RunStats:
     concurrency: int = 0
     price_per_image: float | None = None
     errors: Counter[str] = field(default_factory=Counter)
+    error_examples: dict[str, str] = field(default_factory=dict)  # kind → its first row message (masked)
     started: float = field(default_factory=time.monotonic)
     started_at: float = field(default_factory=time.time)
     finished: float | None = None

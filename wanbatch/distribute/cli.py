@@ -12,7 +12,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from wanbatch.cli import err, out, user_errors
+from wanbatch.cli import allow_read_option, err, out, user_errors
 
 from .ray_runner import UNITS_PER_WORKER
 
@@ -35,6 +35,7 @@ from .ray_runner import UNITS_PER_WORKER
 @click.option("--forward-key/--no-forward-key", default=True, show_default=True,
               help="Copy the spec's api_key_env variable to the workers through Ray's runtime_env.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout (only JSON).")
+@allow_read_option
 def ray_run(spec_path: str, units: int | None, address: str | None, output: str | None, retry_failed: bool,
             cpus_per_unit: float, env_names: tuple[str, ...], forward_key: bool, as_json: bool) -> None:
     """Run SPEC as many units of work on a Ray cluster into one dataset, then compact it (rerun to resume)."""

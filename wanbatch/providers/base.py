@@ -419,15 +419,15 @@ def check_answer(
     status = response.status_code
     if 200 <= status < 300:
         if not isinstance(body, dict):
+            what = _not_json(content, context)
             if phase != "poll":  # made and billed, but unreadable (HTML, truncated JSON): ambiguous
                 raise AmbiguousError(
-                    f"{status} from {context.base_url} but the body is not a JSON object: "
-                    f"{context.redact(_snippet(content))}; the images may have been made and billed",
+                    f"{status} from {context.base_url} but the body is not a JSON object: {what}; "
+                    "the images may have been made and billed",
                     kind="unreadable_answer", status=status, request_id=request_id,
                 )
             raise TransientError(
-                f"{status} from {context.base_url} but the body is not a JSON object: "
-                f"{context.redact(_snippet(content))}",
+                f"{status} from {context.base_url} but the body is not a JSON object: {what}",
                 kind="bad_response", status=status, request_id=request_id,
             )
         if inspect_error and (error := body_error(body, request_id, context, status=status)) is not None:
@@ -561,11 +561,32 @@ def _request_id(headers: Mapping[str, str], body: Any) -> str | None:
     return None
 
 
+_NOT_JSON_CHARS = 160
+
+
+def _not_json(content: bytes, context: ErrorContext) -> str:
+    """A short account of a body that should have been a JSON object: short enough that what follows
+    it in a message (the billing note) survives the 300-character cut."""
+    said = context.redact(_snippet(content))
+    html = said.startswith("HTML page")
+    most = 80 if html else _NOT_JSON_CHARS
+    if len(said) > most:
+        said = said[:most - 1] + "…"
+    if html:
+        said += " (a web page: is base_url the API's address?)"
+    return said or "(empty body)"
+
+
+_DEEP = re.compile(r"(?:[\[{]\s*){64}")
+
+
 def _snippet(content: bytes) -> str:
     """A body as text for a message, NOT yet masked or cut: callers pass it through ErrorContext.redact."""
     text = content[:_SNIPPET_WINDOW].decode("utf-8", errors="replace").strip()
     if not text:
         return ""
+    if _DEEP.search(text):  # `[[[[…` 10 000 deep says nothing in a message
+        return "JSON nested more than 64 levels deep, " + f"{len(content)} bytes"
     if text.startswith("<"):
         title = _TITLE.search(text)
         text = title.group(1) if title else _TAG.sub(" ", text)

@@ -15,6 +15,7 @@ from urllib.parse import unquote
 import httpx
 
 from wanbatch.errors import FatalError
+from wanbatch.hosts import pinned_resolver
 from wanbatch.providers.base import Provider
 from wanbatch.redact import check_key, register_secret
 from wanbatch.registry import ProviderKind, dialect_names, get_dialect, register_provider_kind
@@ -71,7 +72,8 @@ def open_client(config: Any, *, concurrency: int, timeout: float) -> httpx.Async
 
     def session() -> aiohttp.ClientSession:
         # httpx_aiohttp's own session ignores HTTP(S)_PROXY/NO_PROXY; httpx honours them, so do we.
-        connector = aiohttp.TCPConnector(limit=limits.max_connections or 0,
+        # image hosts connect to the addresses their check saw (wanbatch.hosts: no DNS rebinding)
+        connector = aiohttp.TCPConnector(limit=limits.max_connections or 0, resolver=pinned_resolver(),
                                          keepalive_timeout=limits.keepalive_expiry, ssl=transport.ssl_context)
         return aiohttp.ClientSession(connector=connector, trust_env=_environment_matters())
 

@@ -30,6 +30,7 @@ from ..dataset.lease import Lease, LeaseHeld, LeaseStore, SharedCaps, new_holder
 from ..dataset.ledger import DatasetLedger
 from ..errors import DatasetError, FatalError, GatewayError, WanbatchError
 from ..fetch import DownloadLimits
+from ..hosts import allow_list
 from ..limits import RatePacer
 from ..plan import Plan, plan as make_plan
 from ..providers.factory import check_settings, make_provider, open_client
@@ -262,8 +263,7 @@ class _Run:
             request_timeout=self.limits.request_timeout, download_timeout=self.limits.download_timeout,
             download_limits=DownloadLimits(
                 max_bytes=self.limits.max_image_bytes, min_rate=self.limits.min_download_rate,
-                hosts=None if self.limits.download_hosts is None
-                else tuple(h.lower().strip("[]").rstrip(".") for h in self.limits.download_hosts)),
+                hosts=allow_list(self.limits.download_hosts), gateway=self.spec.provider.base_url),
             submit_concurrency=self.limits.submit_concurrency, unindexed=state.unindexed,
             pending=pending, notes=self.notes, stop=self.stop, foreign=foreign.jobs, links=state.links,
             link_life=self.limits.link_life,

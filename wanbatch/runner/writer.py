@@ -96,6 +96,7 @@ class _Applied:
     done: int = 0
     adopted: int = 0
     failed: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, str] = field(default_factory=dict)  # kind → the first message, as written
     replies: list[tuple[_Reply, Any]] = field(default_factory=list)
 
 
@@ -211,6 +212,7 @@ class WriterTask:
         for kind, count in applied.failed.items():
             self.stats.failed_images += count
             self.stats.errors[kind] += count
+            self.stats.error_examples.setdefault(kind, applied.examples.get(kind, ""))
         ledger = self.dataset.ledger
         self.stats.billed_images = ledger.billed
         self.stats.in_doubt_images = max(ledger.in_doubt_total - ledger.resolved, 0)
@@ -266,6 +268,7 @@ class WriterTask:
                                        provider=provider, run_id=self.run_id, attempts=outcome.attempts,
                                        latency_ms=outcome.latency_ms, task_id=outcome.task_id))
                 applied.failed[slot.kind] = applied.failed.get(slot.kind, 0) + 1
+                applied.examples.setdefault(slot.kind, rows[-1]["error_message"] or "")
             elif isinstance(slot, Adopted):
                 rows.append(ok_row(job, slot.slot, slot.stored, provider=provider, run_id=self.run_id,
                                    attempts=0))

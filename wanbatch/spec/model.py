@@ -251,8 +251,8 @@ class Limits(_In):
     #: Slots an earlier run left in doubt (maybe billed, no image): ``skip`` leaves them, ``retry``
     #: requests them again (which may pay twice).
     in_doubt: Literal["skip", "retry"] = "skip"
-    #: The only hosts images may be downloaded from (and their subdomains); None: any host except
-    #: link-local addresses (169.254.0.0/16, fe80::/10).
+    #: The only hosts images may be downloaded from (and their subdomains); None: any public host, and
+    #: private ones only when the gateway is private too (wanbatch.hosts).
     download_hosts: Annotated[list[Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9.:\[\]_-]+$")]],
                               Field(min_length=1)] | None = None
     #: How long an image link stays downloadable (gateways' object stores: about 24 h). Images paid

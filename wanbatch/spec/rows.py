@@ -22,6 +22,7 @@ from wanbatch.errors import SpecError
 from wanbatch.spec.files import MAX_VARS_FILE_BYTES, FileProblem, read_text_capped
 from wanbatch.spec.issues import Issues
 from wanbatch.spec.model import RowsFile
+from wanbatch.spec.paths import confined
 from wanbatch.spec.yaml_nodes import Path
 
 ROW_FILES = (".csv", ".jsonl")
@@ -69,11 +70,15 @@ def load_rows(rows: list[dict[str, str]] | RowsFile, issues: Issues, spec_dir: F
 
 
 def _from_file(ref: RowsFile, issues: Issues, spec_dir: FsPath) -> Rows | None:
-    path = spec_dir / ref.file
-    suffix = path.suffix.lower()
+    suffix = FsPath(ref.file).suffix.lower()
     if suffix not in ROW_FILES:
         issues.add(("rows", "file"), f"cannot read rows from {ref.file!r}; supported: {', '.join(ROW_FILES)}",
                    "use a .csv with a header row, or .jsonl with one JSON object per line")
+        return None
+    try:
+        path = confined(FsPath(ref.file), spec_dir, "rows.file", max_bytes=MAX_VARS_FILE_BYTES)
+    except SpecError as exc:
+        issues.add(("rows", "file"), exc.message, exc.hint)
         return None
     try:
         text = read_text_capped(path, MAX_VARS_FILE_BYTES, what="rows file")
@@ -86,7 +91,7 @@ def _from_file(ref: RowsFile, issues: Issues, spec_dir: FsPath) -> Rows | None:
         return None
     reader = _read_csv if suffix == ".csv" else _read_jsonl
     before = len(issues.located)
-    rows = reader(text, str(path), issues)
+    rows = reader(text, str(spec_dir / ref.file), issues)
     if len(issues.located) > before:
         return None
     if not rows.rows:

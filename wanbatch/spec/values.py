@@ -10,9 +10,11 @@ import io
 import json
 from pathlib import Path as FsPath
 
+from wanbatch.errors import SpecError
 from wanbatch.spec.files import MAX_VARS_FILE_BYTES, FileProblem, read_text_capped
 from wanbatch.spec.issues import Issues, did_you_mean
 from wanbatch.spec.model import VarFile
+from wanbatch.spec.paths import confined
 from wanbatch.spec.yaml_nodes import Path
 
 SUPPORTED = (".txt", ".csv", ".jsonl")
@@ -33,7 +35,7 @@ def resolve_var(name: str, value: list[str] | str | VarFile, path: Path, issues:
     if isinstance(value, VarFile):
         try:
             return read_var_file(spec_dir, value, name)
-        except VarFileError as exc:
+        except (VarFileError, SpecError) as exc:
             issues.add((*path, "file"), exc.message, exc.hint)
             return None
     raw = issues.doc.raw
@@ -44,13 +46,16 @@ def resolve_var(name: str, value: list[str] | str | VarFile, path: Path, issues:
 
 
 def read_var_file(spec_dir: FsPath, ref: VarFile, name: str) -> list[str]:
-    path = spec_dir / ref.file
+    """The values of ``ref``; :class:`VarFileError`, or :class:`SpecError` for a file the spec may not
+    read (:func:`wanbatch.spec.paths.confined`)."""
+    path = FsPath(ref.file)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED:
         raise VarFileError(f"cannot read values from {ref.file!r}; supported: {', '.join(SUPPORTED)}",
                            "use a .txt file (one value per line), a .csv with a header, or .jsonl")
     if ref.column is not None and suffix == ".txt":
         raise VarFileError("'column' applies only to .csv and .jsonl files", "remove column")
+    path = confined(path, spec_dir, f"vars.{name}.file", max_bytes=MAX_VARS_FILE_BYTES)
     try:
         text = read_text_capped(path, MAX_VARS_FILE_BYTES, what="vars file")
     except FileNotFoundError:
