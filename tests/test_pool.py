@@ -175,6 +175,18 @@ def test_weights_are_honoured_and_the_index_names_the_member(write_spec: Callabl
     assert '"members"' in saved and "sk-pool" not in saved
 
 
+def test_the_short_form_spreads_one_gateway_over_its_keys(write_spec: Callable[..., Path], tmp_path: Path,
+                                                          gateway: Callable[..., str]) -> None:
+    gw = gateway("POOL_KEY_A", api_key=None)  # this mock takes any key
+    out = tmp_path / "out"
+    spec = write_spec(spec_text(f"{{base_url: '{gw}/v1', api_key_env: [POOL_KEY_A, POOL_KEY_B], name: gw}}",
+                                out, subjects=4, seeds=3))
+    result = run(spec)
+    assert result.exit_code == 0, result.error
+    assert Counter(r["provider"] for r in rows(out)) == {"POOL_KEY_A": 6, "POOL_KEY_B": 6}
+    assert mock_stats(gw)["billed"] == 12 and result.summary.provider == "gw"
+
+
 def test_a_key_that_runs_dry_mid_run_is_dropped_and_the_rest_finish(write_spec: Callable[..., Path],
                                                                     tmp_path: Path,
                                                                     gateway: Callable[..., str]) -> None:
@@ -260,6 +272,28 @@ def test_async_tasks_are_polled_through_the_member_that_took_them(write_spec: Ca
     served = Counter(r["provider"] for r in ok)
     assert served == {"a": 6, "b": 6}
     assert settled_stats(a)["billed"] == 6 and settled_stats(b)["billed"] == 6
+
+
+def test_an_async_submission_refused_by_a_dry_key_goes_to_the_other_member(
+        write_spec: Callable[..., Path], tmp_path: Path, gateway: Callable[..., str]) -> None:
+    a = gateway("POOL_KEY_A", dialect="parameters", task_duration=0.05)
+    b = gateway("POOL_KEY_B", dialect="parameters", task_duration=0.05, dry_after=2, dry_answer="403")
+    out = tmp_path / "out"
+    spec = write_spec(spec_text(f"""
+          dialect: parameters
+          async: true
+          poll_interval: 0.02
+          api_key_env: POOL_KEY_A
+          pool:
+            - {{base_url: '{a}/parameters/v1', name: a}}
+            - {{base_url: '{b}/parameters/v1', api_key_env: POOL_KEY_B, name: b}}""", out, subjects=5,
+                                seeds=2, size="1024x1024"))
+    result = run(spec)
+    assert result.exit_code == 0, result.error
+    served = Counter(r["provider"] for r in rows(out) if r["status"] == "ok")
+    assert served == {"a": 8, "b": 2}
+    assert settled_stats(a)["billed"] == 8 and settled_stats(b)["billed"] == 2
+    assert result.summary.billed_images == 10 and result.summary.in_doubt_images == 0
 
 
 # ----------------------------------------------------------------------------------------- the pool alone

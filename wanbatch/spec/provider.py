@@ -43,6 +43,7 @@ def strip_secrets(data: Any, path: Path, issues: Issues, doc: Document | None = 
         for key, value in data.items():
             if key.lower().replace("-", "_") in _SECRET_KEYS:
                 env = data.get("api_key_env", "WAN_API_KEY")
+                env = env[0] if isinstance(env, list) and env else env
                 issues.add((*path, key), "a literal API key does not belong in a spec",
                            f"export the key (export {env}=...) and name the variable in api_key_env",
                            at_key=True, doc=doc)
