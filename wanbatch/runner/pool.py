@@ -184,7 +184,8 @@ class Pool:
     def failed(self, member: Member, exc: GatewayError) -> None:
         """Hear how a request through ``member`` failed (call for every GatewayError)."""
         if isinstance(exc, FatalError):
-            self.take_out(member, exc)
+            if self.scoped(exc):  # else the whole run stops (a parameter no member can send, ...)
+                self.take_out(member, exc)
         elif exc.kind == "rate_limited":
             member.throttled += 1
         elif isinstance(exc, TransientError | AmbiguousError):
