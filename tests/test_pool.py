@@ -6,6 +6,11 @@ spec whose provider pools them; what each gateway billed comes from its ``/_mock
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -17,8 +22,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import wanbatch
+from tests.helpers import cli_env
 from tests.helpers.chaos import mock_stats, settled_stats
-from wanbatch.errors import FatalError, RefusedError, SpecErrors, TransientError
+from wanbatch.dataset import status
+from wanbatch.errors import DatasetError, FatalError, RefusedError, SpecErrors, TransientError
 from wanbatch.mock import MockConfig, run_in_thread
 from wanbatch.runner import RunOptions, RunResult
 
@@ -294,6 +301,44 @@ def test_an_async_submission_refused_by_a_dry_key_goes_to_the_other_member(
     assert served == {"a": 8, "b": 2}
     assert settled_stats(a)["billed"] == 8 and settled_stats(b)["billed"] == 2
     assert result.summary.billed_images == 10 and result.summary.in_doubt_images == 0
+
+
+@pytest.mark.slow  # a subprocess killed mid-run: its start-up alone takes seconds on a loaded machine
+def test_a_rerun_polls_each_journaled_task_through_the_member_that_took_it(
+        write_spec: Callable[..., Path], tmp_path: Path, gateway: Callable[..., str]) -> None:
+    # killed while 6 tasks run (3 at each gateway, which alone knows its tasks); the rerun polls them
+    a = gateway("POOL_KEY_A", dialect="parameters", task_duration=1.5)
+    b = gateway("POOL_KEY_B", dialect="parameters", task_duration=1.5)
+    out = tmp_path / "out"
+    spec = write_spec(spec_text(f"""
+          dialect: parameters
+          async: true
+          poll_interval: 0.05
+          pool:
+            - {{base_url: '{a}/parameters/v1', api_key_env: POOL_KEY_A, name: a}}
+            - {{base_url: '{b}/parameters/v1', api_key_env: POOL_KEY_B, name: b}}""", out, subjects=3,
+                                seeds=2, size="1024x1024"))
+    proc = subprocess.Popen([sys.executable, "-m", "wanbatch", "run", str(spec), "--json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env(**KEYS))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(DatasetError):  # not created yet
+            if status(out).pending_tasks >= 6:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+
+    def posts(base: str) -> int:
+        return sum(v for k, v in mock_stats(base)["requests"].items() if k.endswith("/images/generations"))
+
+    assert (posts(a), posts(b)) == (3, 3)
+    resumed = run(spec)
+    assert resumed.exit_code == 0, resumed.error
+    assert resumed.stats.resumed_tasks == 6 and resumed.stats.done_images == 6
+    assert (posts(a), posts(b)) == (3, 3)  # polled where they were submitted, never paid again
+    assert settled_stats(a)["billed"] == 3 and settled_stats(b)["billed"] == 3
+    assert Counter(r["provider"] for r in rows(out) if r["status"] == "ok") == {"a": 3, "b": 3}
 
 
 # ----------------------------------------------------------------------------------------- the pool alone
