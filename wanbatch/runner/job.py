@@ -189,6 +189,9 @@ class JobRunner:
         await stack.enter_async_context(m.controller.slot())
         self.stats.in_flight += 1
         stack.callback(self._left_wire)
+        if m.error is not None and paced:  # taken out while this request waited for its slot
+            await stack.aclose()
+            raise m.error
         started = anyio.current_time()
         if paced:
             self.pool.sent(m)

@@ -75,6 +75,7 @@ class Member:
     cooldown: float = 0.0  # the current cool-down (doubles on a failed probe)
     until: float = -math.inf  # cooling until (clock)
     score: int = 0  # smooth weighted round-robin
+    error: FatalError | None = None  # what took it out
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "weight": self.weight, "state": self.state, "why": self.why,
@@ -221,6 +222,7 @@ class Pool:
         if member.state == OUT:
             return
         member.state = OUT
+        member.error = exc
         member.why = f"{exc.kind}: {exc.message}"
         self._last_fatal = exc
         left = [m.name for m in self.members if m.state != OUT]
