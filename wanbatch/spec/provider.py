@@ -256,6 +256,12 @@ def _members(p: ProviderIn, path: Path, issues: Issues, doc: Document | None, en
     n_before = len(issues.items)
     members: list[PoolMember] = []
     where: dict[str, Path] = {}
+    if not needs_base_url:  # the mock: one in-process gateway per member, whose images only it serves
+        issues.add((*path, "pool" if p.pool is not None else "api_key_env"),
+                   "a pool of keys is for gateways (a provider with base_url)",
+                   "use provider: mock with one key, or pool gateways (mock-server on loopback serves tests)",
+                   at_key=True, doc=doc)
+        return []
     if isinstance(p.api_key_env, list):
         at = (*path, "api_key_env")
         if p.pool is not None:
