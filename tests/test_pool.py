@@ -134,6 +134,9 @@ def test_short_form_and_pool_form_plan_the_same_jobs_as_one_provider(write_spec:
           base_url: 'http://127.0.0.1:9/v1'
           api_key_env: [POOL_KEY_A]
           pool: [{name: x}]""", "provider.api_key_env", "give one or the other"),
+    ("""
+          type: mock
+          api_key_env: [POOL_KEY_A, POOL_KEY_B]""", "provider.api_key_env", "is for gateways"),
 ])
 def test_pool_mistakes_are_located(write_spec: Callable[..., Path], tmp_path: Path, provider: str,
                                    where: str, says: str) -> None:
