@@ -5,7 +5,9 @@ Scenarios (NAME): ``zero`` (zero latency, 100 KB images: throughput and CPU per 
 at two job counts), ``scale`` (plan and resume check over a 1,000,000-job spec), and at a hidden
 gateway quota (spec concurrency 64; efficiency = ideal makespan ÷ actual, 429s per image):
 ``quota`` (8 in flight), ``rpm-quota`` (a per-minute rate over a sliding window), ``quota-change``
-(8 → 4 → 16 in flight mid-run), ``quota-5xx`` (8 in flight and 10% random 500s); these run
+(8 → 4 → 16 in flight mid-run), ``quota-5xx`` (8 in flight and 10% random 500s), ``async-submit``
+(a slow-submit async gateway with a rate quota: submissions/s against its limit) and ``key-pool`` (two
+keys of 8 in flight each against one: the throughput ratio); the first four run
 ``wanbatch run`` and ``controller`` (a bare httpx loop around ``wanbatch.concurrency``). Contenders run one
 at a time, alternating round by round; each number is a median of the rounds. Working data goes to
 ``benchmarks/_work/`` (git-ignored); a JSON record of every round goes to ``_work/results-*.json``
@@ -15,6 +17,7 @@ and a Markdown report to stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import shutil
@@ -28,6 +31,8 @@ from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -344,9 +349,144 @@ def quota_5xx(quick: bool, rounds: int, log: list[Row]) -> str:
                      mock=("--max-inflight", "8", "--fault", "500=0.1"), caps=[(0, 8)], oracle=8)
 
 
+def run_spec(tag: str, name: str, text: str, gws: list[MockGateway], jobs: int) -> Measured:
+    """``wanbatch run`` of a spec ``text`` (``{out}`` filled in) against ``gws``, checked: every image
+    done and billed once across the gateways."""
+    out = WORK / tag / name
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for gw in gws:
+        gw.reset()
+    spec = out.with_suffix(".yaml")
+    spec.write_text(text.format(out=out))
+    m = measure([PY, "-m", "wanbatch", "run", str(spec), "--no-progress", "--json"])
+    billed = sum(gw.billed() for gw in gws)
+    m.out["throttled"] = sum(gw.quota()["throttled"] for gw in gws)
+    done = m.out.get("done_images")
+    if m.returncode != 0 or done != jobs or billed != jobs:
+        raise SystemExit(f"{tag}/{name}: exit {m.returncode}, done {done} of {jobs}, billed {billed}\n"
+                         f"{m.stderr}")
+    shutil.rmtree(out, ignore_errors=True)
+    return m
+
+
+def key_pool(quick: bool, rounds: int, log: list[Row]) -> str:
+    """Two equal keys, each with a hidden quota of 8 in flight, against one such key (issue 15: ≥ 1.8×).
+
+    Each key is a mock gateway process of its own (the mock's quota is per process, as a key's is per
+    account); the pool is ``provider: {pool: [...]}`` with weight 1 each.
+    """
+    lat = 0.2 if quick else 0.5
+    n, conc = (64 if quick else 400), 64
+    head = ("name: bench\nmodel: wan2.7-image\nprompt: \"a bench image\"\n"
+            f"seeds: {{{{start: 0, count: {n}}}}}\nsizes: ['1K']\n"
+            f"limits: {{{{concurrency: {conc}, retries: 40, request_timeout: 600s}}}}\noutput: '{{out}}'\n")
+    extra = ("--max-inflight", "8")
+    with MockGateway(latency=lat, image_kb=100, extra=extra) as a, \
+            MockGateway(latency=lat, image_kb=100, extra=extra) as b:
+        one = head + f"provider: {{{{base_url: '{a.base}/v1', api_key_env: {KEY_ENV}}}}}\n"
+        two = head + ("provider:\n  pool:\n"
+                      f"    - {{{{name: key-a, base_url: '{a.base}/v1', api_key_env: {KEY_ENV}}}}}\n"
+                      f"    - {{{{name: key-b, base_url: '{b.base}/v1', api_key_env: {KEY_ENV}}}}}\n")
+        got: dict[str, list[Measured]] = {"one key": [], "two keys": []}
+        for r in range(rounds):
+            for name in (("one key", "two keys") if r % 2 == 0 else ("two keys", "one key")):
+                m = run_spec("key-pool", name.replace(" ", "-"), one if name == "one key" else two,
+                             [a] if name == "one key" else [a, b], n)
+                got[name].append(m)
+                log.append({"scenario": "key-pool", "contender": name, "round": r, **asdict(m)})
+                print(f"  key-pool r{r} {name:10s} wall {m.wall:6.2f} s  in-process {inner(m):6.2f} s",
+                      file=sys.stderr, flush=True)
+    ideal_one, ideal_two = ideal_makespan(n, lat, [(0, 8)]), ideal_makespan(n, lat, [(0, 16)])
+    lines = [f"### Key pool: {n} images, latency {lat:g} s, hidden quota of 8 in flight per key, spec "
+             f"concurrency {conc} (per member) (median of {rounds})", "",
+             f"Mocks: two `mock-server --latency {lat:g} --image-kb 100 --max-inflight 8` processes, one per "
+             "key.", "",
+             "| contender | makespan s (process) | in-process s | ideal s | efficiency | 429s per image "
+             "| images per member |", "|---|---:|---:|---:|---:|---:|---|"]
+    for name, ms in got.items():
+        best = ideal_one if name == "one key" else ideal_two
+        own = med([inner(m) for m in ms])
+        split = ", ".join(f"{x['name']} {x['images']}" for x in ms[-1].out.get("members") or []) or "–"
+        lines.append(f"| {name} | {med([m.wall for m in ms]):.2f} | {own:.2f} | {best:.2f} "
+                     f"| {best / own:.2f} | {med([m.out['throttled'] / n for m in ms]):.3f} | {split} |")
+    ratio = med([inner(m) for m in got["one key"]]) / med([inner(m) for m in got["two keys"]])
+    lines += ["", f"Goal (issue 15): two equal keys ≥ 1.8× the throughput of one → **{ratio:.2f}×** "
+              "(in-process makespans)."]
+    return "\n".join(lines)
+
+
+def sample_accepted(gw: MockGateway, samples: list[tuple[float, int]], stop: threading.Event) -> None:
+    """Every 50 ms: (time, generations the gateway accepted so far), until ``stop``."""
+    while not stop.is_set():
+        with contextlib.suppress(httpx.HTTPError):  # the gateway is busy: skip a sample
+            samples.append((time.perf_counter(), int(gw.quota()["accepted"])))
+        stop.wait(0.05)
+
+
+def async_submit(quick: bool, rounds: int, log: list[Row]) -> str:
+    """A slow-submit async gateway (each submission answers after 0.5 s) with a hidden rate quota:
+    do submissions reach the gateway's rate? ``limits.submit_concurrency`` 1 (the old one-at-a-time)
+    against the default 4. The rate is read from the gateway's accepted counter, sampled every 50 ms,
+    between 10% and 90% of the submissions (the steady part)."""
+    submit_lat, task = 0.5, (0.5 if quick else 1.0)
+    rate, window = 6.0, 2.0  # submissions per second the gateway accepts (sliding 2 s window)
+    n, conc = (40 if quick else 200), 64
+    extra = ("--dialect", "parameters", "--submit-latency", f"{submit_lat:g}", "--task-duration", f"{task:g}",
+             "--quota-rpm", f"{rate * 60:g}", "--quota-window", f"{window:g}")
+    contenders = {"submit_concurrency 1": 1, "submit_concurrency 4 (default)": 4}
+    if quick:  # a smoke test of the default only, to keep --quick under 3 minutes in all
+        del contenders["submit_concurrency 1"]
+    got: dict[str, list[tuple[Measured, float]]] = {c: [] for c in contenders}
+    with MockGateway(latency=task, image_kb=100, extra=extra) as gw:
+        for r in range(rounds):
+            for name, sc in (contenders.items() if r % 2 == 0 else reversed(list(contenders.items()))):
+                text = ("name: bench\nmodel: wan2.7-image\nprompt: \"a bench image\"\n"
+                        f"provider: {{{{base_url: '{gw.base}/v1', api_key_env: {KEY_ENV}, "
+                        "dialect: parameters, async: true, poll_interval: 0.2}}\n"
+                        f"seeds: {{{{start: 0, count: {n}}}}}\nsizes: ['1024x1024']\n"
+                        f"limits: {{{{concurrency: {conc}, submit_concurrency: {sc}, retries: 40, "
+                        "request_timeout: 600s}}\noutput: '{out}'\n")
+                samples: list[tuple[float, int]] = []
+                stop = threading.Event()
+                sampler = threading.Thread(target=sample_accepted, args=(gw, samples, stop), daemon=True)
+                gw.reset()
+                sampler.start()
+                try:
+                    m = run_spec("async-submit", f"sc{sc}", text, [gw], n)
+                finally:
+                    stop.set()
+                    sampler.join()
+                lo = next(t for t, c in samples if c >= 0.1 * n)
+                hi = next(t for t, c in samples if c >= 0.9 * n)
+                per_s = 0.8 * n / (hi - lo) if hi > lo else float("nan")
+                got[name].append((m, per_s))
+                log.append({"scenario": "async-submit", "contender": name, "round": r,
+                            "submissions_per_s": per_s, **asdict(m)})
+                print(f"  async-submit r{r} {name:32s} {per_s:5.2f} submissions/s  wall {m.wall:6.2f} s",
+                      file=sys.stderr, flush=True)
+    lines = [f"### Async submissions: {n} tasks, each submission answers after {submit_lat:g} s, tasks take "
+             f"{task:g} s, gateway quota {rate:g} submissions/s (sliding {window:g} s window), spec "
+             f"concurrency {conc} (median of {rounds})", "",
+             f"Mock: `mock-server {' '.join(extra)} --image-kb 100`.", "",
+             "| contender | submissions/s (10%–90%) | ÷ gateway's limit | makespan s (process) "
+             "| in-process s | 429s per task |", "|---|---:|---:|---:|---:|---:|"]
+    for name, runs in got.items():
+        per_s = med([p for _, p in runs])
+        lines.append(f"| {name} | {per_s:.2f} | {per_s / rate:.2f} | {med([m.wall for m, _ in runs]):.2f} "
+                     f"| {med([inner(m) for m, _ in runs]):.2f} "
+                     f"| {med([m.out['throttled'] / n for m, _ in runs]):.3f} |")
+    best = med([p for _, p in got["submit_concurrency 4 (default)"]])
+    lines += ["", f"Goal (issue 15): submissions at the gateway's rate → **{best:.2f}/s** of {rate:g}/s "
+              f"(**{best / rate:.2f}**); one at a time the ceiling is 1 ÷ {submit_lat:g} s = "
+              f"{1 / submit_lat:g}/s. A kill costs at most submit_concurrency tasks (in doubt)."]
+    return "\n".join(lines)
+
+
 SCENARIOS: dict[str, Callable[[bool, int, list[Row]], str]] = {
     "zero": zero, "latency": latency, "big": big, "scale": scale, "quota": quota, "rpm-quota": rpm_quota,
-    "quota-change": quota_change, "quota-5xx": quota_5xx}
+    "quota-change": quota_change, "quota-5xx": quota_5xx, "async-submit": async_submit,
+    "key-pool": key_pool}
 
 
 def machine() -> str:

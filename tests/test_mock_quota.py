@@ -119,3 +119,16 @@ def test_bad_quota_in_config_is_a_readable_error() -> None:
         MockConfig(max_inflight=0)
     with pytest.raises(ValueError, match="quota rpm"):
         MockConfig(quota_rpm=float("nan"))
+
+
+def test_submit_latency_slows_each_async_submission_not_the_task() -> None:
+    config = MockConfig(dialect="parameters", submit_latency=0.4, task_duration=0.0, scale=0.05)
+    submit = {"model": "wan2.7-image", "prompt": "slow submit", "size": "1024x1024", "n": 1,
+              "response_format": "url", "async": True, "parameters": {"seed": 1}}
+    with run_in_thread(config) as base, httpx.Client(base_url=base, timeout=10, headers=AUTH) as client:
+        answer = client.post("/v1/images/generations", json=submit)
+        assert answer.status_code == 200 and answer.elapsed.total_seconds() >= 0.4
+        task = client.get(f"/v1/tasks/{answer.json()['id']}")
+        assert task.status_code == 200 and task.json().get("data")  # done once submitted: task_duration 0
+    with pytest.raises(ValueError, match="submit_latency"):
+        MockConfig(submit_latency=-1.0)

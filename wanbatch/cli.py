@@ -175,7 +175,9 @@ allow_read_option = click.option(
 def provider_line(spec: Any) -> str:
     """Where requests go and which file said so (a named provider's wanbatch.yaml, or the spec)."""
     where = spec.provider.defined_in or spec.source
-    return f"provider {spec.provider.name} ({spec.provider.kind}) defined in {where}"
+    members = spec.provider.members
+    pool = (f", a pool of {', '.join(f'{m.name} ×{m.weight}' for m in members)}" if members else "")
+    return f"provider {spec.provider.name} ({spec.provider.kind}{pool}) defined in {where}"
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -187,6 +187,13 @@ def summary_table(summary: RunSummary) -> Table:
         row("paid again (links expired)", summary.regenerated_expired, "yellow")
     if summary.cost is not None:
         row("spent (estimated)", _money(summary.cost), "magenta")
+    for m in summary.members:  # a provider pool: each member's share and state
+        state = m.get("state", "")
+        style = "" if state == "active" else "yellow" if state in ("cooling", "probing") else "red"
+        why = f" ({m['why']})" if m.get("why") and state != "active" else ""
+        row(f"  provider {m.get('name')} (weight {m.get('weight')})",
+            f"{m.get('images', 0)} images, {m.get('requests', 0)} requests, {m.get('throttled', 0)} 429s, "
+            f"{state}{why}", style)
     row("elapsed", f"{summary.elapsed_seconds:.1f} s ({summary.images_per_second:.1f} img/s)")
     if summary.stop_reason:
         row("stopped", summary.stop_reason, "yellow")

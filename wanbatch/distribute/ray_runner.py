@@ -431,6 +431,8 @@ def run_on_ray(
     spec_text = Path(source).read_text(encoding="utf-8-sig")
     root = str(resolve_output(spec, RunOptions(output=output)))
     key_env = spec.provider.api_key_env if forward_key and spec.provider.kind == "gateway" else None
+    if key_env is not None and spec.provider.members:  # a pool: every member's key
+        forward_env = (*forward_env, *(m.api_key_env for m in spec.provider.members))
     env = dict(runtime_env or {})
     env_vars = {**forwarded_env(spec_text, key_env, forward_env), **dict(env.get("env_vars") or {})}
     if env_vars:

@@ -134,6 +134,8 @@ class MockGateway:
 
     async def _submit(self, request: Request, dialect: MockDialect, req: GenRequest, fault: str | None,
                       rid: str) -> Response:
+        if self.config.submit_latency:  # a slow submission: the task starts when its id is answered
+            await anyio.sleep(self.config.submit_latency)
         now = time.time()
         duration = self.config.task_duration
         if duration is None:

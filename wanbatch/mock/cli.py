@@ -66,6 +66,8 @@ def _pairs(values: tuple[str, ...], option: str, convert: type[float] | type[int
 @click.option("--hang", type=float, default=600.0, show_default=True, help="Seconds a 'timeout' fault hangs.")
 @click.option("--task-duration", type=float, default=None,
               help="Seconds an async task takes (default: latency).")
+@click.option("--submit-latency", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds an async submission takes to answer (a slow-submit gateway).")
 @click.option("--max-inflight", type=click.IntRange(min=1), default=None,
               help="Hidden quota: generations in progress at once; 429 beyond (not billed).")
 @click.option("--quota-rpm", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -93,6 +95,7 @@ def mock_server(
     image_kb: float | None,
     hang: float,
     task_duration: float | None,
+    submit_latency: float,
     max_inflight: int | None,
     quota_rpm: float | None,
     quota_window: float,
@@ -131,6 +134,7 @@ def mock_server(
             image_kb=image_kb,
             hang=hang,
             task_duration=task_duration,
+            submit_latency=submit_latency,
             max_inflight=max_inflight,
             quota_rpm=quota_rpm,
             quota_window=quota_window,

@@ -125,6 +125,8 @@ class MockConfig:
     image_kb: float | None = None
     hang: float = 600.0
     task_duration: float | None = None
+    #: Seconds an async submission takes to answer (the task id comes back after it).
+    submit_latency: float = 0.0
     new_api_status: int = 500
     max_inflight: int | None = None
     quota_rpm: float | None = None
@@ -176,7 +178,7 @@ class MockConfig:
             raise ValueError(f"scale must be in (0, 1], not {self.scale!r}")
         if self.image_kb is not None and not self.image_kb > 0:
             raise ValueError(f"image_kb must be > 0, not {self.image_kb!r}")
-        for name in ("url_ttl", "hang"):
+        for name in ("url_ttl", "hang", "submit_latency"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be >= 0 seconds, not {value!r}")

@@ -15,6 +15,7 @@ import secrets
 import signal
 import time
 from collections.abc import Mapping, Set as AbstractSet
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from .budget import Budget
 from .job import JobRunner
 from .options import Notes, RunOptions, RunResult, resolve_output
 from .paid import gateway_of, split_tasks
+from .pool import Member, Pool
 from .summary import RunSummary, exit_code_for
 from .writer import WriterTask
 
@@ -72,7 +74,8 @@ class _Run:
             + (f"-{options.run_label}" if options.run_label else "")
         self.stats = RunStats(run_id=self.run_id, price_per_image=spec.price_per_image)
         self.root = resolve_output(spec, options)
-        self.controller = ConcurrencyController(self.limits.concurrency)
+        self.members = spec.provider.member_configs()  # (config, weight): one, or a pool's members
+        self.pool: Pool | None = None
         self.stopping = anyio.Event()
         self.error: WanbatchError | None = None
         self.crash: BaseException | None = None  # an unexpected exception (a bug), for the record
@@ -96,7 +99,8 @@ class _Run:
 
     async def execute(self) -> RunResult:
         try:  # a missing key or base URL stops the run before anything is written
-            check_settings(self.spec.provider, self._env())
+            for config, _ in self.members:  # every key of a pool: the error names the variable
+                check_settings(config, self._env())
         except FatalError as exc:
             self.error = exc
             self.stop(f"fatal: {exc.kind}")
@@ -110,7 +114,7 @@ class _Run:
             the_plan = make_plan(self.spec, shard=self.options.shard)
             self.stats.planned_jobs = the_plan.job_count
             self.stats.planned_images = the_plan.image_count
-            self.stats.concurrency = self.controller.limit
+            self.stats.concurrency = min(self.limits.concurrency, 4) * len(self.members)
             if self.options.on_start:
                 self.options.on_start(self.stats)
             await self._fan_out(the_plan, self.dataset, state)
@@ -201,8 +205,7 @@ class _Run:
 
     async def _fan_out(self, the_plan: Plan, dataset: DatasetWriter, state: _Triage) -> None:
         writer = WriterTask(dataset, self.stats, run_id=self.run_id, on_error=self._writer_failed,
-                            provider=lambda: (self.jobs.provider.name if self.jobs
-                                              else self.spec.provider.name))
+                            provider=lambda: self.spec.provider.name)
         async with anyio.create_task_group() as outer:
             if self.options.handle_signals:
                 outer.start_soon(self._watch_signals)
@@ -217,12 +220,10 @@ class _Run:
             outer.start_soon(write)
             try:
                 with self.workers_scope:
-                    async with open_client(self.spec.provider, concurrency=self.limits.concurrency,
-                                           timeout=self.limits.request_timeout) as client:
-                        provider = make_provider(self.spec.provider, client,
-                                                 request_timeout=self.limits.request_timeout, env=self._env())
-                        writer.gateway = gateway_of(provider.base_url)
-                        self.jobs = self._job_runner(provider, client, writer, dataset, state)
+                    async with AsyncExitStack() as clients:
+                        self.pool = await self._open_pool(clients)
+                        writer.gateway = gateway_of(self.pool.members[0].provider.base_url)
+                        self.jobs = self._job_runner(self.pool, writer, dataset, state)
                         await self._workers(the_plan, state, self.jobs)
             except* FatalError as group:
                 self.error = _first(group)  # type: ignore[assignment]
@@ -237,10 +238,30 @@ class _Run:
                 self.error = writer.error
             outer.cancel_scope.cancel()  # the signal watcher
 
-    def _job_runner(self, provider: Any, client: Any, writer: WriterTask, dataset: DatasetWriter,
+    async def _open_pool(self, clients: AsyncExitStack) -> Pool:
+        """One provider, client, controller and rate pacer per member (a single provider: a pool of one);
+        ``limits.concurrency`` and ``limits.rpm`` apply to each member: quotas are per key."""
+        members = []
+        for config, weight in self.members:
+            client = await clients.enter_async_context(open_client(
+                config, concurrency=self.limits.concurrency, timeout=self.limits.request_timeout))
+            provider = make_provider(config, client, request_timeout=self.limits.request_timeout,
+                                     env=self._env())
+            members.append(Member(name=config.name, weight=weight, provider=provider, client=client,
+                                  controller=ConcurrencyController(self.limits.concurrency),
+                                  pacer=RatePacer(self.limits.rpm)))
+        return Pool(members, name=self.spec.provider.name, notes=self.notes)
+
+    def _job_runner(self, pool: Pool, writer: WriterTask, dataset: DatasetWriter,
                     state: _Triage) -> JobRunner:
         initial, most = self.options.backoff_initial, self.options.backoff_max
-        pending, foreign = split_tasks(state.pending, writer.gateway, provider.name)
+        pending: dict[str, Any] = {}
+        left = dict(state.pending)
+        for m in pool.members:  # a task is this run's if one member is at its gateway (a pool: any)
+            ours, other = split_tasks(left, gateway_of(m.provider.base_url), m.name)
+            pending.update(ours)
+            left = {job: ref for job, ref in left.items() if job in other.jobs}
+        _, foreign = split_tasks(left, writer.gateway, pool.members[0].name)
         if foreign.jobs and self.options.abandon_tasks:
             where = ", ".join(sorted(foreign.where))
             self.notes.append(f"--abandon-tasks: forgetting {len(foreign.jobs)} async task(s) submitted to "
@@ -250,7 +271,7 @@ class _Run:
         elif foreign.jobs:
             self.notes.append(foreign.message(writer.gateway))
         return JobRunner(
-            provider=provider, client=client, writer=writer, stats=self.stats,
+            pool=pool, writer=writer, stats=self.stats,
             budget=Budget(self.stats, max_images=self.limits.max_images, max_cost=self.limits.max_cost,
                           price_per_image=self.spec.price_per_image, spent_before=state.spent_before,
                           run_max_images=self.options.max_images_this_run,
@@ -259,7 +280,7 @@ class _Run:
                                backoff_initial=initial, backoff_max=most),
             download_policy=RetryPolicy(retries=self.limits.retries, backoff_initial=initial,
                                         backoff_max=most),
-            pacer=RatePacer(self.limits.rpm), controller=self.controller, tmp_path=dataset.tmp_path,
+            tmp_path=dataset.tmp_path,
             request_timeout=self.limits.request_timeout, download_timeout=self.limits.download_timeout,
             download_limits=DownloadLimits(
                 max_bytes=self.limits.max_image_bytes, min_rate=self.limits.min_download_rate,
@@ -276,7 +297,7 @@ class _Run:
         self.workers_scope.cancel()
 
     async def _workers(self, the_plan: Plan, state: _Triage, jobs: JobRunner) -> None:
-        width = self.limits.concurrency
+        width = self.limits.concurrency * len(self.members)  # each member has its own limits
         send, recv = anyio.create_memory_object_stream[_Work](width * 2)
         async with anyio.create_task_group() as guard:
             guard.start_soon(self._drain_after_fatal)
@@ -363,7 +384,7 @@ class _Run:
         if dataset is None:
             return
         try:
-            provider = self.jobs.provider.name if self.jobs else self.spec.provider.name
+            provider = self.spec.provider.name
             abandoned = await anyio.to_thread.run_sync(
                 lambda: dataset.abandon_open_intents(provider=provider, run_id=self.run_id))
         except DatasetError as exc:
@@ -453,10 +474,12 @@ class _Run:
             elapsed_seconds=round(stats.elapsed, 3), images_per_second=round(stats.images_per_second, 3),
             started_at=stats.started_at, stop_reason=stats.stop_reason,
             pipeline=self.spec.name, model=self.spec.model,
-            provider=self.jobs.provider.name if self.jobs else self.spec.provider.name,
+            provider=self.spec.provider.name,
             dialect=self.spec.provider.dialect, output=str(self.root), shard=self.options.shard,
             tool_version=__version__, exit_code=code, error=self._error_text(),
-            concurrency_cuts=self.controller.stats.cuts, lowest_concurrency=self.controller.stats.lowest,
+            concurrency_cuts=sum(m.controller.stats.cuts for m in self.pool.members) if self.pool else 0,
+            lowest_concurrency=min(m.controller.stats.lowest for m in self.pool.members) if self.pool else 0,
+            members=self.pool.summary() if self.pool and not self.pool.single else [],
             in_doubt_images=stats.in_doubt_images, in_doubt_skipped=stats.in_doubt_skipped,
             in_doubt_retried=stats.in_doubt_retried, ledger=self.dataset_ledger().to_dict(),
             paid_downloads=stats.paid_downloads, regenerated_expired=stats.regenerated_expired,

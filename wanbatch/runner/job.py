@@ -14,20 +14,17 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
-import httpx
 
-from ..concurrency import ConcurrencyController
 from ..dataset.journal import PaidLinks, TaskRef
 from ..errors import AmbiguousError, FatalError, GatewayError, RefusedError, TransientError
 from ..fetch import DownloadLimits, fetch_verified
-from ..limits import RatePacer
-from ..providers.base import Provider
 from ..retry import RetryPolicy, call_with_retries
 from ..stats import RunStats
 from ..types import DeliveredImage, Generation, Job
 from .budget import Budget
 from .outcome import Adopted, Fetched, JobOutcome, Slot, SlotFailed
-from .paid import LinkPlan, age, plan_links
+from .paid import LinkPlan, age, gateway_of, plan_links
+from .pool import Member, Pool
 from .writer import WriterTask
 
 #: Download failures of a delivered (paid) image whose link is kept for a rerun to try again.
@@ -38,23 +35,22 @@ class JobRunner:
     """The per-job state machine, shared by every worker of a run."""
 
     def __init__(
-        self, *, provider: Provider, client: httpx.AsyncClient, writer: WriterTask, stats: RunStats,
-        budget: Budget, policy: RetryPolicy, download_policy: RetryPolicy, pacer: RatePacer,
-        controller: ConcurrencyController, tmp_path: Callable[[str], Any], request_timeout: float,
+        self, *, pool: Pool, writer: WriterTask, stats: RunStats,
+        budget: Budget, policy: RetryPolicy, download_policy: RetryPolicy,
+        tmp_path: Callable[[str], Any], request_timeout: float,
         download_timeout: float, download_limits: DownloadLimits, unindexed: set[str],
         pending: dict[str, TaskRef], notes: list[str], stop: Callable[[str], None],
         submit_concurrency: int = 1, foreign: set[str] | None = None,
         links: Mapping[str, PaidLinks] | None = None, link_life: float = 86400.0,
     ) -> None:
-        self.provider = provider
-        self.client = client
+        self.pool = pool
+        self.use_async = pool.members[0].provider.use_async  # members share the dialect and its mode
+        self.client = pool.members[0].client  # downloads (absolute URLs: any member's client will do)
         self.writer = writer
         self.stats = stats
         self.budget = budget
         self.policy = policy
         self.download_policy = download_policy
-        self.pacer = pacer
-        self.controller = controller
         self.tmp_path = tmp_path
         self.request_timeout = request_timeout
         self.download_timeout = download_timeout
@@ -109,7 +105,7 @@ class JobRunner:
             return JobOutcome(job, slots, attempts=0) if slots else None
         started = time.monotonic()
         try:
-            generation, attempts, task_id = await self._generate(job, pending, need)
+            generation, attempts, task_id, member = await self._generate(job, pending, need)
         except (RefusedError, TransientError, AmbiguousError) as exc:
             return self._failed_job(job, need, slots, exc, started)
         if generation is None:  # async task still running past the deadline: poll on resume
@@ -123,7 +119,8 @@ class JobRunner:
             received = links.received
         return JobOutcome(job, slots + fetched, attempts=max(attempts, 1), latency_ms=latency,
                           task_id=task_id, finishes_task=task_id is not None, links={**kept, **failed},
-                          links_at=received, drops_links=links is not None)
+                          links_at=received, drops_links=links is not None,
+                          provider=member.name)
 
     def _failed_job(self, job: Job, need: list[int], slots: list[Slot], exc: GatewayError,
                     started: float) -> JobOutcome:
@@ -131,7 +128,7 @@ class JobRunner:
             self.stats.ambiguous += 1
         if exc.status is not None:
             self.answered = True
-        if exc.kind == "network" and self.stats.done_images == 0 and not self.answered:
+        if exc.kind == "network" and self.stats.done_images == 0 and not self.answered and self.pool.single:
             # Never reached the gateway at all, retries spent: every other job would wait the same
             # minute for the same answer. Stop and say what to check.
             raise FatalError(f"cannot reach the gateway ({exc.message}); check base_url and the network",
@@ -139,7 +136,7 @@ class JobRunner:
         slots += [SlotFailed(k, exc.kind, exc.message) for k in need]
         latency_ms = int((time.monotonic() - started) * 1000)
         return JobOutcome(job, slots, attempts=exc.attempts, latency_ms=latency_ms,
-                          finishes_task=self.provider.use_async)
+                          finishes_task=self.use_async)
 
     # ------------------------------------------------------------------ the gateway
 
@@ -157,60 +154,89 @@ class JobRunner:
         The controller already holds the job back (it waits for a slot under the lowered limit), so a
         long exponential backoff would only leave a tail of late retries; jitter keeps them apart.
         """
-        return random.uniform(0.5, 1.5) * (self.controller.latency or self.policy.backoff_initial)
+        known = [m.controller.latency for m in self.pool.members if m.controller.latency]
+        return random.uniform(0.5, 1.5) * (max(known) if known else self.policy.backoff_initial)
 
-    async def _on_wire(self, call: Callable[[], Awaitable[Any]], hold: AsyncExitStack | None = None, *,
-                       paced: bool = True) -> Any:
-        """One attempt, paced and in a slot of the controller, which hears how it went.
+    async def _on_wire(self, call: Callable[[Member], Awaitable[Any]], hold: AsyncExitStack | None = None, *,
+                       paced: bool = True, member: Member | None = None) -> tuple[Member, Any]:
+        """One attempt through ``member``, or the next member of the pool by weight.
+
+        A member the gateway takes out (its key ran dry: 401, 403 quota, Arrearage; those answers bill
+        nothing) hands the attempt to the next member at once; only when none is left is the fatal
+        error raised. With ``member`` given (a task is polled where it was submitted) there is no other.
+        """
+        while True:
+            chosen = member or await self.pool.choose()
+            try:
+                return chosen, await self._attempt(chosen, call, hold, paced)
+            except FatalError as exc:
+                if member is not None or not self.pool.scoped(exc):
+                    raise
+                if self.pool.exhausted():
+                    raise self.pool.exhausted_error() from None
+
+    async def _attempt(self, m: Member, call: Callable[[Member], Awaitable[Any]],
+                       hold: AsyncExitStack | None, paced: bool) -> Any:
+        """One attempt, paced and in a slot of the member's controller, which hears how it went.
 
         The slot is held only while the request is on the wire (backoff sleeps are outside it); with
         ``hold`` it stays held after success, until the caller closes ``hold`` (an async task runs at the
         gateway until its poll settles).
         """
         if paced:
-            await self.pacer.wait()
+            await m.pacer.wait()
         stack = hold if hold is not None else AsyncExitStack()
-        await stack.enter_async_context(self.controller.slot())
+        await stack.enter_async_context(m.controller.slot())
         self.stats.in_flight += 1
         stack.callback(self._left_wire)
+        if m.error is not None and paced:  # taken out while this request waited for its slot
+            await stack.aclose()
+            raise m.error
         started = anyio.current_time()
+        if paced:
+            self.pool.sent(m)
         try:
-            result = await call()
+            result = await call(m)
         except GatewayError as exc:
             if exc.kind == "rate_limited":
-                self.controller.on_throttled(exc.retry_after)
+                m.controller.on_throttled(exc.retry_after)
             else:
-                self.controller.on_error()
+                m.controller.on_error()
+            self.pool.failed(m, exc)
             await stack.aclose()
             raise
         except BaseException:
             await stack.aclose()
             raise
         if hold is None:
-            self.controller.on_success(anyio.current_time() - started)
+            m.controller.on_success(anyio.current_time() - started)
             await stack.aclose()
+        if paced:  # a request the gateway answered (a submission's images count when its poll ends)
+            self.pool.answered(m, len(result.images) if isinstance(result, Generation) else 0)
         return result
 
     def _left_wire(self) -> None:
         self.stats.in_flight -= 1
-        self.stats.concurrency = self.controller.limit
+        self.stats.concurrency = self.pool.concurrency
 
     async def _generate(
         self, job: Job, pending: TaskRef | None, need: list[int]
-    ) -> tuple[Generation | None, int, str | None]:
-        provider = self.provider
-        if not provider.use_async:
-            generation, attempts = await call_with_retries(
-                lambda: self._on_wire(lambda: self._paid(job, need, lambda: provider.generate(job))),
+    ) -> tuple[Generation | None, int, str | None, Member]:
+        if not self.use_async:
+            (member, generation), attempts = await call_with_retries(
+                lambda: self._on_wire(lambda m: self._paid(job, need, lambda: m.provider.generate(job))),
                 self.policy, on_retry=self.on_retry, throttle_wait=self.throttle_wait,
             )
-            return generation, attempts, None
-        if pending is not None:  # journaled by an earlier run, at this gateway (see .paid)
+            return generation, attempts, None, member
+        took = self.pool.member_for(pending) if pending is not None else None
+        if pending is not None and took is not None:  # polled through the member that took it (see .paid)
             self.stats.resumed_tasks += 1
             try:
                 async with AsyncExitStack() as hold:
-                    await self._on_wire(self._noop, hold, paced=False)  # a poll, not a new generation
-                    return await self._settle(job, pending.task, anyio.current_time()), 0, pending.task
+                    # a poll, not a new generation
+                    await self._on_wire(self._noop, hold, paced=False, member=took)
+                    generation = await self._settle(job, took, pending.task, anyio.current_time())
+                    return generation, 0, pending.task, took
             except RefusedError as exc:
                 if exc.kind != "task_unknown":  # older than 24 h or unknown: only then submit again
                     raise
@@ -219,25 +245,26 @@ class JobRunner:
         async with AsyncExitStack() as hold:
             # The task holds its slot from submission until it settles: it is a generation in flight.
             started = anyio.current_time()
-            task_id, attempts = await call_with_retries(
-                lambda: self._on_wire(lambda: self._submit(job, need), hold), self.policy,
+            (member, task_id), attempts = await call_with_retries(
+                lambda: self._on_wire(lambda m: self._submit(job, need, m), hold), self.policy,
                 on_retry=self.on_retry, throttle_wait=self.throttle_wait,
             )
-            return await self._settle(job, task_id, started), attempts, task_id
+            return await self._settle(job, member, task_id, started), attempts, task_id, member
 
     @staticmethod
-    async def _noop() -> None:
+    async def _noop(_member: Member) -> None:
         return None
 
-    async def _settle(self, job: Job, task_id: str, started: float) -> Generation | None:
-        """Poll a task in the caller's slot; the controller hears the task's whole duration."""
+    async def _settle(self, job: Job, member: Member, task_id: str, started: float) -> Generation | None:
+        """Poll a task in the caller's slot; the member's controller hears the task's whole duration."""
         try:
-            generation = await self._poll(job, task_id)
+            generation = await self._poll(job, member, task_id)
         except GatewayError:
-            self.controller.on_error()
+            member.controller.on_error()
             raise
         if generation is not None:
-            self.controller.on_success(anyio.current_time() - started)
+            member.controller.on_success(anyio.current_time() - started)
+            self.pool.answered(member, len(generation.images))
         return generation
 
     @asynccontextmanager
@@ -265,7 +292,7 @@ class JobRunner:
         await self.writer.settle(intent, billed=len(generation.images))
         return generation
 
-    async def _submit(self, job: Job, need: list[int]) -> str:
+    async def _submit(self, job: Job, need: list[int], member: Member) -> str:
         """One submission under its intent, its task id journaled before its slot is given to another.
 
         A task is paid for once submitted, and only its journaled id lets a resumed run poll instead
@@ -275,19 +302,20 @@ class JobRunner:
         """
         async with self.submit_slots:
             async with self._intent(job, need) as intent:
-                task_id = await self.provider.submit(job)
-            await self.writer.journal_task(job.job_id, self.provider.name, task_id, intent=intent,
-                                           images=job.n)
+                task_id = await member.provider.submit(job)
+            # the member's name, never its key: a rerun polls the task through the same member
+            await self.writer.journal_task(job.job_id, member.name, task_id, intent=intent,
+                                           images=job.n, gateway=gateway_of(member.provider.base_url))
         return task_id
 
-    async def _poll(self, job: Job, task_id: str) -> Generation | None:
+    async def _poll(self, job: Job, member: Member, task_id: str) -> Generation | None:
         poll_policy = RetryPolicy(retries=self.policy.retries, backoff_initial=self.policy.backoff_initial,
                                   backoff_max=self.policy.backoff_max)
         with anyio.move_on_after(max(self.request_timeout, 60.0)):
             while True:
                 try:
                     state, _ = await call_with_retries(
-                        lambda: self.provider.poll(task_id), poll_policy, on_retry=self.on_retry
+                        lambda: member.provider.poll(task_id), poll_policy, on_retry=self.on_retry
                     )
                 except RefusedError as exc:
                     if exc.kind != "task_unknown":  # the task failed: it bills nothing
@@ -296,7 +324,7 @@ class JobRunner:
                 if state.generation is not None:
                     await self.writer.resolve(job.job_id, images=job.n, billed=len(state.generation.images))
                     return state.generation
-                await anyio.sleep(self.provider.poll_interval)
+                await anyio.sleep(member.provider.poll_interval)
         return None
 
     # ------------------------------------------------------------------ the images

@@ -66,3 +66,4 @@ class JobOutcome:
     links: dict[int, str] = field(default_factory=dict)
     links_at: float = 0.0
     drops_links: bool = False
+    provider: str | None = None  # the pool member that served the job (None: the run's provider)

@@ -66,6 +66,9 @@ class RunSummary:
     paid_downloads: int = 0  # images paid for by earlier runs, downloaded from their kept links
     regenerated_expired: int = 0  # images paid for earlier whose links expired: generated (paid) again
     foreign_tasks: int = 0  # jobs left alone: their async tasks went to another gateway
+    #: A provider pool's members (empty for one provider): name, weight, state (active, cooling,
+    #: probing, out) and why, requests, images, throttled (429s), failures, breaker_trips, concurrency.
+    members: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -92,6 +95,7 @@ class RunSummary:
             if isinstance(shard, list | tuple) and len(shard) == 2 else None
         values["errors_by_kind"] = dict(values.get("errors_by_kind") or {})
         values["ledger"] = dict(values.get("ledger") or {})
+        values["members"] = [dict(m) for m in values.get("members") or [] if isinstance(m, dict)]
         values.setdefault("run_id", "")
         return cls(**values)
 

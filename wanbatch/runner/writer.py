@@ -54,6 +54,7 @@ class _JournalTask:
     reply: _Reply
     intent: int | None = None  # the submission's intent: settled in doubt until a poll resolves it
     images: int = 0
+    gateway: str | None = None  # the pool member's gateway (None: the run's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,12 +128,12 @@ class WriterTask:
         await self._put(outcome)
 
     async def journal_task(self, job_id: str, provider: str, task_id: str, *, intent: int | None = None,
-                           images: int = 0) -> None:
+                           images: int = 0, gateway: str | None = None) -> None:
         """Returns once the task id is durable (survives SIGKILL): only then may it be polled. With
         ``intent``, the submission's intent is settled in the same step: ``images`` in doubt until
         :meth:`resolve`."""
         reply = _Reply()
-        await self._put(_JournalTask(job_id, provider, task_id, reply, intent, images))
+        await self._put(_JournalTask(job_id, provider, task_id, reply, intent, images, gateway))
         await reply.wait()
 
     async def intend(self, job: Job, slots: list[int]) -> int:
@@ -228,7 +229,8 @@ class WriterTask:
         finished: list[str] = []
         for message in batch:
             if isinstance(message, _JournalTask):
-                self.dataset.journal_task(message.job_id, message.provider, message.task_id, self.gateway)
+                self.dataset.journal_task(message.job_id, message.provider, message.task_id,
+                                          message.gateway or self.gateway)
                 if message.intent is not None:
                     self.dataset.settle(message.intent, billed=0, in_doubt=message.images)
                 applied.replies.append((message.reply, None))
@@ -260,7 +262,7 @@ class WriterTask:
         return applied
 
     def _rows(self, outcome: JobOutcome, applied: _Applied) -> list[dict[str, Any]]:
-        job, provider = outcome.job, self.provider()
+        job, provider = outcome.job, outcome.provider or self.provider()
         rows: list[dict[str, Any]] = []
         for slot in outcome.slots:
             if isinstance(slot, SlotFailed):

@@ -22,7 +22,7 @@ from wanbatch.spec.files import MAX_SPEC_BYTES, FileProblem, read_text_capped
 from wanbatch.spec.inputs import InputTable, default_name
 from wanbatch.spec.issues import Issues, describe
 from wanbatch.spec.model import KEYS, ParamsIn, PromptSpec, ProviderIn, Spec, SpecIn
-from wanbatch.spec.provider import resolve_provider, strip_secrets
+from wanbatch.spec.provider import provider_keys, resolve_provider, strip_secrets
 from wanbatch.spec.seeds import SEED_KEYS, SeedSpec, range_problem
 from wanbatch.spec.sizes import size_problem
 from wanbatch.spec.templates import resolve_prompts
@@ -92,6 +92,8 @@ def _allowed_keys(path: Path, data: Any) -> list[str]:
         return KEYS["rows"]
     if path[0] == "prompts" and len(path) == 2:
         return KEYS["prompt"]
+    if path[0] == "provider":
+        return provider_keys(path, data)
     return KEYS.get(str(path[0]), [])
 
 

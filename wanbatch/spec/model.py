@@ -161,11 +161,23 @@ def _template_shorthand(value: Any) -> Any:
     return {"template": value} if isinstance(value, str) else value
 
 
+class PoolMemberIn(_In):
+    """One member of ``provider: {pool: [...]}``: a key and/or a gateway; the rest is the pool's."""
+
+    name: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    weight: Annotated[int, Field(ge=1, le=1000)] = 1
+    dialect: Dialect | None = None  # only to say clearly that members share the pool's dialect
+
+
 class ProviderIn(_In):
     type: str | None = None
     name: str | None = None
     base_url: str | None = None
-    api_key_env: str = "WAN_API_KEY"
+    #: one variable, or several (the short form of a pool: one member per key, equal weights)
+    api_key_env: str | list[str] = "WAN_API_KEY"
+    pool: list[PoolMemberIn] | None = None
     dialect: Dialect = "flat"
     use_async: bool = Field(False, alias="async")
     response_format: Literal["url", "b64_json"] = "url"
@@ -297,8 +309,21 @@ class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PoolMember(_Out):
+    """One key or gateway of a pool (its name goes into the index's ``provider`` column)."""
+
+    name: str
+    base_url: str | None
+    api_key_env: str
+    weight: int = 1
+
+
 class ProviderConfig(_Out):
-    """Where and how requests go. Holds the *name* of the key's env var, never the key."""
+    """Where and how requests go. Holds the *name* of the key's env var, never the key.
+
+    A pool (``members`` not empty) shares everything but ``name``, ``base_url``, ``api_key_env`` and
+    a weight among its members; ``base_url`` and ``api_key_env`` here are the first member's.
+    """
 
     kind: str
     name: str
@@ -313,6 +338,16 @@ class ProviderConfig(_Out):
     faults: dict[str, float]
     #: The wanbatch.yaml that defined this provider (None: written in the spec). Not in the manifest.
     defined_in: str | None = None
+    #: The keys or gateways of a pool (empty: one provider).
+    members: list[PoolMember] = []
+
+    def member_configs(self) -> list[tuple[ProviderConfig, int]]:
+        """Each member as a provider of its own, with its weight (a single provider: itself, 1)."""
+        if not self.members:
+            return [(self, 1)]
+        return [(self.model_copy(update={"name": m.name, "base_url": m.base_url,
+                                         "api_key_env": m.api_key_env, "members": []}), m.weight)
+                for m in self.members]
 
 
 class PromptSpec(_Out):
@@ -386,6 +421,7 @@ class Spec(_Out):
 KEYS: dict[str, list[str]] = {
     "spec": [f.alias or n for n, f in SpecIn.model_fields.items()],
     "provider": [f.alias or n for n, f in ProviderIn.model_fields.items()],
+    "pool_member": list(PoolMemberIn.model_fields),
     "params": list(ParamsIn.model_fields),
     "limits": list(Limits.model_fields),
     "prompt": list(PromptIn.model_fields),

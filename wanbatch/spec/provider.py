@@ -27,7 +27,7 @@ from wanbatch.registry import (
 )
 from wanbatch.spec.files import MAX_SPEC_BYTES, FileProblem, read_text_capped
 from wanbatch.spec.issues import Issues, did_you_mean
-from wanbatch.spec.model import KEYS, ProviderConfig, ProviderIn
+from wanbatch.spec.model import KEYS, PoolMember, ProviderConfig, ProviderIn
 from wanbatch.spec.yaml_nodes import Document, Path, compose
 
 CONFIG_FILE = "wanbatch.yaml"
@@ -43,6 +43,7 @@ def strip_secrets(data: Any, path: Path, issues: Issues, doc: Document | None = 
         for key, value in data.items():
             if key.lower().replace("-", "_") in _SECRET_KEYS:
                 env = data.get("api_key_env", "WAN_API_KEY")
+                env = env[0] if isinstance(env, list) and env else env
                 issues.add((*path, key), "a literal API key does not belong in a spec",
                            f"export the key (export {env}=...) and name the variable in api_key_env",
                            at_key=True, doc=doc)
@@ -52,6 +53,11 @@ def strip_secrets(data: Any, path: Path, issues: Issues, doc: Document | None = 
     if isinstance(data, list):
         return [strip_secrets(v, (*path, i), issues, doc) for i, v in enumerate(data)]
     return data
+
+
+def provider_keys(path: Path, data: Any) -> list[str]:
+    """The keys allowed at ``path`` inside a provider mapping (a pool member's, or the provider's)."""
+    return KEYS["pool_member"] if "pool" in path[-2:-1] else KEYS["provider"]
 
 
 def resolve_provider(ref: ProviderIn | str, path: Path, issues: Issues, spec_dir: FsPath,
@@ -126,7 +132,7 @@ def _named(name: str, path: Path, issues: Issues, spec_dir: FsPath,
             try:
                 parsed = ProviderIn.model_validate(data)
             except ValidationError as exc:
-                issues.add_validation_error(exc, data, lambda p, d: KEYS["provider"], base, doc)
+                issues.add_validation_error(exc, data, provider_keys, base, doc)
                 return None
             built = build_config(parsed, base, issues, doc, env, default_name=name,
                                  require_env=require_env)
@@ -160,10 +166,13 @@ def build_config(p: ProviderIn, path: Path, issues: Issues, doc: Document | None
         return None
     kind = get_provider_kind(kind_name)
     base_url = None
+    pooled = p.pool is not None or isinstance(p.api_key_env, list)
     if not kind.needs_base_url and p.base_url is not None:
         bad("base_url", f"base_url is for gateways, but type is {kind_name}",
             f"remove type: {kind_name} or base_url")
-    if kind.needs_base_url:
+    if kind.needs_base_url and p.pool is not None and p.base_url is None:
+        pass  # every member names its own gateway (checked in _members)
+    elif kind.needs_base_url:
         if p.base_url is None:
             issues.add(path, "a gateway provider needs base_url",
                        "add base_url: https://gateway.example/v1, or use provider: mock", doc=doc)
@@ -195,21 +204,22 @@ def build_config(p: ProviderIn, path: Path, issues: Issues, doc: Document | None
         takes = [d.name for d in dialects() if d.response_format]
         bad("response_format", f"response_format applies only to the {' or '.join(takes)} dialect, "
             f"not {dialect.name}", "remove response_format")
-    if not _ENV_NAME.match(p.api_key_env):
-        bad("api_key_env", f"must be the name of an environment variable, got {p.api_key_env!r}",
-            "write e.g. api_key_env: WAN_API_KEY")
-    key = env.get(p.api_key_env, "").strip() if _ENV_NAME.match(p.api_key_env) else ""
-    if base_url and key and _key_in_url(base_url, key):
-        bad("base_url", f"base_url contains the API key from ${p.api_key_env}: it would be recorded in the "
-            "dataset manifest and in messages", "remove the key from the URL; it is sent in a header")
+    members: list[PoolMember] = []
+    if pooled:
+        members = _members(p, path, issues, doc, env, base_url, kind.needs_base_url, require_env)
+    else:
+        assert isinstance(p.api_key_env, str)
+        _check_key_env(p.api_key_env, base_url, (*path, "api_key_env"), (*path, "base_url"), issues, doc, env)
     if len(issues.items) > n_before:
         return None
     host = urlsplit(base_url).hostname if base_url else None
+    first = members[0] if members else None
     return ProviderConfig(
         kind=kind_name,
         name=p.name or default_name or host or kind_name,
-        base_url=base_url,
-        api_key_env=p.api_key_env,
+        base_url=first.base_url if first else base_url,
+        api_key_env=first.api_key_env if first else str(p.api_key_env),
+        members=members,
         dialect=p.dialect,
         use_async=p.use_async,
         response_format=p.response_format,
@@ -219,6 +229,103 @@ def build_config(p: ProviderIn, path: Path, issues: Issues, doc: Document | None
         scale=p.scale,
         faults=dict(p.faults),
     )
+
+
+def _check_key_env(var: str, base_url: str | None, at: Path, url_at: Path, issues: Issues,
+                   doc: Document | None, env: Mapping[str, str]) -> None:
+    """``var`` must name an environment variable, and its key must not be written in ``base_url``."""
+    if not _ENV_NAME.match(var):
+        issues.add(at, f"must be the name of an environment variable, got {var!r}",
+                   "write e.g. api_key_env: WAN_API_KEY", at_key=True, doc=doc)
+        return
+    key = env.get(var, "").strip()
+    if base_url and key and _key_in_url(base_url, key):
+        issues.add(url_at, f"base_url contains the API key from ${var}: it would be recorded in the "
+                   "dataset manifest and in messages", "remove the key from the URL; it is sent in a header",
+                   at_key=True, doc=doc)
+
+
+def _members(p: ProviderIn, path: Path, issues: Issues, doc: Document | None, env: Mapping[str, str],
+             base_url: str | None, needs_base_url: bool, require_env: bool) -> list[PoolMember]:
+    """The members of a pool: ``pool: [{name, base_url, api_key_env, weight}, ...]``, or the short
+    form ``api_key_env: [KEY_A, KEY_B]`` (one member per key, named after its variable, weight 1).
+
+    Members share the pool's dialect and every other setting, so each receives the same request and a
+    job's identity does not depend on which member serves it.
+    """
+    n_before = len(issues.items)
+    members: list[PoolMember] = []
+    where: dict[str, Path] = {}
+    if not needs_base_url:  # the mock: one in-process gateway per member, whose images only it serves
+        issues.add((*path, "pool" if p.pool is not None else "api_key_env"),
+                   "a pool of keys is for gateways (a provider with base_url)",
+                   "use provider: mock with one key, or pool gateways (mock-server on loopback serves tests)",
+                   at_key=True, doc=doc)
+        return []
+    if isinstance(p.api_key_env, list):
+        at = (*path, "api_key_env")
+        if p.pool is not None:
+            issues.add(at, "a list of keys is the short form of pool:; give one or the other",
+                       "move each key into its pool member (api_key_env: KEY_A)", at_key=True, doc=doc)
+            return []
+        if not p.api_key_env:
+            issues.add(at, "the list of key variables is empty", "name at least one, e.g. [KEY_A, KEY_B]",
+                       at_key=True, doc=doc)
+            return []
+        for i, var in enumerate(p.api_key_env):
+            _check_key_env(var, base_url, (*at, i), (*path, "base_url"), issues, doc, env)
+            if var in where:
+                issues.add((*at, i), f"{var} is listed twice", "list each key variable once", doc=doc)
+            where[var] = (*at, i)
+            members.append(PoolMember(name=var, base_url=base_url, api_key_env=var, weight=1))
+        return [] if len(issues.items) > n_before else members
+    assert p.pool is not None
+    at_pool = (*path, "pool")
+    if not p.pool:
+        issues.add(at_pool, "the pool is empty", "list its members: pool: [{api_key_env: KEY_A}, ...]",
+                   at_key=True, doc=doc)
+        return []
+    seen: dict[tuple[str | None, str], int] = {}
+    for i, m in enumerate(p.pool):
+        at = (*at_pool, i)
+        if m.dialect is not None and m.dialect != p.dialect:
+            issues.add((*at, "dialect"), f"the members of a pool share the pool's dialect ({p.dialect}); "
+                       f"this one says {m.dialect}",
+                       "every member must take the same request: put a gateway of another dialect in a "
+                       "spec of its own (the same jobs, the same dataset)", at_key=True, doc=doc)
+        if m.api_key_env is None and isinstance(p.api_key_env, list):
+            continue  # already refused above
+        var = m.api_key_env if m.api_key_env is not None else str(p.api_key_env)
+        url = base_url
+        if m.base_url is not None:
+            if not needs_base_url:
+                issues.add((*at, "base_url"), "base_url is for gateways, not for this provider type",
+                           "remove base_url from the member", at_key=True, doc=doc)
+            else:
+                url = _expand(m.base_url, (*at, "base_url"), issues, doc, env, require_env)
+        elif needs_base_url and base_url is None:
+            issues.add(at, "this member has no base_url and the pool gives none",
+                       "add base_url: https://gateway.example/v1 to the member or to the provider", doc=doc)
+        _check_key_env(var, url, (*at, "api_key_env"), (*at, "base_url"), issues, doc, env)
+        same = seen.get((url, var))
+        if same is not None:
+            issues.add(at, f"members {same + 1} and {i + 1} use the same key (${var}) on the same gateway",
+                       "a key's quota does not grow by naming it twice: use weight, or another key",
+                       doc=doc)
+        seen[(url, var)] = i
+        host = urlsplit(url).hostname if url else None
+        name = m.name or (var if m.api_key_env is not None else host) or f"member-{i + 1}"
+        if not name.strip():
+            issues.add((*at, "name"), "a member's name must not be empty", "write e.g. name: key-a",
+                       at_key=True, doc=doc)
+        if name in where:
+            issues.add((*at, "name") if m.name else at,
+                       f"the name {name!r} is used by two members of the pool; names must be unique",
+                       "give each member its own name: (it is recorded in the index's provider column)",
+                       at_key=m.name is not None, doc=doc)
+        where[name] = at
+        members.append(PoolMember(name=name, base_url=url, api_key_env=var, weight=m.weight))
+    return [] if len(issues.items) > n_before else members
 
 
 def _kind_options() -> set[str]:
