@@ -28,7 +28,7 @@ from ..concurrency import ConcurrencyController
 from ..dataset import DatasetView, DatasetWriter
 from ..dataset.journal import PaidLinks, TaskRef
 from ..dataset.lease import Lease, LeaseHeld, LeaseStore, SharedCaps, new_holder, open_store, try_acquire
-from ..dataset.ledger import DatasetLedger
+from ..dataset.ledger import IN_DOUBT, DatasetLedger
 from ..errors import DatasetError, FatalError, GatewayError, WanbatchError
 from ..fetch import DownloadLimits
 from ..hosts import allow_list
@@ -86,6 +86,7 @@ class _Run:
         self.base_ledger = DatasetLedger()
         self.fatal = anyio.Event()
         self.lease: Lease | None = None
+        self.writer: WriterTask | None = None
 
     # ----------------------------------------------------------------------------------- control
 
@@ -204,8 +205,8 @@ class _Run:
         return None
 
     async def _fan_out(self, the_plan: Plan, dataset: DatasetWriter, state: _Triage) -> None:
-        writer = WriterTask(dataset, self.stats, run_id=self.run_id, on_error=self._writer_failed,
-                            provider=lambda: self.spec.provider.name)
+        writer = self.writer = WriterTask(dataset, self.stats, run_id=self.run_id, on_error=self._writer_failed,
+                                          provider=lambda: self.spec.provider.name)
         async with anyio.create_task_group() as outer:
             if self.options.handle_signals:
                 outer.start_soon(self._watch_signals)
@@ -383,6 +384,18 @@ class _Run:
         dataset = self.dataset
         if dataset is None:
             return
+        writer = self.writer
+        if writer is not None and writer.lost:
+            try:
+                rows = await anyio.to_thread.run_sync(writer.lost_rows)
+                await anyio.to_thread.run_sync(dataset.append, rows)
+                lost = sum(r["error_kind"] == IN_DOUBT for r in rows)
+                if lost:
+                    self.notes.append(f"{lost} image(s) were delivered (billed) but could not be stored: "
+                                      "recorded in doubt, so a rerun does not pay for them again unless "
+                                      "limits.in_doubt is retry")
+            except DatasetError as exc:
+                self.notes.append(f"could not record the images delivered but not stored: {exc}")
         try:
             provider = self.spec.provider.name
             abandoned = await anyio.to_thread.run_sync(

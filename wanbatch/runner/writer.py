@@ -19,6 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ..dataset import DatasetWriter
 from ..dataset.journal import PaidLinks
+from ..dataset.ledger import IN_DOUBT
 from ..dataset.rows import failed_row, ok_row
 from ..errors import DatasetError, RefusedError
 from ..fetch import ext_for, verify_image
@@ -120,12 +121,19 @@ class WriterTask:
         #: The gateway this run talks to (``runner.paid.gateway_of``), recorded with tasks and links.
         self.gateway = ""
         self._stored_inputs: set[str] = set()
+        #: Outcomes the writer could not record (the dataset failed: a full disk): their images were
+        #: paid for; :meth:`lost_rows` turns them into rows a rerun does not pay for again.
+        self.lost: list[JobOutcome] = []
 
     # ------------------------------------------------------------------ what workers call
 
     async def deliver(self, outcome: JobOutcome) -> None:
         """Hand over a job's outcome (returns once the writer has taken it; applied in order)."""
-        await self._put(outcome)
+        try:
+            await self._put(outcome)
+        except BaseException:  # the writer failed, or the run stopped this worker: paid, not recorded
+            self.lost.append(outcome)
+            raise
 
     async def journal_task(self, job_id: str, provider: str, task_id: str, *, intent: int | None = None,
                            images: int = 0, gateway: str | None = None) -> None:
@@ -202,6 +210,7 @@ class WriterTask:
 
     def _fail(self, batch: list[_Message]) -> None:
         error = self.error or DatasetError("the dataset writer has stopped")
+        self.lost += [m for m in batch if isinstance(m, JobOutcome)]
         for message in batch:
             if isinstance(message, _Request) and not message.reply.done.is_set():
                 message.reply.error = error
@@ -220,6 +229,30 @@ class WriterTask:
         for reply, value in applied.replies:
             reply.value = value
             reply.done.set()
+
+    def lost_rows(self) -> list[dict[str, Any]]:
+        """Rows for the outcomes the writer could not record (in a worker thread, at the run's end).
+
+        A delivered image still in its temp file was paid for and is lost: its row is ``in_doubt`` (a
+        rerun leaves it alone unless ``limits.in_doubt: retry``), and the temp file goes, freeing the
+        space these rows need. An image already renamed into place is adopted by the rerun: no row.
+        """
+        rows: list[dict[str, Any]] = []
+        for outcome in self.lost:
+            job, provider = outcome.job, outcome.provider or self.provider()
+            for slot in outcome.slots:
+                if isinstance(slot, SlotFailed):
+                    rows.append(failed_row(job, slot.slot, kind=slot.kind, message=slot.message,
+                                           provider=provider, run_id=self.run_id, attempts=outcome.attempts))
+                elif isinstance(slot, Fetched) and slot.tmp.exists():
+                    slot.tmp.unlink(missing_ok=True)
+                    rows.append(failed_row(
+                        job, slot.slot, kind=IN_DOUBT, provider=provider, run_id=self.run_id,
+                        attempts=outcome.attempts, task_id=outcome.task_id,
+                        message="delivered and billed, but the dataset could not be written before the image "
+                                "was stored (see the run's error)"))
+        self.lost.clear()
+        return rows
 
     # ------------------------------------------------------------------ in the worker thread
 
