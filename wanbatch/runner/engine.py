@@ -205,8 +205,9 @@ class _Run:
         return None
 
     async def _fan_out(self, the_plan: Plan, dataset: DatasetWriter, state: _Triage) -> None:
-        writer = self.writer = WriterTask(dataset, self.stats, run_id=self.run_id, on_error=self._writer_failed,
-                                          provider=lambda: self.spec.provider.name)
+        writer = WriterTask(dataset, self.stats, run_id=self.run_id, on_error=self._writer_failed,
+                            provider=lambda: self.spec.provider.name)
+        self.writer = writer
         async with anyio.create_task_group() as outer:
             if self.options.handle_signals:
                 outer.start_soon(self._watch_signals)
