@@ -475,29 +475,14 @@ class _Run:
         stats = self.stats
         code = exit_code_for(error=self.error, stop_reason=stats.stop_reason,
                              failed_images=stats.failed_images, pending_tasks=stats.pending_tasks)
-        return RunSummary(
-            run_id=self.run_id,
-            planned_jobs=stats.planned_jobs, planned_images=stats.planned_images, todo_jobs=stats.todo_jobs,
-            todo_images=stats.todo_images, skipped_images=stats.skipped_images,
-            skipped_failed=stats.skipped_failed, adopted_images=stats.adopted_images,
-            done_images=stats.done_images, failed_images=stats.failed_images,
-            submitted_images=stats.submitted_images, billed_images=stats.billed_images, retries=stats.retries,
-            throttled=stats.throttled, ambiguous=stats.ambiguous, resumed_tasks=stats.resumed_tasks,
-            pending_tasks=stats.pending_tasks, errors_by_kind=dict(sorted(stats.errors.items())),
-            cost=stats.spent, price_per_image=stats.price_per_image,
-            elapsed_seconds=round(stats.elapsed, 3), images_per_second=round(stats.images_per_second, 3),
-            started_at=stats.started_at, stop_reason=stats.stop_reason,
-            pipeline=self.spec.name, model=self.spec.model,
-            provider=self.spec.provider.name,
+        return RunSummary.from_stats(
+            stats, pipeline=self.spec.name, model=self.spec.model, provider=self.spec.provider.name,
             dialect=self.spec.provider.dialect, output=str(self.root), shard=self.options.shard,
             tool_version=__version__, exit_code=code, error=self._error_text(),
             concurrency_cuts=sum(m.controller.stats.cuts for m in self.pool.members) if self.pool else 0,
             lowest_concurrency=min(m.controller.stats.lowest for m in self.pool.members) if self.pool else 0,
             members=self.pool.summary() if self.pool and not self.pool.single else [],
-            in_doubt_images=stats.in_doubt_images, in_doubt_skipped=stats.in_doubt_skipped,
-            in_doubt_retried=stats.in_doubt_retried, ledger=self.dataset_ledger().to_dict(),
-            paid_downloads=stats.paid_downloads, regenerated_expired=stats.regenerated_expired,
-            foreign_tasks=stats.foreign_tasks,
+            ledger=self.dataset_ledger().to_dict(),
         )
 
     def dataset_ledger(self) -> DatasetLedger:
