@@ -43,13 +43,7 @@ def write(view: DatasetView, table: pa.Table, out: Output, shard_rows: int | Non
                     continue
                 row = {**row, **changed}
                 rel = f"images/{row['image_id'][:2]}/{row['image_id']}.{ext}"
-                try:
-                    if isinstance(image, bytes):
-                        out.path(rel).write_bytes(image)
-                    else:
-                        shutil.copyfile(image, out.path(rel))
-                except OSError as exc:
-                    raise DatasetError(f"cannot copy image {row['path']}: {exc.strerror or exc}") from None
+                _put(out, rel, image, f"image {row['path']}")
                 # Nulls are left out: on an all-ok folder they would only become untyped columns.
                 fields = json_record(row, vars_as_object=False)
                 record = {"file_name": rel, **{k: v for k, v in fields.items() if v is not None}}
@@ -58,6 +52,17 @@ def write(view: DatasetView, table: pa.Table, out: Output, shard_rows: int | Non
                     record.update(_inputs(view, row, out, copied))
                 meta.write(json.dumps(record, ensure_ascii=False) + "\n")
                 out.rows += 1
+
+
+def _put(out: Output, rel: str, image: Any, what: str) -> None:
+    """``image`` (bytes, or a local file to copy) at ``rel`` in the export."""
+    try:
+        if isinstance(image, bytes):
+            out.path(rel).write_bytes(image)
+        else:
+            shutil.copyfile(image, out.path(rel))
+    except OSError as exc:
+        raise DatasetError(f"cannot copy {what}: {exc.strerror or exc}") from None
 
 
 def _inputs(view: DatasetView, row: dict[str, Any], out: Output,
@@ -71,13 +76,7 @@ def _inputs(view: DatasetView, row: dict[str, Any], out: Output,
             copied[sha] = None
             if data is not None:
                 rel = f"inputs/{sha[:2]}/{sha}.{ext}"
-                try:
-                    if isinstance(data, bytes):
-                        out.path(rel).write_bytes(data)
-                    else:
-                        shutil.copyfile(data, out.path(rel))
-                except OSError as exc:
-                    raise DatasetError(f"cannot copy input image {sha}: {exc.strerror or exc}") from None
+                _put(out, rel, data, f"input image {sha}")
                 copied[sha] = rel
         if copied[sha] is not None:
             record[source_column(i) + "_file_name"] = copied[sha]
