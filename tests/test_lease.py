@@ -7,6 +7,7 @@ taken over at once by the next run; several processes racing for one stale lease
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -25,6 +26,7 @@ import pytest
 import wanbatch
 from tests.helpers import cli_env
 from tests.helpers.chaos import mock_stats
+from tests.helpers.specs import gateway_spec
 from wanbatch.dataset import read_index, status
 from wanbatch.dataset.lease import (
     Entry,
@@ -43,28 +45,7 @@ KEY_ENV = "WANBATCH_TEST_KEY"
 KEY = "sk-lease-0a1b2c3d4e5f6789"
 POSTS = "/v1/images/generations"
 
-SPEC = """\
-name: lease
-model: wan2.7-image-pro
-provider: {{base_url: '{base}/v1', api_key_env: {key_env}, dialect: flat}}
-prompt: "a lighthouse, {{style}}"
-vars:
-  style: [watercolor, ink]
-seeds: {{start: 0, count: {seeds}}}
-sizes: [1K]
-limits: {{concurrency: {concurrency}, retries: 2{limits}}}
-price_per_image: 0.5
-output: {output}
-"""
-
-
-def write_spec(tmp_path: Path, base: str, *, seeds: int = 4, concurrency: int = 2, limits: str = "") -> tuple[
-        Path, Path]:
-    out = tmp_path / "ds"
-    path = tmp_path / "spec.yaml"
-    path.write_text(SPEC.format(base=base, key_env=KEY_ENV, seeds=seeds, concurrency=concurrency,
-                                limits=f", {limits}" if limits else "", output=out), encoding="utf-8")
-    return path, out
+write_spec = functools.partial(gateway_spec, label="lease", key_env=KEY_ENV, concurrency=2)
 
 
 def small(**config: Any) -> MockConfig:

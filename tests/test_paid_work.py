@@ -5,6 +5,7 @@ real loopback gateway (the mock) counts what it bills."""
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import subprocess
@@ -24,6 +25,7 @@ import wanbatch
 from tests.helpers import cli_env
 from tests.helpers.chaos import mock_stats
 from tests.helpers.servers import serve_app
+from tests.helpers.specs import gateway_spec
 from wanbatch.dataset import DatasetView, DatasetWriter, status
 from wanbatch.dataset.journal import read_journal
 from wanbatch.mock import MockConfig, create_app, run_in_thread
@@ -35,29 +37,8 @@ KEY = "sk-paid-9a8b7c6d5e4f3a2b1c"
 POSTS = "/v1/images/generations"
 FILES = "/files/{token}"
 
-SPEC = """\
-name: paid
-model: wan2.7-image-pro
-provider: {{base_url: '{base}/v1', api_key_env: {key_env}, dialect: {dialect}{provider}}}
-prompt: "a harbour, {{style}}"
-vars:
-  style: [watercolor, ink]
-seeds: {{start: 0, count: {seeds}}}
-sizes: [1K]
-limits: {{concurrency: 4, retries: 2{limits}}}
-price_per_image: 0.5
-output: {output}
-"""
-
-
-def write_spec(tmp_path: Path, base: str, *, seeds: int = 2, limits: str = "", provider: str = "",
-               name: str = "spec.yaml", out: str = "ds", dialect: str = "flat") -> tuple[Path, Path]:
-    output = tmp_path / out
-    path = tmp_path / name
-    path.write_text(SPEC.format(base=base, key_env=KEY_ENV, seeds=seeds, output=output, dialect=dialect,
-                                limits=f", {limits}" if limits else "",
-                                provider=f", {provider}" if provider else ""), encoding="utf-8")
-    return path, output
+write_spec = functools.partial(gateway_spec, label="paid", key_env=KEY_ENV, seeds=2,
+                               subject="a harbour")
 
 
 def run(spec: Path, **options: Any) -> wanbatch.RunResult:
