@@ -72,6 +72,23 @@ def rows(root: Path) -> list[dict[str, Any]]:
     return pq.read_table(root / "index").to_pylist()
 
 
+def async_pair(gateway: Callable[..., str], write_spec: Callable[..., Path], out: Path, *,
+               task_duration: float, poll_interval: float, subjects: int) -> tuple[str, str, Path]:
+    """Two gateways of the parameters dialect, each knowing only its own tasks, pooled as members ``a`` and
+    ``b`` of an async provider; returns their base URLs and the spec (``subjects`` × 2 seeds)."""
+    a = gateway("POOL_KEY_A", dialect="parameters", task_duration=task_duration)
+    b = gateway("POOL_KEY_B", dialect="parameters", task_duration=task_duration)
+    spec = write_spec(spec_text(f"""
+          dialect: parameters
+          async: true
+          poll_interval: {poll_interval}
+          pool:
+            - {{base_url: '{a}/parameters/v1', api_key_env: POOL_KEY_A, name: a}}
+            - {{base_url: '{b}/parameters/v1', api_key_env: POOL_KEY_B, name: b}}""", out, subjects=subjects,
+                                seeds=2, size="1024x1024"))
+    return a, b, spec
+
+
 # ----------------------------------------------------------------------------------------- the spec
 
 
@@ -264,17 +281,8 @@ def test_async_tasks_are_polled_through_the_member_that_took_them(write_spec: Ca
                                                                   tmp_path: Path,
                                                                   gateway: Callable[..., str]) -> None:
     # each gateway knows only its own tasks: a poll sent to the other one would fail the job
-    a = gateway("POOL_KEY_A", dialect="parameters", task_duration=0.05)
-    b = gateway("POOL_KEY_B", dialect="parameters", task_duration=0.05)
     out = tmp_path / "out"
-    spec = write_spec(spec_text(f"""
-          dialect: parameters
-          async: true
-          poll_interval: 0.02
-          pool:
-            - {{base_url: '{a}/parameters/v1', api_key_env: POOL_KEY_A, name: a}}
-            - {{base_url: '{b}/parameters/v1', api_key_env: POOL_KEY_B, name: b}}""", out, subjects=6,
-                                seeds=2, size="1024x1024"))
+    a, b, spec = async_pair(gateway, write_spec, out, task_duration=0.05, poll_interval=0.02, subjects=6)
     result = run(spec)
     assert result.exit_code == 0, result.error
     ok = [r for r in rows(out) if r["status"] == "ok"]
@@ -310,17 +318,8 @@ def test_an_async_submission_refused_by_a_dry_key_goes_to_the_other_member(
 def test_a_rerun_polls_each_journaled_task_through_the_member_that_took_it(
         write_spec: Callable[..., Path], tmp_path: Path, gateway: Callable[..., str]) -> None:
     # killed while 6 tasks run (3 at each gateway, which alone knows its tasks); the rerun polls them
-    a = gateway("POOL_KEY_A", dialect="parameters", task_duration=1.5)
-    b = gateway("POOL_KEY_B", dialect="parameters", task_duration=1.5)
     out = tmp_path / "out"
-    spec = write_spec(spec_text(f"""
-          dialect: parameters
-          async: true
-          poll_interval: 0.05
-          pool:
-            - {{base_url: '{a}/parameters/v1', api_key_env: POOL_KEY_A, name: a}}
-            - {{base_url: '{b}/parameters/v1', api_key_env: POOL_KEY_B, name: b}}""", out, subjects=3,
-                                seeds=2, size="1024x1024"))
+    a, b, spec = async_pair(gateway, write_spec, out, task_duration=1.5, poll_interval=0.05, subjects=3)
     proc = subprocess.Popen([sys.executable, "-m", "wanbatch", "run", str(spec), "--json"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env(**KEYS))
     deadline = time.monotonic() + 30
