@@ -25,7 +25,7 @@ import pytest
 
 import wanbatch
 from tests.helpers import cli_env
-from tests.helpers.chaos import mock_stats
+from tests.helpers.chaos import mock_stats, posts_reached
 from tests.helpers.specs import gateway_spec
 from wanbatch.dataset import read_index, status
 from wanbatch.dataset.lease import (
@@ -43,7 +43,6 @@ from wanbatch.runner import RunOptions
 
 KEY_ENV = "WANBATCH_TEST_KEY"
 KEY = "sk-lease-0a1b2c3d4e5f6789"
-POSTS = "/v1/images/generations"
 
 write_spec = functools.partial(gateway_spec, label="lease", key_env=KEY_ENV, concurrency=2)
 
@@ -59,10 +58,7 @@ def start(spec: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def wait_posts(base: str, target: int, limit: float = 60) -> None:
-    deadline = time.monotonic() + limit
-    while mock_stats(base)["requests"].get(POSTS, 0) < target:
-        assert time.monotonic() < deadline, "the first run never reached the gateway"
-        time.sleep(0.02)
+    assert posts_reached(base, target, limit), "the first run never reached the gateway"
 
 
 def raw_ids(out: Path) -> list[str]:

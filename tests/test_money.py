@@ -16,7 +16,7 @@ import pytest
 
 import wanbatch
 from tests.helpers import cli_env
-from tests.helpers.chaos import mock_stats
+from tests.helpers.chaos import mock_stats, posts_reached
 from tests.helpers.specs import gateway_spec
 from tests.helpers.synthetic import make_dataset
 from wanbatch.dataset import DatasetWriter
@@ -25,7 +25,6 @@ from wanbatch.runner import RunOptions
 
 KEY_ENV = "WANBATCH_TEST_KEY"
 KEY = "sk-money-1f2e3d4c5b6a7980"
-POSTS = "/v1/images/generations"
 
 write_spec = functools.partial(gateway_spec, label="money", key_env=KEY_ENV)
 
@@ -75,9 +74,7 @@ def test_a_second_sigint_leaves_the_unanswered_requests_in_doubt_and_a_rerun_doe
         proc = subprocess.Popen([sys.executable, "-m", "wanbatch", "run", str(spec), "--no-progress",
                                  "--grace", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=cli_env(**{KEY_ENV: KEY}))
-        deadline = time.monotonic() + 30
-        while mock_stats(base)["requests"].get(POSTS, 0) < 4 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        posts_reached(base, 4, 30)  # (30 s at most: the signal below is sent either way)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.2)
         proc.send_signal(signal.SIGINT)

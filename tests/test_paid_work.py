@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 import wanbatch
 from tests.helpers import cli_env
-from tests.helpers.chaos import mock_stats
+from tests.helpers.chaos import mock_stats, posts_reached
 from tests.helpers.servers import serve_app
 from tests.helpers.specs import gateway_spec
 from wanbatch.dataset import DatasetView, DatasetWriter, status
@@ -310,9 +310,7 @@ def test_recovered_in_doubt_rows_name_the_provider(tmp_path: Path) -> None:
         proc = subprocess.Popen([sys.executable, "-m", "wanbatch", "run", str(spec), "--no-progress"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env=cli_env(**{KEY_ENV: KEY}))
-        deadline = time.monotonic() + 30
-        while mock_stats(base)["requests"].get(POSTS, 0) < 4 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        posts_reached(base, 4, 30)  # (30 s at most: the signal below is sent either way)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     with DatasetWriter.open(out, create=False) as ds:
