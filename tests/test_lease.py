@@ -18,6 +18,8 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +53,25 @@ def small(**config: Any) -> MockConfig:
     return MockConfig(**{"scale": 1 / 16, "image_kb": 2, **config})
 
 
+@contextmanager
+def gateway(tmp_path: Path, latency: str, **spec: Any) -> Iterator[tuple[str, Path, Path]]:
+    """A loopback mock gateway answering after ``latency`` seconds, and a spec against it:
+    (its base URL, the spec's path, its output folder)."""
+    with run_in_thread(small(latency=latency)) as base:
+        yield (base, *write_spec(tmp_path, base, **spec))
+
+
 def start(spec: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "wanbatch", "run", str(spec), "--no-progress", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=cli_env(**{KEY_ENV: KEY}))
+
+
+def run_cli(spec: Path) -> subprocess.CompletedProcess[str]:
+    """``wanbatch run spec`` to its end (a minute at most)."""
+    return subprocess.run([sys.executable, "-m", "wanbatch", "run", str(spec), "--no-progress"],
+                          capture_output=True, text=True, timeout=60, env=cli_env(**{KEY_ENV: KEY}),
+                          check=False)
 
 
 def wait_posts(base: str, target: int, limit: float = 60) -> None:
@@ -179,8 +196,7 @@ def run_here(spec: Path, **options: Any) -> wanbatch.RunResult:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_two_runs_of_one_spec_at_once_pay_each_image_once(tmp_path: Path) -> None:
-    with run_in_thread(small(latency="1.0")) as base:
-        spec, out = write_spec(tmp_path, base, seeds=6, concurrency=2)  # 12 images, ~6 s
+    with gateway(tmp_path, "1.0", seeds=6) as (base, spec, out):  # 12 images, ~6 s
         first = start(spec, "--json")
         wait_posts(base, 1)
         second = run_here(spec)
@@ -199,9 +215,7 @@ def test_two_runs_of_one_spec_at_once_pay_each_image_once(tmp_path: Path) -> Non
         store = LocalLeases(out / "leases")
         lease = try_acquire(store, new_holder("holder-run", None), str(out))
         try:
-            cli = subprocess.run([sys.executable, "-m", "wanbatch", "run", str(spec), "--no-progress"],
-                                 capture_output=True, text=True, timeout=60, env=cli_env(**{KEY_ENV: KEY}),
-                                 check=False)
+            cli = run_cli(spec)
         finally:
             lease.release()
         assert cli.returncode == 3 and "run holder-run" in cli.stderr and "--wait" in cli.stderr, cli.stderr
@@ -214,8 +228,7 @@ def test_two_runs_of_one_spec_at_once_pay_each_image_once(tmp_path: Path) -> Non
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_wait_waits_for_the_holder_then_requests_nothing(tmp_path: Path) -> None:
-    with run_in_thread(small(latency="0.6")) as base:
-        spec, out = write_spec(tmp_path, base, seeds=4, concurrency=2)
+    with gateway(tmp_path, "0.6", seeds=4) as (base, spec, out):
         first = start(spec)
         wait_posts(base, 1)
         notes: list[str] = []
@@ -232,8 +245,7 @@ def test_wait_waits_for_the_holder_then_requests_nothing(tmp_path: Path) -> None
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_four_shards_at_once_all_succeed(tmp_path: Path) -> None:
-    with run_in_thread(small(latency="0.1")) as base:
-        spec, out = write_spec(tmp_path, base, seeds=10, concurrency=2)  # 20 images
+    with gateway(tmp_path, "0.1", seeds=10) as (base, spec, out):  # 20 images
         shards = [start(spec, "--shard", f"{i}/4", "--json") for i in range(4)]
         results = [p.communicate(timeout=90) for p in shards]
         assert [p.returncode for p in shards] == [0, 0, 0, 0], [r[1] for r in results]
@@ -244,8 +256,7 @@ def test_four_shards_at_once_all_succeed(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_max_images_holds_across_four_concurrent_shards(tmp_path: Path) -> None:
-    with run_in_thread(small(latency="0.05")) as base:
-        spec, out = write_spec(tmp_path, base, seeds=20, concurrency=2, limits="max_images: 10")  # 40 planned
+    with gateway(tmp_path, "0.05", seeds=20, limits="max_images: 10") as (base, spec, out):  # 40 planned
         results: list[wanbatch.RunResult] = []
         threads = [threading.Thread(target=lambda i=i: results.append(run_here(spec, shard=(i, 4))))
                    for i in range(4)]
@@ -264,8 +275,7 @@ def test_max_images_holds_across_four_concurrent_shards(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_sigkilled_run_leaves_a_lease_the_next_run_takes_over_at_once(tmp_path: Path) -> None:
-    with run_in_thread(small(latency="0.3")) as base:
-        spec, out = write_spec(tmp_path, base, seeds=4, concurrency=2)
+    with gateway(tmp_path, "0.3", seeds=4) as (base, spec, out):
         first = start(spec)
         wait_posts(base, 2)
         first.send_signal(signal.SIGKILL)
@@ -273,9 +283,7 @@ def test_a_sigkilled_run_leaves_a_lease_the_next_run_takes_over_at_once(tmp_path
         left = [e.holder for e in LocalLeases(out / "leases").entries()]
         assert [h.pid for h in left if h] == [first.pid]
         began = time.monotonic()
-        rerun = subprocess.run([sys.executable, "-m", "wanbatch", "run", str(spec), "--no-progress"],
-                               capture_output=True, text=True, timeout=60, env=cli_env(**{KEY_ENV: KEY}),
-                               check=False)
+        rerun = run_cli(spec)
         assert rerun.returncode == 0, rerun.stderr
         assert "took over the lease" in rerun.stderr and f"pid {first.pid}" in rerun.stderr
         assert time.monotonic() - began < 30  # not after an expiry: the pid is dead
