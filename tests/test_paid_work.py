@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -248,12 +249,20 @@ def _killed_with_tasks_journaled(spec: Path, out: Path, base: str, tasks: int) -
     assert mock_stats(base)["requests"][POSTS] == tasks
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(120)
-def test_a_renamed_provider_on_a_respelled_host_polls_the_tasks_it_paid_for(tmp_path: Path) -> None:
+@contextmanager
+def tasks_left_running(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    """A gateway whose async tasks take 2 s, and a run of an async spec against it SIGKILLed once its 4
+    task ids are journaled: yields (the gateway's base URL, the spec, its output) with the tasks running."""
     with run_in_thread(small(task_duration=2.0, dialect="parameters")) as base:
         spec, out = write_spec(tmp_path, base, **ASYNC)
         _killed_with_tasks_journaled(spec, out, base, 4)
+        yield base, spec, out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_renamed_provider_on_a_respelled_host_polls_the_tasks_it_paid_for(tmp_path: Path) -> None:
+    with tasks_left_running(tmp_path) as (base, _, out):
         assert {ref.gateway for ref in journaled(out)[0].values()} == {gateway_of(base + "/v1")}
         renamed, _ = write_spec(tmp_path, base.replace("127.0.0.1", "localhost"), name="renamed.yaml",
                                 dialect="parameters",
@@ -268,10 +277,7 @@ def test_a_renamed_provider_on_a_respelled_host_polls_the_tasks_it_paid_for(tmp_
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_run_on_another_gateway_leaves_the_tasks_and_says_so(tmp_path: Path) -> None:
-    with run_in_thread(small(task_duration=2.0, dialect="parameters")) as base, \
-            run_in_thread(small(dialect="parameters")) as other:
-        spec, out = write_spec(tmp_path, base, **ASYNC)
-        _killed_with_tasks_journaled(spec, out, base, 4)
+    with tasks_left_running(tmp_path) as (base, _, out), run_in_thread(small(dialect="parameters")) as other:
         moved, _ = write_spec(tmp_path, other, name="moved.yaml", **ASYNC)
         result = run(moved)
         assert result.exit_code == 1 and result.stats.foreign_tasks == 4
@@ -289,9 +295,7 @@ def test_a_run_on_another_gateway_leaves_the_tasks_and_says_so(tmp_path: Path) -
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_journal_from_before_gateways_is_polled_by_the_same_provider(tmp_path: Path) -> None:
-    with run_in_thread(small(task_duration=2.0, dialect="parameters")) as base:
-        spec, out = write_spec(tmp_path, base, **ASYNC)
-        _killed_with_tasks_journaled(spec, out, base, 4)
+    with tasks_left_running(tmp_path) as (base, spec, out):
         for path in (out / "journal").glob("*/tasks.jsonl"):  # as the previous release wrote them
             lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             path.write_text("".join(json.dumps({k: v for k, v in line.items() if k != "gateway"}) + "\n"
