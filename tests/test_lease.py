@@ -74,8 +74,11 @@ def run_cli(spec: Path) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
-def wait_posts(base: str, target: int, limit: float = 60) -> None:
-    assert posts_reached(base, target, limit), "the first run never reached the gateway"
+def first_run(spec: Path, base: str, posts: int, *args: str) -> subprocess.Popen[str]:
+    """A CLI run of ``spec`` (``start``), returned once it has sent ``posts`` image requests to ``base``."""
+    first = start(spec, *args)
+    assert posts_reached(base, posts, 60), "the first run never reached the gateway"
+    return first
 
 
 def raw_ids(out: Path) -> list[str]:
@@ -197,8 +200,7 @@ def run_here(spec: Path, **options: Any) -> wanbatch.RunResult:
 @pytest.mark.timeout(120)
 def test_two_runs_of_one_spec_at_once_pay_each_image_once(tmp_path: Path) -> None:
     with gateway(tmp_path, "1.0", seeds=6) as (base, spec, out):  # 12 images, ~6 s
-        first = start(spec, "--json")
-        wait_posts(base, 1)
+        first = first_run(spec, base, 1, "--json")
         second = run_here(spec)
         holders = status(out).leases  # read while the first still runs
         assert first.poll() is None, "the second run must stop at once, while the first is mid-run"
@@ -229,8 +231,7 @@ def test_two_runs_of_one_spec_at_once_pay_each_image_once(tmp_path: Path) -> Non
 @pytest.mark.timeout(120)
 def test_wait_waits_for_the_holder_then_requests_nothing(tmp_path: Path) -> None:
     with gateway(tmp_path, "0.6", seeds=4) as (base, spec, out):
-        first = start(spec)
-        wait_posts(base, 1)
+        first = first_run(spec, base, 1)
         notes: list[str] = []
         second = run_here(spec, wait=True, on_note=notes.append)
         _, stderr = first.communicate(timeout=60)  # (it gave its lease back just before exiting)
@@ -276,8 +277,7 @@ def test_max_images_holds_across_four_concurrent_shards(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_a_sigkilled_run_leaves_a_lease_the_next_run_takes_over_at_once(tmp_path: Path) -> None:
     with gateway(tmp_path, "0.3", seeds=4) as (base, spec, out):
-        first = start(spec)
-        wait_posts(base, 2)
+        first = first_run(spec, base, 2)
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=30)
         left = [e.holder for e in LocalLeases(out / "leases").entries()]
