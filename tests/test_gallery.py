@@ -5,60 +5,18 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
 from PIL import Image
 
+from tests.helpers.gallery_page import parse_gallery
 from tests.helpers.synthetic import SyntheticDataset, make_dataset
 from wanbatch.errors import WanbatchError
 from wanbatch.gallery import build_gallery
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class _Page(HTMLParser):
-    """Collects links, grid shape, card classes and the title attributes of a gallery page."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.srcs: list[str] = []
-        self.hrefs: list[str] = []
-        self.grid: dict[str, str] = {}
-        self.rows = self.cols = 0
-        self.cards: list[str] = []
-        self.titles: list[str] = []
-        self.external: list[str] = []
-        self.text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "img":
-            self.srcs.append(a["src"])
-        if tag == "a":
-            self.hrefs.append(a["href"])
-        if tag in ("link", "script") and (a.get("href") or a.get("src")):
-            self.external.append(tag)
-        if tag == "table" and "grid" in a.get("class", ""):
-            self.grid = a
-        if tag == "tr" and "data-row" in a:
-            self.rows += 1
-        if tag == "th" and "data-col" in a:
-            self.cols += 1
-        if tag == "figure":
-            self.cards.append(a.get("class", ""))
-            self.titles.append(a.get("title", ""))
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
-
-
-def _parse(page: Path) -> _Page:
-    parser = _Page()
-    parser.feed(page.read_text(encoding="utf-8"))
-    return parser
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +26,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> SyntheticDataset:
 
 def test_every_src_and_href_resolves_to_a_file(sweep: SyntheticDataset, tmp_path: Path) -> None:
     page = build_gallery(sweep.root, tmp_path / "site" / "gallery.html", thumb=64)
-    parsed = _parse(page)
+    parsed = parse_gallery(page)
     assert len(parsed.srcs) == len(sweep.ok) and len(parsed.hrefs) == len(sweep.ok)
     for link in parsed.srcs + parsed.hrefs:
         assert not link.startswith(("http:", "https:", "/")), link
@@ -82,7 +40,7 @@ def test_every_src_and_href_resolves_to_a_file(sweep: SyntheticDataset, tmp_path
 
 
 def test_seed_sweep_grid_has_prompt_rows_and_seed_columns(sweep: SyntheticDataset, tmp_path: Path) -> None:
-    parsed = _parse(build_gallery(sweep.root, tmp_path / "g.html", thumb=64))
+    parsed = parse_gallery(build_gallery(sweep.root, tmp_path / "g.html", thumb=64))
     assert (parsed.rows, parsed.cols) == (3, 4)
     assert parsed.grid["data-rows"] == "3" and parsed.grid["data-cols"] == "4"
     failed = [c for c in parsed.cards if "failed" in c]
@@ -96,10 +54,11 @@ def test_seed_sweep_grid_has_prompt_rows_and_seed_columns(sweep: SyntheticDatase
 
 def test_axes_can_be_chosen_by_name(tmp_path: Path) -> None:
     ds = make_dataset(tmp_path / "ds", prompts=6, seeds=2, failed=0)  # subjects × 2 styles
-    parsed = _parse(build_gallery(ds.root, tmp_path / "g.html", rows="subject", cols="style", thumb=48))
+    parsed = parse_gallery(build_gallery(ds.root, tmp_path / "g.html", rows="subject", cols="style",
+                                         thumb=48))
     assert (parsed.rows, parsed.cols) == (4, 2)  # 4 subjects; styles watercolor, photorealistic
     assert set(ds.prompts) <= set(parsed.text)  # no axis names the prompt: the cards show it
-    parsed = _parse(build_gallery(ds.root, tmp_path / "g.html", rows="seed", cols="prompt", thumb=48))
+    parsed = parse_gallery(build_gallery(ds.root, tmp_path / "g.html", rows="seed", cols="prompt", thumb=48))
     assert (parsed.rows, parsed.cols) == (2, 6)
     with pytest.raises(WanbatchError, match=r"unknown gallery axis 'mood'.*subject"):
         build_gallery(ds.root, tmp_path / "g.html", rows="mood")
@@ -108,7 +67,7 @@ def test_axes_can_be_chosen_by_name(tmp_path: Path) -> None:
 def test_plain_dataset_is_a_wall_and_limit_is_announced(tmp_path: Path) -> None:
     ds = make_dataset(tmp_path / "ds", prompts=8, seeds=1, failed=1)
     page = build_gallery(ds.root, tmp_path / "wall.html", thumb=48, limit=5)
-    parsed = _parse(page)
+    parsed = parse_gallery(page)
     assert parsed.grid == {} and len(parsed.cards) == 5
     assert "Showing the first 5 of 8 slots" in " ".join(parsed.text)
 
@@ -126,7 +85,7 @@ def test_missing_image_file_shows_as_such(tmp_path: Path) -> None:
     ds = make_dataset(tmp_path / "ds", prompts=1, seeds=2, failed=0)
     (ds.root / ds.ok[0]["path"]).unlink()
     page = build_gallery(ds.root, tmp_path / "g.html", thumb=48)
-    parsed = _parse(page)
+    parsed = parse_gallery(page)
     assert "image file missing" in " ".join(parsed.text)
     assert all((page.parent / unquote(s)).is_file() for s in parsed.srcs + parsed.hrefs)
 

@@ -7,63 +7,18 @@ import re
 import shutil
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
 from PIL import Image
 
+from tests.helpers.gallery_page import parse_gallery
 from tests.helpers.synthetic import URL_INPUT, SyntheticEditDataset, make_dataset, make_edit_dataset
 from wanbatch.errors import WanbatchError
 from wanbatch.gallery import build_gallery
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class _Page(HTMLParser):
-    """Figures (class, its image srcs and links), strip frames in order, every src/href, and text."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.figures: list[dict[str, object]] = []
-        self.frames: list[str] = []
-        self.links: list[str] = []
-        self.text: list[str] = []
-        self.tags: list[str] = []
-        self.in_figure = False
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "figure":
-            self.in_figure = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        self.tags.append(tag)
-        if tag == "figure":
-            self.figures.append({"class": a.get("class", ""), "title": a.get("title", ""), "srcs": [],
-                                 "hrefs": []})
-        if tag == "figure":
-            self.in_figure = True
-        if tag == "img":
-            self.links.append(a["src"])
-            if self.in_figure:
-                self.figures[-1]["srcs"].append(a["src"])  # type: ignore[attr-defined]
-        if tag == "a":
-            self.links.append(a["href"])
-            if self.in_figure:
-                self.figures[-1]["hrefs"].append(a["href"])  # type: ignore[attr-defined]
-        if tag == "div" and "frame" in a.get("class", "").split():
-            self.frames.append(a.get("data-slot", ""))
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
-
-
-def _parse(page: Path) -> _Page:
-    parsed = _Page()
-    parsed.feed(page.read_text(encoding="utf-8"))
-    return parsed
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +28,7 @@ def ds(tmp_path_factory: pytest.TempPathFactory) -> SyntheticEditDataset:
 
 def test_edits_are_source_to_result_pairs(ds: SyntheticEditDataset, tmp_path: Path) -> None:
     page = build_gallery(ds.root, tmp_path / "site" / "g.html", thumb=64)
-    parsed = _parse(page)
+    parsed = parse_gallery(page)
     pairs = [f for f in parsed.figures if "pair" in str(f["class"]).split()]
     strips = [f for f in parsed.figures if f["class"] == "strip"]
     assert len(pairs) == 8 and len(strips) == 1  # 6 edits (one failed) + fusion + URL edit; one set
@@ -102,7 +57,7 @@ def test_edits_are_source_to_result_pairs(ds: SyntheticEditDataset, tmp_path: Pa
 
 
 def test_a_sequential_set_is_one_strip_in_slot_order(ds: SyntheticEditDataset, tmp_path: Path) -> None:
-    parsed = _parse(build_gallery(ds.root, tmp_path / "g.html", thumb=48))
+    parsed = parse_gallery(build_gallery(ds.root, tmp_path / "g.html", thumb=48))
     assert parsed.frames == ["0", "1", "2"]
     strip = next(f for f in parsed.figures if f["class"] == "strip")
     assert len(strip["srcs"]) == 4  # type: ignore[arg-type]  # its source, then the three images
@@ -118,7 +73,7 @@ def test_html_in_prompts_and_sources_is_escaped(tmp_path: Path) -> None:
     assert "<script" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html  # shown as text, in captions
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" in html
-    parsed = _parse(page)
+    parsed = parse_gallery(page)
     assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html  # the URL input's name, as text
     # only wanbatch's own tags: the results and the 6 stored-input thumbnails (4 edits, a fusion of 2)
     assert "script" not in parsed.tags and parsed.tags.count("img") == len(ds.ok) + 6
@@ -126,7 +81,7 @@ def test_html_in_prompts_and_sources_is_escaped(tmp_path: Path) -> None:
 
 def test_text_to_image_gallery_has_no_pairs(tmp_path: Path) -> None:
     plain = make_dataset(tmp_path / "plain", prompts=4, seeds=1, failed=0)
-    parsed = _parse(build_gallery(plain.root, tmp_path / "g.html", thumb=48))
+    parsed = parse_gallery(build_gallery(plain.root, tmp_path / "g.html", thumb=48))
     assert [f["class"] for f in parsed.figures] == ["card"] * 4
     assert "source images" not in " ".join(parsed.text)
 
@@ -152,7 +107,7 @@ def test_screenshot_script_renders_the_edit_gallery(ds: SyntheticEditDataset, tm
 
 def test_source_by_instruction_grid(ds: SyntheticEditDataset, tmp_path: Path) -> None:
     html = build_gallery(ds.root, tmp_path / "g.html", rows="source", cols="prompt", thumb=48).read_text()
-    parsed = _parse(tmp_path / "g.html")
+    parsed = parse_gallery(tmp_path / "g.html")
     # 3 bases, the fusion of two of them, the URL: one row each; the 5 instructions as columns
     assert html.count("<tr data-row>") == 5 and html.count("<th scope=\"col\" data-col>") == 5
     heads = re.findall(r'<th scope="row" class="rowhead">(.*?)</th>', html)

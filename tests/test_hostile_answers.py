@@ -22,7 +22,7 @@ import pytest
 
 import wanbatch
 from tests.helpers import cli_env
-from tests.helpers.servers import serve_app
+from tests.helpers.servers import read_body, serve_app
 from wanbatch import load_spec
 from wanbatch.dataset import DatasetWriter
 from wanbatch.plan import plan
@@ -69,11 +69,7 @@ class Hostile:
     async def __call__(self, scope: Message, receive: Callable[[], Awaitable[Message]], send: Send) -> None:
         if scope["type"] != "http":
             return
-        body, more = b"", True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body = await read_body(receive)
         if scope["method"] == "GET":  # a poll
             self.polls += 1
             status, headers, content = 200, {"content-type": "application/json"}, json.dumps(
@@ -210,11 +206,7 @@ FLAT_ENV = "WANBATCH_NEWCOMER_KEY"
 async def newcomer_gateway(scope: Message, receive: Callable[[], Awaitable[Message]], send: Send) -> None:
     if scope["type"] != "http":
         return
-    body, more = b"", True
-    while more:
-        message = await receive()
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
+    body = await read_body(receive)
     host = dict(scope["headers"])[b"host"].decode()
 
     async def answer(status: int, content: bytes, ctype: str = "application/json",

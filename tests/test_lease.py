@@ -7,6 +7,7 @@ taken over at once by the next run; several processes racing for one stale lease
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -17,6 +18,8 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,8 @@ import pytest
 
 import wanbatch
 from tests.helpers import cli_env
-from tests.helpers.chaos import mock_stats
+from tests.helpers.chaos import mock_stats, posts_reached
+from tests.helpers.specs import gateway_spec
 from wanbatch.dataset import read_index, status
 from wanbatch.dataset.lease import (
     Entry,
@@ -41,34 +45,20 @@ from wanbatch.runner import RunOptions
 
 KEY_ENV = "WANBATCH_TEST_KEY"
 KEY = "sk-lease-0a1b2c3d4e5f6789"
-POSTS = "/v1/images/generations"
 
-SPEC = """\
-name: lease
-model: wan2.7-image-pro
-provider: {{base_url: '{base}/v1', api_key_env: {key_env}, dialect: flat}}
-prompt: "a lighthouse, {{style}}"
-vars:
-  style: [watercolor, ink]
-seeds: {{start: 0, count: {seeds}}}
-sizes: [1K]
-limits: {{concurrency: {concurrency}, retries: 2{limits}}}
-price_per_image: 0.5
-output: {output}
-"""
-
-
-def write_spec(tmp_path: Path, base: str, *, seeds: int = 4, concurrency: int = 2, limits: str = "") -> tuple[
-        Path, Path]:
-    out = tmp_path / "ds"
-    path = tmp_path / "spec.yaml"
-    path.write_text(SPEC.format(base=base, key_env=KEY_ENV, seeds=seeds, concurrency=concurrency,
-                                limits=f", {limits}" if limits else "", output=out), encoding="utf-8")
-    return path, out
+write_spec = functools.partial(gateway_spec, label="lease", key_env=KEY_ENV, concurrency=2)
 
 
 def small(**config: Any) -> MockConfig:
     return MockConfig(**{"scale": 1 / 16, "image_kb": 2, **config})
+
+
+@contextmanager
+def gateway(tmp_path: Path, latency: str, **spec: Any) -> Iterator[tuple[str, Path, Path]]:
+    """A loopback mock gateway answering after ``latency`` seconds, and a spec against it:
+    (its base URL, the spec's path, its output folder)."""
+    with run_in_thread(small(latency=latency)) as base:
+        yield (base, *write_spec(tmp_path, base, **spec))
 
 
 def start(spec: Path, *args: str) -> subprocess.Popen[str]:
@@ -77,11 +67,18 @@ def start(spec: Path, *args: str) -> subprocess.Popen[str]:
                             env=cli_env(**{KEY_ENV: KEY}))
 
 
-def wait_posts(base: str, target: int, limit: float = 60) -> None:
-    deadline = time.monotonic() + limit
-    while mock_stats(base)["requests"].get(POSTS, 0) < target:
-        assert time.monotonic() < deadline, "the first run never reached the gateway"
-        time.sleep(0.02)
+def run_cli(spec: Path) -> subprocess.CompletedProcess[str]:
+    """``wanbatch run spec`` to its end (a minute at most)."""
+    return subprocess.run([sys.executable, "-m", "wanbatch", "run", str(spec), "--no-progress"],
+                          capture_output=True, text=True, timeout=60, env=cli_env(**{KEY_ENV: KEY}),
+                          check=False)
+
+
+def first_run(spec: Path, base: str, posts: int, *args: str) -> subprocess.Popen[str]:
+    """A CLI run of ``spec`` (``start``), returned once it has sent ``posts`` image requests to ``base``."""
+    first = start(spec, *args)
+    assert posts_reached(base, posts, 60), "the first run never reached the gateway"
+    return first
 
 
 def raw_ids(out: Path) -> list[str]:
@@ -202,10 +199,8 @@ def run_here(spec: Path, **options: Any) -> wanbatch.RunResult:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_two_runs_of_one_spec_at_once_pay_each_image_once(tmp_path: Path) -> None:
-    with run_in_thread(small(latency="1.0")) as base:
-        spec, out = write_spec(tmp_path, base, seeds=6, concurrency=2)  # 12 images, ~6 s
-        first = start(spec, "--json")
-        wait_posts(base, 1)
+    with gateway(tmp_path, "1.0", seeds=6) as (base, spec, out):  # 12 images, ~6 s
+        first = first_run(spec, base, 1, "--json")
         second = run_here(spec)
         holders = status(out).leases  # read while the first still runs
         assert first.poll() is None, "the second run must stop at once, while the first is mid-run"
@@ -222,9 +217,7 @@ def test_two_runs_of_one_spec_at_once_pay_each_image_once(tmp_path: Path) -> Non
         store = LocalLeases(out / "leases")
         lease = try_acquire(store, new_holder("holder-run", None), str(out))
         try:
-            cli = subprocess.run([sys.executable, "-m", "wanbatch", "run", str(spec), "--no-progress"],
-                                 capture_output=True, text=True, timeout=60, env=cli_env(**{KEY_ENV: KEY}),
-                                 check=False)
+            cli = run_cli(spec)
         finally:
             lease.release()
         assert cli.returncode == 3 and "run holder-run" in cli.stderr and "--wait" in cli.stderr, cli.stderr
@@ -237,10 +230,8 @@ def test_two_runs_of_one_spec_at_once_pay_each_image_once(tmp_path: Path) -> Non
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_wait_waits_for_the_holder_then_requests_nothing(tmp_path: Path) -> None:
-    with run_in_thread(small(latency="0.6")) as base:
-        spec, out = write_spec(tmp_path, base, seeds=4, concurrency=2)
-        first = start(spec)
-        wait_posts(base, 1)
+    with gateway(tmp_path, "0.6", seeds=4) as (base, spec, out):
+        first = first_run(spec, base, 1)
         notes: list[str] = []
         second = run_here(spec, wait=True, on_note=notes.append)
         _, stderr = first.communicate(timeout=60)  # (it gave its lease back just before exiting)
@@ -255,8 +246,7 @@ def test_wait_waits_for_the_holder_then_requests_nothing(tmp_path: Path) -> None
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_four_shards_at_once_all_succeed(tmp_path: Path) -> None:
-    with run_in_thread(small(latency="0.1")) as base:
-        spec, out = write_spec(tmp_path, base, seeds=10, concurrency=2)  # 20 images
+    with gateway(tmp_path, "0.1", seeds=10) as (base, spec, out):  # 20 images
         shards = [start(spec, "--shard", f"{i}/4", "--json") for i in range(4)]
         results = [p.communicate(timeout=90) for p in shards]
         assert [p.returncode for p in shards] == [0, 0, 0, 0], [r[1] for r in results]
@@ -267,8 +257,7 @@ def test_four_shards_at_once_all_succeed(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_max_images_holds_across_four_concurrent_shards(tmp_path: Path) -> None:
-    with run_in_thread(small(latency="0.05")) as base:
-        spec, out = write_spec(tmp_path, base, seeds=20, concurrency=2, limits="max_images: 10")  # 40 planned
+    with gateway(tmp_path, "0.05", seeds=20, limits="max_images: 10") as (base, spec, out):  # 40 planned
         results: list[wanbatch.RunResult] = []
         threads = [threading.Thread(target=lambda i=i: results.append(run_here(spec, shard=(i, 4))))
                    for i in range(4)]
@@ -287,18 +276,14 @@ def test_max_images_holds_across_four_concurrent_shards(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_sigkilled_run_leaves_a_lease_the_next_run_takes_over_at_once(tmp_path: Path) -> None:
-    with run_in_thread(small(latency="0.3")) as base:
-        spec, out = write_spec(tmp_path, base, seeds=4, concurrency=2)
-        first = start(spec)
-        wait_posts(base, 2)
+    with gateway(tmp_path, "0.3", seeds=4) as (base, spec, out):
+        first = first_run(spec, base, 2)
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=30)
         left = [e.holder for e in LocalLeases(out / "leases").entries()]
         assert [h.pid for h in left if h] == [first.pid]
         began = time.monotonic()
-        rerun = subprocess.run([sys.executable, "-m", "wanbatch", "run", str(spec), "--no-progress"],
-                               capture_output=True, text=True, timeout=60, env=cli_env(**{KEY_ENV: KEY}),
-                               check=False)
+        rerun = run_cli(spec)
         assert rerun.returncode == 0, rerun.stderr
         assert "took over the lease" in rerun.stderr and f"pid {first.pid}" in rerun.stderr
         assert time.monotonic() - began < 30  # not after an expiry: the pid is dead

@@ -3,6 +3,7 @@ hold for the dataset, unreadable 200s that are not paid twice, and datasets of t
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import subprocess
@@ -15,7 +16,8 @@ import pytest
 
 import wanbatch
 from tests.helpers import cli_env
-from tests.helpers.chaos import mock_stats
+from tests.helpers.chaos import mock_stats, posts_reached
+from tests.helpers.specs import gateway_spec
 from tests.helpers.synthetic import make_dataset
 from wanbatch.dataset import DatasetWriter
 from wanbatch.mock import MockConfig, run_in_thread
@@ -23,30 +25,8 @@ from wanbatch.runner import RunOptions
 
 KEY_ENV = "WANBATCH_TEST_KEY"
 KEY = "sk-money-1f2e3d4c5b6a7980"
-POSTS = "/v1/images/generations"
 
-SPEC = """\
-name: money
-model: wan2.7-image-pro
-provider: {{base_url: '{base}/v1', api_key_env: {key_env}, dialect: flat}}
-prompt: "a lighthouse, {{style}}"
-vars:
-  style: [watercolor, ink]
-seeds: {{start: 0, count: {seeds}}}
-sizes: [1K]
-limits: {{concurrency: {concurrency}, retries: 2{limits}}}
-price_per_image: 0.5
-output: {output}
-"""
-
-
-def write_spec(tmp_path: Path, base: str, *, seeds: int = 4, concurrency: int = 4, limits: str = "",
-               name: str = "spec.yaml") -> tuple[Path, Path]:
-    out = tmp_path / "ds"
-    path = tmp_path / name
-    path.write_text(SPEC.format(base=base, key_env=KEY_ENV, seeds=seeds, concurrency=concurrency,
-                                limits=f", {limits}" if limits else "", output=out), encoding="utf-8")
-    return path, out
+write_spec = functools.partial(gateway_spec, label="money", key_env=KEY_ENV)
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -94,9 +74,7 @@ def test_a_second_sigint_leaves_the_unanswered_requests_in_doubt_and_a_rerun_doe
         proc = subprocess.Popen([sys.executable, "-m", "wanbatch", "run", str(spec), "--no-progress",
                                  "--grace", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=cli_env(**{KEY_ENV: KEY}))
-        deadline = time.monotonic() + 30
-        while mock_stats(base)["requests"].get(POSTS, 0) < 4 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        posts_reached(base, 4, 30)  # (30 s at most: the signal below is sent either way)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.2)
         proc.send_signal(signal.SIGINT)

@@ -5,12 +5,14 @@ real loopback gateway (the mock) counts what it bills."""
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,9 @@ from starlette.routing import Route
 
 import wanbatch
 from tests.helpers import cli_env
-from tests.helpers.chaos import mock_stats
+from tests.helpers.chaos import mock_stats, posts_reached
 from tests.helpers.servers import serve_app
+from tests.helpers.specs import gateway_spec
 from wanbatch.dataset import DatasetView, DatasetWriter, status
 from wanbatch.dataset.journal import read_journal
 from wanbatch.mock import MockConfig, create_app, run_in_thread
@@ -35,29 +38,8 @@ KEY = "sk-paid-9a8b7c6d5e4f3a2b1c"
 POSTS = "/v1/images/generations"
 FILES = "/files/{token}"
 
-SPEC = """\
-name: paid
-model: wan2.7-image-pro
-provider: {{base_url: '{base}/v1', api_key_env: {key_env}, dialect: {dialect}{provider}}}
-prompt: "a harbour, {{style}}"
-vars:
-  style: [watercolor, ink]
-seeds: {{start: 0, count: {seeds}}}
-sizes: [1K]
-limits: {{concurrency: 4, retries: 2{limits}}}
-price_per_image: 0.5
-output: {output}
-"""
-
-
-def write_spec(tmp_path: Path, base: str, *, seeds: int = 2, limits: str = "", provider: str = "",
-               name: str = "spec.yaml", out: str = "ds", dialect: str = "flat") -> tuple[Path, Path]:
-    output = tmp_path / out
-    path = tmp_path / name
-    path.write_text(SPEC.format(base=base, key_env=KEY_ENV, seeds=seeds, output=output, dialect=dialect,
-                                limits=f", {limits}" if limits else "",
-                                provider=f", {provider}" if provider else ""), encoding="utf-8")
-    return path, output
+write_spec = functools.partial(gateway_spec, label="paid", key_env=KEY_ENV, seeds=2,
+                               subject="a harbour")
 
 
 def run(spec: Path, **options: Any) -> wanbatch.RunResult:
@@ -267,12 +249,20 @@ def _killed_with_tasks_journaled(spec: Path, out: Path, base: str, tasks: int) -
     assert mock_stats(base)["requests"][POSTS] == tasks
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(120)
-def test_a_renamed_provider_on_a_respelled_host_polls_the_tasks_it_paid_for(tmp_path: Path) -> None:
+@contextmanager
+def tasks_left_running(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    """A gateway whose async tasks take 2 s, and a run of an async spec against it SIGKILLed once its 4
+    task ids are journaled: yields (the gateway's base URL, the spec, its output) with the tasks running."""
     with run_in_thread(small(task_duration=2.0, dialect="parameters")) as base:
         spec, out = write_spec(tmp_path, base, **ASYNC)
         _killed_with_tasks_journaled(spec, out, base, 4)
+        yield base, spec, out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_renamed_provider_on_a_respelled_host_polls_the_tasks_it_paid_for(tmp_path: Path) -> None:
+    with tasks_left_running(tmp_path) as (base, _, out):
         assert {ref.gateway for ref in journaled(out)[0].values()} == {gateway_of(base + "/v1")}
         renamed, _ = write_spec(tmp_path, base.replace("127.0.0.1", "localhost"), name="renamed.yaml",
                                 dialect="parameters",
@@ -287,10 +277,7 @@ def test_a_renamed_provider_on_a_respelled_host_polls_the_tasks_it_paid_for(tmp_
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_run_on_another_gateway_leaves_the_tasks_and_says_so(tmp_path: Path) -> None:
-    with run_in_thread(small(task_duration=2.0, dialect="parameters")) as base, \
-            run_in_thread(small(dialect="parameters")) as other:
-        spec, out = write_spec(tmp_path, base, **ASYNC)
-        _killed_with_tasks_journaled(spec, out, base, 4)
+    with tasks_left_running(tmp_path) as (base, _, out), run_in_thread(small(dialect="parameters")) as other:
         moved, _ = write_spec(tmp_path, other, name="moved.yaml", **ASYNC)
         result = run(moved)
         assert result.exit_code == 1 and result.stats.foreign_tasks == 4
@@ -308,9 +295,7 @@ def test_a_run_on_another_gateway_leaves_the_tasks_and_says_so(tmp_path: Path) -
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_journal_from_before_gateways_is_polled_by_the_same_provider(tmp_path: Path) -> None:
-    with run_in_thread(small(task_duration=2.0, dialect="parameters")) as base:
-        spec, out = write_spec(tmp_path, base, **ASYNC)
-        _killed_with_tasks_journaled(spec, out, base, 4)
+    with tasks_left_running(tmp_path) as (base, spec, out):
         for path in (out / "journal").glob("*/tasks.jsonl"):  # as the previous release wrote them
             lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             path.write_text("".join(json.dumps({k: v for k, v in line.items() if k != "gateway"}) + "\n"
@@ -329,9 +314,7 @@ def test_recovered_in_doubt_rows_name_the_provider(tmp_path: Path) -> None:
         proc = subprocess.Popen([sys.executable, "-m", "wanbatch", "run", str(spec), "--no-progress"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env=cli_env(**{KEY_ENV: KEY}))
-        deadline = time.monotonic() + 30
-        while mock_stats(base)["requests"].get(POSTS, 0) < 4 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        posts_reached(base, 4, 30)  # (30 s at most: the signal below is sent either way)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     with DatasetWriter.open(out, create=False) as ds:

@@ -72,6 +72,29 @@ def rows(root: Path) -> list[dict[str, Any]]:
     return pq.read_table(root / "index").to_pylist()
 
 
+def two_members(a: str, a_name: str, b: str, b_name: str, *, path: str = "/v1", above: str = "") -> str:
+    """The provider pooling the gateway at ``a`` (key $POOL_KEY_A) and the one at ``b`` ($POOL_KEY_B) as
+    members ``a_name`` and ``b_name`` (``path`` after each base URL); ``above``: provider lines before
+    the pool."""
+    return f"""{above}
+          pool:
+            - {{base_url: '{a}{path}', api_key_env: POOL_KEY_A, name: {a_name}}}
+            - {{base_url: '{b}{path}', api_key_env: POOL_KEY_B, name: {b_name}}}"""
+
+
+def async_pair(gateway: Callable[..., str], write_spec: Callable[..., Path], out: Path, *,
+               task_duration: float, poll_interval: float, subjects: int) -> tuple[str, str, Path]:
+    """Two gateways of the parameters dialect, each knowing only its own tasks, pooled as members ``a`` and
+    ``b`` of an async provider; returns their base URLs and the spec (``subjects`` × 2 seeds)."""
+    a = gateway("POOL_KEY_A", dialect="parameters", task_duration=task_duration)
+    b = gateway("POOL_KEY_B", dialect="parameters", task_duration=task_duration)
+    spec = write_spec(spec_text(two_members(a, "a", b, "b", path="/parameters/v1", above=f"""
+          dialect: parameters
+          async: true
+          poll_interval: {poll_interval}"""), out, subjects=subjects, seeds=2, size="1024x1024"))
+    return a, b, spec
+
+
 # ----------------------------------------------------------------------------------------- the spec
 
 
@@ -203,10 +226,7 @@ def test_a_key_that_runs_dry_mid_run_is_dropped_and_the_rest_finish(write_spec: 
     a = gateway("POOL_KEY_A")
     b = gateway("POOL_KEY_B", dry_after=6, dry_answer="arrearage", arrearage_status=400)
     out = tmp_path / "out"
-    spec = write_spec(spec_text(f"""
-          pool:
-            - {{base_url: '{a}/v1', api_key_env: POOL_KEY_A, name: a}}
-            - {{base_url: '{b}/v1', api_key_env: POOL_KEY_B, name: b}}""", out, subjects=8, seeds=5))
+    spec = write_spec(spec_text(two_members(a, "a", b, "b"), out, subjects=8, seeds=5))
     result = run(spec)
     assert result.exit_code == 0, result.error
     ok = [r for r in rows(out) if r["status"] == "ok"]
@@ -225,11 +245,7 @@ def test_all_members_dead_exits_3_listing_each(write_spec: Callable[..., Path], 
                                                gateway: Callable[..., str]) -> None:
     a = gateway("POOL_KEY_A", dry_after=2, dry_answer="403")
     b = gateway("POOL_KEY_B", dry_after=0, dry_answer="401")
-    spec = write_spec(spec_text(f"""
-          pool:
-            - {{base_url: '{a}/v1', api_key_env: POOL_KEY_A, name: first}}
-            - {{base_url: '{b}/v1', api_key_env: POOL_KEY_B, name: second}}""", tmp_path / "out",
-                                subjects=6, seeds=4))
+    spec = write_spec(spec_text(two_members(a, "first", b, "second"), tmp_path / "out", subjects=6, seeds=4))
     result = run(spec)
     assert result.exit_code == 3
     message = str(result.error)
@@ -246,10 +262,7 @@ def test_a_failing_gateway_is_benched_and_the_others_carry_on(write_spec: Callab
     a = gateway("POOL_KEY_A")
     b = gateway("POOL_KEY_B", faults={"503": 1.0})
     out = tmp_path / "out"
-    spec = write_spec(spec_text(f"""
-          pool:
-            - {{base_url: '{a}/v1', api_key_env: POOL_KEY_A, name: good}}
-            - {{base_url: '{b}/v1', api_key_env: POOL_KEY_B, name: bad}}""", out, subjects=10, seeds=3))
+    spec = write_spec(spec_text(two_members(a, "good", b, "bad"), out, subjects=10, seeds=3))
     result = run(spec)
     assert result.exit_code == 0, result.error
     ok = [r for r in rows(out) if r["status"] == "ok"]
@@ -264,17 +277,8 @@ def test_async_tasks_are_polled_through_the_member_that_took_them(write_spec: Ca
                                                                   tmp_path: Path,
                                                                   gateway: Callable[..., str]) -> None:
     # each gateway knows only its own tasks: a poll sent to the other one would fail the job
-    a = gateway("POOL_KEY_A", dialect="parameters", task_duration=0.05)
-    b = gateway("POOL_KEY_B", dialect="parameters", task_duration=0.05)
     out = tmp_path / "out"
-    spec = write_spec(spec_text(f"""
-          dialect: parameters
-          async: true
-          poll_interval: 0.02
-          pool:
-            - {{base_url: '{a}/parameters/v1', api_key_env: POOL_KEY_A, name: a}}
-            - {{base_url: '{b}/parameters/v1', api_key_env: POOL_KEY_B, name: b}}""", out, subjects=6,
-                                seeds=2, size="1024x1024"))
+    a, b, spec = async_pair(gateway, write_spec, out, task_duration=0.05, poll_interval=0.02, subjects=6)
     result = run(spec)
     assert result.exit_code == 0, result.error
     ok = [r for r in rows(out) if r["status"] == "ok"]
@@ -310,17 +314,8 @@ def test_an_async_submission_refused_by_a_dry_key_goes_to_the_other_member(
 def test_a_rerun_polls_each_journaled_task_through_the_member_that_took_it(
         write_spec: Callable[..., Path], tmp_path: Path, gateway: Callable[..., str]) -> None:
     # killed while 6 tasks run (3 at each gateway, which alone knows its tasks); the rerun polls them
-    a = gateway("POOL_KEY_A", dialect="parameters", task_duration=1.5)
-    b = gateway("POOL_KEY_B", dialect="parameters", task_duration=1.5)
     out = tmp_path / "out"
-    spec = write_spec(spec_text(f"""
-          dialect: parameters
-          async: true
-          poll_interval: 0.05
-          pool:
-            - {{base_url: '{a}/parameters/v1', api_key_env: POOL_KEY_A, name: a}}
-            - {{base_url: '{b}/parameters/v1', api_key_env: POOL_KEY_B, name: b}}""", out, subjects=3,
-                                seeds=2, size="1024x1024"))
+    a, b, spec = async_pair(gateway, write_spec, out, task_duration=1.5, poll_interval=0.05, subjects=3)
     proc = subprocess.Popen([sys.executable, "-m", "wanbatch", "run", str(spec), "--json"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env(**KEYS))
     deadline = time.monotonic() + 30

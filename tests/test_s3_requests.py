@@ -32,19 +32,25 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[RequestLog]:
         yield log
 
 
+def counted_spec(tmp_path: Path, base: str, output: str, **fields: object) -> wanbatch.Spec:
+    """IMAGES one-image jobs against the mock gateway at ``base``, stored in ``output`` (an s3:// URI),
+    with ``fields`` as more top-level spec fields."""
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(textwrap.dedent(f"""
+        provider: {{base_url: '{base}/v1', api_key_env: {KEY_ENV}, dialect: flat}}
+        prompt: "a {{thing}}"
+        vars: {{thing: [{", ".join(f"t{i}" for i in range(IMAGES))}]}}
+        sizes: [1K]
+        output: {output}
+    """).lstrip() + "".join(f"{name}: {value}\n" for name, value in fields.items()), encoding="utf-8")
+    return wanbatch.load_spec(spec_path)
+
+
 def test_a_run_never_lists_images_and_puts_each_image_once(
     s3: RequestLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with run_in_thread(MockConfig(api_key=KEY, latency=0.0, image_kb=2)) as base:
-        spec_path = tmp_path / "spec.yaml"
-        spec_path.write_text(textwrap.dedent(f"""
-            provider: {{base_url: '{base}/v1', api_key_env: {KEY_ENV}, dialect: flat}}
-            prompt: "a {{thing}}"
-            vars: {{thing: [{", ".join(f"t{i}" for i in range(IMAGES))}]}}
-            sizes: [1K]
-            output: s3://counted/ds
-        """).lstrip(), encoding="utf-8")
-        spec = wanbatch.load_spec(spec_path)
+        spec = counted_spec(tmp_path, base, "s3://counted/ds")
 
         def run(staging: str) -> wanbatch.RunResult:
             monkeypatch.setenv("WANBATCH_STAGING", str(tmp_path / staging))
@@ -86,16 +92,7 @@ def test_ray_runs_final_task_compacts_an_s3_dataset_and_finds_every_attempt(
 
     monkeypatch.setenv("WANBATCH_STAGING", str(tmp_path / "staging"))
     with run_in_thread(MockConfig(api_key=KEY, latency=0.0, image_kb=2)) as base:
-        spec_path = tmp_path / "spec.yaml"
-        spec_path.write_text(textwrap.dedent(f"""
-            provider: {{base_url: '{base}/v1', api_key_env: {KEY_ENV}, dialect: flat}}
-            prompt: "a {{thing}}"
-            vars: {{thing: [{", ".join(f"t{i}" for i in range(IMAGES))}]}}
-            sizes: [1K]
-            price_per_image: 0.5
-            output: s3://counted/units
-        """).lstrip(), encoding="utf-8")
-        spec = wanbatch.load_spec(spec_path)
+        spec = counted_spec(tmp_path, base, "s3://counted/units", price_per_image=0.5)
         for unit in range(2):
             result = wanbatch.run(spec, RunOptions(env={KEY_ENV: KEY}, shard=(unit, 2),
                                                    run_label=f"rrtest-u{unit}"))

@@ -1,4 +1,5 @@
-"""What every dataset must hold after any crash and a completed rerun, and the mock's counters."""
+"""What every dataset must hold after any crash and a completed rerun, and the mock's counters (read,
+or waited for)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,17 @@ _CLIENT = httpx.Client(timeout=10)
 def mock_stats(base: str) -> dict[str, Any]:
     """The mock's counters, without the recent request bodies (cheap enough to poll)."""
     return _CLIENT.get(f"{base}/_mock/stats?bodies=0").json()
+
+
+def posts_reached(base: str, count: int, limit: float) -> bool:
+    """Whether ``count`` image requests (flat dialect) reached the mock at ``base`` within ``limit``
+    seconds, polling its counters."""
+    deadline = time.monotonic() + limit
+    while mock_stats(base)["requests"].get("/v1/images/generations", 0) < count:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def settled_stats(base: str) -> dict[str, Any]:

@@ -1,10 +1,10 @@
-"""Any ASGI app (a hostile gateway, the mock behind a middleware) served on loopback in a thread, and the
-mock gateway under a profile."""
+"""Any ASGI app (a hostile gateway, the mock behind a middleware) served on loopback in a thread, the
+body of a request such an app reads, and the mock gateway under a profile."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -12,6 +12,16 @@ import uvicorn
 
 from wanbatch.mock import MockConfig, run_in_thread
 from wanbatch.mock.server import base_url, bind
+
+
+async def read_body(receive: Callable[[], Awaitable[MutableMapping[str, Any]]]) -> bytes:
+    """The whole body of an ASGI HTTP request, however many messages it comes in."""
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return body
 
 
 @contextmanager

@@ -51,6 +51,22 @@ from .writer import WriterTask
 
 _Work = tuple[Job, list[int]]  # a job and the slots it still needs
 
+#: The notes a run ends with for each of these counters (``RunStats`` fields) that is not 0, in this order.
+_COUNTER_NOTES = (
+    ("in_doubt_skipped",
+     "{} slot(s) in doubt from earlier runs (maybe billed) were not requested (limits.in_doubt: skip); set "
+     "limits.in_doubt: retry or use --retry-failed to request them again"),
+    ("paid_downloads",
+     "downloaded {} image(s) paid for earlier, from the links their run kept (no new generation)"),
+    ("regenerated_expired",
+     "generated {} image(s) again that an earlier run paid for and could not download: their links had "
+     "expired (limits.link_life)"),
+    ("foreign_tasks",
+     "{} job(s) left alone: their async tasks were submitted to another gateway (see above)"),
+    ("in_doubt_retried",
+     "{} slot(s) in doubt from earlier runs were requested again (limits.in_doubt: retry)"),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class _Triage:
@@ -411,23 +427,9 @@ class _Run:
         ledger = dataset.ledger
         self.stats.billed_images = ledger.billed
         self.stats.in_doubt_images = max(ledger.in_doubt_total - ledger.resolved, 0)
-        if self.stats.in_doubt_skipped:
-            self.notes.append(f"{self.stats.in_doubt_skipped} slot(s) in doubt from earlier runs (maybe "
-                              "billed) were not requested (limits.in_doubt: skip); set limits.in_doubt: "
-                              "retry or use --retry-failed to request them again")
-        if self.stats.paid_downloads:
-            self.notes.append(f"downloaded {self.stats.paid_downloads} image(s) paid for earlier, from the "
-                              "links their run kept (no new generation)")
-        if self.stats.regenerated_expired:
-            self.notes.append(f"generated {self.stats.regenerated_expired} image(s) again that an earlier "
-                              "run paid for and could not download: their links had expired "
-                              "(limits.link_life)")
-        if self.stats.foreign_tasks:
-            self.notes.append(f"{self.stats.foreign_tasks} job(s) left alone: their async tasks were "
-                              "submitted to another gateway (see above)")
-        if self.stats.in_doubt_retried:
-            self.notes.append(f"{self.stats.in_doubt_retried} slot(s) in doubt from earlier runs were "
-                              "requested again (limits.in_doubt: retry)")
+        for counter, note in _COUNTER_NOTES:
+            if count := getattr(self.stats, counter):
+                self.notes.append(note.format(count))
         summary = self.summary()
         entry = self._run_entry(summary)
         try:
