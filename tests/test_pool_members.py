@@ -1,7 +1,7 @@
 """Each member of a provider pool is itself: its images are downloaded through its client and under its
 gateway's rules (a loopback gateway's loopback links are fetched even when the first member is a public
 gateway), the links it delivered and could not download are journaled under its name so a rerun fetches
-them the same way, and `wanbatch probe` checks every member.
+them the same way, and `wanbatch probe` checks and reports every member.
 
 The public member is ``http://gateway-a.invalid/v1``: an unresolvable host counts as public, and with
 weights 1 : 1000 the smooth round-robin never sends it a request in these small runs.
@@ -9,6 +9,9 @@ weights 1 : 1000 the smooth round-robin never sends it a request in these small 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,9 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import wanbatch
+from tests.helpers import cli_env
 from tests.helpers.chaos import mock_stats
 from wanbatch.dataset.journal import read_journal
 from wanbatch.mock import MockConfig, run_in_thread
+from wanbatch.probe import probe_path, seed_warning
 from wanbatch.runner import RunOptions, RunResult
 from wanbatch.runner.paid import gateway_of
 
@@ -138,3 +143,34 @@ def test_a_rerun_without_the_member_says_so_and_fetches_under_the_first_members_
     assert not any(key in " ".join(again.notes) for key in KEYS.values())
     ok = [r for r in rows(out) if r["status"] == "ok"]
     assert len(ok) == 4 and {r["provider"] for r in ok} == {"near"}  # the member that generated them
+
+
+# ----------------------------------------------------------------------------------------- probe
+
+
+def test_probe_checks_every_member_and_reports_each_without_a_key(
+        tmp_path: Path, gateway: Callable[..., str]) -> None:
+    good = gateway("MEMBER_KEY_A")
+    refusing = gateway("MEMBER_KEY_B", api_key="sk-not-the-one-it-is-given-0000")  # refuses its key
+    spec, _ = write(tmp_path, member("good", f"{good}/v1", "MEMBER_KEY_A", 1)
+                    + member("refusing", f"{refusing}/v1", "MEMBER_KEY_B", 1))
+    done = subprocess.run([sys.executable, "-m", "wanbatch", "probe", str(spec), "--yes"],
+                          capture_output=True, text=True, timeout=60, env=cli_env(**KEYS))
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said  # one member failed a check
+    assert "6 requests to 2 members of pooled (3 each: good, refusing)" in " ".join(done.stderr.split())
+    good_host, refusing_host = good.removeprefix("http://"), refusing.removeprefix("http://")
+    assert f"probe: good at {good_host}" in said and f"probe: refusing at {refusing_host}" in said
+    assert "1 of 2 members passed; failed: refusing" in said
+    assert not any(key in said for key in KEYS.values())
+    posts = {base: mock_stats(base)["requests"].get(POSTS, 0) for base in (good, refusing)}
+    assert posts == {good: 3, refusing: 1}  # a refused key stops that member's probe, not the others'
+    saved = json.loads(probe_path(spec).read_text())
+    assert [(m["provider"], m["base_url"]) for m in saved["members"]] == [
+        ("good", f"{good}/v1"), ("refusing", f"{refusing}/v1")]
+    by_name = {m["provider"]: m["checks"]["key accepted"]["status"] for m in saved["members"]}
+    assert by_name == {"good": "ok", "refusing": "failed"}
+    assert saved["seed"] == "unverified"  # the pool's seed verdict: honoured only if every member's is
+    assert not any(key in probe_path(spec).read_text() for key in KEYS.values())
+    warning = seed_warning(wanbatch.load_spec(spec), spec) or ""  # what plan and run warn of
+    assert "member(s) refusing (unverified) of pooled" in warning
