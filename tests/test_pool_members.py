@@ -138,7 +138,7 @@ def test_a_rerun_without_the_member_says_so_and_fetches_under_the_first_members_
     assert again.exit_code == 0, (again.error, again.summary.errors_by_kind)
     assert again.summary.paid_downloads == 4
     said = [n for n in again.notes if "images paid for through near" in n]
-    assert len(said) == 1 and "not in this run's provider pool" in said[0] and "through other" in said[0]
+    assert len(said) == 1 and "not one of this run's providers" in said[0] and "through other" in said[0]
     assert mock_stats(near)["billed"] == 4 and mock_stats(other)["billed"] == 0  # nothing paid again
     assert not any(key in " ".join(again.notes) for key in KEYS.values())
     ok = [r for r in rows(out) if r["status"] == "ok"]

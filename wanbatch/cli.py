@@ -301,17 +301,17 @@ def _print_plan(report: dict[str, Any]) -> None:
         if report["existing"]["failed_skipped"]:
             table.add_row("refused earlier",
                           f"{report['existing']['failed_skipped']:,} (rerun with --retry-failed)")
-        if report["existing"].get("in_doubt_skipped"):
-            table.add_row("in doubt earlier", f"{report['existing']['in_doubt_skipped']:,} (maybe billed; left "
-                          "alone: --retry-failed ambiguous or limits.in_doubt: retry asks again, may pay twice)")
+        if doubt := report["existing"].get("in_doubt_skipped"):
+            table.add_row("in doubt earlier", f"{doubt:,} (maybe billed; left alone: --retry-failed "
+                          "ambiguous or limits.in_doubt: retry asks again, may pay twice)")
         table.add_row("a run would request",
                       f"{report['todo_images']:,} images ({report['todo_jobs']:,} jobs)")
         if report["todo_cost"] is not None:
             table.add_row("  costing", f"{report['todo_cost']:,.2f}")
         paid = report.get("paid_downloads") or {}
         if paid.get("images"):
-            table.add_row("a run would download", f"{paid['images']:,} images ({paid['jobs']:,} jobs) paid for "
-                          "earlier, from their kept links: no request"
+            table.add_row("a run would download", f"{paid['images']:,} images ({paid['jobs']:,} jobs) paid "
+                          "for earlier, from their kept links: no request"
                           + (f", costing {paid['cost']:,.2f}" if paid.get("cost") is not None else ""))
         if paid.get("expired"):
             table.add_row("  links expired", f"{paid['expired']:,} images paid for earlier are generated "

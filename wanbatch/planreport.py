@@ -10,8 +10,8 @@ from typing import Any
 from .dataset.journal import PaidLinks
 from .plan import plan as make_plan
 from .resume import IN_DOUBT_KINDS, SlotTriage, triage_stream
-from .types import Job
 from .spec import Spec, load_spec
+from .types import Job
 
 #: Beyond this many jobs `plan` does not compare the plan with the dataset (one pass costs a few µs
 #: per job: 10⁹ jobs would take an hour); the report then says so under ``existing_not_compared``.

@@ -380,8 +380,8 @@ class JobRunner:
             self.missing_members.add(who)
             self.notes.append(
                 f"images paid for through {who} ({paid.gateway or 'gateway not recorded'}) are downloaded "
-                f"from their kept links through {first.name} under its rules: {who} is not in this run's "
-                "provider pool (a link its rules refuse stays failed and kept; put the member back to "
+                f"from their kept links through {first.name} under its rules: {who} is not one of this run's "
+                "providers (a link its rules refuse stays failed and kept; put the member back to "
                 "fetch it)")
         return first
 
