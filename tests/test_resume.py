@@ -290,7 +290,8 @@ def test_read_commands_work_on_a_read_only_dataset(tmp_path: Path) -> None:
     codes = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
     assert codes == {"plan": "0", "status": "0", "export": "0", "gallery": "0"}, done.stdout + done.stderr
     plan = json.loads((res / "plan.json").read_text())
-    assert plan["existing"] == {"done": 4, "failed_skipped": 0} and plan["todo_images"] == 2
+    assert plan["existing"] == {"done": 4, "failed_skipped": 0, "in_doubt_skipped": 0}
+    assert plan["todo_images"] == 2 and plan["paid_downloads"] is None
     assert json.loads((res / "status.json").read_text())["images_ok"] == 4
     assert len((res / "export" / "metadata.jsonl").read_text().splitlines()) == 4
     assert (res / "gallery.html").read_text().count("<img ") == 4

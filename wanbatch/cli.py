@@ -301,10 +301,21 @@ def _print_plan(report: dict[str, Any]) -> None:
         if report["existing"]["failed_skipped"]:
             table.add_row("refused earlier",
                           f"{report['existing']['failed_skipped']:,} (rerun with --retry-failed)")
+        if doubt := report["existing"].get("in_doubt_skipped"):
+            table.add_row("in doubt earlier", f"{doubt:,} (maybe billed; left alone: --retry-failed "
+                          "ambiguous or limits.in_doubt: retry asks again, may pay twice)")
         table.add_row("a run would request",
                       f"{report['todo_images']:,} images ({report['todo_jobs']:,} jobs)")
         if report["todo_cost"] is not None:
             table.add_row("  costing", f"{report['todo_cost']:,.2f}")
+        paid = report.get("paid_downloads") or {}
+        if paid.get("images"):
+            table.add_row("a run would download", f"{paid['images']:,} images ({paid['jobs']:,} jobs) paid "
+                          "for earlier, from their kept links: no request"
+                          + (f", costing {paid['cost']:,.2f}" if paid.get("cost") is not None else ""))
+        if paid.get("expired"):
+            table.add_row("  links expired", f"{paid['expired']:,} images paid for earlier are generated "
+                          "(paid) again: their links are past limits.link_life (in the request above)")
     if report.get("ledger"):
         ledger = report["ledger"]
         spent = f", spent {ledger['spent']:,.2f}" if ledger.get("spent") is not None else ""
@@ -480,7 +491,7 @@ def _warn_seeds(spec_path: str, spec: Any = None, *, config: str | None = None) 
 def probe(spec_path: str, yes: bool, as_json: bool, config: str | None) -> None:
     """Check with a few paid requests what the spec's gateway honours (key, model, body, size, n, seed,
     async); write the verdict beside the spec (SPEC.probe.json)."""
-    from .probe import probe as run_probe, probe_cost, write_probe
+    from .probe import probe_cost, probe_pool, write_probe
     from .spec import load_spec
 
     with user_errors(as_json):
@@ -488,27 +499,36 @@ def probe(spec_path: str, yes: bool, as_json: bool, config: str | None) -> None:
     err.print(provider_line(spec), soft_wrap=True, highlight=False, markup=False)
     requests, images, cost = probe_cost(spec)
     priced = f", costing {cost:,.2f}" if cost is not None else " (set price_per_image to see the cost)"
-    err.print(f"probe sends {requests} requests to {spec.provider.name} for up to {images} images{priced}")
+    members = spec.provider.members
+    to = (f"{len(members)} members of {spec.provider.name} ({requests // len(members)} each: "
+          f"{', '.join(m.name for m in members)})" if members else spec.provider.name)
+    err.print(f"probe sends {requests} requests to {to} for up to {images} images{priced}", soft_wrap=True)
     if not yes and not click.confirm("go on?", err=True, default=False):
         fail("nothing was sent", EXIT_BAD_INPUT, "rerun with --yes to skip the question")
     with user_errors(as_json):
-        verdict = run_probe(spec)
+        verdict = probe_pool(spec)
     path = write_probe(spec_path, verdict)
-    failed = any(status == "failed" for status, _ in verdict.checks.values())
     if as_json:
-        print(json.dumps(verdict.to_dict(), indent=2, ensure_ascii=False))
+        print(redact(json.dumps(verdict.to_dict(), indent=2, ensure_ascii=False)))
     else:
-        table = Table(title=f"probe: {spec.provider.name} ({verdict.dialect}, {verdict.model})",
-                      title_justify="left")
-        table.add_column("check")
-        table.add_column("verdict")
-        table.add_column("detail")
         colours = {"ok": "green", "failed": "red", "unknown": "yellow"}
-        for name, (status, detail) in verdict.checks.items():
-            table.add_row(name, f"[{colours[status]}]{status}[/]", detail)
-        out.print(table)
+        for one in verdict.members:  # each member: its name, its gateway, what it honours
+            title = (f"probe: {one.provider} at {one.host} ({one.dialect}, {one.model}): "
+                     f"{'failed' if one.failed else 'ok'}" if members
+                     else f"probe: {one.provider} ({one.dialect}, {one.model})")
+            table = Table(title=escape(redact(title)), title_justify="left")
+            table.add_column("check")
+            table.add_column("verdict")
+            table.add_column("detail")
+            for name, (status, detail) in one.checks.items():
+                table.add_row(name, f"[{colours[status]}]{status}[/]", escape(redact(detail)))
+            out.print(table)
+        if members:
+            failing = [m.provider for m in verdict.members if m.failed]
+            err.print(f"{len(verdict.members) - len(failing)} of {len(verdict.members)} members passed"
+                      + (f"; failed: {', '.join(failing)}" if failing else ""), soft_wrap=True)
         err.print(f"verdict written to {path}")
-    sys.exit(EXIT_FAILED if failed else 0)
+    sys.exit(EXIT_FAILED if verdict.failed else 0)
 
 
 # ----------------------------------------------------------------------------------- dataset tools

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .dataset.journal import PaidLinks
 from .plan import plan as make_plan
-from .resume import SlotTriage, triage_stream
+from .resume import IN_DOUBT_KINDS, SlotTriage, triage_stream
 from .spec import Spec, load_spec
+from .types import Job
 
 #: Beyond this many jobs `plan` does not compare the plan with the dataset (one pass costs a few µs
 #: per job: 10⁹ jobs would take an hour); the report then says so under ``existing_not_compared``.
@@ -49,6 +52,9 @@ def plan_report(
         "output_state": "new",  # new | empty | dataset: what the output folder holds now
         "output_resolved": target if "://" in target else str(Path(target).expanduser().resolve()),
         "not_in_spec": None,
+        # slots a run would only download from links an earlier run paid for (no request, cost 0), and
+        # slots whose kept links have expired (generated and paid again: in todo_images)
+        "paid_downloads": None,
     }
     from .dataset import DatasetView
 
@@ -73,18 +79,33 @@ def plan_report(
     state = view.triage(shard)
     failed = state.failed
     unindexed = state.unindexed
-    todo_jobs = todo_images = n_done = n_refused = 0
+    links = view.paid_links()
+    now = time.time()
+    todo_jobs = todo_images = n_done = n_refused = n_doubt = 0
+    paid_images = paid_jobs = paid_expired = 0
     planned_done = 0  # ok images of the dataset this plan asks for (each image once: jobs are distinct)
-    for job, slots in triage_stream(the_plan.jobs(), state.done, failed, retry_failed=retry_failed):
+    for job, slots in triage_stream(the_plan.jobs(), state.done, failed, retry_failed=retry_failed,
+                                    retry_in_doubt=spec.limits.in_doubt == "retry"):
         planned_done += slots.done
-        if unindexed and slots.need:
+        paid = links.get(job.job_id)
+        download: list[int] = []
+        if paid is not None:  # as a run does (runner.engine._produce, runner.job.JobRunner.run)
+            slots, download, expired = _paid_slots(job, slots, paid, state.done, failed,
+                                                   now - paid.at < spec.limits.link_life)
+            paid_expired += expired
+        if unindexed and (slots.need or download):
             # Image files whose rows a crash lost count as done: a run re-indexes them, never asks again.
-            adopted = [k for k in slots.need if f"{job.job_id}-{k}" in unindexed]
+            adopted = {k for k in slots.need + download if f"{job.job_id}-{k}" in unindexed}
             if adopted:
+                download = [k for k in download if k not in adopted]
                 slots = SlotTriage([k for k in slots.need if k not in adopted], slots.done + len(adopted),
-                                   slots.refused)
+                                   slots.refused, slots.in_doubt, slots.in_doubt_retried)
         n_done += slots.done
         n_refused += slots.refused
+        n_doubt += slots.in_doubt
+        if download:
+            paid_jobs += 1
+            paid_images += len(download)
         if slots.need:
             todo_jobs += 1
             todo_images += job.n  # a job is requested whole, even for one missing slot
@@ -93,13 +114,38 @@ def plan_report(
     not_in_spec = None if shard else max(len(state.done) - planned_done, 0)
     report.update(
         not_in_spec=not_in_spec,
-        existing={"done": n_done, "failed_skipped": n_refused},
+        existing={"done": n_done, "failed_skipped": n_refused, "in_doubt_skipped": n_doubt},
+        paid_downloads={"images": paid_images, "jobs": paid_jobs, "cost": 0.0 if price is not None else None,
+                         "expired": paid_expired} if links else None,
         todo_jobs=todo_jobs,
         todo_images=todo_images,
         todo_cost=None if price is None else round(todo_images * price, 6),
     )
     report["warnings"] += cap_warnings(spec, todo_images, ledger.images)
     return report
+
+
+def _paid_slots(job: Job, slots: SlotTriage, paid: PaidLinks, done: Any, failed: Mapping[str, str],
+                alive: bool) -> tuple[SlotTriage, list[int], int]:
+    """A job's slots once its kept links are counted: (slots a run generates, slots it only downloads,
+    slots whose links expired and are generated again). Within the links' life a run downloads every
+    linked slot not done, whatever its row's kind (a download costs nothing); after it, a linked slot is
+    generated again only if the triage asks for it anyway."""
+    need = list(slots.need)
+    refused, in_doubt = slots.refused, slots.in_doubt
+    if not alive:
+        return slots, [], sum(k in paid.links for k in need)
+    for k in paid.links:
+        if k in need or not 0 <= k < job.n or f"{job.job_id}-{k}" in done:
+            continue
+        need.append(k)  # left alone by the triage (refused, or in doubt): downloaded all the same
+        if failed.get(f"{job.job_id}-{k}") in IN_DOUBT_KINDS:
+            in_doubt -= 1
+        else:
+            refused -= 1
+    download = sorted(k for k in need if k in paid.links)
+    rest = sorted(k for k in need if k not in paid.links)
+    return SlotTriage(rest, slots.done, refused, in_doubt, slots.in_doubt_retried), download, 0
 
 
 def cap_warnings(spec: Spec, todo_images: int, spent_images: int) -> list[str]:

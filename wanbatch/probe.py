@@ -6,6 +6,8 @@ delivered size is the requested one (read from the image) and whether ``n`` imag
 whether the same seed gives the same image (identical bytes, or — since the docs promise only
 "relatively stable" results — a small perceptual-hash distance); the third whether another seed gives
 another image. Over an async provider the requests go through submit and poll, which checks async too.
+A provider pool is probed member by member (each its own key and gateway: any of them may be the one
+that refuses the key, drops the seed or delivers another size), three requests each.
 
 The verdict is written beside the spec (``<spec>.probe.json``); ``plan`` and ``run`` read it back to
 warn when a spec sweeps seeds through a provider whose seed handling is unverified or known dropped.
@@ -56,10 +58,48 @@ class Verdict:
     checks: dict[str, tuple[str, str]] = field(default_factory=dict)
     seed: str = "unverified"  # "honoured" | "dropped" | "ignored" | "unverified"
 
+    @property
+    def failed(self) -> bool:
+        return any(status == FAILED for status, _ in self.checks.values())
+
+    @property
+    def host(self) -> str:
+        """The gateway's host (and port), for a report line; the base URL itself when it has none."""
+        try:
+            url = httpx.URL(self.base_url)
+        except (httpx.InvalidURL, TypeError, ValueError):
+            return self.base_url
+        return f"{url.host}:{url.port}" if url.port else (url.host or self.base_url)
+
     def to_dict(self) -> dict[str, Any]:
         return {"provider": self.provider, "dialect": self.dialect, "base_url": self.base_url,
                 "model": self.model, "seed": self.seed, "checked_at": int(time.time()),
                 "checks": {k: {"status": s, "detail": d} for k, (s, d) in self.checks.items()}}
+
+
+@dataclass
+class PoolVerdict:
+    """A probe of every member of a provider pool (a single provider: one member), in pool order."""
+
+    provider: str
+    members: list[Verdict]
+
+    @property
+    def seed(self) -> str:
+        """``honoured`` only when every member honours it; else the first other verdict."""
+        return next((m.seed for m in self.members if m.seed != "honoured"), "honoured")
+
+    @property
+    def failed(self) -> bool:
+        return any(m.failed for m in self.members)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The first member's verdict (what a single provider's file always held), the pool's seed
+        verdict and, for a pool, ``members``: each member's verdict."""
+        data = self.members[0].to_dict()
+        if len(self.members) > 1:
+            data.update(provider=self.provider, seed=self.seed, members=[m.to_dict() for m in self.members])
+        return data
 
 
 def probe_path(spec_path: str | Path) -> Path:
@@ -67,10 +107,11 @@ def probe_path(spec_path: str | Path) -> Path:
 
 
 def probe_cost(spec: Spec) -> tuple[int, int, float | None]:
-    """(requests, images at most, cost or None) a probe of ``spec`` spends."""
-    images = PROBE_REQUESTS * spec.n
+    """(requests, images at most, cost or None) a probe of ``spec`` spends (every member of a pool)."""
+    requests = PROBE_REQUESTS * len(spec.provider.member_configs())
+    images = requests * spec.n
     price = spec.price_per_image
-    return PROBE_REQUESTS, images, None if price is None else images * price
+    return requests, images, None if price is None else images * price
 
 
 def _job(spec: Spec, prompt: str, seed: int) -> Job:
@@ -90,7 +131,24 @@ def _first_inputs(spec: Spec) -> tuple[InputImage, ...]:
 
 
 async def probe_async(spec: Spec, *, env: Mapping[str, str] = os.environ) -> Verdict:
-    config = spec.provider
+    """The verdict on the spec's provider (a pool: its first member; :func:`probe_pool` checks each)."""
+    return await _probe_member(spec, spec.provider.member_configs()[0][0], env)
+
+
+async def probe_pool_async(spec: Spec, *, env: Mapping[str, str] = os.environ) -> PoolVerdict:
+    """Every member of the spec's provider, one after the other (a single provider: itself). Every
+    key is checked to be set before any request is sent."""
+    configs = [config for config, _ in spec.provider.member_configs()]
+    for config in configs:
+        check_settings(config, env)
+    return PoolVerdict(spec.provider.name, [await _probe_member(spec, config, env) for config in configs])
+
+
+def probe_pool(spec: Spec, *, env: Mapping[str, str] = os.environ) -> PoolVerdict:
+    return anyio.run(lambda: probe_pool_async(spec, env=env))
+
+
+async def _probe_member(spec: Spec, config: Any, env: Mapping[str, str]) -> Verdict:
     verdict = Verdict(config.name, config.dialect, config.base_url or config.kind, spec.model)
     check_settings(config, env)
     prompt = next(iter(_first_prompt(spec)))
@@ -239,7 +297,15 @@ def _dhash(data: bytes) -> int:
 # ---------------------------------------------------------------------------------- reading it back
 
 
-def write_probe(spec_path: str | Path, verdict: Verdict) -> Path:
+def _probed_members(found: dict[str, Any]) -> set[str | None]:
+    """The gateways a saved probe checked: its members', or its one provider's."""
+    members = found.get("members")
+    if isinstance(members, list):
+        return {m.get("base_url") for m in members if isinstance(m, dict)}
+    return {found.get("base_url")}
+
+
+def write_probe(spec_path: str | Path, verdict: Verdict | PoolVerdict) -> Path:
     path = probe_path(spec_path)
     path.write_text(json.dumps(verdict.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
@@ -247,7 +313,7 @@ def write_probe(spec_path: str | Path, verdict: Verdict) -> Path:
 
 def seed_warning(spec: Spec, spec_path: str | Path) -> str | None:
     """A warning when ``spec`` sweeps seeds through a provider whose seed handling is unverified or
-    known dropped, or None."""
+    known dropped (a pool: through any member), or None."""
     values = spec.seeds.values()
     if values is None or len(values) < 2:
         return None
@@ -259,7 +325,8 @@ def seed_warning(spec: Spec, spec_path: str | Path) -> str | None:
     except (OSError, ValueError):
         found = None
     fits = isinstance(found, dict) and found.get("base_url") == config.base_url and \
-        found.get("dialect") == config.dialect and found.get("model") == spec.model
+        found.get("dialect") == config.dialect and found.get("model") == spec.model and \
+        _probed_members(found) >= {m.base_url for m in config.members}
     if not fits:
         return (f"this spec sweeps {len(values)} seeds through {config.name} ({config.dialect}), whose seed "
                 f"handling is unverified: run `wanbatch probe {spec_path}` first")
@@ -267,6 +334,12 @@ def seed_warning(spec: Spec, spec_path: str | Path) -> str | None:
     if found.get("seed") != "honoured":
         hint = (" (stock new-api drops a top-level seed: try dialect: newapi)" if config.dialect == "flat"
                 else "")
+        members = found.get("members")
+        by = config.name
+        if isinstance(members, list):  # a pool: the members that do not honour it
+            by = ", ".join(f"{m.get('provider')} ({m.get('seed')})" for m in members
+                           if isinstance(m, dict) and m.get("seed") != "honoured")
+            by = f"member(s) {by} of {config.name}"
         return (f"this spec sweeps {len(values)} seeds, but the last probe found the seed "
-                f"{found.get('seed')} by {config.name}{hint}")
+                f"{found.get('seed')} by {by}{hint}")
     return None

@@ -158,8 +158,12 @@ def summary_table(summary: RunSummary) -> Table:
 
     row("planned", f"{summary.planned_jobs} jobs, {summary.planned_images} images")
     row("already in dataset", summary.skipped_images, "dim")
-    if summary.skipped_failed:
-        row("refused earlier (use --retry-failed)", summary.skipped_failed, "dim")
+    refused = max(summary.skipped_failed - summary.in_doubt_skipped, 0)  # skipped_failed counts both
+    if refused:
+        row("refused earlier (use --retry-failed)", refused, "dim")
+    if summary.in_doubt_skipped:  # sent earlier, never answered: maybe billed, so not sent again
+        row("in doubt earlier (maybe billed; left alone)", summary.in_doubt_skipped, "yellow")
+        row("  to ask again (may pay twice)", "--retry-failed ambiguous, or limits.in_doubt: retry", "dim")
     if summary.adopted_images:
         row("re-indexed from disk", summary.adopted_images)
     row("done", summary.done_images, "green")

@@ -7,6 +7,7 @@ paid for (journaled tasks, links of undownloaded images) is finished first: see 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -45,7 +46,6 @@ class JobRunner:
     ) -> None:
         self.pool = pool
         self.use_async = pool.members[0].provider.use_async  # members share the dialect and its mode
-        self.client = pool.members[0].client  # downloads (absolute URLs: any member's client will do)
         self.writer = writer
         self.stats = stats
         self.budget = budget
@@ -54,7 +54,11 @@ class JobRunner:
         self.tmp_path = tmp_path
         self.request_timeout = request_timeout
         self.download_timeout = download_timeout
-        self.download_limits = download_limits
+        # Each member's images are downloaded through its own client and under its gateway's rules (a
+        # private gateway's images may be on private hosts): the member that served them, not the first.
+        self.download_limits = {m.name: dataclasses.replace(download_limits, gateway=m.provider.base_url)
+                                for m in pool.members}
+        self.missing_members: set[str] = set()  # members named by paid links and not in this pool: noted
         self.unindexed = unindexed
         self.pending = pending
         self.notes = notes
@@ -83,10 +87,11 @@ class JobRunner:
             self.stats.foreign_tasks += 1
             self.stats.pending_tasks += 1
             return JobOutcome(job, slots, attempts=0) if slots else None
-        links = plan_links(self.links.pop(job.job_id, None), need, self.link_life)
+        paid = self.links.pop(job.job_id, None)
+        links = plan_links(paid, need, self.link_life)
         note, kept = "", {}
-        if links is not None:  # paid for by an earlier run: download, or say why it is paid again
-            got = await self._download_paid(links)
+        if links is not None and paid is not None:  # paid for earlier: download, or say why it is paid again
+            got = await self._download_paid(links, self._links_member(paid)) if links.download else []
             slots += got
             # a link the object store calls gone is not kept: the slot stays failed (url_expired)
             kept = {s.slot: links.download[s.slot] for s in got
@@ -97,9 +102,10 @@ class JobRunner:
                 note = (f"generated again: the image was paid for {age(time.time() - links.received)} ago, "
                         "could not be downloaded, and its link has expired (limits.link_life)")
                 self.stats.regenerated_expired += len(again)
-            if not need:
+            if not need:  # the rows and any link kept still name the member that received them
                 return JobOutcome(job, slots, attempts=0, links=kept, links_at=links.received,
-                                  drops_links=True, finishes_task=pending is not None)
+                                  drops_links=True, finishes_task=pending is not None,
+                                  provider=paid.provider or None, links_by=(paid.provider, paid.gateway))
         if pending is None and (reason := self.budget.reserve(job.n)) is not None:
             self.stop(reason)
             return JobOutcome(job, slots, attempts=0) if slots else None
@@ -114,13 +120,21 @@ class JobRunner:
         self.answered = True
         latency = int((time.monotonic() - started) * 1000)
         received = time.time()
-        fetched, failed = await self._download_all(job, need, generation, note)  # downloads hold no slot
+        fetched, failed = await self._download_all(job, need, generation, member, note)  # hold no slot
         if links is not None and kept:  # one time per job's links: the older (never past a link's life)
             received = links.received
         return JobOutcome(job, slots + fetched, attempts=max(attempts, 1), latency_ms=latency,
                           task_id=task_id, finishes_task=task_id is not None, links={**kept, **failed},
                           links_at=received, drops_links=links is not None,
-                          provider=member.name)
+                          provider=member.name, links_by=self._links_by(member, paid, failed))
+
+    @staticmethod
+    def _links_by(member: Member, paid: PaidLinks | None, failed: dict[int, str]) -> tuple[str, str]:
+        """Who received the links an outcome keeps: ``member`` for links it just delivered, else (only
+        earlier links kept) the member that received those. A job with both keeps them under ``member``."""
+        if failed or paid is None:
+            return member.name, gateway_of(member.provider.base_url)
+        return paid.provider, paid.gateway
 
     def _failed_job(self, job: Job, need: list[int], slots: list[Slot], exc: GatewayError,
                     started: float) -> JobOutcome:
@@ -329,7 +343,7 @@ class JobRunner:
 
     # ------------------------------------------------------------------ the images
 
-    async def _download_all(self, job: Job, need: list[int], generation: Generation,
+    async def _download_all(self, job: Job, need: list[int], generation: Generation, member: Member,
                             why: str = "") -> tuple[list[Slot], dict[int, str]]:
         """The slots of ``need`` from ``generation``, and the links of those whose download failed in
         a way a later attempt may not (:data:`RETRIABLE_DOWNLOADS`): journaled, they are paid for."""
@@ -346,21 +360,39 @@ class JobRunner:
                                         f"the gateway delivered {len(generation.images)} of {job.n} images"))
                 continue
             try:
-                slots.append(await self._download(k, found, note))
+                slots.append(await self._download(member, k, found, note))
             except (RefusedError, TransientError) as exc:
                 slots.append(SlotFailed(k, exc.kind, _paid_message(exc, found)))
                 if exc.kind in RETRIABLE_DOWNLOADS and found.url:
                     failed[k] = found.url
         return slots, failed
 
-    async def _download_paid(self, links: LinkPlan) -> list[Slot]:
+    def _links_member(self, paid: PaidLinks) -> Member:
+        """The member whose client and rules download ``paid``'s links (see :meth:`Pool.member_for_links`).
+        A member no longer in the pool: the links are still the object store's, so the first member
+        downloads them under its own rules (a private host beside a public gateway is refused), noted."""
+        member = self.pool.member_for_links(paid)
+        if member is not None:
+            return member
+        first = self.pool.members[0]
+        who = paid.provider or "an earlier provider"
+        if who not in self.missing_members:
+            self.missing_members.add(who)
+            self.notes.append(
+                f"images paid for through {who} ({paid.gateway or 'gateway not recorded'}) are downloaded "
+                f"from their kept links through {first.name} under its rules: {who} is not one of this run's "
+                "providers (a link its rules refuse stays failed and kept; put the member back to "
+                "fetch it)")
+        return first
+
+    async def _download_paid(self, links: LinkPlan, member: Member) -> list[Slot]:
         """Download images an earlier run paid for from their journaled links (no generation, no
-        budget, no intent)."""
+        budget, no intent), through ``member`` (the one that received them, when it is in the pool)."""
         slots: list[Slot] = []
         when = age(time.time() - links.received)
         for k, url in sorted(links.download.items()):
             try:
-                fetched = await self._download(k, DeliveredImage(index=k, url=url),
+                fetched = await self._download(member, k, DeliveredImage(index=k, url=url),
                                                f"downloaded from a link paid for {when} before")
             except (RefusedError, TransientError) as exc:
                 message = exc.message if exc.kind == "url_expired" else _paid_message(exc, None)
@@ -370,13 +402,14 @@ class JobRunner:
             self.stats.paid_downloads += 1
         return slots
 
-    async def _download(self, slot: int, image: DeliveredImage, note: str = "") -> Fetched:
-        """One image to a temp file, verified (retried under the download policy)."""
+    async def _download(self, member: Member, slot: int, image: DeliveredImage, note: str = "") -> Fetched:
+        """One image to a temp file through ``member``'s client and under its rules, verified (retried
+        under the download policy)."""
         tmp = self.tmp_path(".part")
         try:
             (nbytes, sha, (fmt, width, height)), _ = await call_with_retries(
-                lambda: fetch_verified(self.client, image, tmp, timeout=self.download_timeout,
-                                       limits=self.download_limits),
+                lambda: fetch_verified(member.client, image, tmp, timeout=self.download_timeout,
+                                       limits=self.download_limits[member.name]),
                 self.download_policy, on_retry=self.on_retry,
             )
         except BaseException:

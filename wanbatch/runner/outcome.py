@@ -67,3 +67,6 @@ class JobOutcome:
     links_at: float = 0.0
     drops_links: bool = False
     provider: str | None = None  # the pool member that served the job (None: the run's provider)
+    #: Who received ``links``: (member name, its gateway per ``runner.paid.gateway_of``); a rerun
+    #: downloads them under that member's rules (None: the run's provider and gateway).
+    links_by: tuple[str, str] | None = None

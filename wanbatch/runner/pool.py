@@ -40,7 +40,7 @@ import anyio
 import httpx
 
 from ..concurrency import ConcurrencyController
-from ..dataset.journal import TaskRef
+from ..dataset.journal import PaidLinks, TaskRef
 from ..errors import AmbiguousError, FatalError, GatewayError, RefusedError, TransientError
 from ..limits import RatePacer
 from ..providers.base import Provider
@@ -121,6 +121,17 @@ class Pool:
             return by_name
         at = [m for m in self.members if not ref.gateway or gateway_of(m.provider.base_url) == ref.gateway]
         return at[0] if len(at) == 1 else None
+
+    def member_for_links(self, paid: PaidLinks) -> Member | None:
+        """The member whose rules download ``paid``'s links: the member that received them (by name),
+        else a member at their gateway (any: the rules are the gateway's); None when neither is in
+        this run's pool. Journals written before links named their member carry the pool's name and
+        its first member's gateway: that member, as then."""
+        by_name = self._by_name.get(paid.provider)
+        if by_name is not None:
+            return by_name
+        at = [m for m in self.members if paid.gateway and gateway_of(m.provider.base_url) == paid.gateway]
+        return at[0] if at else None
 
     @property
     def concurrency(self) -> int:

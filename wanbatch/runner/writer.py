@@ -281,8 +281,9 @@ class WriterTask:
                 applied.replies.append((message.reply, self._adopt(message.image_id)))
             else:
                 if message.links:  # before the rows: a kill between them leaves links, never rows alone
+                    by, gateway = message.links_by or (self.provider(), self.gateway)
                     self.dataset.journal_links(message.job.job_id, PaidLinks(
-                        self.provider(), self.gateway, dict(message.links), message.links_at))
+                        by, gateway, dict(message.links), message.links_at))
                 elif message.drops_links:
                     self.dataset.drop_links(message.job.job_id)
                 self._store_inputs(message.job)
