@@ -2,7 +2,7 @@
 
 What the controller alone achieves at a hidden quota, before the runner is wired to it. A slot is
 held only while the POST is on the wire. A 5xx is retried after the runner's backoff (exponential
-from 1 s with up to 1 s of jitter, as ``RetryPolicy``'s defaults); a 429 after a jittered 0.5–1.5
+from 1 s with full jitter, as ``RetryPolicy``'s defaults); a 429 after a jittered 0.5–1.5
 latencies only, since the controller's slot is the back-pressure (an exponential wait would only
 leave a tail of late retries); both are slept outside the slot. A Retry-After goes to the
 controller, which pauses everyone. Downloads are outside the slot:
@@ -58,7 +58,7 @@ async def one(client: httpx.AsyncClient, ctl: ConcurrencyController, args: Args,
             await asyncio.sleep((ctl.latency or 1.0) * random.uniform(0.5, 1.5))
             continue
         attempt += 1
-        await asyncio.sleep(min(60.0, 2.0 ** (attempt - 1)) + random.uniform(0, 1.0))
+        await asyncio.sleep(random.uniform(0, min(60.0, 2.0 ** (attempt - 1))))
     url = resp.json()["data"][0]["url"]
     async with client.stream("GET", url) as stream:
         stream.raise_for_status()

@@ -81,16 +81,11 @@ def one_round(gw: MockGateway, name: str, tag: str, *, jobs: int, concurrency: i
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     gw.reset()  # also restores the gateway's configured quota
-    timers = [threading.Timer(at, gw.set_quota, kwargs=change) for at, change in quota_changes]
-    for timer in timers:
-        timer.start()
-    try:
-        m = measure(contender_cmd(name, gw.base, jobs=jobs, concurrency=concurrency, size=size, model=model,
-                                  out=out, retries=retries, oracle=oracle),
-                    first_on_path=BEFORE if name == "wanbatch-before" else None)
-    finally:
-        for timer in timers:
-            timer.cancel()
+    if quota_changes:  # counted from the contender's first request, not from its process start
+        gw.set_quota(schedule=[[at, change] for at, change in quota_changes])
+    m = measure(contender_cmd(name, gw.base, jobs=jobs, concurrency=concurrency, size=size, model=model,
+                              out=out, retries=retries, oracle=oracle),
+                first_on_path=BEFORE if name == "wanbatch-before" else None)
     m.out["throttled"] = gw.quota()["throttled"]
     done = m.out.get("done_images")
     billed = gw.billed()
@@ -296,7 +291,8 @@ def quota_run(tag: str, title: str, quick: bool, rounds: int, log: list[Row], *,
     with MockGateway(latency=lat, image_kb=100, extra=mock) as gw:
         got = rounds_of(gw, tag, rounds, log, contenders, jobs=n, concurrency=conc, size="1K",
                         retries=40, quota_changes=changes, oracle=oracle)
-    moves = ("; quota changes at " + ", ".join(f"{at:g} s → {c['max_inflight']}" for at, c in changes)
+    moves = ("; quota changes, counted from the first request, at "
+             + ", ".join(f"{at:g} s → {c['max_inflight']}" for at, c in changes)
              if changes else "")
     lines = [f"### {title}: {n} images, latency {lat:g} s, spec concurrency {conc}, "
              f"ideal makespan {best:.2f} s (median of {rounds})", "",

@@ -169,6 +169,18 @@ async def test_follows_the_quota_when_it_halves_and_then_doubles_mid_run() -> No
     assert ctl.stats.lowest >= 3 and ctl.stats.cuts >= 2
 
 
+async def test_finds_a_quota_that_grows_within_a_few_rounds() -> None:
+    # Answers of one round come back together; growth must count how busy the limit was when each
+    # request went out, or it stops half-way through every round and the pipe idles for many rounds.
+    gw = SimGateway(latency=0.08, cap=4)
+    ctl = ConcurrencyController(max_limit=64)
+    trace, _, end = await drive(ctl, gw, jobs=400, changes=((1.2, 16),))
+    assert end > 1.2 + 8 * 0.08, "the run must outlast the change for this test to mean anything"
+    assert share_within(trace.between(0.6, 1.2), 4, 0.25) >= 0.8, trace.between(0.6, 1.2)
+    reached = next(t for t, lim in zip(trace.times, trace.limits, strict=True) if t >= 1.2 and lim >= 14)
+    assert reached - 1.2 <= 6 * 0.08, f"{(reached - 1.2) / 0.08:.1f} rounds to find a quota of 16 from 4"
+
+
 async def test_random_5xx_do_not_collapse_the_limit() -> None:
     gw = SimGateway(latency=0.02, error_rate=0.1)  # no quota at all: only errors
     ctl = ConcurrencyController(max_limit=16)

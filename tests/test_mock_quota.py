@@ -95,6 +95,24 @@ def test_quota_changes_at_run_time_and_reset_restores_it() -> None:
         assert httpx.get(base + "/_mock/quota", timeout=5).json()["max_inflight"] == 1
 
 
+def test_a_schedule_moves_the_quota_from_the_first_request_on() -> None:
+    with run_in_thread(MockConfig(latency=0.3, max_inflight=1, scale=0.05)) as base:
+        step = [0.6, {"max_inflight": 3}]
+        set_ = httpx.post(base + "/_mock/quota", json={"schedule": [step]}, timeout=5)
+        assert set_.status_code == 200 and set_.json()["schedule"] == [step]
+        time.sleep(0.8)  # the clock starts at the first request, not when the schedule was set
+        first = time.monotonic()
+        assert sorted(r.status_code for r in burst(base, 3)) == [200, 429, 429]
+        time.sleep(max(0.0, first + 0.7 - time.monotonic()))
+        assert sorted(r.status_code for r in burst(base, 3, first_seed=10)) == [200, 200, 200]
+        quota = httpx.get(base + "/_mock/quota", timeout=5).json()
+        assert quota["max_inflight"] == 3 and quota["schedule"] == []
+        for bad in ([[1, {"burst": 2}]], [[-1, {"max_inflight": 2}]], [[1, {"schedule": []}]], {"a": 1}):
+            refused = httpx.post(base + "/_mock/quota", json={"schedule": bad}, timeout=5)
+            assert refused.status_code == 400, bad
+        assert httpx.get(base + "/_mock/quota", timeout=5).json()["max_inflight"] == 3
+
+
 @pytest.mark.anyio
 async def test_in_process_mock_config_takes_the_quota() -> None:
     from wanbatch.mock import create_app

@@ -19,7 +19,9 @@ Netflix's concurrency-limits, with three refinements that matter at a quota:
   round = as many successes as the limit); each clean round doubles that step (like CUBIC/BIC
   probing), so a quota that grows mid-run is found in a few rounds, while at a steady quota one
   429 per round or two is the price of holding it. The limit grows only while it binds (at least
-  half of it in use, as concurrency-limits does), so a quiet phase does not inflate it.
+  half of it in use when the request was sent, as concurrency-limits samples it: answers of one
+  round arrive together, and counting what is in flight as they come back would stop the growth
+  half-way through each round), so a quiet phase does not inflate it.
 
 Latency is not a congestion signal here (no Vegas / Gradient2 growth brake): a generation takes 10 to
 60 s depending on prompt and size, so its spread says little about queueing, and a gateway with a
@@ -224,7 +226,9 @@ class ConcurrencyController:
         self._delivered.append(self._clock())
         if latency_s is not None and latency_s >= 0:
             self._rtt = latency_s if self._rtt is None else 0.8 * self._rtt + 0.2 * latency_s
-        if self._in_flight * 2 < self._limit:
+        slot = _CURRENT.get()
+        busy = max(self._in_flight, slot.in_flight if slot is not None else 0)
+        if busy * 2 < self._limit:
             return  # the limit is not what holds us back: no evidence it could be higher
         if self._slow_start:
             self._set(self._limit + 1)
@@ -244,6 +248,10 @@ class ConcurrencyController:
             self._pause(now, retry_after_s)
         if slot.started < self._last_cut or now - self._last_cut < (self._rtt or 0.0):
             slot.throttled = True  # keeps its slot for a round trip (see the module doc)
+            if slot.started >= self._last_cut:  # the cut was enough? not quite: stop probing for now
+                self._step = 1.0
+                self._round = 0
+                self._set(min(self._limit, max(slot.in_flight - 1, self._delivered_per_round(now))))
             return  # sent before the last cut, or within a round trip of it: already accounted for
         self._slow_start = False
         self._step = 1.0

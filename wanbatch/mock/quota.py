@@ -11,8 +11,11 @@ benchmarks can be held to finding that line:
 
 A throttled request is answered before anything is generated, so it is never billed. The quota can
 be read and changed while the server runs (``GET``/``POST /_mock/quota``), so a test can move the
-line mid-run; ``/_mock/reset`` restores the configured values. Pure Python apart from the two
-functions that build Starlette responses, so importing the config stays cheap.
+line mid-run; ``/_mock/reset`` restores the configured values. A ``schedule`` moves it at times counted
+from the first generation request after it was set (``[[4, {"max_inflight": 4}], [8, {...}]]``), so a
+benchmark's quota changes land at the same point of every contender's run, whatever its start-up
+costs. Pure Python apart from the two functions that build Starlette responses, so importing the
+config stays cheap.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 
 #: The fields ``POST /_mock/quota`` accepts (``null`` lifts a limit).
 FIELDS = ("max_inflight", "rpm", "window", "retry_after")
+SCHEDULE = "schedule"
 
 
 def check(max_inflight: object, rpm: object, window: object, retry_after: object) -> None:
@@ -63,6 +67,8 @@ class Quota:
         self.accepted = 0
         self.throttled = 0
         self._recent: deque[float] = deque()
+        self._schedule: list[tuple[float, dict[str, Any]]] = []  # (seconds after the first request, changes)
+        self._first: float | None = None
 
     @property
     def per_window(self) -> float | None:
@@ -70,6 +76,8 @@ class Quota:
 
     def admit(self, now: float, in_progress: int) -> bool:
         """True (and counted in the window) when a generation may start with ``in_progress`` running."""
+        if self._schedule:
+            self._move(now)
         while self._recent and self._recent[0] <= now - self.window:
             self._recent.popleft()
         over_inflight = self.max_inflight is not None and in_progress >= self.max_inflight
@@ -82,11 +90,25 @@ class Quota:
         self.accepted += 1
         return True
 
+    def _move(self, now: float) -> None:
+        if self._first is None:
+            self._first = now
+        while self._schedule and self._first + self._schedule[0][0] <= now:
+            self._apply(self._schedule.pop(0)[1])
+
     def update(self, changes: dict[str, Any]) -> None:
-        """Change some limits at run time; unknown fields or bad values raise ``ValueError``."""
+        """Change some limits now (or set a ``schedule``); bad fields or values raise ``ValueError``."""
+        changes = dict(changes)
+        schedule = _schedule(changes.pop(SCHEDULE)) if SCHEDULE in changes else None
+        self._apply(changes)
+        if schedule is not None:
+            self._schedule, self._first = schedule, None
+
+    def _apply(self, changes: dict[str, Any]) -> None:
         unknown = set(changes) - set(FIELDS)
         if unknown:
-            raise ValueError(f"unknown quota field(s) {sorted(unknown)}; known: {', '.join(FIELDS)}")
+            raise ValueError(f"unknown quota field(s) {sorted(unknown)}; known: {', '.join(FIELDS)}, "
+                             f"{SCHEDULE}")
         values = {name: changes.get(name, getattr(self, name)) for name in FIELDS}
         check(values["max_inflight"], values["rpm"], values["window"], values["retry_after"])
         self.max_inflight = values["max_inflight"]
@@ -96,7 +118,22 @@ class Quota:
 
     def snapshot(self) -> dict[str, Any]:
         return {"max_inflight": self.max_inflight, "rpm": self.rpm, "window": self.window,
-                "retry_after": self.retry_after, "accepted": self.accepted, "throttled": self.throttled}
+                "retry_after": self.retry_after, "accepted": self.accepted, "throttled": self.throttled,
+                SCHEDULE: [[at, changes] for at, changes in self._schedule]}
+
+
+def _schedule(value: object) -> list[tuple[float, dict[str, Any]]]:
+    """``[[seconds, {field: value}], …]`` checked and sorted; every step must be a valid change."""
+    if not isinstance(value, list):
+        raise ValueError(f"schedule must be a list of [seconds, {{field: value}}] pairs, not {value!r}")
+    steps: list[tuple[float, dict[str, Any]]] = []
+    for step in value:
+        if (not isinstance(step, list) or len(step) != 2 or not isinstance(step[1], dict)
+                or not (_positive(step[0]) or step[0] == 0)):
+            raise ValueError(f"schedule step must be [seconds >= 0, {{field: value}}], not {step!r}")
+        Quota()._apply(step[1])  # the same checks as a direct change, on a throwaway quota
+        steps.append((float(step[0]), dict(step[1])))
+    return sorted(steps, key=lambda s: s[0])
 
 
 def throttled_response(quota: Quota, family: Family, request_id: str) -> Response:
