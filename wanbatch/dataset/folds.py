@@ -16,11 +16,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .idkeys import EXTS, IdSet, id_of, longest_run, lookup, parse_ids, sort_keys
+from .idkeys import EXTS, IdSet, id_of, longest_run, lookup, parse_at, parse_ids, sort_keys, string_bytes
 
-_EXT_SET = pa.array(EXTS, pa.string())
 FAILED_COLUMNS = ["image_id", "error_kind", "created_at"]
-_REL = r"^images/(?P<pre>[^/]{2})/(?P<stem>[^/]+)\.(?P<ext>[A-Za-z0-9]{1,8})$"
+_PREFIX = np.frombuffer(b"images/", np.uint8)
+_SLASH = ord("/")
+_HEAD = np.arange(12)
 
 
 def _np_bool(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -37,13 +38,26 @@ def _in_shard(job: np.ndarray, keyed: np.ndarray, shard: tuple[int, int] | None)
 
 def rel_keys(rels: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(job, sub, keyed)`` of relative image paths ``images/<id[:2]>/<id>.<ext>``: ``sub`` is
-    ``slot << 4 | ext code`` for canonical paths of canonical ids with a known extension."""
-    parts = pc.extract_regex(rels, _REL)
-    stem, pre, ext = parts.field("stem"), parts.field("pre"), parts.field("ext")
-    job, slot, keyed = parse_ids(stem)
-    code = pc.index_in(ext, value_set=_EXT_SET)
-    keyed &= _np_bool(pc.equal(pre, pc.utf8_slice_codeunits(stem, 0, 2))) & _np_bool(pc.is_valid(code))
-    sub = (slot << np.uint32(4)) | code.fill_null(0).to_numpy(zero_copy_only=False).astype(np.uint32)
+    ``slot << 4 | ext code`` for canonical paths of canonical ids with a known extension.
+
+    Read from the bytes in numpy (no regex): the extension by suffix, then the fixed prefix, the
+    folder and the id between them (:func:`~.idkeys.parse_at`)."""
+    chars, start, length = string_bytes(rels)
+    n = len(start)
+    code = np.full(n, -1, np.int64)
+    stem = np.full(n, -1, np.int64)
+    for i, ext in enumerate(EXTS):
+        hit = _np_bool(pc.ends_with(rels, "." + ext))
+        code[hit] = i
+        stem[hit] = length[hit] - len(_PREFIX) - 4 - len(ext)  # "images/", "xx/", the id, ".", ext
+    cand = (stem >= 18) & (stem <= 23)
+    if cand.any():
+        idx = np.flatnonzero(cand)
+        head = chars[start[idx, None] + _HEAD]  # "images/xx/" and the id's first two characters
+        cand[idx] = (head[:, :7] == _PREFIX).all(axis=1) & (head[:, 9] == _SLASH) \
+            & (head[:, 7:9] == head[:, 10:12]).all(axis=1)
+    job, slot, keyed = parse_at(chars, start + 10, np.where(cand, stem, -1))
+    sub = (slot << np.uint32(4)) | np.maximum(code, 0).astype(np.uint32)
     return job, np.where(keyed, sub, 0).astype(np.uint32), keyed
 
 

@@ -18,13 +18,15 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 _LUT = np.full(256, 255, np.uint8)
 _LUT[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10, dtype=np.uint8)
 _LUT[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
 _HEX = frozenset("0123456789abcdef")
-_SLOT = r"^(0|[1-9][0-9]{0,5})$"  # up to 999,999 slots: slot << 4 | ext fits 32 bits
+_DASH = ord("-")
+_ZERO = np.uint8(ord("0"))
+_HEAD = np.arange(17)
+_TAIL = np.arange(6)  # up to 999,999 slots: slot << 4 | ext fits 32 bits
 _EMPTY_U64 = np.zeros(0, np.uint64)
 _EMPTY_U32 = np.zeros(0, np.uint32)
 
@@ -35,37 +37,66 @@ EXTS: tuple[str, ...] = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tiff")
 def parse_ids(ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(job, slot, keyed)`` for an array of image ids: ``keyed[i]`` tells whether ``ids[i]`` is a
     canonical id, and then ``job[i]``/``slot[i]`` are its key (0 elsewhere)."""
-    if isinstance(ids, pa.ChunkedArray):
-        ids = ids.combine_chunks()
-    n = len(ids)
+    chars, start, length = string_bytes(ids)
+    return parse_at(chars, start, length)
+
+
+def string_bytes(strings: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(chars, start, length)``: the UTF-8 bytes of a string array and where each string lies in
+    them (``length`` -1 for nulls), read from Arrow's buffers without a copy per string."""
+    if isinstance(strings, pa.ChunkedArray):
+        strings = strings.combine_chunks()
+    if strings.type != pa.string():
+        strings = strings.cast(pa.string())
+    n = len(strings)
+    if n == 0:
+        return np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    buffers = strings.buffers()
+    offsets = np.frombuffer(buffers[1], np.int32)[strings.offset: strings.offset + n + 1].astype(np.int64)
+    chars = np.frombuffer(buffers[2], np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
+    length = np.diff(offsets)
+    if strings.null_count:
+        length[~np.asarray(strings.is_valid().to_numpy(zero_copy_only=False), bool)] = -1
+    return chars, offsets[:-1], length
+
+
+def parse_at(chars: np.ndarray, start: np.ndarray,
+             length: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`parse_ids` of the strings ``chars[start[i]: start[i] + length[i]]``, all in numpy.
+
+    Canonical means exactly: 16 bytes of lowercase hex, ``-``, 1 to 6 decimal digits without a leading
+    zero (so 18 to 23 bytes; any non-ASCII byte fails the hex or digit test). Strings of one length
+    at even spacing (a Parquet batch of ids, or of paths, of one slot width) are read as one strided
+    view of the buffer, without gathering bytes."""
+    n = len(start)
     job = np.zeros(n, np.uint64)
     slot = np.zeros(n, np.uint32)
-    if n == 0:
-        return job, slot, np.zeros(0, bool)
-    if ids.type != pa.string():
-        ids = ids.cast(pa.string())
-    length = pc.utf8_length(ids).fill_null(0).to_numpy(zero_copy_only=False)
     keyed = (length >= 18) & (length <= 23)
     if not keyed.any():
         return job, slot, keyed
     idx = np.flatnonzero(keyed)
-    chosen = ids.take(pa.array(idx)) if len(idx) != n else ids
-    head = pc.utf8_slice_codeunits(chosen, 0, 16)
-    offsets = np.frombuffer(head.buffers()[1], np.int32)[head.offset: head.offset + len(head) + 1]
-    chars = np.frombuffer(head.buffers()[2], np.uint8)[offsets[0]: offsets[-1]].reshape(-1, 16)
-    nibbles = _LUT[chars]
-    good = ~(nibbles == 255).any(axis=1)
-    value = np.zeros(len(idx), np.uint64)
-    for j in range(16):
-        value = (value << np.uint64(4)) | nibbles[:, j].astype(np.uint64)
-    dash = pc.equal(pc.utf8_slice_codeunits(chosen, 16, 17), "-").to_numpy(zero_copy_only=False)
-    tail = pc.utf8_slice_codeunits(chosen, 17, 32)
-    digits = pc.match_substring_regex(tail, _SLOT).to_numpy(zero_copy_only=False)
-    good &= dash & digits
-    slots = pc.cast(pc.if_else(pa.array(good), tail, "0"), pa.int64()).to_numpy()
+    at, size = start[idx], length[idx]
+    step = int(at[1] - at[0]) if len(at) > 1 else 0
+    if (size == size[0]).all() and step >= 0 and (np.diff(at) == step).all():
+        block = np.lib.stride_tricks.as_strided(chars[at[0]:], (len(at), int(size[0])), (step, 1),
+                                                writeable=False)
+        head, tail, inside = block[:, :17], block[:, 17:] - _ZERO, None
+    else:  # mixed lengths: gather each string's bytes (the tail padded with what follows, masked)
+        head = chars[at[:, None] + _HEAD]
+        tail = chars[np.minimum(at[:, None] + 17 + _TAIL, len(chars) - 1)] - _ZERO
+        inside = (size - 17)[:, None] > _TAIL
+    nibbles = _LUT[head[:, :16]]
+    good = (nibbles != 255).all(axis=1) & (head[:, 16] == _DASH)
+    value = np.ascontiguousarray((nibbles[:, 0::2] << 4) | nibbles[:, 1::2]).view(">u8").ravel()
+    digit = tail <= 9  # bytes below "0" wrapped around: not digits either
+    good &= (digit if inside is None else digit | ~inside).all(axis=1) & ((tail[:, 0] != 0) | (size == 18))
+    number = np.zeros(len(idx), np.uint32)
+    for j in range(tail.shape[1]):
+        more = number * 10 + tail[:, j].astype(np.uint32)
+        number = more if inside is None else np.where(inside[:, j], more, number)
     keyed[idx] = good
-    job[idx] = np.where(good, value, 0)
-    slot[idx] = np.where(good, slots, 0).astype(np.uint32)
+    job[idx] = np.where(good, value.astype(np.uint64), 0)
+    slot[idx] = np.where(good, number, 0)
     return job, slot, keyed
 
 
