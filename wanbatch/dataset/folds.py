@@ -16,12 +16,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .idkeys import EXTS, IdSet, id_of, longest_run, lookup, parse_at, parse_ids, sort_keys, string_bytes
+from .idkeys import (
+    EXTS,
+    IdSet,
+    id_of,
+    longest_run,
+    lookup,
+    matches,
+    parse_at,
+    parse_ids,
+    sort_keys,
+    string_bytes,
+    unique_sorted,
+    windows,
+)
 
 FAILED_COLUMNS = ["image_id", "error_kind", "created_at"]
 _PREFIX = np.frombuffer(b"images/", np.uint8)
 _SLASH = ord("/")
-_HEAD = np.arange(12)
+_SUFFIXES = [np.frombuffer(f".{ext}".encode(), np.uint8) for ext in EXTS]  # 4 or 5 bytes each
+_SHORTEST, _LONGEST = 10 + 18 + 4, 10 + 23 + 5  # "images/xx/", an id, ".png" … ".jpeg"
 
 
 def _np_bool(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -40,25 +54,32 @@ def rel_keys(rels: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(job, sub, keyed)`` of relative image paths ``images/<id[:2]>/<id>.<ext>``: ``sub`` is
     ``slot << 4 | ext code`` for canonical paths of canonical ids with a known extension.
 
-    Read from the bytes in numpy (no regex): the extension by suffix, then the fixed prefix, the
-    folder and the id between them (:func:`~.idkeys.parse_at`)."""
+    Read from the bytes in numpy (no regex): the extension from the last 5 bytes, the fixed prefix and
+    the folder from the first 12, the id between them (:func:`~.idkeys.parse_at`)."""
     chars, start, length = string_bytes(rels)
     n = len(start)
-    code = np.full(n, -1, np.int64)
-    stem = np.full(n, -1, np.int64)
-    for i, ext in enumerate(EXTS):
-        hit = _np_bool(pc.ends_with(rels, "." + ext))
+    job, sub, keyed = np.zeros(n, np.uint64), np.zeros(n, np.uint32), np.zeros(n, bool)
+    cand = (length >= _SHORTEST) & (length <= _LONGEST)
+    if not cand.any():
+        return job, sub, keyed
+    idx = np.flatnonzero(cand)
+    at, size = start[idx], length[idx]
+    head = windows(chars, at, 12)  # "images/", the folder, "/", the id's first two characters
+    good = matches(head, _PREFIX) & (head[:, 9] == _SLASH) \
+        & (head[:, 7] == head[:, 10]) & (head[:, 8] == head[:, 11])
+    end = windows(chars, at + size - 5, 5)
+    code = np.full(len(idx), -1, np.int64)
+    stem = np.full(len(idx), -1, np.int64)
+    for i, suffix in enumerate(_SUFFIXES):  # at most one matches: the dot is at a different place
+        hit = matches(end[:, 5 - len(suffix):], suffix)
         code[hit] = i
-        stem[hit] = length[hit] - len(_PREFIX) - 4 - len(ext)  # "images/", "xx/", the id, ".", ext
-    cand = (stem >= 18) & (stem <= 23)
-    if cand.any():
-        idx = np.flatnonzero(cand)
-        head = chars[start[idx, None] + _HEAD]  # "images/xx/" and the id's first two characters
-        cand[idx] = (head[:, :7] == _PREFIX).all(axis=1) & (head[:, 9] == _SLASH) \
-            & (head[:, 7:9] == head[:, 10:12]).all(axis=1)
-    job, slot, keyed = parse_at(chars, start + 10, np.where(cand, stem, -1))
-    sub = (slot << np.uint32(4)) | np.maximum(code, 0).astype(np.uint32)
-    return job, np.where(keyed, sub, 0).astype(np.uint32), keyed
+        stem[hit] = size[hit] - 10 - len(suffix)
+    good &= code >= 0
+    pjob, pslot, pkeyed = parse_at(chars, at + 10, np.where(good, stem, -1))
+    keyed[idx] = pkeyed
+    job[idx] = pjob
+    sub[idx] = np.where(pkeyed, (pslot << np.uint32(4)) | np.maximum(code, 0).astype(np.uint32), 0)
+    return job, sub, keyed
 
 
 @dataclass(slots=True)
@@ -143,21 +164,27 @@ class TriageFold:
             self.failed.append(table.select(FAILED_COLUMNS).filter(pa.array(failed)))
 
     def result(self, files: Files) -> tuple[IdSet, dict[str, str], dict[str, str]]:
-        """``(done, failed, unindexed)`` as :class:`~wanbatch.dataset.view.TriageState` holds them."""
+        """``(done, failed, unindexed)`` as :class:`~wanbatch.dataset.view.TriageState` holds them.
+
+        The ok keys are sorted once: the files are looked up in that order, and the done set and the
+        set of every ok id (which decides the failed ones) are runs of it."""
         ok_job = np.concatenate(self.ok_job) if self.ok_job else np.zeros(0, np.uint64)
         ok_sub = np.concatenate(self.ok_sub) if self.ok_sub else np.zeros(0, np.uint32)
         self.ok_job, self.ok_sub = [], []
-        ok_slot = ok_sub >> np.uint32(4)
+        ok_job, ok_sub = sort_keys(ok_job, ok_sub)  # by (job, sub): by (job, slot) too
         exists = files.has(ok_job, ok_sub)
+        ok_slot = ok_sub >> np.uint32(4)
+        del ok_sub
         done_other = [i for i, p in self.ok_odd if files.has_rel(p)] if self.ok_odd else []
-        done = IdSet(ok_job[exists], ok_slot[exists], [i for i in done_other if _key_less(i)])
+        done = IdSet(*unique_sorted(ok_job[exists], ok_slot[exists]), [i for i in done_other if _key_less(i)],
+                     sorted_unique=True)
         done_keyed_odd = [i for i in done_other if not _key_less(i)]
         if done_keyed_odd:  # canonical ids whose row points elsewhere (rare): merge as keys
             extra = IdSet.of(done_keyed_odd)
             done = IdSet(np.concatenate([done.jobs, extra.jobs]), np.concatenate([done.slots, extra.slots]),
                          done.other | extra.other)
-        all_ok = IdSet(ok_job, ok_slot, [i for i, _ in self.ok_odd])
-        del ok_job, ok_sub, ok_slot, exists
+        all_ok = IdSet(*unique_sorted(ok_job, ok_slot), [i for i, _ in self.ok_odd], sorted_unique=True)
+        del ok_job, ok_slot, exists
         failed = failed_of(self.failed, all_ok)
         unindexed = unindexed_of(files, done)
         return done, failed, unindexed
