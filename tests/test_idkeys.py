@@ -103,3 +103,45 @@ def test_the_vectorised_parse_of_ids_and_paths_agrees_with_the_scalar_one() -> N
         got = [(int(j), int(s)) if k else None for j, s, k in zip(job, sub, keyed, strict=True)]
         assert got == [_rel_key(r) for r in arr.to_pylist()]
         assert any(got)
+
+
+def _status_reference(rows: list[dict]) -> tuple[int, int, int, dict[str | None, int]]:
+    """``StatusFold.result``'s counts, one row at a time: an image's bytes and run are its first ok row's."""
+    first_ok: dict[str, dict] = {}
+    for row in rows:
+        if row["status"] == "ok":
+            first_ok.setdefault(row["image_id"], row)
+    by_run: dict[str | None, int] = {}
+    for row in first_ok.values():
+        by_run[row["run_id"]] = by_run.get(row["run_id"], 0) + 1
+    distinct = len({r["image_id"] for r in rows})
+    return distinct, len(first_ok), sum(r["bytes"] for r in first_ok.values()), by_run
+
+
+def test_status_counts_agree_with_a_row_by_row_reference_with_and_without_repeated_ok_rows() -> None:
+    from datetime import UTC, datetime
+
+    from wanbatch.dataset.folds import StatusFold
+    from wanbatch.dataset.schema import INDEX_SCHEMA
+
+    rng = random.Random(7)
+    jobs = [f"{rng.getrandbits(64):016x}" for _ in range(300)]
+    when = datetime(2026, 12, 1, tzinfo=UTC)
+    for repeats in (False, True):
+        pool = [f"{j}-{k}" for j in jobs for k in range(rng.choice([1, 1, 3]))] + ["odd-id", "x-1"]
+        rows = []
+        for n, image_id in enumerate(pool):
+            statuses = rng.choice([["ok"], ["failed"], ["failed", "ok"], ["ok", "ok"] if repeats else ["ok"]])
+            rows += [{"image_id": image_id, "status": s, "bytes": n * 10 + i, "created_at": when,
+                      "run_id": rng.choice(["r1", "r2", None]),
+                      "error_kind": None if s == "ok" else "moderation"} for i, s in enumerate(statuses)]
+        rng.shuffle(rows)
+        fold = StatusFold()
+        columns = ["image_id", "status", "error_kind", "created_at", "bytes", "run_id"]
+        schema = pa.schema([INDEX_SCHEMA.field(c) for c in columns])
+        for at in range(0, len(rows), 250):
+            fold.add(pa.RecordBatch.from_pylist(rows[at: at + 250], schema=schema))
+        distinct, images_ok, image_bytes, failed, by_run = fold.result()
+        assert (distinct, images_ok, image_bytes, by_run) == _status_reference(rows)
+        ok_ids = {r["image_id"] for r in rows if r["status"] == "ok"}
+        assert set(failed) == {r["image_id"] for r in rows} - ok_ids

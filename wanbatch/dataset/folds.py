@@ -275,21 +275,34 @@ class StatusFold:
         size = np.concatenate(self.nbytes) if self.nbytes else np.zeros(0, np.int64)
         run = np.concatenate(self.run) if self.run else np.zeros(0, np.int32)
         self.job, self.slot, self.ok, self.nbytes, self.run = [], [], [], [], []
-        order = np.lexsort((~ok, slot, job))  # per image, its ok rows first, in the order read
-        job, slot, ok, size, run = job[order], slot[order], ok[order], size[order], run[order]
-        del order
-        first = np.ones(len(job), bool)
-        if len(job) > 1:
-            first[1:] = (job[1:] != job[:-1]) | (slot[1:] != slot[:-1])
-        distinct = int(first.sum())
-        ok_first = first & ok
-        images_ok = int(ok_first.sum())
-        image_bytes = int(size[ok_first].sum())
         names = list(self.runs)
-        counts = np.bincount(run[ok_first], minlength=len(names)) if len(names) else np.zeros(0, np.int64)
+        ok_job, ok_slot = sort_keys(job[ok], slot[ok], unique=False)
+        if len(unique_sorted(ok_job, ok_slot)[0]) == len(ok_job):  # no image has two ok rows (usual)
+            # each ok row is its image's first: no joint sort of every row, only the ok keys' and
+            # the others' (a value sort when they share one slot)
+            ok_ids = IdSet(ok_job, ok_slot, sorted_unique=True)
+            images_ok = len(ok_job)
+            image_bytes = int(size[ok].sum())
+            counts = np.bincount(run[ok], minlength=len(names)) if len(names) else np.zeros(0, np.int64)
+            rest_job, rest_slot = sort_keys(job[~ok], slot[~ok])
+            distinct = images_ok + int((~ok_ids.contains_keys(rest_job, rest_slot)).sum())
+            del rest_job, rest_slot
+        else:
+            order = np.lexsort((~ok, slot, job))  # per image, its ok rows first, in the order read
+            job, slot, ok, size, run = job[order], slot[order], ok[order], size[order], run[order]
+            del order
+            first = np.ones(len(job), bool)
+            if len(job) > 1:
+                first[1:] = (job[1:] != job[:-1]) | (slot[1:] != slot[:-1])
+            distinct = int(first.sum())
+            ok_first = first & ok
+            images_ok = int(ok_first.sum())
+            image_bytes = int(size[ok_first].sum())
+            counts = np.bincount(run[ok_first], minlength=len(names)) if len(names) else np.zeros(0, np.int64)
+            ok_ids = IdSet(job[ok_first], slot[ok_first], sorted_unique=True)
+            del first, ok_first
+        del job, slot, ok, size, run, ok_job, ok_slot
         by_run: dict[str | None, int] = {names[c]: int(n) for c, n in enumerate(counts.tolist()) if n}
-        ok_ids = IdSet(job[ok_first], slot[ok_first], sorted_unique=True)
-        del job, slot, ok, size, run, first, ok_first
         seen: dict[str, tuple[bool, int, str | None]] = {}
         for image_id, is_ok, nbytes, run_id in self.other:
             was = seen.get(image_id)
