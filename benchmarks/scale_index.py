@@ -90,6 +90,7 @@ def build(folder: Path, rows: int) -> dict[str, Any]:
             "bytes": 2_400_000 + total % 999,
             "sha256": f"{total:064x}", "task_id": f"task-{job.job_id}-{total:08d}", "attempts": 1 + total % 3,
             "latency_ms": 9_000 + total % 5000, "created_at": when, "run_id": "20261101T000000Z-abc123",
+            "inputs": None,  # text-to-image
         }
         for name, value in values.items():
             cols[name].append(value)

@@ -187,6 +187,38 @@ def open_manifest(bucket_name: str) -> dict:
         return json.loads(fh.read())
 
 
+def test_a_format_1_dataset_in_the_bucket_is_migrated_from_every_part_by_a_new_machine(
+    bucket: str, staging: Callable[[str], Path], gateway: Callable[..., str], tmp_path: Path
+) -> None:
+    """A run lists the bucket's index once, under its lease; but a manifest the writer migrates when it
+    opens (format 1: run entries without a ledger) needs the parts in the staging before that: the
+    ledger migrated in a fresh staging counts the old run's ok rows."""
+    base = gateway(latency=0.0)
+    spec = wanbatch.load_spec(write_spec(tmp_path, base, f"s3://{bucket}/ds"))
+    staging("one")
+    first = wanbatch.run(spec, RunOptions(env={KEY_ENV: KEY}))
+    assert first.exit_code == 0, first.summary
+    old = open_manifest(bucket)
+    old["format_version"] = 1
+    for entry in old["runs"]:
+        del entry["ledger"]
+    with s3().open_output_stream(f"{bucket}/ds/wanbatch.json") as fh:
+        fh.write(json.dumps(old).encode())
+    with s3().open_output_stream(f"{bucket}/ds/runs/{first.run_id}.json") as fh:
+        fh.write(b"{}")  # a summary without billed_images: the ok rows are the ledger
+    staging("two")  # a run's writer opens without listing the index; this one migrates: it lists
+    with DatasetWriter.open(f"s3://{bucket}/ds", create=False, listing=False) as writer:
+        migrated = json.loads(writer.layout.manifest.read_text())
+        assert len(writer.layout.parts()) >= 1
+    assert migrated["format_version"] == 2
+    (entry,) = [r for r in migrated["runs"] if r["run_id"] == first.run_id]
+    assert entry["ledger"]["billed_images"] == IMAGES and entry["ledger"]["migrated_from_format"] == 1
+    staging("three")
+    again = wanbatch.run(spec, RunOptions(env={KEY_ENV: KEY}))
+    assert again.exit_code == 0 and again.stats.submitted_images == 0, again.summary
+    assert billed(base) == IMAGES
+
+
 def test_sigkill_mid_run_then_resume_is_complete_without_duplicates(
     bucket: str, staging: Callable[[str], Path], gateway: Callable[..., str], tmp_path: Path,
     s3_env: dict[str, str],

@@ -16,11 +16,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .idkeys import EXTS, IdSet, id_of, longest_run, lookup, parse_ids, sort_keys
+from .idkeys import (
+    EXTS,
+    IdSet,
+    id_of,
+    longest_run,
+    lookup,
+    matches,
+    parse_at,
+    parse_ids,
+    sort_keys,
+    string_bytes,
+    unique_sorted,
+    windows,
+)
 
-_EXT_SET = pa.array(EXTS, pa.string())
 FAILED_COLUMNS = ["image_id", "error_kind", "created_at"]
-_REL = r"^images/(?P<pre>[^/]{2})/(?P<stem>[^/]+)\.(?P<ext>[A-Za-z0-9]{1,8})$"
+_PREFIX = np.frombuffer(b"images/", np.uint8)
+_SLASH = ord("/")
+_SUFFIXES = [np.frombuffer(f".{ext}".encode(), np.uint8) for ext in EXTS]  # 4 or 5 bytes each
+_SHORTEST, _LONGEST = 10 + 18 + 4, 10 + 23 + 5  # "images/xx/", an id, ".png" … ".jpeg"
 
 
 def _np_bool(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -37,14 +52,34 @@ def _in_shard(job: np.ndarray, keyed: np.ndarray, shard: tuple[int, int] | None)
 
 def rel_keys(rels: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(job, sub, keyed)`` of relative image paths ``images/<id[:2]>/<id>.<ext>``: ``sub`` is
-    ``slot << 4 | ext code`` for canonical paths of canonical ids with a known extension."""
-    parts = pc.extract_regex(rels, _REL)
-    stem, pre, ext = parts.field("stem"), parts.field("pre"), parts.field("ext")
-    job, slot, keyed = parse_ids(stem)
-    code = pc.index_in(ext, value_set=_EXT_SET)
-    keyed &= _np_bool(pc.equal(pre, pc.utf8_slice_codeunits(stem, 0, 2))) & _np_bool(pc.is_valid(code))
-    sub = (slot << np.uint32(4)) | code.fill_null(0).to_numpy(zero_copy_only=False).astype(np.uint32)
-    return job, np.where(keyed, sub, 0).astype(np.uint32), keyed
+    ``slot << 4 | ext code`` for canonical paths of canonical ids with a known extension.
+
+    Read from the bytes in numpy (no regex): the extension from the last 5 bytes, the fixed prefix and
+    the folder from the first 12, the id between them (:func:`~.idkeys.parse_at`)."""
+    chars, start, length = string_bytes(rels)
+    n = len(start)
+    job, sub, keyed = np.zeros(n, np.uint64), np.zeros(n, np.uint32), np.zeros(n, bool)
+    cand = (length >= _SHORTEST) & (length <= _LONGEST)
+    if not cand.any():
+        return job, sub, keyed
+    idx = np.flatnonzero(cand)
+    at, size = start[idx], length[idx]
+    head = windows(chars, at, 12)  # "images/", the folder, "/", the id's first two characters
+    good = matches(head, _PREFIX) & (head[:, 9] == _SLASH) \
+        & (head[:, 7] == head[:, 10]) & (head[:, 8] == head[:, 11])
+    end = windows(chars, at + size - 5, 5)
+    code = np.full(len(idx), -1, np.int64)
+    stem = np.full(len(idx), -1, np.int64)
+    for i, suffix in enumerate(_SUFFIXES):  # at most one matches: the dot is at a different place
+        hit = matches(end[:, 5 - len(suffix):], suffix)
+        code[hit] = i
+        stem[hit] = size[hit] - 10 - len(suffix)
+    good &= code >= 0
+    pjob, pslot, pkeyed = parse_at(chars, at + 10, np.where(good, stem, -1))
+    keyed[idx] = pkeyed
+    job[idx] = pjob
+    sub[idx] = np.where(pkeyed, (pslot << np.uint32(4)) | np.maximum(code, 0).astype(np.uint32), 0)
+    return job, sub, keyed
 
 
 @dataclass(slots=True)
@@ -129,21 +164,27 @@ class TriageFold:
             self.failed.append(table.select(FAILED_COLUMNS).filter(pa.array(failed)))
 
     def result(self, files: Files) -> tuple[IdSet, dict[str, str], dict[str, str]]:
-        """``(done, failed, unindexed)`` as :class:`~wanbatch.dataset.view.TriageState` holds them."""
+        """``(done, failed, unindexed)`` as :class:`~wanbatch.dataset.view.TriageState` holds them.
+
+        The ok keys are sorted once: the files are looked up in that order, and the done set and the
+        set of every ok id (which decides the failed ones) are runs of it."""
         ok_job = np.concatenate(self.ok_job) if self.ok_job else np.zeros(0, np.uint64)
         ok_sub = np.concatenate(self.ok_sub) if self.ok_sub else np.zeros(0, np.uint32)
         self.ok_job, self.ok_sub = [], []
-        ok_slot = ok_sub >> np.uint32(4)
+        ok_job, ok_sub = sort_keys(ok_job, ok_sub)  # by (job, sub): by (job, slot) too
         exists = files.has(ok_job, ok_sub)
+        ok_slot = ok_sub >> np.uint32(4)
+        del ok_sub
         done_other = [i for i, p in self.ok_odd if files.has_rel(p)] if self.ok_odd else []
-        done = IdSet(ok_job[exists], ok_slot[exists], [i for i in done_other if _key_less(i)])
+        done = IdSet(*unique_sorted(ok_job[exists], ok_slot[exists]), [i for i in done_other if _key_less(i)],
+                     sorted_unique=True)
         done_keyed_odd = [i for i in done_other if not _key_less(i)]
         if done_keyed_odd:  # canonical ids whose row points elsewhere (rare): merge as keys
             extra = IdSet.of(done_keyed_odd)
             done = IdSet(np.concatenate([done.jobs, extra.jobs]), np.concatenate([done.slots, extra.slots]),
                          done.other | extra.other)
-        all_ok = IdSet(ok_job, ok_slot, [i for i, _ in self.ok_odd])
-        del ok_job, ok_sub, ok_slot, exists
+        all_ok = IdSet(*unique_sorted(ok_job, ok_slot), [i for i, _ in self.ok_odd], sorted_unique=True)
+        del ok_job, ok_slot, exists
         failed = failed_of(self.failed, all_ok)
         unindexed = unindexed_of(files, done)
         return done, failed, unindexed
@@ -234,21 +275,34 @@ class StatusFold:
         size = np.concatenate(self.nbytes) if self.nbytes else np.zeros(0, np.int64)
         run = np.concatenate(self.run) if self.run else np.zeros(0, np.int32)
         self.job, self.slot, self.ok, self.nbytes, self.run = [], [], [], [], []
-        order = np.lexsort((~ok, slot, job))  # per image, its ok rows first, in the order read
-        job, slot, ok, size, run = job[order], slot[order], ok[order], size[order], run[order]
-        del order
-        first = np.ones(len(job), bool)
-        if len(job) > 1:
-            first[1:] = (job[1:] != job[:-1]) | (slot[1:] != slot[:-1])
-        distinct = int(first.sum())
-        ok_first = first & ok
-        images_ok = int(ok_first.sum())
-        image_bytes = int(size[ok_first].sum())
         names = list(self.runs)
-        counts = np.bincount(run[ok_first], minlength=len(names)) if len(names) else np.zeros(0, np.int64)
+        ok_job, ok_slot = sort_keys(job[ok], slot[ok], unique=False)
+        if len(unique_sorted(ok_job, ok_slot)[0]) == len(ok_job):  # no image has two ok rows (usual)
+            # each ok row is its image's first: no joint sort of every row, only the ok keys' and
+            # the others' (a value sort when they share one slot)
+            ok_ids = IdSet(ok_job, ok_slot, sorted_unique=True)
+            images_ok = len(ok_job)
+            image_bytes = int(size[ok].sum())
+            counts = np.bincount(run[ok], minlength=len(names)) if len(names) else np.zeros(0, np.int64)
+            rest_job, rest_slot = sort_keys(job[~ok], slot[~ok])
+            distinct = images_ok + int((~ok_ids.contains_keys(rest_job, rest_slot)).sum())
+            del rest_job, rest_slot
+        else:
+            order = np.lexsort((~ok, slot, job))  # per image, its ok rows first, in the order read
+            job, slot, ok, size, run = job[order], slot[order], ok[order], size[order], run[order]
+            del order
+            first = np.ones(len(job), bool)
+            if len(job) > 1:
+                first[1:] = (job[1:] != job[:-1]) | (slot[1:] != slot[:-1])
+            distinct = int(first.sum())
+            ok_first = first & ok
+            images_ok = int(ok_first.sum())
+            image_bytes = int(size[ok_first].sum())
+            counts = np.bincount(run[ok_first], minlength=len(names)) if len(names) else np.zeros(0, np.int64)
+            ok_ids = IdSet(job[ok_first], slot[ok_first], sorted_unique=True)
+            del first, ok_first
+        del job, slot, ok, size, run, ok_job, ok_slot
         by_run: dict[str | None, int] = {names[c]: int(n) for c, n in enumerate(counts.tolist()) if n}
-        ok_ids = IdSet(job[ok_first], slot[ok_first], sorted_unique=True)
-        del job, slot, ok, size, run, first, ok_first
         seen: dict[str, tuple[bool, int, str | None]] = {}
         for image_id, is_ok, nbytes, run_id in self.other:
             was = seen.get(image_id)

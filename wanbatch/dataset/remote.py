@@ -19,7 +19,10 @@ object):
 The mirror records, in ``STAGING/.remote/parts``, which parts it knows to be in the bucket. A crash
 between an upload and its record only means uploading the same file again.
 
-**Hydration** (on open): ``index/`` is listed once (never ``images/``). Remote parts missing from the
+**Hydration** (on open; for a run, once it holds its lease: its writer opens with only the manifest,
+``listing=False``, and :meth:`Mirror.catch_up` hydrates under the lease, so a run lists ``index/``
+once and that listing already holds what a run finishing meanwhile stored): ``index/`` is listed once
+(never ``images/``). Remote parts missing from the
 staging are downloaded; staging parts that are not in the bucket are uploaded (a flush that crashed
 before its upload), unless the record says they were there, i.e. a compaction elsewhere removed them
 (then they are dropped locally). Staging images (not yet indexed in the bucket) are uploaded first.
@@ -62,7 +65,7 @@ import pyarrow.fs as pafs
 
 from ..errors import DatasetError, NotADatasetError
 from .fsutil import atomic_write, disk_errors
-from .layout import MANIFEST, Layout, is_dataset, is_part
+from .layout import FORMAT_VERSION, MANIFEST, Layout, is_dataset, is_part
 from .manifest import read_manifest, root_lock
 from .parts import read_parts
 
@@ -252,24 +255,25 @@ class Mirror:
 
     # ------------------------------------------------------------------------- hydration
 
-    def hydrate(self, *, create: bool) -> None:
-        """Bring the staging in line with the bucket (see the module docstring); idempotent."""
-        self.has_manifest = self.remote.exists(MANIFEST)
-        if not self.has_manifest:
-            empty = self.remote.is_empty()
-            if empty and not create:
-                raise NotADatasetError(
-                    f"{self.remote.uri}: no wanbatch dataset there (no {MANIFEST} or index/)")
-            if not empty:
-                raise NotADatasetError(f"{self.remote.uri}: holds objects but is not a wanbatch dataset "
-                                       f"(no {MANIFEST} or index/); choose an empty or new prefix")
+    def hydrate(self, *, create: bool, listing: bool = True) -> None:
+        """Bring the staging in line with the bucket (see the module docstring); idempotent.
+
+        ``listing=False``: only the manifest (what opening a writer needs); the index is listed, and
+        the staging brought in line, by a later full hydration (:meth:`catch_up`, once the run holds
+        its lease), so a run lists ``index/`` once. A manifest that a writer will migrate needs every
+        part in the staging first: then the listing is not deferred."""
+        self._check_manifest(create)
+        listed = self.state / "images-listed"
+        if not listing:
+            self._stage_manifest()
+            if not self.has_manifest:  # a new dataset: no images to adopt, now or when caught up
+                with disk_errors("record the listing"):
+                    listed.touch()
+            if not self._migrating():
+                return
         remote_parts = {f"index/{p.rsplit('/', 1)[1]}" for p in self.remote.parts()} \
             if self.has_manifest else set()
-        with disk_errors(f"create the staging folder {self.staging}"):
-            self.state.mkdir(parents=True, exist_ok=True)
-            self.layout.index.mkdir(exist_ok=True)
-        if self.has_manifest:
-            self._pull_manifest()
+        self._stage_manifest()
         recorded = self._recorded()
         local_parts = {f"index/{p.name}" for p in self.layout.parts()}
         for rel in sorted(remote_parts - local_parts):
@@ -284,7 +288,6 @@ class Mirror:
         for rel in self._local_images():
             self.remote.upload(self.staging / rel, rel)
             self.images.add(rel)
-        listed = self.state / "images-listed"
         if not listed.exists():
             # A machine new to this dataset lists its images once, so an object a lost machine
             # uploaded without a row is adopted, not paid for again; later runs here never list them
@@ -296,6 +299,34 @@ class Mirror:
         self._record(sorted(remote_parts - recorded), [])
         self.sync_parts()
         self.drop_indexed_copies()
+
+    def _check_manifest(self, create: bool) -> None:
+        """Whether the bucket holds a dataset here (:attr:`has_manifest`); refuse a prefix that holds
+        something else, or nothing when ``create`` is false."""
+        self.has_manifest = self.remote.exists(MANIFEST)
+        if not self.has_manifest:
+            empty = self.remote.is_empty()
+            if empty and not create:
+                raise NotADatasetError(
+                    f"{self.remote.uri}: no wanbatch dataset there (no {MANIFEST} or index/)")
+            if not empty:
+                raise NotADatasetError(f"{self.remote.uri}: holds objects but is not a wanbatch dataset "
+                                       f"(no {MANIFEST} or index/); choose an empty or new prefix")
+
+    def _stage_manifest(self) -> None:
+        """The staging's folders, and the bucket's manifest in it (if there is one)."""
+        with disk_errors(f"create the staging folder {self.staging}"):
+            self.state.mkdir(parents=True, exist_ok=True)
+            self.layout.index.mkdir(exist_ok=True)
+        if self.has_manifest:
+            self._pull_manifest()
+
+    def _migrating(self) -> bool:
+        """Whether the staging's manifest is of an older format (a writer migrates it when it opens,
+        from the rows of every part)."""
+        if not self.layout.manifest.exists():
+            return False
+        return bool(read_manifest(self.layout).get("format_version", 1) < FORMAT_VERSION)
 
     def _pull_manifest(self) -> None:
         """Take the bucket's manifest, keeping run entries only the staging knows (a crashed upload)."""
@@ -441,14 +472,15 @@ class Mirror:
     # ------------------------------------------------------------------------- as a writer's storage
 
     @classmethod
-    def open(cls, uri: str, *, create: bool, staging: Path | None = None) -> Mirror:
-        """The mirror of ``uri``, its staging folder hydrated from the bucket."""
+    def open(cls, uri: str, *, create: bool, staging: Path | None = None, listing: bool = True) -> Mirror:
+        """The mirror of ``uri``, its staging folder hydrated from the bucket (with ``listing=False``
+        only its manifest, until :meth:`catch_up`: see :meth:`hydrate`)."""
         remote = RemoteRoot(uri)
         folder = staging or staging_dir(uri)
         mirror = cls(remote, folder)
         try:
             with _staging_lock(folder):
-                mirror.hydrate(create=create)
+                mirror.hydrate(create=create, listing=listing)
         except BaseException:
             mirror.close()
             raise
@@ -499,9 +531,10 @@ class Mirror:
         self.sync_parts()
 
     def catch_up(self) -> None:
-        """Hydrate again once the run holds its lease: a run that held the slice when this mirror was
-        opened (``--wait``), or that ended between the opening and the lease, stored parts this
-        mirror's listing does not know; a triage on that listing would pay for them again."""
+        """Hydrate (list ``index/``) once the run holds its lease, not before: a run that held the slice
+        when this mirror was opened (``--wait``), or that ended between the opening and the lease,
+        stored parts a listing taken earlier would not know, and a triage on it would pay for them
+        again. A run's writer is opened with ``listing=False``, so this is its one listing."""
         with _staging_lock(self.staging):
             self.hydrate(create=True)
 

@@ -208,17 +208,20 @@ class DatasetWriter:
     # ----------------------------------------------------------------------------------- open
 
     @classmethod
-    def open(cls, root: str | Path, *, create: bool = True, staging: Path | None = None) -> DatasetWriter:
+    def open(cls, root: str | Path, *, create: bool = True, staging: Path | None = None,
+             listing: bool = True) -> DatasetWriter:
         """Open (or create) the dataset at ``root`` for writing.
 
         Refuses early, with a message that says what to do: a file in the way, a non-empty folder
         that is not a dataset, a missing dataset when ``create=False``, and any folder where a probe
         file cannot be written (read-only, permissions, full disk). An object-store URI
         (``s3://…``) is written through a staging folder (``staging``, default one per URI) that a
-        :class:`~wanbatch.dataset.remote.Mirror` keeps in the bucket.
+        :class:`~wanbatch.dataset.remote.Mirror` keeps in the bucket. ``listing=False`` (a run, which
+        calls ``storage.catch_up()`` once it holds its lease): the bucket's index is listed then, not
+        now, so a run lists it once.
         """
         if is_remote(root):
-            mirror = Mirror.open(str(root), create=create, staging=staging)
+            mirror = Mirror.open(str(root), create=create, staging=staging, listing=listing)
             try:
                 writer = cls._open_local(mirror.staging, create=True, storage=mirror)
             except BaseException:

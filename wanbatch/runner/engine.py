@@ -124,9 +124,11 @@ class _Run:
             self.stats.finished = time.monotonic()
             return self._result()
         try:
-            self.dataset = await anyio.to_thread.run_sync(lambda: DatasetWriter.open(self.root, create=True))
+            # s3://: the index is listed once, under the lease (catch_up), not when the writer opens
+            self.dataset = await anyio.to_thread.run_sync(
+                lambda: DatasetWriter.open(self.root, create=True, listing=False))
             self.lease = await self._take_lease(open_store(self.root))
-            await anyio.to_thread.run_sync(self.dataset.storage.catch_up)  # s3://: relisted under the lease
+            await anyio.to_thread.run_sync(self.dataset.storage.catch_up)
             state = await anyio.to_thread.run_sync(self._start_up, self.dataset, self.lease)
             the_plan = make_plan(self.spec, shard=self.options.shard)
             self.stats.planned_jobs = the_plan.job_count
