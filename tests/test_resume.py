@@ -22,9 +22,12 @@ import pytest
 import wanbatch
 from tests.helpers import cli_env
 from tests.helpers.chaos import assert_consistent, mock_stats, settled_stats, sha256_of
-from wanbatch.dataset import read_index, status
+from wanbatch.dataset import DatasetWriter, read_index, status
+from wanbatch.dataset.journal import PaidLinks
+from wanbatch.dataset.rows import failed_row
 from wanbatch.errors import DatasetError
 from wanbatch.mock import MockConfig, run_in_thread
+from wanbatch.plan import plan
 from wanbatch.runner import RunOptions, RunResult
 
 KEY_ENV = "WANBATCH_TEST_KEY"
@@ -404,3 +407,35 @@ def test_an_image_billed_and_never_stored_by_a_dead_writer_is_in_doubt_not_paid_
     assert {k for k in kinds if k[0] == f"{stored}-0"} == {(f"{stored}-0", "ok", None)}
     ledger = status(out).ledger
     assert ledger["billed_images"] == 4 + 2 + 2 and ledger["in_doubt_images"] == 0
+
+
+def test_a_run_that_ends_with_billed_slots_unstored_records_them_in_doubt_or_keeps_its_journal(
+        tmp_path: Path) -> None:
+    """The run's own end (DatasetWriter.abandon_unstored): a slot billed with neither a row nor a kept
+    link gets an in_doubt row; one with a row or a kept link gets none. A writer that could not write
+    them keeps its journal on close, and the next writer's recovery writes the same row."""
+    out = tmp_path / "ds"
+    spec = wanbatch.load_spec(write(tmp_path / "s.yaml", "http://127.0.0.1:9", out,
+                                    seeds="{start: 0, count: 2}"))
+    lost, failed, linked, later = list(plan(spec).jobs())
+    with DatasetWriter.open(out) as writer:
+        writer.begin_run("r1")
+        for job in (lost, failed, linked):
+            writer.settle(writer.intend(job, [0], "gw"), billed=1, in_doubt=0)
+        writer.append([failed_row(failed, 0, kind="download", message="cut", provider="gw", run_id="r1")])
+        kept = PaidLinks("gw", "http://gw", {0: "http://img/0.png"}, time.time())
+        writer.journal_links(linked.job_id, kept)
+        assert writer.abandon_unstored(run_id="r1") == 1
+        assert writer.abandon_unstored(run_id="r1") == 0  # recorded once
+    kinds = {(r["image_id"], r["error_kind"]) for r in read_index(out).to_pylist()}
+    assert kinds == {(f"{lost.job_id}-0", "in_doubt"), (f"{failed.job_id}-0", "download")}
+
+    writer = DatasetWriter.open(out)  # this one never records it (as if the disk were still full)
+    writer.begin_run("r2")
+    writer.settle(writer.intend(later, [0], "gw"), billed=1, in_doubt=0)
+    writer.close()
+    assert (out / "journal" / writer.writer).is_dir()  # kept for recovery
+    with DatasetWriter.open(out) as again:
+        assert again.recover().images_unstored == 1
+    rows = [r for r in read_index(out).to_pylist() if r["image_id"] == f"{later.job_id}-0"]
+    assert [(r["status"], r["error_kind"], r["run_id"]) for r in rows] == [("failed", "in_doubt", "r2")]
