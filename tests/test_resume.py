@@ -22,9 +22,12 @@ import pytest
 import wanbatch
 from tests.helpers import cli_env
 from tests.helpers.chaos import assert_consistent, mock_stats, settled_stats, sha256_of
-from wanbatch.dataset import status
+from wanbatch.dataset import DatasetWriter, read_index, status
+from wanbatch.dataset.journal import PaidLinks
+from wanbatch.dataset.rows import failed_row
 from wanbatch.errors import DatasetError
 from wanbatch.mock import MockConfig, run_in_thread
+from wanbatch.plan import plan
 from wanbatch.runner import RunOptions, RunResult
 
 KEY_ENV = "WANBATCH_TEST_KEY"
@@ -346,3 +349,93 @@ def test_full_disk_stops_the_run_with_a_clear_message_and_loses_nothing(tmp_path
     ledger = json.loads((res / "status.json").read_text())["ledger"]
     accounted = ledger["billed_images"] + ledger["in_doubt_images"]
     assert billed <= accounted <= billed + 4  # over by at most the 4 in flight
+
+
+# A writer that dies after a request was answered (billed) and before the image's row was written: a
+# full disk failing the download's temp file, or the run stopping mid-download. It settles one intent
+# billed for a job whose slot never gets a row, and one for a job whose row it flushed into an index
+# part (its journal segment dropped), then dies without closing.
+DEAD_WRITER = textwrap.dedent("""\
+    import hashlib, os, sys
+    from PIL import Image
+    import wanbatch
+    from wanbatch.dataset import DatasetWriter
+    from wanbatch.dataset.rows import ok_row
+    from wanbatch.plan import plan
+    from wanbatch.types import StoredImage
+    done = set(sys.argv[3:])
+    jobs = [j for j in plan(wanbatch.load_spec(sys.argv[2])).jobs() if j.job_id + "-0" not in done]
+    lost, stored = jobs[0], jobs[1]
+    writer = DatasetWriter.open(sys.argv[1])
+    writer.begin_run("dead-run")
+    for job in (lost, stored):
+        writer.settle(writer.intend(job, [0], "127.0.0.1"), billed=1, in_doubt=0)
+    tmp = writer.tmp_path(".png")
+    Image.new("RGB", (64, 64), "teal").save(tmp)
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    rel = writer.place(tmp, stored.job_id + "-0", "png")
+    image = StoredImage(rel, "png", 64, 64, os.path.getsize(writer.root / rel), digest)
+    writer.append([ok_row(stored, 0, image, provider="127.0.0.1", run_id="dead-run")])
+    writer.flush()  # the row is in an index part; the journal segment that held it is dropped
+    print(lost.job_id, stored.job_id)
+    os._exit(0)  # dies: no close, the journal (ledger included) stays for recovery
+""")
+
+
+def test_an_image_billed_and_never_stored_by_a_dead_writer_is_in_doubt_not_paid_again(tmp_path: Path) -> None:
+    """The intent was settled billed, the image never got a row, a file or a kept link: recovery gives
+    its slot an in_doubt row, so the rerun does not request it; a slot whose row reached the index
+    before the writer died gets no in_doubt row."""
+    out = tmp_path / "ds"
+    with run_in_thread(small()) as base:
+        assert run(write(tmp_path / "s.yaml", base, out)).exit_code == 0  # 4 of the 8 images below
+        spec = write(tmp_path / "s.yaml", base, out, seeds="{start: 0, count: 4}")
+        before = mock_stats(base)["billed"]
+        done_ids = [r["image_id"] for r in assert_consistent(out).values()]
+        dead = subprocess.run([sys.executable, "-c", DEAD_WRITER, str(out), str(spec), *done_ids],
+                              capture_output=True, text=True, timeout=60, env=cli_env())
+        assert dead.returncode == 0, dead.stderr
+        lost, stored = dead.stdout.split()
+        again = run(spec)
+        billed = mock_stats(base)["billed"] - before
+    assert again.exit_code == 0, again.notes
+    assert billed == 2  # 8 planned: 4 done before, 1 stored by the dead writer, 1 in doubt
+    assert again.summary.in_doubt_skipped == 1
+    rows = read_index(out).to_pylist()
+    kinds = {(r["image_id"], r["status"], r["error_kind"]) for r in rows}
+    assert (f"{lost}-0", "failed", "in_doubt") in kinds
+    assert {k for k in kinds if k[0] == f"{stored}-0"} == {(f"{stored}-0", "ok", None)}
+    ledger = status(out).ledger
+    assert ledger["billed_images"] == 4 + 2 + 2 and ledger["in_doubt_images"] == 0
+
+
+def test_a_run_that_ends_with_billed_slots_unstored_records_them_in_doubt_or_keeps_its_journal(
+        tmp_path: Path) -> None:
+    """The run's own end (DatasetWriter.abandon_unstored): a slot billed with neither a row nor a kept
+    link gets an in_doubt row; one with a row or a kept link gets none. A writer that could not write
+    them keeps its journal on close, and the next writer's recovery writes the same row."""
+    out = tmp_path / "ds"
+    spec = wanbatch.load_spec(write(tmp_path / "s.yaml", "http://127.0.0.1:9", out,
+                                    seeds="{start: 0, count: 2}"))
+    lost, failed, linked, later = list(plan(spec).jobs())
+    with DatasetWriter.open(out) as writer:
+        writer.begin_run("r1")
+        for job in (lost, failed, linked):
+            writer.settle(writer.intend(job, [0], "gw"), billed=1, in_doubt=0)
+        writer.append([failed_row(failed, 0, kind="download", message="cut", provider="gw", run_id="r1")])
+        kept = PaidLinks("gw", "http://gw", {0: "http://img/0.png"}, time.time())
+        writer.journal_links(linked.job_id, kept)
+        assert writer.abandon_unstored(run_id="r1") == 1
+        assert writer.abandon_unstored(run_id="r1") == 0  # recorded once
+    kinds = {(r["image_id"], r["error_kind"]) for r in read_index(out).to_pylist()}
+    assert kinds == {(f"{lost.job_id}-0", "in_doubt"), (f"{failed.job_id}-0", "download")}
+
+    writer = DatasetWriter.open(out)  # this one never records it (as if the disk were still full)
+    writer.begin_run("r2")
+    writer.settle(writer.intend(later, [0], "gw"), billed=1, in_doubt=0)
+    writer.close()
+    assert (out / "journal" / writer.writer).is_dir()  # kept for recovery
+    with DatasetWriter.open(out) as again:
+        assert again.recover().images_unstored == 1
+    rows = [r for r in read_index(out).to_pylist() if r["image_id"] == f"{later.job_id}-0"]
+    assert [(r["status"], r["error_kind"], r["run_id"]) for r in rows] == [("failed", "in_doubt", "r2")]

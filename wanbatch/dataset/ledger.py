@@ -28,7 +28,7 @@ not recovered yet). Datasets written before ledgers existed (format 1) count the
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..types import InputImage, Job
+from .fsutil import disk_errors
 from .journal import read_lines
 
 LEDGER = "ledger.jsonl"
@@ -130,6 +131,28 @@ def read_ledger(path: Path) -> RunLedger:
     for item in items:
         ledger.apply(item)
     return ledger
+
+
+def billed_intents(path: Path) -> Iterator[Intent]:
+    """The intents of one writer's ``ledger.jsonl`` settled with images billed, in order, streamed line
+    by line: only intents still waiting for their outcome are held (a 1M-request ledger is never read
+    whole). Recovery checks that each of their slots got a row (see :mod:`.recovery`)."""
+    if not path.exists():
+        return
+    ledger = RunLedger()
+    with disk_errors(f"read the journal {path.name}"), path.open("rb") as fh:
+        for line in fh:
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue  # a torn last line
+            if not isinstance(item, dict):
+                continue
+            intent = ledger.open.get(item["id"]) if item.get("op") == "outcome" \
+                and isinstance(item.get("id"), int) else None
+            ledger.apply(item)
+            if intent is not None and _count(item.get("billed")):
+                yield intent
 
 
 @dataclass(frozen=True, slots=True)

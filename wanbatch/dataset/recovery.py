@@ -28,7 +28,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..types import Job
 from .fsutil import disk_errors
 from .journal import (
     NEWBORN,
@@ -46,13 +47,12 @@ from .journal import (
     decode_row,
     read_journal,
     read_lines,
-    read_tasks,
     segments,
     try_lock,
 )
 from .layout import OWN_TEMP, WRITER_ID, Layout
 from .lease import sweep as sweep_leases
-from .ledger import IN_DOUBT, LEDGER, read_ledger
+from .ledger import IN_DOUBT, LEDGER, billed_intents, read_ledger
 from .manifest import record_ledger, root_lock
 from .parts import TMP_SUFFIX, all_covers, part_name, read_parts, rows_to_table, write_part
 from .rows import failed_row
@@ -76,6 +76,7 @@ class RecoveryReport:
     tasks_adopted: int = 0
     ledgers_folded: int = 0  # dead writers' ledgers folded into the manifest
     images_in_doubt: int = 0  # requests they sent and never saw answered
+    images_unstored: int = 0  # delivered and billed, never stored (no row, no file, no kept link)
     temp_files_removed: int = 0
     partial_parts_removed: int = 0
     orphan_images: list[str] = field(default_factory=list)
@@ -116,7 +117,7 @@ def recover(
                 dead.append((folder.name, folder, fd))
     try:
         if dead:
-            _recover_writers(layout, writer, adopt_task, adopt_links, dead, report)
+            _recover_writers(layout, writer, adopt_task, adopt_links, dead, report, image_files)
         _sweep(layout, report)
         report.temp_files_removed += sweep_leases(layout.leases)
         if report.writers_recovered:
@@ -130,17 +131,20 @@ def recover(
 def _recover_writers(
     layout: Layout, live_writer: str, adopt_task: Callable[[str, TaskRef], None],
     adopt_links: Callable[[str, PaidLinks], None] | None, dead: list[tuple[str, Path, int]],
-    report: RecoveryReport,
+    report: RecoveryReport, image_files: Callable[[], Iterable[str]],
 ) -> None:
     covers = all_covers(layout)
     rows: list[dict[str, Any]] = []
     new_covers: dict[str, int] = {}
+    journaled: dict[str, set[str]] = {}  # writer → image ids its journal segments hold rows for
     for writer, folder, _ in dead:
         done_upto = covers.get(writer, 0)
+        seen = journaled.setdefault(writer, set())
         for seq, path in segments(folder):
             items, torn = read_lines(path)
             report.torn_lines += torn
             new_covers[writer] = max(new_covers.get(writer, 0), seq)
+            seen.update(i["image_id"] for i in items if isinstance(i.get("image_id"), str))
             if seq <= done_upto:
                 report.rows_already_indexed += len(items)
                 continue
@@ -151,10 +155,18 @@ def _recover_writers(
                     continue
                 rows.append(row)
     ledgers = []
+    files = _ImageIds(image_files)
     for writer, folder, _ in dead:
         ledger = read_ledger(folder / LEDGER)
         ledgers.append(ledger)
-        polled = read_tasks(folder / TASKS)  # a journaled task is polled on resume, not in doubt
+        polled, links = read_journal(folder / TASKS)  # a journaled task is polled on resume, not in doubt
+        unstored = list(_billed_unstored(layout, folder, ledger.run_id, journaled.pop(writer, set()),
+                                         polled, links, files))
+        report.images_unstored += len(unstored)
+        rows += [failed_row(job, k, kind=IN_DOUBT, provider=provider, run_id=ledger.run_id or writer,
+                            message="delivered and billed, but its run stopped before the image was "
+                                    "stored (e.g. a full disk)")
+                 for job, k, provider in unstored]
         for intent in ledger.open.values():  # sent, never answered: maybe billed
             if intent.job.job_id in polled:
                 continue
@@ -187,6 +199,66 @@ def _recover_writers(
                 entry.unlink(missing_ok=True)  # the lock last: a peer re-checks it after locking
             folder.rmdir()
         report.writers_recovered += 1
+
+
+#: Candidate slots checked against the index at a time (bounds memory on a huge dead writer's ledger).
+CHECK_CHUNK = 20_000
+
+
+class _ImageIds:
+    """Image ids with a file (listed once, on first need): a rerun adopts those, so they need no row."""
+
+    def __init__(self, image_files: Callable[[], Iterable[str]]) -> None:
+        self._list = image_files
+        self._ids: set[str] | None = None
+
+    def __contains__(self, image_id: str) -> bool:
+        if self._ids is None:
+            self._ids = {rel.rsplit("/", 1)[-1].rsplit(".", 1)[0] for rel in self._list()}
+        return image_id in self._ids
+
+
+def _billed_unstored(
+    layout: Layout, folder: Path, run_id: str | None, journaled: set[str], polled: Collection[str],
+    links: dict[str, PaidLinks], files: _ImageIds,
+) -> Iterator[tuple[Job, int, str]]:
+    """(job, slot, provider) of the slots a dead writer's requests were billed for that have no row
+    (neither in its journal segments nor, under its run, in the index), no image file and no kept link:
+    the paid image was lost before its row was written (a full disk, a kill mid-download). Without a
+    row a rerun would pay for them again; they become ``in_doubt`` rows instead.
+
+    Streams the ledger (:func:`.ledger.billed_intents`); slots missing from the journal are checked
+    against the index :data:`CHECK_CHUNK` at a time."""
+    chunk: list[tuple[Job, int, str]] = []
+    for intent in billed_intents(folder / LEDGER):
+        job = intent.job
+        if job.job_id in polled:  # its task is polled on resume
+            continue
+        kept = links.get(job.job_id)
+        for k in intent.slots:
+            if f"{job.job_id}-{k}" not in journaled and (kept is None or k not in kept.links):
+                chunk.append((job, k, intent.provider))
+        if len(chunk) >= CHECK_CHUNK:
+            yield from _without_rows(layout, chunk, run_id, files)
+            chunk = []
+    if chunk:
+        yield from _without_rows(layout, chunk, run_id, files)
+
+
+def _without_rows(layout: Layout, chunk: list[tuple[Job, int, str]], run_id: str | None,
+                  files: _ImageIds) -> list[tuple[Job, int, str]]:
+    ids = sorted({f"{job.job_id}-{k}" for job, k, _ in chunk})
+    wanted = pc.field("image_id").isin(pa.array(ids, pa.string()))
+    if run_id is not None:
+        wanted = wanted & (pc.field("run_id") == run_id)
+    indexed = set(read_parts(layout, ["image_id"], wanted)["image_id"].to_pylist())
+    out: list[tuple[Job, int, str]] = []
+    for job, k, provider in chunk:
+        image_id = f"{job.job_id}-{k}"
+        if image_id not in indexed and image_id not in files:
+            indexed.add(image_id)  # once, whatever number of intents named it
+            out.append((job, k, provider))
+    return out
 
 
 def _ensure_image(layout: Layout, writer: str, row: dict[str, Any], report: RecoveryReport) -> bool:

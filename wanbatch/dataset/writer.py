@@ -199,6 +199,10 @@ class DatasetWriter:
         self.ledger = RunLedger()
         self._intents = itertools.count(1)
         self._ledger_folded = False  # the ledger is in the manifest (update_manifest)
+        #: image id → (job, provider) of slots billed (a settled intent) with no row or kept link yet:
+        #: what a run that stops between an answer and its rows paid for and would lose (see
+        #: :meth:`abandon_unstored`); only slots in flight, so it stays small.
+        self._unstored: dict[str, tuple[Job, str]] = {}
 
     @property
     def location(self) -> str:
@@ -325,8 +329,9 @@ class DatasetWriter:
                 if self._ledger_file is not None:
                     self._ledger_file.close()
                 unfolded = not self.ledger.empty and not self._ledger_folded
+                # billed slots without rows (abandon_unstored could not write them): recovery does
                 clean = not self._buffer and not self.journal.tasks and not self.journal.links \
-                    and not unfolded
+                    and not unfolded and not self._unstored
                 if clean:
                     shutil.rmtree(self.journal.folder, ignore_errors=True)
                     shutil.rmtree(self.layout.writer_tmp(self.writer), ignore_errors=True)
@@ -467,6 +472,10 @@ class DatasetWriter:
         if not job_id or not paid.links:
             raise DatasetError("journal_links needs a job id and at least one link")
         self.journal.add_links(job_id, paid)
+        if self._unstored:
+            with self._ledger_lock:
+                for k in paid.links:
+                    self._unstored.pop(f"{job_id}-{k}", None)
 
     def drop_links(self, job_id: str) -> None:
         """The paid links of ``job_id`` are used up (downloaded, or the images made again)."""
@@ -549,7 +558,11 @@ class DatasetWriter:
     def settle(self, intent: int, *, billed: int, in_doubt: int) -> None:
         """The outcome of ``intent``: ``billed`` images certainly billed, ``in_doubt`` maybe."""
         with self._ledger_lock:
+            opened = self.ledger.open.get(intent)
             self._ledger_write({"op": "outcome", "id": intent, "billed": billed, "in_doubt": in_doubt})
+            if opened is not None and billed > 0:
+                for k in opened.slots:
+                    self._unstored[f"{opened.job.job_id}-{k}"] = (opened.job, opened.provider)
 
     def resolve(self, job_id: str, *, images: int, billed: int) -> None:
         """An async task counted in doubt (``images``) has ended: ``billed`` images were billed."""
@@ -573,6 +586,34 @@ class DatasetWriter:
             self.settle(intent, billed=0, in_doubt=entry.images)
         return sum(i.images for i in opened.values())
 
+    def abandon_unstored(self, *, run_id: str) -> int:
+        """Slots billed in this run that got neither a row nor a kept link, and have no image file (the
+        paid image was lost between the answer and its row: a download cut short by a full disk or by
+        the run stopping): give them ``in_doubt`` rows, so a rerun does not pay for them again unless
+        told to. Returns how many. If the rows cannot be written the journal is kept on close, and
+        recovery gives them the same rows (:mod:`.recovery`)."""
+        with self._ledger_lock:
+            unstored = dict(self._unstored)
+        rows = []
+        for image_id, (job, provider) in sorted(unstored.items()):
+            if self._image_on_disk(image_id):  # adopted by a rerun: no row needed
+                with self._ledger_lock:
+                    self._unstored.pop(image_id, None)
+                continue
+            rows.append(failed_row(job, int(image_id.rsplit("-", 1)[1]), kind=IN_DOUBT, provider=provider,
+                                   run_id=run_id, attempts=1,
+                                   message="delivered and billed, but the run stopped before the image "
+                                           "was stored (see the run's error)"))
+        self.append(rows)
+        return len(rows)
+
+    def _image_on_disk(self, image_id: str) -> bool:
+        folder = self.layout.images / image_id[:2]
+        try:
+            return any(p.is_file() for p in folder.glob(f"{image_id}.*"))
+        except OSError:
+            return False
+
     # ----------------------------------------------------------------------------------- rows
 
     def append(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -587,6 +628,10 @@ class DatasetWriter:
             self.journal.append_rows(data)
             self._buffer.extend(checked)
             self._appended.update(r["path"] for r in checked if r["status"] == "ok")
+        if self._unstored:
+            with self._ledger_lock:
+                for row in checked:
+                    self._unstored.pop(row["image_id"], None)
 
     @staticmethod
     def _check(row: dict[str, Any]) -> dict[str, Any]:

@@ -416,6 +416,15 @@ class _Run:
             except DatasetError as exc:
                 self.notes.append(f"could not record the images delivered but not stored: {exc}")
         try:
+            unstored = await anyio.to_thread.run_sync(lambda: dataset.abandon_unstored(run_id=self.run_id))
+            if unstored:
+                self.notes.append(f"{unstored} image(s) were delivered (billed) but the run stopped before "
+                                  "they were stored: recorded in doubt, so a rerun does not pay for them "
+                                  "again unless limits.in_doubt is retry")
+        except DatasetError as exc:
+            self.notes.append(f"could not record the images delivered but not stored: {exc} (the journal is "
+                              "kept: the next run records them)")
+        try:
             provider = self.spec.provider.name
             abandoned = await anyio.to_thread.run_sync(
                 lambda: dataset.abandon_open_intents(provider=provider, run_id=self.run_id))
