@@ -78,7 +78,9 @@ def adopt(ds: DatasetWriter, image_id: str) -> dict[str, object]:
     return ok_row(job_for(job_id), int(slot), stored, provider="gw", run_id="adopt", attempts=0)
 
 
-def run_and_kill(tmp_path: Path, root: Path, run: int, delay: float) -> list[str]:
+def run_and_kill(tmp_path: Path, root: Path, run: int, delay: float, after: str) -> list[str]:
+    """Start a child writer, SIGKILL it ``delay`` seconds after it logs ``after`` ("start": into
+    open/recover; "ready": into the work, however long a loaded machine takes to open)."""
     log = tmp_path / f"log-{run}.txt"
     path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
     env = dict(os.environ, PYTHONPATH=path)
@@ -86,9 +88,9 @@ def run_and_kill(tmp_path: Path, root: Path, run: int, delay: float) -> list[str
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
-        while not (log.exists() and "start" in log.read_text()):
+        while not (log.exists() and after in log.read_text().splitlines()):
             assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
-            assert time.monotonic() < deadline, "child did not start"
+            assert time.monotonic() < deadline, f"child did not log {after!r}"
             time.sleep(0.01)
         time.sleep(delay)
         assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
@@ -108,9 +110,10 @@ def test_sigkill_at_random_moments_then_recover(tmp_path: Path) -> None:
     rng = random.Random(1234)
     acknowledged: set[str] = set()
     tasks: set[str] = set()
-    delays = [0.02, 0.15] + [0.3 + rng.random() * 0.6 for _ in range(3)]  # into open/recover, then work
-    for run, delay in enumerate(delays):
-        for line in run_and_kill(tmp_path, root, run, delay):
+    # two kills into open/recover, then three at random moments of the work
+    delays = [(0.02, "start"), (0.15, "start")] + [(0.05 + rng.random() * 0.6, "ready") for _ in range(3)]
+    for run, (delay, after) in enumerate(delays):
+        for line in run_and_kill(tmp_path, root, run, delay, after):
             kind, _, ident = line.partition(" ")
             if kind == "R":
                 acknowledged.add(ident)

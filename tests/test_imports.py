@@ -1,12 +1,20 @@
 """The package's import graph has no cycle, counting imports inside functions too (a lazy import
-only hides a cycle), but not those under ``if TYPE_CHECKING:`` (never run)."""
+only hides a cycle), but not those under ``if TYPE_CHECKING:`` (never run). Commands start without
+heavy modules they do not use (pandas, aiohttp, Ray, ...): the tests spawn hundreds of them."""
 
 from __future__ import annotations
 
 import ast
+import functools
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 import wanbatch
+from tests.helpers import cli_env
 
 PACKAGE = Path(wanbatch.__file__).parent
 
@@ -71,6 +79,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+@functools.cache  # parsed once for the three tests below
 def package_graph() -> dict[str, set[str]]:
     mods = modules()
     known = set(mods)
@@ -116,3 +125,49 @@ def test_modules_import_only_downstream() -> None:
     wrong = sorted(f"{name} imports {dep}" for name, deps in graph.items() for dep in deps
                    for importer, forbidden in LAYERS if within(name, importer) and within(dep, forbidden))
     assert wrong == []
+
+
+#: Installed for the tests (or by other extras) but needed by none of plan, run on the mock, status.
+HEAVY = ("pandas", "aiohttp", "httpx_aiohttp", "ray", "datasets", "polars", "duckdb", "boto3", "moto")
+#: Runs the CLI in this interpreter and reports, at exit, which of HEAVY the command imported.
+_REPORT = (
+    "import atexit, sys\n"
+    "names = sys.argv.pop(1).split(',')\n"
+    "atexit.register(lambda: print('imported:', *[m for m in names if m in sys.modules], file=sys.stderr))\n"
+    "from wanbatch.cli import main\n"
+    "main()\n"
+)
+
+
+def heavy_imports(*args: str, cwd: Path) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", _REPORT, ",".join(HEAVY), *args], capture_output=True,
+                          text=True, env=cli_env(), cwd=cwd, timeout=120)
+    assert done.returncode == 0, done.stderr
+    line = [x for x in done.stderr.splitlines() if x.startswith("imported:")][-1]
+    return line.split()[1:]
+
+
+def test_commands_start_without_pandas_or_aiohttp(tmp_path: Path) -> None:
+    """pyarrow imports pandas, when installed, the first time it converts Python objects (0.6 s), and
+    aiohttp costs 0.3 s: plan, a run on the mock and status go without both."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent("""
+        name: light
+        provider: mock
+        prompt: "a {thing}"
+        vars: {thing: [cat, dog]}
+        seeds: [1, 2]
+        output: out
+    """), encoding="utf-8")
+    assert heavy_imports("plan", str(spec), cwd=tmp_path) == []
+    assert heavy_imports("run", "--no-progress", str(spec), cwd=tmp_path) == []
+    assert pq.read_table(tmp_path / "out" / "index").num_rows == 4  # the run did write the dataset
+    assert heavy_imports("status", "out", cwd=tmp_path) == []
+
+
+def test_the_report_sees_what_was_imported(tmp_path: Path) -> None:
+    """The check above can fail: a module the command did import is reported, one it did not is not."""
+    done = subprocess.run([sys.executable, "-c", _REPORT, "wanbatch.cli,pandas", "--version"],
+                          capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[-1] == "imported: wanbatch.cli"

@@ -1,6 +1,5 @@
 """Pacing and adaptive concurrency, on anyio's real clock."""
 
-import itertools
 
 import anyio
 import pytest
@@ -21,8 +20,11 @@ async def test_pacer_spaces_requests_evenly_without_burst() -> None:
         for _ in range(6):
             tg.start_soon(one)
     starts.sort()
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) >= 0.095, gaps  # never two within one interval, even when all ask at once
+    # never two within one interval, even when all ask at once: the k-th start comes no sooner than
+    # k intervals after the first. (Not each gap: a waiter the event loop wakes late, on a loaded
+    # machine, leaves a shorter gap to the next one, which still starts on its own slot.)
+    early = [s - starts[0] - k * 0.1 for k, s in enumerate(starts)]
+    assert min(early) >= -0.005, (early, starts)
     assert starts[-1] - starts[0] == pytest.approx(0.5, abs=0.08)
 
 

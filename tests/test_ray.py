@@ -28,7 +28,7 @@ ray = pytest.importorskip("ray")
 
 from wanbatch.distribute import run_on_ray  # noqa: E402
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]  # ~40 s quiet; the suite runs 2 files at once
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]  # ~40 s quiet; the suite runs 4 files at once
 
 KEY_ENV = "WANBATCH_RAY_TEST_KEY"
 KEY = "sk-ray-5c1e9a7d3b2f40861"

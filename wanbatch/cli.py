@@ -184,6 +184,36 @@ def provider_line(spec: Any) -> str:
 @click.version_option(__version__, prog_name="wanbatch")
 def main() -> None:
     """Reproducible, resumable batches of Wan 2.7 image generations, as a Parquet-indexed dataset."""
+    arrow_without_pandas()
+
+
+def arrow_without_pandas() -> None:
+    """Have pyarrow treat pandas as absent in this process, as in a plain install.
+
+    The first time pyarrow turns Python objects into an array it imports pandas (0.6 s of a command's
+    start, when pandas happens to be installed) only to ask whether the objects are pandas ones.
+    wanbatch never hands it any, so the command lets that one attempt fail. Later explicit pandas
+    use (``Table.to_pandas``) still imports pandas then; a process that already holds pandas is left
+    as it is.
+    """
+    if "pandas" in sys.modules:
+        return
+    import pyarrow as pa
+
+    sys.meta_path.insert(0, _NoPandas)
+    try:  # both of pyarrow's pandas look-ups (its Python shim, its C++ converter) try once, here
+        pa.array(["x"])
+    finally:
+        sys.meta_path.remove(_NoPandas)
+
+
+class _NoPandas:
+    """An import finder that refuses pandas (pyarrow then remembers it as not installed)."""
+
+    @staticmethod
+    def find_spec(name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas":
+            raise ImportError("pandas is left out of wanbatch commands")
 
 
 # ----------------------------------------------------------------------------------- validate / plan

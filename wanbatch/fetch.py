@@ -31,17 +31,11 @@ from PIL import Image, UnidentifiedImageError
 
 from wanbatch.dataset.fsutil import explain
 from wanbatch.errors import DatasetError, GatewayError, RefusedError, TransientError
-from wanbatch.hosts import check_download_host
+from wanbatch.hosts import check_download_host, network_errors
 from wanbatch.images import ImageTooLarge, safe_open_image
 from wanbatch.types import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_DOWNLOAD_RATE, DeliveredImage
 
 CHUNK = 1 << 20
-try:  # httpx_aiohttp lets some aiohttp errors through unmapped
-    import aiohttp as _aiohttp
-
-    _NETWORK_ERRORS: tuple[type[BaseException], ...] = (httpx.HTTPError, OSError, _aiohttp.ClientError)
-except ImportError:  # pragma: no cover - aiohttp comes with httpx-aiohttp
-    _NETWORK_ERRORS = (httpx.HTTPError, OSError)
 _EXPIRED = frozenset({401, 403, 404, 410})
 _RETRYABLE = frozenset({408, 425, 429})
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "jpg": "jpg", "webp": "webp", "gif": "gif", "bmp": "bmp",
@@ -210,7 +204,7 @@ async def _download(
     except (httpx.UnsupportedProtocol, httpx.InvalidURL):
         raise RefusedError(f"the gateway delivered an unusable image link ({where})",
                            kind="bad_image") from None
-    except _NETWORK_ERRORS as exc:
+    except network_errors() as exc:
         detail = _QUERY.sub("?…", str(exc))  # some clients quote the whole link, signed query and all
         raise TransientError(f"download from {where} failed: {type(exc).__name__}: {detail}",
                              kind="download") from None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -29,6 +30,15 @@ import anyio
 import httpx
 
 from wanbatch.errors import RefusedError
+
+
+def network_errors() -> tuple[type[BaseException], ...]:
+    """What a request or a download raises on the network: httpx's errors, OSError, and aiohttp's
+    ClientError, which httpx_aiohttp lets through unmapped. aiohttp's count once it is loaded: the
+    gateway client loads it, and without it none can arise (the mock's in-process transport), so
+    `plan` and mock runs start without importing it (a third of a second)."""
+    aiohttp = sys.modules.get("aiohttp")
+    return (httpx.HTTPError, OSError) if aiohttp is None else (httpx.HTTPError, OSError, aiohttp.ClientError)
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: ``getaddrinfo``-shaped lookup (``anyio.getaddrinfo`` by default; tests pass their own "DNS").

@@ -18,10 +18,9 @@ import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence, Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -43,6 +42,11 @@ from .ledger import (
 from .parts import dedupe, read_parts
 from .remote import RemoteRoot, is_remote, short
 from .schema import INDEX_SCHEMA
+
+if TYPE_CHECKING:
+    # imported where used: importing pyarrow.dataset builds a scalar, which makes pyarrow import
+    # pandas before the CLI could tell it not to (wanbatch.cli.arrow_without_pandas)
+    import pyarrow.dataset as ds
 
 TRIAGE_COLUMNS = ("image_id", "status", "path", "error_kind", "created_at")
 
@@ -142,6 +146,8 @@ class DatasetView:
 
     def open_index(self) -> ds.Dataset:
         """A pyarrow dataset over the current ``index/*.parquet`` with INDEX_SCHEMA (raw rows)."""
+        import pyarrow.dataset as ds
+
         return ds.dataset(self.parts(), schema=INDEX_SCHEMA, format="parquet", filesystem=self.fs)
 
     def read_parts(self, columns: Sequence[str] | None = None, flt: Any = None) -> pa.Table:
@@ -153,6 +159,8 @@ class DatasetView:
         def read(parts: list[str]) -> pa.Table:
             if not parts:
                 return empty
+            import pyarrow.dataset as ds
+
             dataset = ds.dataset(parts, schema=INDEX_SCHEMA, format="parquet", filesystem=self.fs)
             return dataset.to_table(columns=list(columns) if columns else None, filter=flt)
 
@@ -335,6 +343,8 @@ class DatasetView:
                 except OSError:
                     continue
         if pending:  # only the tasks' jobs are read from the index (a filter pushed into the scan)
+            import pyarrow.dataset as ds
+
             answered = self.read_parts(["job_id"], ds.field("job_id").isin(pa.array(sorted(pending))))
             pending -= set(answered["job_id"].to_pylist())
         return len(pending), unindexed

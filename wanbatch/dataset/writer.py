@@ -251,7 +251,8 @@ class DatasetWriter:
                 entries = os.listdir(path)  # hidden ones too: a folder of someone's dotfiles is not ours
             except OSError as exc:
                 raise explain(exc, "list the output folder") from exc
-            if not fresh_folder(entries):
+            # a peer creating the dataset at the same instant wrote its manifest before anything else
+            if not fresh_folder(entries) and not layout.is_dataset():
                 raise NotADatasetError(
                     f"{path}: the folder is not empty and is not a wanbatch dataset "
                     f"(no wanbatch.json); choose an empty or new folder"

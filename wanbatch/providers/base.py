@@ -32,6 +32,7 @@ import anyio
 import httpx
 
 from wanbatch.errors import AmbiguousError, FatalError, GatewayError, RefusedError, TransientError
+from wanbatch.hosts import network_errors
 from wanbatch.images import fit_input
 from wanbatch.models import INPUT_FORMATS
 from wanbatch.providers.classify import BODY_RULES, STATUS_RULES, Phase, Said, classify
@@ -51,13 +52,6 @@ MAX_B64_ANSWER_BYTES = 256 << 20
 MAX_TASK_ID = 256
 #: What parsing a hostile answer can raise besides GatewayError: each becomes ``bad_response``.
 _PARSE_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError)
-
-try:  # httpx_aiohttp lets some aiohttp errors through unmapped; they must not escape as tracebacks
-    import aiohttp as _aiohttp
-
-    _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httpx.HTTPError, OSError, _aiohttp.ClientError)
-except ImportError:  # pragma: no cover - aiohttp is a dependency of httpx-aiohttp
-    _TRANSPORT_ERRORS = (httpx.HTTPError, OSError)
 
 #: aiohttp errors raised before a request left the machine. httpx_aiohttp maps every
 #: ``aiohttp.ClientConnectionError`` — a server disconnect after the request was sent included — to
@@ -235,7 +229,7 @@ class Provider(ABC):
         except TimeoutError:
             detail = f"no complete answer within {self.request_timeout:g} s"
             raise _lost(phase, detail, self._context) from None
-        except _TRANSPORT_ERRORS as exc:
+        except network_errors() as exc:  # aiohttp's too: they must not escape as tracebacks
             raise translate_exception(exc, phase, self._context) from None
         return check_answer(response, phase, self._context, inspect_error=inspect_error, content=content)
 
