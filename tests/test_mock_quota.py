@@ -96,14 +96,16 @@ def test_quota_changes_at_run_time_and_reset_restores_it() -> None:
 
 
 def test_a_schedule_moves_the_quota_from_the_first_request_on() -> None:
-    with run_in_thread(MockConfig(latency=0.3, max_inflight=1, scale=0.05)) as base:
-        step = [0.6, {"max_inflight": 3}]
+    # Wide margins for a loaded machine: the first burst must reach the mock within 1.5 s of its
+    # first request (one of them holds the only slot for 1 s meanwhile); the second comes 2.5 s later.
+    with run_in_thread(MockConfig(latency=1.0, max_inflight=1, scale=0.05)) as base:
+        step = [1.5, {"max_inflight": 3}]
         set_ = httpx.post(base + "/_mock/quota", json={"schedule": [step]}, timeout=5)
         assert set_.status_code == 200 and set_.json()["schedule"] == [step]
-        time.sleep(0.8)  # the clock starts at the first request, not when the schedule was set
+        time.sleep(1.6)  # the clock starts at the first request, not when the schedule was set
         first = time.monotonic()
         assert sorted(r.status_code for r in burst(base, 3)) == [200, 429, 429]
-        time.sleep(max(0.0, first + 0.7 - time.monotonic()))
+        time.sleep(max(0.0, first + 2.5 - time.monotonic()))
         assert sorted(r.status_code for r in burst(base, 3, first_seed=10)) == [200, 200, 200]
         quota = httpx.get(base + "/_mock/quota", timeout=5).json()
         assert quota["max_inflight"] == 3 and quota["schedule"] == []
