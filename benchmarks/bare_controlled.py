@@ -42,15 +42,18 @@ async def one(client: httpx.AsyncClient, ctl: ConcurrencyController, args: Args,
         throttled = False
         async with ctl.slot():
             sent = time.perf_counter()
-            resp = await client.post(f"{args.base}/images/generations", json=body(args, seed),
-                                     headers={"Authorization": f"Bearer {args.key}"})
-            if resp.status_code == 200:
+            try:
+                resp = await client.post(f"{args.base}/images/generations", json=body(args, seed),
+                                         headers={"Authorization": f"Bearer {args.key}"})
+            except httpx.TransportError:  # e.g. a keep-alive connection the server closed: as a 5xx
+                resp = None
+            if resp is not None and resp.status_code == 200:
                 ctl.on_success(time.perf_counter() - sent)
                 break
-            if resp.status_code == 429:
+            if resp is not None and resp.status_code == 429:
                 ctl.on_throttled(retry_after(resp))
                 throttled = True
-            elif resp.status_code >= 500:
+            elif resp is None or resp.status_code >= 500:
                 ctl.on_error()
             else:
                 resp.raise_for_status()
