@@ -14,7 +14,9 @@ Netflix's concurrency-limits, with three refinements that matter at a quota:
   second term lands exactly on the cap; with a rate quota the limit settles where limit / latency
   matches the rate (Little's law), so no separate rate estimate is needed. A cut never goes below
   the delivered rate × latency over the last four round trips (BBR's bandwidth-delay product):
-  what the gateway demonstrably carried.
+  what the gateway demonstrably carried. A 429 that does not cut, on a request sent after the cut,
+  still says the cut was not quite enough: the limit stops growing for a round trip (it is not
+  lowered again: with a rate quota, 429s within a window would then drag it below the rate).
 - **Probe faster the longer it stays clean**: after a cut the limit grows by one per round (one
   round = as many successes as the limit); each clean round doubles that step (like CUBIC/BIC
   probing), so a quota that grows mid-run is found in a few rounds, while at a steady quota one
@@ -121,6 +123,7 @@ class ConcurrencyController:
         self._step = 1.0  # additive growth per round after the first cut
         self._round = 0  # successes since the round began
         self._last_cut = -math.inf
+        self._throttled_at = -math.inf  # last 429 that did not cut, of a request sent after the cut
         self._in_flight = 0
         self._rtt: float | None = None  # smoothed latency of successes (short term)
         self._pause_until = -math.inf
@@ -226,6 +229,8 @@ class ConcurrencyController:
         self._delivered.append(self._clock())
         if latency_s is not None and latency_s >= 0:
             self._rtt = latency_s if self._rtt is None else 0.8 * self._rtt + 0.2 * latency_s
+        if self._rtt is not None and self._clock() - self._throttled_at < self._rtt:
+            return  # a request sent after the last cut was refused within a round trip: hold, not grow
         slot = _CURRENT.get()
         busy = max(self._in_flight, slot.in_flight if slot is not None else 0)
         if busy * 2 < self._limit:
@@ -248,10 +253,8 @@ class ConcurrencyController:
             self._pause(now, retry_after_s)
         if slot.started < self._last_cut or now - self._last_cut < (self._rtt or 0.0):
             slot.throttled = True  # keeps its slot for a round trip (see the module doc)
-            if slot.started >= self._last_cut:  # the cut was enough? not quite: stop probing for now
-                self._step = 1.0
-                self._round = 0
-                self._set(min(self._limit, max(slot.in_flight - 1, self._delivered_per_round(now))))
+            if slot.started >= self._last_cut:  # the cut was not quite enough: no growth for a round trip
+                self._throttled_at = now
             return  # sent before the last cut, or within a round trip of it: already accounted for
         self._slow_start = False
         self._step = 1.0
