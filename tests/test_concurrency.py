@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -137,7 +138,9 @@ async def test_converges_to_an_in_flight_cap_of_8_from_a_max_of_64() -> None:
     trace, _, end = await drive(ctl, gw, jobs=320)  # 40 rounds at the cap
     rounds = end / gw.latency
     settled = trace.between(10 * gw.latency, math.inf)  # within 10 rounds
-    assert share_within(settled, 8) >= 0.9, (settled, ctl.stats)
+    # It holds the cap, probing one above it about once a round (two on a loaded machine, where a
+    # round's answers come back spread out): 90% of the time within ±2 of 8, and 8 in the middle.
+    assert share_within(settled, 8, 0.25) >= 0.9 and statistics.median(settled) == 8, (settled, ctl.stats)
     assert ctl.stats.highest <= 16  # slow start overshoots by at most one doubling, never towards 64
     assert len(gw.throttled_at) / 320 <= 0.3, ctl.stats
     busy = trace.load_between(10 * gw.latency, end - 2 * gw.latency)
@@ -192,7 +195,8 @@ async def test_random_5xx_do_not_collapse_the_limit() -> None:
     capped = SimGateway(latency=0.03, cap=8, error_rate=0.1)
     ctl = ConcurrencyController(max_limit=64)
     trace, _, _ = await drive(ctl, capped, jobs=480)
-    assert share_within(trace.between(10 * 0.03, math.inf), 8) >= 0.85, ctl.stats
+    held = trace.between(10 * 0.03, math.inf)
+    assert share_within(held, 8, 0.25) >= 0.85 and statistics.median(held) == 8, ctl.stats
 
 
 async def test_retry_after_pauses_everyone_then_releases_spread_out() -> None:
