@@ -597,7 +597,7 @@ class DatasetWriter:
             unstored = dict(self._unstored)
         rows = []
         for image_id, (job, provider) in sorted(unstored.items()):
-            if self._image_on_disk(image_id):  # adopted by a rerun: no row needed
+            if self.existing_image(image_id) is not None:  # adopted by a rerun: no row needed
                 with self._ledger_lock:
                     self._unstored.pop(image_id, None)
                 continue
@@ -607,13 +607,6 @@ class DatasetWriter:
                                            "was stored (see the run's error)"))
         self.append(rows)
         return len(rows)
-
-    def _image_on_disk(self, image_id: str) -> bool:
-        folder = self.layout.images / image_id[:2]
-        try:
-            return any(p.is_file() for p in folder.glob(f"{image_id}.*"))
-        except OSError:
-            return False
 
     # ----------------------------------------------------------------------------------- rows
 
