@@ -23,6 +23,7 @@ leaves nothing behind that a later recovery does not sweep.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -98,6 +99,8 @@ def recover(
     are image ids the live writer holds rows for that are not in a part yet.
     """
     report = RecoveryReport()
+    # listed at most once: the billed-but-unstored check and the orphan scan read the same listing
+    image_files = functools.cache(lambda listed=image_files: list(listed()))
     dead: list[tuple[str, Path, int]] = []
     if layout.journal.is_dir():
         for folder in sorted(layout.journal.iterdir()):
