@@ -226,10 +226,11 @@ class ConcurrencyController:
     def on_success(self, latency_s: float | None = None) -> None:
         """The request went through: grow (only while the limit binds)."""
         self._successes += 1
-        self._delivered.append(self._clock())
+        now = self._clock()
+        self._delivered.append(now)
         if latency_s is not None and latency_s >= 0:
             self._rtt = latency_s if self._rtt is None else 0.8 * self._rtt + 0.2 * latency_s
-        if self._rtt is not None and self._clock() - self._throttled_at < self._rtt:
+        if self._rtt is not None and now - self._throttled_at < self._rtt:
             return  # a request sent after the last cut was refused within a round trip: hold, not grow
         slot = _CURRENT.get()
         busy = max(self._in_flight, slot.in_flight if slot is not None else 0)
