@@ -20,9 +20,12 @@ from wanbatch.mock.config import MockConfig
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on (host, port); raises ``OSError`` when the port is taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns Nagle off only on sockets that say they are TCP, and with Nagle
+    # on, a response's body (written after its headers) waited ~40 ms for the client's delayed ACK
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it
         sock.bind((host, port))
         sock.listen(2048)
     except OSError:
@@ -41,7 +44,7 @@ def _server(config: MockConfig, graceful: float | None) -> uvicorn.Server:
     app = create_app(config)
     seconds = None if graceful is None else max(1, round(graceful))  # uvicorn takes whole seconds
     uv_config = uvicorn.Config(
-        app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=seconds
+        app, log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=seconds
     )
     return uvicorn.Server(uv_config)
 
