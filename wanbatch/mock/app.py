@@ -26,7 +26,8 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -341,9 +342,17 @@ def create_app(config: MockConfig) -> Starlette:
         Route("/_mock/requests", gw.requests_endpoint, methods=["GET"]),
         Route("/_mock/quota", quota_endpoint, methods=["GET", "POST"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={404: _not_found})
+    app = Starlette(routes=routes, exception_handlers={404: _not_found}, lifespan=_warm_up)
     app.state.gateway = gw
     return app
+
+
+@asynccontextmanager
+async def _warm_up(app: Starlette) -> AsyncIterator[None]:
+    """Before the first request: anyio loads its event-loop backend on first use (~0.2 s here), which
+    would otherwise stall the first round of generations and add to its latency."""
+    await anyio.sleep(0)
+    yield
 
 
 def _action(gw: MockGateway, dialect: MockDialect, r: MockRoute, path: str) -> Handler:
