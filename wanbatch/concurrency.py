@@ -85,6 +85,11 @@ class _Slot:
     throttled: bool = False
 
 
+@dataclass(slots=True)
+class _Waiter:
+    event: anyio.Event | None = None  # set to wake it; None while it is not waiting
+
+
 _CURRENT: ContextVar[_Slot | None] = ContextVar("wanbatch_concurrency_slot", default=None)
 
 
@@ -132,8 +137,7 @@ class ConcurrencyController:
         self._paced_left = 0
         self._delivered: deque[float] = deque()  # completion times of recent successes
         self._holds: list[float] = []  # until when throttled slots still count (a heap)
-        self._waiters: deque[object] = deque()
-        self._changed: anyio.Event | None = None
+        self._waiters: deque[_Waiter] = deque()
         self._cuts = self._throttled = self._errors = self._successes = 0
         self._lowest = self._highest = start
         self._paused = 0.0
@@ -180,11 +184,10 @@ class ConcurrencyController:
             self._notify()
 
     async def _acquire(self) -> None:
-        me = object()
+        me = _Waiter()
         self._waiters.append(me)
         try:
             while True:
-                event = self._event()
                 wake: float | None = None
                 if self._waiters[0] is me:
                     now = self._clock()
@@ -196,6 +199,7 @@ class ConcurrencyController:
                             break
                     elif self._holds and self._in_flight < self.limit:
                         wake = self._holds[0]
+                me.event = event = anyio.Event()
                 if wake is None:
                     await event.wait()
                 else:
@@ -211,15 +215,14 @@ class ConcurrencyController:
             self._next_admit = max(self._clock(), self._next_admit) + self._release_interval
         self._notify()  # the next in line may fit too
 
-    def _event(self) -> anyio.Event:
-        if self._changed is None:
-            self._changed = anyio.Event()
-        return self._changed
-
     def _notify(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
+        """Something changed: the first in line looks again (only it can be admitted, and it wakes the
+        next when it is; waking every waiter would cost each admission one wake-up per waiting task)."""
+        if self._waiters:
+            head = self._waiters[0]
+            if head.event is not None:
+                head.event.set()
+                head.event = None
 
     # -- signals ----------------------------------------------------------------------------------
 
