@@ -173,15 +173,31 @@ async def test_follows_the_quota_when_it_halves_and_then_doubles_mid_run() -> No
 
 
 async def test_finds_a_quota_that_grows_within_a_few_rounds() -> None:
-    # Answers of one round come back together; growth must count how busy the limit was when each
-    # request went out, or it stops half-way through every round and the pipe idles for many rounds.
-    gw = SimGateway(latency=0.08, cap=4)
+    # A quota that grows sixteenfold mid-run: a request above the level the last cut set succeeds,
+    # and growth returns to slow start (doubling per round). Additive probing, even with a step that
+    # doubles each clean round, takes 8.5-9.5 rounds here; the search takes 5.5-6.5. Answers of one
+    # round come back together, so growth must also count how busy the limit was when each request
+    # went out (counting at return stops it half-way through every round).
+    gw = SimGateway(latency=0.2, cap=4)  # long rounds against event-loop jitter
     ctl = ConcurrencyController(max_limit=64)
-    trace, _, end = await drive(ctl, gw, jobs=400, changes=((1.2, 16),))
-    assert end > 1.2 + 8 * 0.08, "the run must outlast the change for this test to mean anything"
-    assert share_within(trace.between(0.6, 1.2), 4, 0.25) >= 0.8, trace.between(0.6, 1.2)
-    reached = next(t for t, lim in zip(trace.times, trace.limits, strict=True) if t >= 1.2 and lim >= 14)
-    assert reached - 1.2 <= 6 * 0.08, f"{(reached - 1.2) / 0.08:.1f} rounds to find a quota of 16 from 4"
+    trace, _, end = await drive(ctl, gw, jobs=700, changes=((1.6, 64),))
+    assert end > 1.6 + 10 * 0.2, "the run must outlast the search for this test to mean anything"
+    assert share_within(trace.between(0.8, 1.6), 4, 0.25) >= 0.8, trace.between(0.8, 1.6)
+    reached = next(t for t, lim in zip(trace.times, trace.limits, strict=True) if t >= 1.6 and lim >= 56)
+    assert reached - 1.6 <= 7.5 * 0.2, f"{(reached - 1.6) / 0.2:.1f} rounds to find a quota of 64 from 4"
+
+
+async def test_holds_an_in_flight_cap_without_probing_below_it() -> None:
+    # A probe refused one above the cap goes back to the cap itself: cutting by the multiplicative
+    # backoff instead (24 * 0.9 = 21.6) would leave the pipe two or three short for a round after
+    # every probe, about a third of the time.
+    gw = SimGateway(latency=0.05, cap=24)
+    ctl = ConcurrencyController(max_limit=64)
+    trace, _, end = await drive(ctl, gw, jobs=1200)
+    settled = trace.between(8 * 0.05, end - 2 * 0.05)  # after slow start, before the last round
+    assert min(settled) >= 24 and max(settled) <= 26, (sorted(set(settled)), ctl.stats)
+    assert ctl.stats.cuts >= 5, "the controller must have probed for this test to mean anything"
+    assert len(gw.throttled_at) / 1200 <= 0.1, ctl.stats
 
 
 async def test_random_5xx_do_not_collapse_the_limit() -> None:

@@ -12,18 +12,26 @@ Netflix's concurrency-limits, with three refinements that matter at a quota:
   ``min(limit * backoff, in_flight_when_sent - 1)``; other 429s say nothing new and are only counted
   (a full rate window would otherwise cut the limit to 1 in a cascade). With an in-flight cap the
   second term lands exactly on the cap; with a rate quota the limit settles where limit / latency
-  matches the rate (Little's law), so no separate rate estimate is needed. A cut never goes below
-  the delivered rate × latency over the last four round trips (BBR's bandwidth-delay product):
+  matches the rate (Little's law), so no separate rate estimate is needed. A probe refused above the
+  level the last cut set (``in_flight_when_sent - 1`` at or above it) is cut to
+  ``in_flight_when_sent - 1`` alone, without the multiplicative term: the gateway took that many since
+  the cut, and going below would leave the pipe short for a round after every probe. A cut never goes
+  below the delivered rate × latency over the last four round trips (BBR's bandwidth-delay product):
   what the gateway demonstrably carried. A 429 that does not cut, on a request sent after the cut,
-  still says the cut was not quite enough: the limit stops growing for a round trip (it is not
-  lowered again: with a rate quota, 429s within a window would then drag it below the rate).
-- **Probe faster the longer it stays clean**: after a cut the limit grows by one per round (one
-  round = as many successes as the limit); each clean round doubles that step (like CUBIC/BIC
-  probing), so a quota that grows mid-run is found in a few rounds, while at a steady quota one
-  429 per round or two is the price of holding it. The limit grows only while it binds (at least
-  half of it in use when the request was sent, as concurrency-limits samples it: answers of one
-  round arrive together, and counting what is in flight as they come back would stop the growth
-  half-way through each round), so a quiet phase does not inflate it.
+  still says the cut was not quite enough: the limit stops growing for a round trip (it is not lowered
+  again: with a rate quota, 429s within a window would then drag it below the rate), and the round
+  starts over.
+- **Probe by one, then search when there is room**: after a cut the limit grows by one per round (one
+  round = as many successes as the limit), so at a steady quota the probe that ends a round is
+  refused and the limit stays on the quota. Room shows as a request sent with more in flight than
+  the cut level that succeeds, or as more successes than that level without a 429, counting only
+  requests sent after the last 429 that counted (answers to requests sent before it say nothing
+  about now): the quota grew mid-run. Growth then returns to slow start, doubling per round until
+  the next 429, so a quota that grows twelvefold is found in about five rounds instead of the nine
+  additive probing needs (BIC and CUBIC probe past the last maximum the same way). The limit grows
+  only while it binds (at least half of it in use when the request was sent, as concurrency-limits
+  samples it: answers of one round arrive together, and counting what is in flight as they come back
+  would stop the growth half-way through each round), so a quiet phase does not inflate it.
 
 Latency is not a congestion signal here (no Vegas / Gradient2 growth brake): a generation takes 10 to
 60 s depending on prompt and size, so its spread says little about queueing, and a gateway with a
@@ -125,9 +133,9 @@ class ConcurrencyController:
         self._rng = rng or random.Random()
         self._limit = float(start)
         self._slow_start = True
-        self._step = 1.0  # additive growth per round after the first cut
-        self._round = 0  # successes since the round began
+        self._round = 0  # successes since the last cut, of requests sent after it
         self._last_cut = -math.inf
+        self._fit: float | None = None  # the limit the last cut set: what the gateway was known to take
         self._throttled_at = -math.inf  # last 429 that did not cut, of a request sent after the cut
         self._in_flight = 0
         self._rtt: float | None = None  # smoothed latency of successes (short term)
@@ -233,20 +241,22 @@ class ConcurrencyController:
         self._delivered.append(now)
         if latency_s is not None and latency_s >= 0:
             self._rtt = latency_s if self._rtt is None else 0.8 * self._rtt + 0.2 * latency_s
+        slot = _CURRENT.get()
+        fresh = slot is None or slot.started >= max(self._last_cut, self._throttled_at)
+        if fresh:  # sent after the last 429 that counted: evidence about the quota as it is now
+            self._round += 1
         if self._rtt is not None and now - self._throttled_at < self._rtt:
             return  # a request sent after the last cut was refused within a round trip: hold, not grow
-        slot = _CURRENT.get()
         busy = max(self._in_flight, slot.in_flight if slot is not None else 0)
         if busy * 2 < self._limit:
             return  # the limit is not what holds us back: no evidence it could be higher
         if self._slow_start:
             self._set(self._limit + 1)
             return
-        self._round += 1
-        self._set(self._limit + self._step / self._limit)
-        if self._round >= self._limit:  # a clean round: probe harder
-            self._round = 0
-            self._step = min(self._step * 2, max(1.0, self._limit / 2))
+        self._set(self._limit + 1 / self._limit)
+        fit = self._fit if self._fit is not None else self._limit
+        if fresh and (self._round > fit or (slot is not None and slot.in_flight > fit)):
+            self._slow_start = True  # room above the cut level: the quota grew, search for it
 
     def on_throttled(self, retry_after_s: float | None = None) -> None:
         """A 429: the quota is exceeded. Cut (once per signal) and honour ``retry_after_s``."""
@@ -259,14 +269,18 @@ class ConcurrencyController:
             slot.throttled = True  # keeps its slot for a round trip (see the module doc)
             if slot.started >= self._last_cut:  # the cut was not quite enough: no growth for a round trip
                 self._throttled_at = now
+                self._round = 0  # and the round is not clean: the quota has no room
             return  # sent before the last cut, or within a round trip of it: already accounted for
         self._slow_start = False
-        self._step = 1.0
         self._round = 0
         self._last_cut = now
         self._cuts += 1
-        cut = min(self._limit * self.backoff, slot.in_flight - 1)
+        if self._fit is not None and slot.in_flight - 1 >= self._fit:
+            cut = slot.in_flight - 1.0  # a probe past the level that fitted: back to the last that did
+        else:
+            cut = min(self._limit * self.backoff, slot.in_flight - 1)
         self._set(min(self._limit, max(cut, self._delivered_per_round(now))))
+        self._fit = self._limit
 
     def on_error(self) -> None:
         """Any other failure (5xx, timeout, refused): not a congestion signal, the limit stays."""
