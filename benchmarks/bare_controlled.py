@@ -2,9 +2,9 @@
 
 What the controller alone achieves at a hidden quota, before the runner is wired to it. A slot is
 held only while the POST is on the wire. A 5xx is retried after the runner's backoff (exponential
-from 1 s with full jitter, as ``RetryPolicy``'s defaults); a 429 after a jittered 0.5–1.5
-latencies only, since the controller's slot is the back-pressure (an exponential wait would only
-leave a tail of late retries); both are slept outside the slot. A Retry-After goes to the
+from 1 s with full jitter, as ``RetryPolicy``'s defaults); a 429 after a jittered tenth of a latency
+at most, as the runner does, since the controller's slot is the back-pressure (a longer wait would
+only leave a tail of late retries); both are slept outside the slot. A Retry-After goes to the
 controller, which pauses everyone. Downloads are outside the slot:
 the quota counts generations, not object-store reads.
 
@@ -58,7 +58,7 @@ async def one(client: httpx.AsyncClient, ctl: ConcurrencyController, args: Args,
             else:
                 resp.raise_for_status()
         if throttled:
-            await asyncio.sleep((ctl.latency or 1.0) * random.uniform(0.5, 1.5))
+            await asyncio.sleep((ctl.latency or 1.0) * random.uniform(0.0, 0.1))
             continue
         attempt += 1
         await asyncio.sleep(random.uniform(0, min(60.0, 2.0 ** (attempt - 1))))

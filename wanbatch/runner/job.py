@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 
@@ -30,6 +30,13 @@ from .writer import WriterTask
 
 #: Download failures of a delivered (paid) image whose link is kept for a rerun to try again.
 RETRIABLE_DOWNLOADS = frozenset({"download", "url_expired", "too_slow"})
+
+
+class _Paid(NamedTuple):
+    """A synchronous generation and its intent, still to be settled (see ``JobRunner._paid``)."""
+
+    generation: Generation
+    intent: int
 
 
 class JobRunner:
@@ -163,13 +170,15 @@ class JobRunner:
             self.stats.ambiguous += 1
 
     def throttle_wait(self) -> float:
-        """How long a throttled call waits before its retry: about one round trip.
+        """How long a throttled call waits before its retry: a jittered tenth of a round trip at most.
 
-        The controller already holds the job back (it waits for a slot under the lowered limit), so a
-        long exponential backoff would only leave a tail of late retries; jitter keeps them apart.
+        The controller is the back-pressure: the retry waits its turn for a slot under the lowered
+        limit, and a refused request that did not cut keeps its slot for a round trip, so attempts stay
+        near ``limit / latency`` whatever this wait. Sleeping longer (it was half a round trip to one and
+        a half) only left a tail of late retries when the run's last images were the refused ones.
         """
         known = [m.controller.latency for m in self.pool.members if m.controller.latency]
-        return random.uniform(0.5, 1.5) * (max(known) if known else self.policy.backoff_initial)
+        return random.uniform(0.0, 0.1) * (max(known) if known else self.policy.backoff_initial)
 
     async def _on_wire(self, call: Callable[[Member], Awaitable[Any]], hold: AsyncExitStack | None = None, *,
                        paced: bool = True, member: Member | None = None) -> tuple[Member, Any]:
@@ -226,7 +235,8 @@ class JobRunner:
             m.controller.on_success(anyio.current_time() - started)
             await stack.aclose()
         if paced:  # a request the gateway answered (a submission's images count when its poll ends)
-            self.pool.answered(m, len(result.images) if isinstance(result, Generation) else 0)
+            generation = result.generation if isinstance(result, _Paid) else result
+            self.pool.answered(m, len(generation.images) if isinstance(generation, Generation) else 0)
         return result
 
     def _left_wire(self) -> None:
@@ -237,10 +247,12 @@ class JobRunner:
         self, job: Job, pending: TaskRef | None, need: list[int]
     ) -> tuple[Generation | None, int, str | None, Member]:
         if not self.use_async:
-            (member, generation), attempts = await call_with_retries(
+            (member, (generation, intent)), attempts = await call_with_retries(
                 lambda: self._on_wire(lambda m: self._paid(job, need, lambda: m.provider.generate(job))),
                 self.policy, on_retry=self.on_retry, throttle_wait=self.throttle_wait,
             )
+            # settled once the slot is free: the next request need not wait for this journal line
+            await self.writer.settle(intent, billed=len(generation.images))
             return generation, attempts, None, member
         took = self.pool.member_for(pending) if pending is not None else None
         if pending is not None and took is not None:  # polled through the member that took it (see .paid)
@@ -299,12 +311,12 @@ class JobRunner:
             await self.writer.settle(intent, billed=0)
             raise
 
-    async def _paid(self, job: Job, need: list[int], call: Callable[[], Any]) -> Any:
-        """One synchronous generation under its intent; the images delivered are what it billed."""
+    async def _paid(self, job: Job, need: list[int], call: Callable[[], Awaitable[Generation]]) -> _Paid:
+        """One synchronous generation under its intent; returns it with the intent, which the caller
+        settles as billed for the images delivered (left open, as by a kill, it counts in doubt)."""
         async with self._intent(job, need) as intent:
             generation = await call()
-        await self.writer.settle(intent, billed=len(generation.images))
-        return generation
+        return _Paid(generation, intent)
 
     async def _submit(self, job: Job, need: list[int], member: Member) -> str:
         """One submission under its intent, its task id journaled before its slot is given to another.
