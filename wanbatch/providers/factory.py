@@ -63,6 +63,16 @@ def check_settings(config: ProviderSettings, env: Mapping[str, str] = os.environ
     return _kind(config).check_settings(config, env)
 
 
+def load_client_modules(config: ProviderSettings) -> None:
+    """Import what :func:`open_client` will need for ``config`` (an unknown kind is reported later)."""
+    try:
+        load = _kind(config).load_modules
+    except FatalError:
+        return
+    if load is not None:
+        load()
+
+
 def open_client(config: ProviderSettings, *, concurrency: int, timeout: float) -> httpx.AsyncClient:
     """The run's client, as the provider kind builds it (a socket pool, or a transport to an app)."""
     return _kind(config).open_client(config, concurrency=concurrency, timeout=timeout)

@@ -81,6 +81,15 @@ def open_client(config: Any, *, concurrency: int, timeout: float) -> httpx.Async
     return httpx.AsyncClient(transport=transport, timeout=http_timeout)
 
 
+def load_modules() -> None:
+    """Import the HTTP stack :func:`open_client` uses (aiohttp: 0.3 s), ahead of the run."""
+    try:
+        import aiohttp  # noqa: F401
+        import httpx_aiohttp  # noqa: F401
+    except ImportError:  # pragma: no cover - see open_client
+        pass
+
+
 def _environment_matters() -> bool:
     """Whether aiohttp's ``trust_env`` can change a request: a proxy variable or a netrc file exists.
 
@@ -96,7 +105,7 @@ def _environment_matters() -> bool:
 
 KIND = ProviderKind("gateway", open_client=open_client, make_provider=make_provider,
                     check_settings=check_settings, dialect_names=dialect_names,
-                    defaults={"poll_interval": 5.0})
+                    defaults={"poll_interval": 5.0}, load_modules=load_modules)
 
 
 def register() -> None:

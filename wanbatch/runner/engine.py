@@ -34,7 +34,7 @@ from ..fetch import DownloadLimits
 from ..hosts import allow_list
 from ..limits import RatePacer
 from ..plan import Plan, plan as make_plan
-from ..providers.factory import check_settings, make_provider, open_client
+from ..providers.factory import check_settings, load_client_modules, make_provider, open_client
 from ..redact import redact
 from ..resume import triage_stream
 from ..retry import RetryPolicy
@@ -542,6 +542,8 @@ def spec_record(source: str) -> dict[str, str | None]:
 async def run_async(spec: Spec, options: RunOptions | None = None) -> RunResult:
     """Run ``spec``: request what the output dataset still lacks and index it. Never raises for
     gateway or dataset failures: they are in ``RunResult.error`` and ``exit_code``."""
+    for config, _ in spec.provider.member_configs():  # imports, before the run's clock starts
+        load_client_modules(config)
     return await _Run(spec, options or RunOptions()).execute()
 
 
