@@ -33,7 +33,8 @@ def ideal(jobs: int, caps: list[tuple[int, int]]) -> float:
 
 
 async def one(kind: str, seed: int) -> tuple[float, float]:
-    caps, changes = [(0, 8)], ()
+    caps: list[tuple[int, int]] = [(0, 8)]
+    changes: tuple[tuple[float, int], ...] = ()
     rng = random.Random(seed)
     if kind == "change":
         caps = [(0, 8), (8, 4), (16, 16)]

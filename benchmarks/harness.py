@@ -141,6 +141,13 @@ class MockGateway:
     def billed(self) -> int:
         return int(httpx.get(f"{self.base}/_mock/stats", timeout=10).json()["billed"])
 
+    def pipe(self) -> float | None:
+        """Seconds from the first generation the gateway took to the last it answered since the reset:
+        the run as the gateway saw it, without the client's start-up and its last download."""
+        stats = httpx.get(f"{self.base}/_mock/stats?bodies=0", timeout=10).json()
+        first, last = stats.get("first_generation_at"), stats.get("last_generation_at")
+        return None if first is None or last is None else float(last) - float(first)
+
     def quota(self) -> dict[str, Any]:
         """The hidden quota and its counters (``throttled``: 429s answered since the last reset)."""
         return dict(httpx.get(f"{self.base}/_mock/quota", timeout=10).json())

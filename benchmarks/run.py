@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import platform
 import shutil
 import statistics
@@ -87,6 +88,7 @@ def one_round(gw: MockGateway, name: str, tag: str, *, jobs: int, concurrency: i
                               out=out, retries=retries, oracle=oracle),
                 first_on_path=BEFORE if name == "wanbatch-before" else None)
     m.out["throttled"] = gw.quota()["throttled"]
+    m.out["gateway_pipe"] = gw.pipe()
     done = m.out.get("done_images")
     billed = gw.billed()
     m.out["disk_bytes"] = sum(f.stat().st_size for f in (out / "images").rglob("*") if f.is_file())
@@ -298,13 +300,16 @@ def quota_run(tag: str, title: str, quick: bool, rounds: int, log: list[Row], *,
              f"ideal makespan {best:.2f} s (median of {rounds})", "",
              f"Mock: `mock-server --latency {lat:g} --image-kb 100 {' '.join(mock)}`{moves}.", "",
              "| contender | makespan s (process) | in-process s | efficiency (ideal ÷ in-process) "
-             "| ÷ oracle | 429s per image |", "|---|---:|---:|---:|---:|---:|"]
+             "| ÷ oracle | 429s per image | gateway pipe s | ideal ÷ pipe |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     ceiling = med([inner(m) for m in got["oracle"]]) if "oracle" in got else None
     for name, ms in got.items():
         wall, own = med([m.wall for m in ms]), med([inner(m) for m in ms])
         per = med([m.out["throttled"] / n for m in ms])
+        pipe = med([m.out["gateway_pipe"] or math.inf for m in ms])
         vs = f"{ceiling / own:.2f}" if ceiling else "–"
-        lines.append(f"| {name} | {wall:.2f} | {own:.2f} | {best / own:.2f} | {vs} | {per:.3f} |")
+        lines.append(f"| {name} | {wall:.2f} | {own:.2f} | {best / own:.2f} | {vs} | {per:.3f} "
+                     f"| {pipe:.2f} | {best / pipe:.2f} |")
     own = med([inner(m) for m in got["controller"]])
     per = med([m.out["throttled"] / n for m in got["controller"]])
     lines += ["", f"Goal (issue 15): ≥ 0.90 of the ideal makespan with ≤ 0.3 429s per image → controller "

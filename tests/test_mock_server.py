@@ -28,8 +28,12 @@ def test_run_in_thread_serves_generations_and_images_over_a_socket() -> None:
     with run_in_thread(MockConfig(scale=0.5, image_kb=2000)) as base:
         assert base.startswith("http://127.0.0.1:")
         with httpx.Client(base_url=base, timeout=10) as client:
+            assert client.get("/_mock/stats").json()["first_generation_at"] is None
+            before = time.time()
             response = client.post("/v1/images/generations", json=BODY, headers=AUTH)
             assert response.status_code == 200, response.text
+            stats = client.get("/_mock/stats").json()  # the pipe as the gateway saw it (benchmarks)
+            assert before <= stats["first_generation_at"] <= stats["last_generation_at"] <= time.time()
             url = response.json()["data"][0]["url"]
             assert url.startswith(base + "/files/")
             download = client.get(url)  # > 1 MiB: streamed with a content-length

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
 from typing import Any
 
@@ -16,6 +17,10 @@ class Stats:
         self.in_flight = 0
         self.max_in_flight = 0
         self.download_auth = 0
+        #: When the first generation started and the last ended (wall clock): the pipe as the gateway
+        #: saw it, without the client's start-up or its last download and index write.
+        self.first_generation_at: float | None = None
+        self.last_generation_at: float | None = None
         self.bodies: deque[dict[str, Any]] = deque(maxlen=MAX_BODIES)
 
     def bill(self, key: str, images: int) -> None:
@@ -24,11 +29,14 @@ class Stats:
             self.billed_by_key[key] += images
 
     def enter(self) -> None:
+        if self.first_generation_at is None:
+            self.first_generation_at = time.time()
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
     def leave(self) -> None:
         self.in_flight -= 1
+        self.last_generation_at = time.time()
 
     def snapshot(self, *, bodies: bool = True) -> dict[str, Any]:
         out = {
@@ -38,6 +46,8 @@ class Stats:
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "download_auth_headers": self.download_auth,
+            "first_generation_at": self.first_generation_at,
+            "last_generation_at": self.last_generation_at,
         }
         if bodies:
             out["bodies"] = list(self.bodies)
