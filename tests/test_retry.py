@@ -66,3 +66,17 @@ async def test_retry_after_is_honoured() -> None:
     t0 = anyio.current_time()
     await call_with_retries(fn, FAST)
     assert anyio.current_time() - t0 >= 0.29
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_a_5xx_after_429s_backs_off_like_a_first_failure() -> None:
+    # With a concurrency controller a 429 waits only a moment (throttle_wait); counting the 429s in
+    # the exponent sent a 5xx after twelve of them into a draw of up to 100 s here, the tail of a run.
+    fn, calls = failing([TransientError("429", kind="rate_limited")] * 12
+                        + [TransientError("503", kind="server_error")])
+    policy = RetryPolicy(retries=20, backoff_initial=0.05, backoff_max=100.0)
+    t0 = anyio.current_time()
+    result, attempts = await call_with_retries(fn, policy, throttle_wait=lambda: 0.0)
+    assert (result, attempts, calls["n"]) == ("ok", 14, 14)
+    assert anyio.current_time() - t0 < 0.5  # one draw between 0 and 0.05 s, and twelve of 0 s

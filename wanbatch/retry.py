@@ -4,13 +4,17 @@ Transient errors retry with exponential backoff and full jitter (a uniform draw 
 ``backoff_initial × 2^(n-1)``, capped at ``backoff_max``: AWS's "Exponential Backoff And Jitter"
 comparison found it spreads retries best for the least waiting), never sooner than a gateway's
 ``Retry-After``. A lone 5xx from a healthy gateway is then retried after half a second on average
-rather than one and a half, which is most of what random 5xx cost at the end of a run.
+rather than one and a half, which is most of what random 5xx cost at the end of a run. ``n`` counts
+the call's failures that back off, not its 429s: with a concurrency controller a 429 waits only a
+moment (the controller holds the job back), and counting it would have sent a 5xx that follows a
+few 429s into a 4 or 8 s draw, the tail of a run whose last job was unlucky.
 Ambiguous errors (the image may already be billed) retry only while the run's ``ambiguous_retries``
 allowance for that call lasts. Refused and fatal errors never retry.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -40,13 +44,17 @@ class _WaitRetryAfter:
         self._backoff = wait_random_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max)
         self._max = policy.retry_after_max
         self._throttle_wait = throttle_wait
+        self._backed_off = 0  # failures of this call that drew from the exponential backoff
 
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if self._throttle_wait is not None and isinstance(exc, GatewayError) and exc.kind == "rate_limited":
             wait = self._throttle_wait()  # a concurrency controller holds the job back already
         else:
-            wait = float(self._backoff(state))
+            self._backed_off += 1
+            counted = copy.copy(state)  # the draw's exponent: this call's failures that back off
+            counted.attempt_number = self._backed_off
+            wait = float(self._backoff(counted))
         if isinstance(exc, GatewayError) and exc.retry_after is not None:
             wait = max(wait, min(exc.retry_after, self._max))
         return wait
