@@ -225,7 +225,7 @@ class Provider(ABC):
                 async with self._client.stream(
                     call.method, call.url, json=call.json, headers=headers, timeout=timeout
                 ) as response:
-                    content = await read_capped(response, cap, self._context)
+                    content = await read_capped(response, cap, self._context, phase)
         except TimeoutError:
             detail = f"no complete answer within {self.request_timeout:g} s"
             raise _lost(phase, detail, self._context) from None
@@ -287,33 +287,42 @@ def input_uris(job: Job) -> list[str]:
 # ---------------------------------------------------------------------- hostile answers
 
 
-async def read_capped(response: httpx.Response, cap: int, context: ErrorContext) -> bytes:
+async def read_capped(response: httpx.Response, cap: int, context: ErrorContext, phase: Phase) -> bytes:
     """The body, at most ``cap`` bytes on the wire and decoded.
 
-    A successful answer over the cap is refused as ``bad_response`` (a retry would get the same
-    answer, and may bill again); an error answer is cut at the cap and classified by its status.
+    A successful answer over the cap is not read: to a generation or a submission it is ambiguous
+    (``unreadable_answer``: made and billed all the same, so in doubt, never requested again), to a
+    poll ``bad_response`` (the task is journaled; nothing is paid twice). An error answer is cut at the
+    cap and classified by its status.
     """
     ok = 200 <= response.status_code < 300
     declared = response.headers.get("content-length", "")
     if ok and declared.isdigit() and int(declared) > cap:
-        raise _too_big(response, cap, context)
+        raise _too_big(response, cap, context, phase)
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
         size += len(chunk)
         if size > cap or response.num_bytes_downloaded > cap:
             if ok:
-                raise _too_big(response, cap, context)
+                raise _too_big(response, cap, context, phase)
             chunks.append(chunk[: max(0, cap - (size - len(chunk)))])
             break
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _too_big(response: httpx.Response, cap: int, context: ErrorContext) -> RefusedError:
-    return RefusedError(f"{response.status_code} from {context.base_url} with an answer over {cap} bytes "
-                        "(on the wire or decoded); not read", kind="bad_response",
-                        status=response.status_code)
+def _too_big(response: httpx.Response, cap: int, context: ErrorContext, phase: Phase) -> GatewayError:
+    said = (f"{response.status_code} from {context.base_url} with an answer over {_mib(cap)} "
+            "(on the wire or decoded); not read")
+    if phase != "poll":
+        return AmbiguousError(said + "; the images may have been made and billed", kind="unreadable_answer",
+                              status=response.status_code)
+    return RefusedError(said, kind="bad_response", status=response.status_code)
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):g} MiB" if size % (1 << 20) == 0 else f"{size} bytes"
 
 
 def task_id_problem(task_id: object) -> str | None:
