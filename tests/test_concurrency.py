@@ -1,10 +1,16 @@
 """The adaptive concurrency controller against a simulated gateway with a hidden quota.
 
-The gateway lives in-process (anyio's real clock, short latencies): it counts what is really in
-flight at its side, answers 429 at once beyond its quota, and can move the quota mid-run. The
-workers behave as the runner will: a slot is held only while a request is on the wire, the retry
-backoff is slept outside it. Assertions are about behaviour (where the limit settles, what reached
-the gateway), with margins wide enough for a loaded machine.
+The gateway lives in-process: it counts what is really in flight at its side, answers 429 at once
+beyond its quota, and can move the quota mid-run; each generation takes its latency ±10% (seeded),
+as real answers of one round come back spread out. The workers behave as the runner will: a slot is
+held only while a request is on the wire, the retry backoff is slept outside it. Assertions are
+about behaviour (where the limit settles, what reached the gateway).
+
+Time is virtual: Trio's ``MockClock`` jumps to the next timer as soon as every task waits, so a
+run of thousands of requests takes a fraction of a second, and a loaded machine (CI runs the suite
+four processes wide) cannot stretch a round and blur what the controller did. On anyio's real
+clock these tests needed margins wide enough for that load and still failed now and then; the
+benchmarks measure the controller against a real gateway over real sockets.
 """
 
 from __future__ import annotations
@@ -18,26 +24,36 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.lowlevel
 import pytest
+from trio.testing import MockClock
 
 from wanbatch.concurrency import ConcurrencyController
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
 
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, object]]:
+    return "trio", {"clock": MockClock(autojump_threshold=0)}
+
+
 @dataclass
 class SimGateway:
     latency: float = 0.03
+    jitter: float = 0.1  # each generation takes latency × uniform(1 - jitter, 1 + jitter)
     cap: int | None = None  # generations in flight
     rate: float | None = None  # accepted per second, over a sliding `window`
     window: float = 0.25
     error_rate: float = 0.0  # 5xx after the generation time
     retry_after: float | None = None
-    rng: random.Random = field(default_factory=lambda: random.Random(7))
+    seed: int = 7
     in_flight: int = 0
     starts: list[float] = field(default_factory=list)  # every request that reached the gateway
     accepted_at: list[float] = field(default_factory=list)
     throttled_at: list[float] = field(default_factory=list)
     _recent: deque[float] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
 
     async def call(self) -> str:
         now = anyio.current_time()
@@ -53,7 +69,7 @@ class SimGateway:
         self._recent.append(now)
         self.in_flight += 1
         try:
-            await anyio.sleep(self.latency)
+            await anyio.sleep(self.latency * self.rng.uniform(1 - self.jitter, 1 + self.jitter))
         finally:
             self.in_flight -= 1
         if self.rng.random() < self.error_rate:
@@ -82,7 +98,7 @@ async def drive(ctl: ConcurrencyController, gw: SimGateway, jobs: int, *, worker
     trace = Trace()
     t0 = anyio.current_time()
     done = anyio.Event()
-    rng = random.Random(3)
+    rng = random.Random(gw.seed + 1)
 
     async def worker() -> None:
         while queue:
@@ -133,34 +149,37 @@ def share_within(values: list[int], target: float, tolerance: float = 0.2) -> fl
 
 
 async def test_converges_to_an_in_flight_cap_of_8_from_a_max_of_64() -> None:
-    gw = SimGateway(latency=0.08, cap=8)  # rounds long against event-loop jitter
+    gw = SimGateway(latency=0.08, cap=8)
     ctl = ConcurrencyController(max_limit=64)
     trace, _, end = await drive(ctl, gw, jobs=320)  # 40 rounds at the cap
     rounds = end / gw.latency
     settled = trace.between(10 * gw.latency, math.inf)  # within 10 rounds
-    # It holds the cap, probing one above it about once a round (two on a loaded machine, where a
-    # round's answers come back spread out): 90% of the time within ±2 of 8, and 8 in the middle.
-    assert share_within(settled, 8, 0.25) >= 0.9 and statistics.median(settled) == 8, (settled, ctl.stats)
+    # It holds the cap, probing one above it about once a round: 90% of the time within ±1 of 8,
+    # and 8 in the middle.
+    assert share_within(settled, 8, 0.125) >= 0.9 and statistics.median(settled) == 8, (settled, ctl.stats)
     assert ctl.stats.highest <= 16  # slow start overshoots by at most one doubling, never towards 64
-    assert len(gw.throttled_at) / 320 <= 0.3, ctl.stats
+    assert len(gw.throttled_at) / 320 <= 0.2, ctl.stats
     busy = trace.load_between(10 * gw.latency, end - 2 * gw.latency)
-    assert sum(busy) / len(busy) >= 0.8 * 8, \
+    assert sum(busy) / len(busy) >= 0.9 * 8, \
         f"the pipe ran {sum(busy) / len(busy):.1f} of 8 full ({rounds:.0f} rounds)"
 
 
-async def test_follows_a_rate_quota_instead_of_an_in_flight_cap() -> None:
-    gw = SimGateway(latency=0.04, rate=200.0, window=0.25)  # Little's law: 200/s × 0.04 s = 8 in flight
+@pytest.mark.parametrize("seed", [0, 1, 2])
+async def test_follows_a_rate_quota_instead_of_an_in_flight_cap(seed: int) -> None:
+    # Little's law: 200/s × 0.04 s = 8 in flight. The sliding window (six round trips) refills in
+    # bursts, and a search for room there (slow start) would burst into it: the controller does not
+    # search while the window refuses requests below the level that fitted. Searching anyway left
+    # the limit at 13-20 and 0.35-0.50 429s per image on these seeds; now 9-15 and 0.24-0.41.
+    gw = SimGateway(latency=0.04, rate=200.0, window=0.25, seed=seed)
     ctl = ConcurrencyController(max_limit=64)
     trace, t0, end = await drive(ctl, gw, jobs=500)
     settled = trace.between(end / 3, math.inf)
-    # Nine samples in ten within [4, 16]: a round that fits under the sliding window reads as room,
-    # and the search for it overshoots now and then before the window refuses (benchmarks/RESULTS.md,
-    # "Async submissions regressed": the same cause, not fixed yet).
+    # nine samples in ten within [4, 16]: the window refills unevenly, a probe lands now and then
     assert min(settled) >= 4 and sorted(settled)[len(settled) * 9 // 10] <= 16, (settled, ctl.stats)
     late = [t - t0 for t in gw.accepted_at if t - t0 >= end / 3]
     achieved = len(late) / (end - end / 3)
-    assert achieved >= 0.8 * 200, f"{achieved:.0f}/s of a 200/s quota"
-    assert len(gw.throttled_at) / 500 <= 0.5, ctl.stats
+    assert achieved >= 0.85 * 200, f"{achieved:.0f}/s of a 200/s quota"
+    assert len(gw.throttled_at) / 500 <= 0.45, ctl.stats
 
 
 async def test_follows_the_quota_when_it_halves_and_then_doubles_mid_run() -> None:
@@ -178,29 +197,32 @@ async def test_follows_the_quota_when_it_halves_and_then_doubles_mid_run() -> No
 async def test_finds_a_quota_that_grows_within_a_few_rounds() -> None:
     # A quota that grows sixteenfold mid-run: a request above the level the last cut set succeeds,
     # and growth returns to slow start (doubling per round). Additive probing, even with a step that
-    # doubles each clean round, takes 8.5-9.5 rounds here; the search takes 5.5-6.5. Answers of one
+    # doubles each clean round, takes 8.5-9.5 rounds here; the search takes 4.3-6. Answers of one
     # round come back together, so growth must also count how busy the limit was when each request
     # went out (counting at return stops it half-way through every round).
-    gw = SimGateway(latency=0.2, cap=4)  # long rounds against event-loop jitter
+    gw = SimGateway(latency=0.2, cap=4)
     ctl = ConcurrencyController(max_limit=64)
     trace, _, end = await drive(ctl, gw, jobs=700, changes=((1.6, 64),))
     assert end > 1.6 + 10 * 0.2, "the run must outlast the search for this test to mean anything"
     assert share_within(trace.between(0.8, 1.6), 4, 0.25) >= 0.8, trace.between(0.8, 1.6)
     reached = next(t for t, lim in zip(trace.times, trace.limits, strict=True) if t >= 1.6 and lim >= 56)
-    assert reached - 1.6 <= 7.5 * 0.2, f"{(reached - 1.6) / 0.2:.1f} rounds to find a quota of 64 from 4"
+    assert reached - 1.6 <= 7 * 0.2, f"{(reached - 1.6) / 0.2:.1f} rounds to find a quota of 64 from 4"
 
 
-async def test_holds_an_in_flight_cap_without_probing_below_it() -> None:
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+async def test_holds_an_in_flight_cap_without_probing_below_it(seed: int) -> None:
     # A probe refused one above the cap goes back to the cap itself: cutting by the multiplicative
     # backoff instead (24 * 0.9 = 21.6) would leave the pipe two or three short for a round after
-    # every probe, about a third of the time.
-    gw = SimGateway(latency=0.05, cap=24)
+    # every probe, about a third of the time. Nor may the delivered-rate floor raise that cut: with
+    # latencies ±10%, 25 can complete in one mean round trip at a cap of 24, and a level of 25 taken
+    # as what fitted made the next probe read as a cap that shrank (22 on every one of these seeds).
+    gw = SimGateway(latency=0.05, cap=24, seed=seed)
     ctl = ConcurrencyController(max_limit=64)
     trace, _, end = await drive(ctl, gw, jobs=1200)
     settled = trace.between(8 * 0.05, end - 2 * 0.05)  # after slow start, before the last round
-    assert min(settled) >= 24 and max(settled) <= 26, (sorted(set(settled)), ctl.stats)
+    assert min(settled) >= 24 and max(settled) <= 25, (sorted(set(settled)), ctl.stats)
     assert ctl.stats.cuts >= 5, "the controller must have probed for this test to mean anything"
-    assert len(gw.throttled_at) / 1200 <= 0.1, ctl.stats
+    assert len(gw.throttled_at) / 1200 <= 0.06, ctl.stats
 
 
 async def test_random_5xx_do_not_collapse_the_limit() -> None:

@@ -15,20 +15,26 @@ Netflix's concurrency-limits, with three refinements that matter at a quota:
   matches the rate (Little's law), so no separate rate estimate is needed. A probe refused above the
   level the last cut set (``in_flight_when_sent - 1`` at or above it) is cut to
   ``in_flight_when_sent - 1`` alone, without the multiplicative term: the gateway took that many since
-  the cut, and going below would leave the pipe short for a round after every probe. A cut never goes
-  below the delivered rate × latency over the last four round trips (BBR's bandwidth-delay product):
-  what the gateway demonstrably carried. A 429 that does not cut, on a request sent after the cut,
+  the cut, and going below would leave the pipe short for a round after every probe. Any other cut
+  never goes below the delivered rate × latency over the last four round trips (BBR's bandwidth-delay
+  product): what the gateway demonstrably carried. (Not the probe's: with latencies that vary, more
+  than a cap completes in one mean round trip, and that floor set above the cap made the next probe
+  look like a cap that shrank.) A 429 that does not cut, on a request sent after the cut,
   still says the cut was not quite enough: the limit stops growing for a round trip (it is not lowered
   again: with a rate quota, 429s within a window would then drag it below the rate), and the round
   starts over.
 - **Probe by one, then search when there is room**: after a cut the limit grows by one per round (one
   round = as many successes as the limit), so at a steady quota the probe that ends a round is
   refused and the limit stays on the quota. Room shows as a request sent with more in flight than
-  the cut level that succeeds, or as more successes than that level without a 429, counting only
-  requests sent after the last 429 that counted (answers to requests sent before it say nothing
-  about now): the quota grew mid-run. Growth then returns to slow start, doubling per round until
-  the next 429, so a quota that grows twelvefold is found in about five rounds instead of the nine
-  additive probing needs (BIC and CUBIC probe past the last maximum the same way). The limit grows
+  the cut level that succeeds, counting only requests sent after the last 429 that counted (answers
+  to requests sent before it say nothing about now): the quota grew mid-run. Growth then returns to
+  slow start, doubling per round until the next 429, so a quota that grows twelvefold is found in
+  about five rounds instead of the nine additive probing needs (BIC and CUBIC probe past the last
+  maximum the same way). Not while a rate is what binds: a 429 to a request sent at or below the cut
+  level (the gateway refused what it took before) means a window is spent, not that a cap moved, and
+  for four round trips after one, room is only the window refilling; searching it would burst into
+  the window and bring a round of 429s. (Counting successes per round as room, as the first version
+  did, read every second round at a steady cap as growth.) The limit grows
   only while it binds (at least half of it in use when the request was sent, as concurrency-limits
   samples it: answers of one round arrive together, and counting what is in flight as they come back
   would stop the growth half-way through each round), so a quiet phase does not inflate it.
@@ -133,10 +139,10 @@ class ConcurrencyController:
         self._rng = rng or random.Random()
         self._limit = float(start)
         self._slow_start = True
-        self._round = 0  # successes since the last cut, of requests sent after it
         self._last_cut = -math.inf
         self._fit: float | None = None  # the limit the last cut set: what the gateway was known to take
         self._throttled_at = -math.inf  # last 429 that did not cut, of a request sent after the cut
+        self._refused_within_fit = -math.inf  # last 429 to a request sent at or below the level that fit
         self._in_flight = 0
         self._rtt: float | None = None  # smoothed latency of successes (short term)
         self._pause_until = -math.inf
@@ -242,9 +248,8 @@ class ConcurrencyController:
         if latency_s is not None and latency_s >= 0:
             self._rtt = latency_s if self._rtt is None else 0.8 * self._rtt + 0.2 * latency_s
         slot = _CURRENT.get()
+        # sent after the last 429 that counted: evidence about the quota as it is now
         fresh = slot is None or slot.started >= max(self._last_cut, self._throttled_at)
-        if fresh:  # sent after the last 429 that counted: evidence about the quota as it is now
-            self._round += 1
         if self._rtt is not None and now - self._throttled_at < self._rtt:
             return  # a request sent after the last cut was refused within a round trip: hold, not grow
         busy = max(self._in_flight, slot.in_flight if slot is not None else 0)
@@ -255,7 +260,8 @@ class ConcurrencyController:
             return
         self._set(self._limit + 1 / self._limit)
         fit = self._fit if self._fit is not None else self._limit
-        if fresh and (self._round > fit or (slot is not None and slot.in_flight > fit)):
+        quiet = self._rtt is None or now - self._refused_within_fit > 4 * self._rtt
+        if fresh and quiet and slot is not None and slot.in_flight > fit:
             self._slow_start = True  # room above the cut level: the quota grew, search for it
 
     def on_throttled(self, retry_after_s: float | None = None) -> None:
@@ -263,24 +269,26 @@ class ConcurrencyController:
         self._throttled += 1
         now = self._clock()
         slot = _CURRENT.get() or _Slot(now, self._in_flight + 1)
+        if self._fit is not None and slot.in_flight <= self._fit:
+            self._refused_within_fit = now  # not an in-flight cap alone: a rate (window) is spent
         if retry_after_s is not None and retry_after_s > 0:
             self._pause(now, retry_after_s)
         if slot.started < self._last_cut or now - self._last_cut < (self._rtt or 0.0):
             slot.throttled = True  # keeps its slot for a round trip (see the module doc)
             if slot.started >= self._last_cut:  # the cut was not quite enough: no growth for a round trip
                 self._throttled_at = now
-                self._round = 0  # and the round is not clean: the quota has no room
             return  # sent before the last cut, or within a round trip of it: already accounted for
         self._slow_start = False
-        self._round = 0
         self._last_cut = now
         self._cuts += 1
         if self._fit is not None and slot.in_flight - 1 >= self._fit:
-            cut = slot.in_flight - 1.0  # a probe past the level that fitted: back to the last that did
+            # a probe past the level that fitted: back to the last that did (no delivered floor: with
+            # latencies that vary, more than the cap can complete in one mean round trip)
+            cut = slot.in_flight - 1.0
         else:
-            cut = min(self._limit * self.backoff, slot.in_flight - 1)
-        self._set(min(self._limit, max(cut, self._delivered_per_round(now))))
-        self._fit = self._limit
+            cut = max(min(self._limit * self.backoff, slot.in_flight - 1), self._delivered_per_round(now))
+        self._set(min(self._limit, cut))
+        self._fit = float(self.limit)  # whole requests: a fractional floor must not hide the next probe
 
     def on_error(self) -> None:
         """Any other failure (5xx, timeout, refused): not a congestion signal, the limit stays."""
