@@ -168,8 +168,9 @@ async def test_converges_to_an_in_flight_cap_of_8_from_a_max_of_64() -> None:
 async def test_follows_a_rate_quota_instead_of_an_in_flight_cap(seed: int) -> None:
     # Little's law: 200/s × 0.04 s = 8 in flight. The sliding window (six round trips) refills in
     # bursts, and a search for room there (slow start) would burst into it: the controller does not
-    # search while the window refuses requests below the level that fitted. Searching anyway left
-    # the limit at 13-20 and 0.35-0.50 429s per image on these seeds; now 9-15 and 0.24-0.41.
+    # search while the window refuses requests below the level that fitted, and paces admissions.
+    # Searching anyway left the limit at 13-20, 0.35-0.50 429s per image and 181-191/s on 24 seeds;
+    # now at most 14 on 23 of them, 0.20-0.33 429s per image and 189-194/s.
     gw = SimGateway(latency=0.04, rate=200.0, window=0.25, seed=seed)
     ctl = ConcurrencyController(max_limit=64)
     trace, t0, end = await drive(ctl, gw, jobs=500)
@@ -178,8 +179,8 @@ async def test_follows_a_rate_quota_instead_of_an_in_flight_cap(seed: int) -> No
     assert min(settled) >= 4 and sorted(settled)[len(settled) * 9 // 10] <= 16, (settled, ctl.stats)
     late = [t - t0 for t in gw.accepted_at if t - t0 >= end / 3]
     achieved = len(late) / (end - end / 3)
-    assert achieved >= 0.85 * 200, f"{achieved:.0f}/s of a 200/s quota"
-    assert len(gw.throttled_at) / 500 <= 0.45, ctl.stats
+    assert achieved >= 0.9 * 200, f"{achieved:.0f}/s of a 200/s quota"
+    assert len(gw.throttled_at) / 500 <= 0.4, ctl.stats
 
 
 async def test_follows_the_quota_when_it_halves_and_then_doubles_mid_run() -> None:

@@ -39,6 +39,14 @@ Netflix's concurrency-limits, with three refinements that matter at a quota:
   samples it: answers of one round arrive together, and counting what is in flight as they come back
   would stop the growth half-way through each round), so a quiet phase does not inflate it.
 
+- **Pace while a rate binds**: for those four round trips, admissions are spaced ``latency /
+  (limit × 1.25)`` apart (BBR paces the same way, at a gain of 1.25 when it probes). An in-flight
+  limit alone admits a round's requests as the previous round's answers come back, together; a
+  sliding window refuses the tail of such a burst, and the exact cut then lands one below what the
+  rate carries on average (at a limit of 10 a 6/s window would take, bursts held it at 9). Paced,
+  the limit settles where Little's law puts it. A cap that only moved is paced for four round trips
+  at most.
+
 Latency is not a congestion signal here (no Vegas / Gradient2 growth brake): a generation takes 10 to
 60 s depending on prompt and size, so its spread says little about queueing, and a gateway with a
 hidden quota refuses beyond it rather than queueing. Latency times everything else: what a round is,
@@ -76,6 +84,12 @@ from dataclasses import dataclass
 import anyio
 
 __all__ = ["ConcurrencyController", "ControllerStats"]
+
+#: How long after a 429 to a request sent at or below the level that fit the quota counts as a rate
+#: (round trips): no search for room, and admissions paced.
+RATE_BOUND_RTTS = 4
+#: Pacing while a rate binds: admissions spaced ``latency / (limit * gain)`` apart (BBR's probing gain).
+PACING_GAIN = 1.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,9 +238,12 @@ class ConcurrencyController:
             self._notify()
             raise
         self._waiters.popleft()
+        now = self._clock()
         if self._paced_left > 0:
             self._paced_left -= 1
-            self._next_admit = max(self._clock(), self._next_admit) + self._release_interval
+            self._next_admit = max(now, self._next_admit) + self._release_interval
+        elif self._rtt is not None and self._rate_bound(now):
+            self._next_admit = max(now, self._next_admit) + self._rtt / (self.limit * PACING_GAIN)
         self._notify()  # the next in line may fit too
 
     def _notify(self) -> None:
@@ -260,8 +277,7 @@ class ConcurrencyController:
             return
         self._set(self._limit + 1 / self._limit)
         fit = self._fit if self._fit is not None else self._limit
-        quiet = self._rtt is None or now - self._refused_within_fit > 4 * self._rtt
-        if fresh and quiet and slot is not None and slot.in_flight > fit:
+        if fresh and not self._rate_bound(now) and slot is not None and slot.in_flight > fit:
             self._slow_start = True  # room above the cut level: the quota grew, search for it
 
     def on_throttled(self, retry_after_s: float | None = None) -> None:
@@ -301,6 +317,11 @@ class ConcurrencyController:
         self._lowest = min(self._lowest, self.limit)
         self._highest = max(self._highest, self.limit)
         self._notify()
+
+    def _rate_bound(self, now: float) -> bool:
+        """A rate (window) binds, not only an in-flight cap: a request sent at or below the level that
+        fit was refused within the last few round trips."""
+        return self._rtt is not None and now - self._refused_within_fit < RATE_BOUND_RTTS * self._rtt
 
     def _delivered_per_round(self, now: float) -> float:
         """Successes per smoothed latency over the last few round trips: what the gateway let through.
