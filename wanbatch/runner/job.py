@@ -215,7 +215,6 @@ class JobRunner:
         if m.error is not None and paced:  # taken out while this request waited for its slot
             await stack.aclose()
             raise m.error
-        started = anyio.current_time()
         if paced:
             self.pool.sent(m)
         try:
@@ -232,7 +231,7 @@ class JobRunner:
             await stack.aclose()
             raise
         if hold is None:
-            m.controller.on_success(anyio.current_time() - started)
+            m.controller.on_success()  # timed from its slot
             await stack.aclose()
         if paced:  # a request the gateway answered (a submission's images count when its poll ends)
             generation = result.generation if isinstance(result, _Paid) else result
@@ -261,7 +260,7 @@ class JobRunner:
                 async with AsyncExitStack() as hold:
                     # a poll, not a new generation
                     await self._on_wire(self._noop, hold, paced=False, member=took)
-                    generation = await self._settle(job, took, pending.task, anyio.current_time())
+                    generation = await self._settle(job, took, pending.task)
                     return generation, 0, pending.task, took
             except RefusedError as exc:
                 if exc.kind != "task_unknown":  # older than 24 h or unknown: only then submit again
@@ -270,26 +269,26 @@ class JobRunner:
                     f"task {pending.task} of job {job.job_id} is unknown to the gateway: resubmitted")
         async with AsyncExitStack() as hold:
             # The task holds its slot from submission until it settles: it is a generation in flight.
-            started = anyio.current_time()
             (member, task_id), attempts = await call_with_retries(
                 lambda: self._on_wire(lambda m: self._submit(job, need, m), hold), self.policy,
                 on_retry=self.on_retry, throttle_wait=self.throttle_wait,
             )
-            return await self._settle(job, member, task_id, started), attempts, task_id, member
+            return await self._settle(job, member, task_id), attempts, task_id, member
 
     @staticmethod
     async def _noop(_member: Member) -> None:
         return None
 
-    async def _settle(self, job: Job, member: Member, task_id: str, started: float) -> Generation | None:
-        """Poll a task in the caller's slot; the member's controller hears the task's whole duration."""
+    async def _settle(self, job: Job, member: Member, task_id: str) -> Generation | None:
+        """Poll a task in the caller's slot; the member's controller hears the task's whole duration,
+        from the submission that took the slot (not from the wait for it, nor earlier refused ones)."""
         try:
             generation = await self._poll(job, member, task_id)
         except GatewayError:
             member.controller.on_error()
             raise
         if generation is not None:
-            member.controller.on_success(anyio.current_time() - started)
+            member.controller.on_success()
             self.pool.answered(member, len(generation.images))
         return generation
 
