@@ -2,7 +2,7 @@
 
 Gateways throttle per account (an in-flight cap, a per-minute rate, or both) without saying where
 the line is; a 429 is the only signal. The controller is AIMD as in TCP congestion control and
-Netflix's concurrency-limits, with three refinements that matter at a quota:
+Netflix's concurrency-limits, with four refinements that matter at a quota:
 
 - **Slow start**: from a small ``initial`` the limit grows by one per success (doubling per round)
   until the first 429, so it reaches the quota in a few round trips instead of starting at the
@@ -34,11 +34,10 @@ Netflix's concurrency-limits, with three refinements that matter at a quota:
   level (the gateway refused what it took before) means a window is spent, not that a cap moved, and
   for four round trips after one, room is only the window refilling; searching it would burst into
   the window and bring a round of 429s. (Counting successes per round as room, as the first version
-  did, read every second round at a steady cap as growth.) The limit grows
-  only while it binds (at least half of it in use when the request was sent, as concurrency-limits
-  samples it: answers of one round arrive together, and counting what is in flight as they come back
-  would stop the growth half-way through each round), so a quiet phase does not inflate it.
-
+  did, read every second round at a steady cap as growth.) The limit grows only while it binds (at
+  least half of it in use when the request was sent, as concurrency-limits samples it: answers of
+  one round arrive together, and counting what is in flight as they come back would stop the growth
+  half-way through each round), so a quiet phase does not inflate it.
 - **Pace while a rate binds**: for those four round trips, admissions are spaced ``latency /
   (limit × 1.25)`` apart (BBR paces the same way, at a gain of 1.25 when it probes). An in-flight
   limit alone admits a round's requests as the previous round's answers come back, together; a
@@ -50,7 +49,8 @@ Netflix's concurrency-limits, with three refinements that matter at a quota:
 Latency is not a congestion signal here (no Vegas / Gradient2 growth brake): a generation takes 10 to
 60 s depending on prompt and size, so its spread says little about queueing, and a gateway with a
 hidden quota refuses beyond it rather than queueing. Latency times everything else: what a round is,
-how long a throttled slot is held, the delivered-rate floor, the spread of a release.
+how long a throttled slot is held, the delivered-rate floor, the pacing, the spread of a release.
+A request's latency is timed from its slot, never from the caller's wait for one.
 
 Only 429s are congestion: 5xx and other errors (``on_error``) leave the limit alone. A Retry-After
 pauses every new request until it has passed, then releases them spread over one round trip (the
