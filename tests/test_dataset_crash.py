@@ -127,7 +127,11 @@ def test_sigkill_at_random_moments_then_recover(tmp_path: Path) -> None:
         assert ds.recover().rows_recovered == 0  # idempotent
         ds.append([adopt(ds, image_id) for image_id in report.orphan_images])
         ds.flush()
-        assert set(ds.pending_tasks()) == tasks  # every acknowledged task id survived
+        pending = set(ds.pending_tasks())
+        assert tasks <= pending  # every acknowledged task id survived
+        # and beyond them only a task journaled by a child killed before it could log it: one per
+        # child at most (a CI run caught one such: the journal line was durable, the log line not)
+        assert len(pending - tasks) <= len(delays), pending - tasks
         done = ds.triage().done
         failed = ds.triage().failed
 
