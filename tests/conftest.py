@@ -34,8 +34,26 @@ def write_spec(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
+#: The files that take longest (``--durations``), longest first: under ``-n 4 --dist loadfile`` each
+#: starts at once on a worker of its own instead of finishing the run alone after the quick files.
+LONGEST_FILES = ("test_ray.py", "test_chaos.py", "test_s3.py", "test_resume.py", "test_money.py",
+                 "test_signals.py", "test_lease.py", "test_gateways_e2e.py")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist re-sorts files by their number of tests (--loadscope-reorder, on by default), which
+    # would undo the order below and start the long files last
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files holding slow tests first (order within a file kept): under ``-n N --dist loadfile`` they
-    start at once, side by side, instead of finishing the run alone after the quick files."""
+    """The longest files first, then the other files holding slow tests, then the rest (order within
+    a file kept)."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.name
+        return (0, LONGEST_FILES.index(name)) if name in LONGEST_FILES else (1, item.path not in slow_files)
+
+    items.sort(key=rank)

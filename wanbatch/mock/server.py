@@ -43,8 +43,11 @@ def base_url(sock: socket.socket) -> str:
 def _server(config: MockConfig, graceful: float | None) -> uvicorn.Server:
     app = create_app(config)
     seconds = None if graceful is None else max(1, round(graceful))  # uvicorn takes whole seconds
+    # idle connections kept 75 s, as nginx does in front of most gateways (uvicorn's own 5 s races a
+    # client that reuses a connection idle for just under its own 5 s)
     uv_config = uvicorn.Config(
-        app, log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=seconds
+        app, log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=seconds,
+        timeout_keep_alive=75,
     )
     return uvicorn.Server(uv_config)
 

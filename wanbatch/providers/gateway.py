@@ -58,10 +58,18 @@ def make_provider(config: Any, client: httpx.AsyncClient, *, request_timeout: fl
     )
 
 
+#: Seconds an idle connection is kept for reuse (see :func:`open_client`).
+KEEPALIVE_S = 4.0
+
+
 def open_client(config: Any, *, concurrency: int, timeout: float) -> httpx.AsyncClient:
     """aiohttp-backed httpx. Connections: one per worker for gateway calls plus as many for downloads."""
+    # An idle connection is dropped after 4 s, before a server's own idle timeout closes it: uvicorn
+    # (LiteLLM's proxy, the mock) closes at 5 s, httpx's default, and a generation sent on a connection
+    # the server is closing that moment fails as "Server disconnected", in doubt (a CI run lost an
+    # image so). nginx and cloud load balancers keep idle connections 60-75 s.
     limits = httpx.Limits(max_connections=max(2, 2 * concurrency),
-                          max_keepalive_connections=max(1, concurrency))
+                          max_keepalive_connections=max(1, concurrency), keepalive_expiry=KEEPALIVE_S)
     http_timeout = httpx.Timeout(timeout, connect=min(timeout, 30.0))
     try:
         import aiohttp
