@@ -170,7 +170,7 @@ async def test_follows_a_rate_quota_instead_of_an_in_flight_cap(seed: int) -> No
     # bursts, and a search for room there (slow start) would burst into it: the controller does not
     # search while the window refuses requests below the level that fitted, and paces admissions.
     # Searching anyway left the limit at 13-20, 0.35-0.50 429s per image and 181-191/s on 24 seeds;
-    # now at most 14 on 23 of them, 0.20-0.33 429s per image and 189-194/s.
+    # now 0.21-0.34 429s per image and 190-196/s.
     gw = SimGateway(latency=0.04, rate=200.0, window=0.25, seed=seed)
     ctl = ConcurrencyController(max_limit=64)
     trace, t0, end = await drive(ctl, gw, jobs=500)

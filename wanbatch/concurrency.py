@@ -39,12 +39,13 @@ Netflix's concurrency-limits, with four refinements that matter at a quota:
   one round arrive together, and counting what is in flight as they come back would stop the growth
   half-way through each round), so a quiet phase does not inflate it.
 - **Pace while a rate binds**: for those four round trips, admissions are spaced ``latency /
-  (limit × 1.25)`` apart (BBR paces the same way, at a gain of 1.25 when it probes). An in-flight
-  limit alone admits a round's requests as the previous round's answers come back, together; a
-  sliding window refuses the tail of such a burst, and the exact cut then lands one below what the
-  rate carries on average (at a limit of 10 a 6/s window would take, bursts held it at 9). Paced,
-  the limit settles where Little's law puts it. A cap that only moved is paced for four round trips
-  at most.
+  limit`` apart (BBR paces to its bandwidth estimate the same way), and up to the next whole number
+  above the limit are admitted at once. An in-flight limit alone admits a round's requests as the
+  previous round's answers come back, together; a sliding window refuses the tail of such a burst, and
+  the exact cut then lands one below what the rate carries on average. And a whole-number limit
+  wastes the fraction: 6/s at 1.55 s is 9.3 in flight, and a limit of 9 carries 5.8/s. Paced, the
+  limit's fractional part becomes rate, and the limit settles where Little's law puts it. A cap that
+  only moved is paced for four round trips at most.
 
 Latency is not a congestion signal here (no Vegas / Gradient2 growth brake): a generation takes 10 to
 60 s depending on prompt and size, so its spread says little about queueing, and a gateway with a
@@ -88,8 +89,8 @@ __all__ = ["ConcurrencyController", "ControllerStats"]
 #: How long after a 429 to a request sent at or below the level that fit the quota counts as a rate
 #: (round trips): no search for room, and admissions paced.
 RATE_BOUND_RTTS = 4
-#: Pacing while a rate binds: admissions spaced ``latency / (limit * gain)`` apart (BBR's probing gain).
-PACING_GAIN = 1.25
+#: Pacing while a rate binds: admissions spaced ``latency / (limit * gain)`` apart.
+PACING_GAIN = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,11 +222,11 @@ class ConcurrencyController:
                     now = self._clock()
                     while self._holds and self._holds[0] <= now:
                         heapq.heappop(self._holds)
-                    if self._in_flight + len(self._holds) < self.limit:
+                    if self._in_flight + len(self._holds) < self._admit_limit(now):
                         wake = max(self._pause_until, self._next_admit)
                         if wake <= now:
                             break
-                    elif self._holds and self._in_flight < self.limit:
+                    elif self._holds and self._in_flight < self._admit_limit(now):
                         wake = self._holds[0]
                 me.event = event = anyio.Event()
                 if wake is None:
@@ -243,7 +244,7 @@ class ConcurrencyController:
             self._paced_left -= 1
             self._next_admit = max(now, self._next_admit) + self._release_interval
         elif self._rtt is not None and self._rate_bound(now):
-            self._next_admit = max(now, self._next_admit) + self._rtt / (self.limit * PACING_GAIN)
+            self._next_admit = max(now, self._next_admit) + self._rtt / (max(self._limit, 1.0) * PACING_GAIN)
         self._notify()  # the next in line may fit too
 
     def _notify(self) -> None:
@@ -324,6 +325,13 @@ class ConcurrencyController:
         self._lowest = min(self._lowest, self.limit)
         self._highest = max(self._highest, self.limit)
         self._notify()
+
+    def _admit_limit(self, now: float) -> int:
+        """Requests admitted at once: the limit, or while a rate binds the next whole number above it
+        (the pacing then keeps the rate at ``limit / latency``, fractional part included)."""
+        if self._rate_bound(now):
+            return max(self.min_limit, min(self.max_limit, math.ceil(self._limit)))
+        return self.limit
 
     def _rate_bound(self, now: float) -> bool:
         """A rate (window) binds, not only an in-flight cap: a request sent at or below the level that
