@@ -23,6 +23,7 @@ leaves nothing behind that a later recovery does not sweep.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -196,7 +197,8 @@ def _recover_writers(
             for job, paid in links.items():
                 adopt_links(job, paid)
         report.temp_files_removed += _count_files(layout.writer_tmp(writer))
-        with disk_errors(f"remove the journal of writer {writer}"):
+        with disk_errors(f"remove the journal of writer {writer}"), \
+                contextlib.suppress(FileNotFoundError):  # a peer recovering it too removed it first
             shutil.rmtree(layout.writer_tmp(writer), ignore_errors=True)
             for entry in sorted(folder.iterdir(), key=lambda p: p.name == "lock"):
                 entry.unlink(missing_ok=True)  # the lock last: a peer re-checks it after locking
