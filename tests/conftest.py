@@ -36,8 +36,11 @@ def write_spec(tmp_path: Path) -> Callable[..., Path]:
 
 #: The files that take longest (``--durations``), longest first: under ``-n 4 --dist loadfile`` each
 #: starts at once on a worker of its own instead of finishing the run alone after the quick files.
-LONGEST_FILES = ("test_ray.py", "test_chaos.py", "test_s3.py", "test_resume.py", "test_money.py",
-                 "test_signals.py", "test_lease.py", "test_gateways_e2e.py")
+LONGEST_FILES = ("test_s3.py", "test_chaos.py", "test_gateways_e2e.py", "test_resume.py", "test_money.py",
+                 "test_run_e2e.py", "test_signals.py", "test_lease.py")
+#: Last, on the machine the others leave: a Ray cluster started beside three busy workers took over
+#: four minutes for a test that takes 40 s alone (its workers start Python for every runtime_env).
+LAST_FILES = ("test_ray.py",)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -48,12 +51,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest files first, then the other files holding slow tests, then the rest (order within
-    a file kept)."""
+    """The longest files first, then the other files holding slow tests, then the rest, then Ray
+    (order within a file kept)."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
 
     def rank(item: pytest.Item) -> tuple[int, int]:
         name = item.path.name
+        if name in LAST_FILES:
+            return (2, LAST_FILES.index(name))
         return (0, LONGEST_FILES.index(name)) if name in LONGEST_FILES else (1, item.path not in slow_files)
 
     items.sort(key=rank)
