@@ -9,9 +9,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_mypy_is_clean_over_the_package() -> None:
-    """mypy's own incremental cache (``.mypy_cache``, as a plain ``mypy wanbatch`` leaves it; CI's lint
-    step has just filled it) is sound: a module is checked again whenever it or a dependency changed.
-    A cold check costs ~25 s of CPU, a warm one ~1 s."""
+    """mypy's own incremental cache (``.mypy_cache``, as a plain ``mypy wanbatch`` leaves it) is sound:
+    a module is checked again whenever it or a dependency changed. A cold check (CI's) costs ~25 s of
+    CPU, a warm one ~1 s."""
     proc = subprocess.run(
         [sys.executable, "-m", "mypy", "wanbatch"],
         cwd=ROOT, capture_output=True, text=True, timeout=240,
