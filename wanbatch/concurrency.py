@@ -87,10 +87,8 @@ import anyio
 __all__ = ["ConcurrencyController", "ControllerStats"]
 
 #: How long after a 429 to a request sent at or below the level that fit the quota counts as a rate
-#: (round trips): no search for room, and admissions paced.
+#: (round trips): no search for room, and admissions paced ``latency / limit`` apart.
 RATE_BOUND_RTTS = 4
-#: Pacing while a rate binds: admissions spaced ``latency / (limit * gain)`` apart.
-PACING_GAIN = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +242,7 @@ class ConcurrencyController:
             self._paced_left -= 1
             self._next_admit = max(now, self._next_admit) + self._release_interval
         elif self._rtt is not None and self._rate_bound(now):
-            self._next_admit = max(now, self._next_admit) + self._rtt / (max(self._limit, 1.0) * PACING_GAIN)
+            self._next_admit = max(now, self._next_admit) + self._rtt / max(self._limit, 1.0)
         self._notify()  # the next in line may fit too
 
     def _notify(self) -> None:
